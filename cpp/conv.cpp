@@ -1,0 +1,275 @@
+// Convolution forward and both backward passes as im2col + GEMM on bounded tiles.
+//
+// Per group g (Cg = C/groups input channels, Kg = K/groups output channels, R = Cg*prod(kernel)
+// rows of the column matrix, L output positions):
+//   forward          y[n, g]  (Kg x L)  = W_g (Kg x R) * cols(x[n, g]) (R x L)
+//   backward input   dx[n, g]           = col2im(W_g^T (R x Kg) * dy[n, g] (Kg x L))
+//   backward weight  dW_g    (Kg x R)   = sum_n dy[n, g] (Kg x L) * cols(x[n, g])^T (L x R)
+// The column matrix is only ever built for a tile of at most kTileBytes per thread, so
+// memory stays bounded for any batch and image size. Parallel jobs own disjoint outputs
+// and every sum runs in a fixed order, so results do not depend on the thread count.
+#include <omp.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+#include "fastconv/bindings.hpp"
+#include "fastconv/check.hpp"
+#include "fastconv/gemm.hpp"
+#include "fastconv/geometry.hpp"
+#include "fastconv/im2col.hpp"
+#include "fastconv/pyarray.hpp"
+
+namespace fastconv {
+
+namespace {
+
+using Dims = std::vector<int64_t>;
+
+// Column tiles are sized to stay in L2 next to the packed GEMM panels.
+constexpr int64_t kTileBytes = int64_t(1) << 20;
+
+struct ConvGeom {
+  WindowGeom win;          // input (N, C, *in) against kernel (*kernel)
+  int64_t out_channels;    // K
+  int64_t groups;          // G
+  int64_t group_in;        // Cg = C / G
+  int64_t group_out;       // Kg = K / G
+  int64_t rows;            // R = Cg * prod(kernel)
+  int64_t positions;       // L = prod(out)
+  int64_t in_plane;        // prod(in)
+  // A 1x1 kernel with unit stride and no padding reads the input as its own column matrix.
+  bool pointwise;
+
+  Dims out_shape() const {
+    Dims s{win.batch, out_channels};
+    s.insert(s.end(), win.out.begin(), win.out.end());
+    return s;
+  }
+  Dims weight_shape() const {
+    Dims s{out_channels, group_in};
+    s.insert(s.end(), win.kernel.begin(), win.kernel.end());
+    return s;
+  }
+};
+
+ConvGeom make_conv_geom(const char* op, const Dims& x_shape, const Dims& w_shape,
+                        const Dims& stride, const Dims& pad_before, const Dims& pad_after,
+                        const Dims& dilation, int64_t groups) {
+  FC_CHECK(w_shape.size() >= 3, op, ": weight must be (K, C/groups, *kernel) with at least one "
+           "spatial dim, got shape ", tuple_str(w_shape));
+  FC_CHECK(x_shape.size() == w_shape.size(), op, ": input shape ", tuple_str(x_shape),
+           " must have ", w_shape.size(), " dims to match weight shape ", tuple_str(w_shape));
+  FC_CHECK(groups >= 1, op, ": groups must be positive, got ", groups);
+  const int64_t C = x_shape[1], K = w_shape[0];
+  FC_CHECK(C % groups == 0 && K % groups == 0 && K >= 1, op, ": groups=", groups,
+           " must divide the input channels (input shape ", tuple_str(x_shape),
+           ") and the output channels (weight shape ", tuple_str(w_shape), ")");
+  FC_CHECK(w_shape[1] == C / groups, op, ": weight shape ", tuple_str(w_shape), " needs C/groups = ",
+           C / groups, " in dim 1 for input shape ", tuple_str(x_shape), " and groups=", groups);
+  ConvGeom g;
+  g.win = make_window_geom(op, x_shape[0], C, Dims(x_shape.begin() + 2, x_shape.end()),
+                           Dims(w_shape.begin() + 2, w_shape.end()), stride, pad_before,
+                           pad_after, dilation, false, PadLimit::kConv);
+  g.out_channels = K;
+  g.groups = groups;
+  g.group_in = C / groups;
+  g.group_out = K / groups;
+  g.rows = checked_mul(g.group_in, g.win.kernel_volume(), "weight size");
+  checked_mul(K, g.rows, "weight size");
+  g.positions = g.win.out_plane();
+  g.in_plane = g.win.in_plane();
+  checked_mul(checked_mul(g.win.batch, K, "output size"), g.positions, "output size");
+  g.pointwise = true;
+  for (int64_t d = 0; d < g.win.dims(); ++d) {
+    g.pointwise = g.pointwise && g.win.kernel[d] == 1 && g.win.stride[d] == 1 &&
+                  g.win.pad_before[d] == 0 && g.win.pad_after[d] == 0;
+  }
+  return g;
+}
+
+// Output positions per tile: the column tile (rows x tile) stays within kTileBytes, and
+// when there are fewer independent jobs than threads the positions are split further.
+int64_t tile_width(int64_t rows, int64_t positions, int64_t jobs, int64_t elem_size) {
+  int64_t width = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(1, rows * elem_size));
+  const int64_t threads = omp_get_max_threads();
+  if (jobs < threads) {
+    const int64_t per_thread = (positions * jobs + threads - 1) / threads;
+    width = std::min(width, std::max<int64_t>(32, (per_thread + 15) / 16 * 16));
+  }
+  return std::min(width, positions);
+}
+
+// Reused per thread across calls: no per-call allocation or page faults.
+template <typename T>
+T* scratch(int64_t count) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
+template <typename T>
+void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
+  const int64_t jobs_outer = g.win.batch * G;
+  const int64_t tile = tile_width(R, L, jobs_outer, sizeof(T));
+  const int64_t tiles = (L + tile - 1) / tile;
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < jobs_outer * tiles; ++job) {
+    const int64_t n = job / (G * tiles), grp = job / tiles % G, t = job % tiles;
+    const int64_t l0 = t * tile, l1 = std::min(L, l0 + tile), width = l1 - l0;
+    const T* image = x + n * g.win.channels * g.in_plane;
+    MatrixView<T> cols;
+    if (g.pointwise) {
+      cols = {image + grp * g.group_in * g.in_plane + l0, L, 1};
+    } else {
+      T* buf = scratch<T>(R * width);
+      im2col_block(g.win, image, grp * g.group_in, (grp + 1) * g.group_in, l0, l1, buf, width);
+      cols = {buf, width, 1};
+    }
+    T* out = y + (n * g.out_channels + grp * Kg) * L + l0;
+    gemm(Kg, width, R, MatrixView<T>{w + grp * Kg * R, R, 1}, cols, out, L, false);
+    if (bias) {
+      for (int64_t k = 0; k < Kg; ++k) {
+        const T b = bias[grp * Kg + k];
+        T* row = out + k * L;
+        for (int64_t j = 0; j < width; ++j) row[j] += b;
+      }
+    }
+  }
+}
+
+// Channels per job so that (N * G * blocks) jobs keep every thread busy.
+int64_t channel_block(int64_t channels, int64_t jobs) {
+  const int64_t threads = omp_get_max_threads();
+  const int64_t blocks = std::min(channels, std::max<int64_t>(1, (2 * threads + jobs - 1) / jobs));
+  return (channels + blocks - 1) / blocks;
+}
+
+template <typename T>
+void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
+  const int64_t kvol = g.win.kernel_volume();
+  const int64_t cblock = channel_block(Cg, g.win.batch * G);
+  const int64_t cblocks = (Cg + cblock - 1) / cblock;
+  const int64_t tile = tile_width(cblock * kvol, L, g.win.batch * G * cblocks, sizeof(T));
+  std::fill(dx, dx + g.win.batch * g.win.channels * g.in_plane, T(0));
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < g.win.batch * G * cblocks; ++job) {
+    const int64_t n = job / (G * cblocks), grp = job / cblocks % G, cb = job % cblocks;
+    const int64_t c0 = cb * cblock, c1 = std::min(Cg, c0 + cblock);
+    const int64_t rows = (c1 - c0) * kvol;
+    T* buf = scratch<T>(rows * tile);
+    T* image = dx + n * g.win.channels * g.in_plane;
+    // W_g^T restricted to this block's rows: element (r, k) = W_g[k, c0*kvol + r].
+    const MatrixView<T> wt{w + grp * Kg * R + c0 * kvol, 1, R};
+    for (int64_t l0 = 0; l0 < L; l0 += tile) {
+      const int64_t l1 = std::min(L, l0 + tile), width = l1 - l0;
+      const MatrixView<T> grad{dy + (n * g.out_channels + grp * Kg) * L + l0, L, 1};
+      gemm(rows, width, Kg, wt, grad, buf, width, false);
+      col2im_block(g.win, buf, width, grp * Cg + c0, grp * Cg + c1, l0, l1, image);
+    }
+  }
+}
+
+template <typename T>
+void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
+  const int64_t kvol = g.win.kernel_volume();
+  const int64_t cblock = channel_block(Cg, G);
+  const int64_t cblocks = (Cg + cblock - 1) / cblock;
+  const int64_t tile = tile_width(cblock * kvol, L, G * cblocks, sizeof(T));
+  std::fill(dw, dw + g.out_channels * R, T(0));
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < G * cblocks; ++job) {
+    const int64_t grp = job / cblocks, cb = job % cblocks;
+    const int64_t c0 = cb * cblock, c1 = std::min(Cg, c0 + cblock);
+    const int64_t rows = (c1 - c0) * kvol;
+    T* buf = scratch<T>(rows * tile);
+    T* out = dw + grp * Kg * R + c0 * kvol;
+    for (int64_t n = 0; n < g.win.batch; ++n) {
+      const T* image = x + n * g.win.channels * g.in_plane;
+      for (int64_t l0 = 0; l0 < L; l0 += tile) {
+        const int64_t l1 = std::min(L, l0 + tile), width = l1 - l0;
+        im2col_block(g.win, image, grp * Cg + c0, grp * Cg + c1, l0, l1, buf, width);
+        const MatrixView<T> grad{dy + (n * g.out_channels + grp * Kg) * L + l0, L, 1};
+        // cols^T: element (p, r) = buf[r * width + p].
+        gemm(Kg, rows, width, grad, MatrixView<T>{buf, 1, width}, out, R, true);
+      }
+    }
+  }
+}
+
+void conv_forward_py(const py::array& x, const py::array& w, const std::optional<py::array>& bias,
+                     py::array& out, const Dims& stride, const Dims& pad_before,
+                     const Dims& pad_after, const Dims& dilation, int64_t groups) {
+  const ConvGeom g = make_conv_geom("conv", shape_of(x), shape_of(w), stride, pad_before,
+                                    pad_after, dilation, groups);
+  if (bias) check_shape(*bias, {g.out_channels}, "bias");
+  check_shape(out, g.out_shape(), "out");
+  dispatch_float(float_dtype(x, "x"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = input_ptr<T>(x, "x");
+    const T* wp = input_ptr<T>(w, "w");
+    const T* bp = bias ? input_ptr<T>(*bias, "bias") : nullptr;
+    T* yp = output_ptr<T>(out, "out");
+    py::gil_scoped_release release;
+    conv_forward_impl(g, xp, wp, bp, yp);
+  });
+}
+
+void conv_backward_input_py(const py::array& dy, const py::array& w, py::array& dx,
+                            const Dims& stride, const Dims& pad_before, const Dims& pad_after,
+                            const Dims& dilation, int64_t groups) {
+  const ConvGeom g = make_conv_geom("conv_backward_input", shape_of(dx), shape_of(w), stride,
+                                    pad_before, pad_after, dilation, groups);
+  check_shape(dy, g.out_shape(), "dy");
+  dispatch_float(float_dtype(dy, "dy"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* dyp = input_ptr<T>(dy, "dy");
+    const T* wp = input_ptr<T>(w, "w");
+    T* dxp = output_ptr<T>(dx, "out");
+    py::gil_scoped_release release;
+    conv_backward_input_impl(g, dyp, wp, dxp);
+  });
+}
+
+void conv_backward_weight_py(const py::array& x, const py::array& dy, py::array& dw,
+                             const Dims& stride, const Dims& pad_before, const Dims& pad_after,
+                             const Dims& dilation, int64_t groups) {
+  const ConvGeom g = make_conv_geom("conv_backward_weight", shape_of(x), shape_of(dw), stride,
+                                    pad_before, pad_after, dilation, groups);
+  check_shape(dy, g.out_shape(), "dy");
+  dispatch_float(float_dtype(x, "x"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = input_ptr<T>(x, "x");
+    const T* dyp = input_ptr<T>(dy, "dy");
+    T* dwp = output_ptr<T>(dw, "out");
+    py::gil_scoped_release release;
+    conv_backward_weight_impl(g, xp, dyp, dwp);
+  });
+}
+
+}  // namespace
+
+void bind_conv(py::module_& m) {
+  m.def("conv_forward", &conv_forward_py, py::arg("x"), py::arg("w"), py::arg("bias").none(true),
+        py::arg("out"), py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"),
+        py::arg("dilation"), py::arg("groups"),
+        "out (N, K, *out_spatial) <- cross-correlation of x (N, C, *spatial) with w "
+        "(K, C/groups, *kernel), plus bias (K,) when given.");
+  m.def("conv_backward_input", &conv_backward_input_py, py::arg("dy"), py::arg("w"),
+        py::arg("out"), py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"),
+        py::arg("dilation"), py::arg("groups"),
+        "out (N, C, *spatial) <- gradient of conv with respect to its input.");
+  m.def("conv_backward_weight", &conv_backward_weight_py, py::arg("x"), py::arg("dy"),
+        py::arg("out"), py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"),
+        py::arg("dilation"), py::arg("groups"),
+        "out (K, C/groups, *kernel) <- gradient of conv with respect to its weight.");
+}
+
+}  // namespace fastconv

@@ -1,0 +1,131 @@
+#include "fastconv/geometry.hpp"
+
+#include "fastconv/check.hpp"
+
+namespace fastconv {
+
+int64_t checked_mul(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  FC_CHECK(!__builtin_mul_overflow(a, b, &r), what, " overflows 64-bit indexing (", a, " * ", b,
+           ")");
+  return r;
+}
+
+int64_t output_length(int64_t n, int64_t kernel, int64_t stride, int64_t pad_before,
+                      int64_t pad_after, int64_t dilation, bool ceil_mode) {
+  // Callers bound every argument by kMaxExtent, so these sums fit in int64.
+  const int64_t span = n + pad_before + pad_after - dilation * (kernel - 1) - 1;
+  if (span < 0) return 0;
+  int64_t out = (ceil_mode ? span / stride + (span % stride != 0) : span / stride) + 1;
+  if (ceil_mode && (out - 1) >= (n + pad_before + stride - 1) / stride) --out;
+  return out;
+}
+
+namespace {
+int64_t product(const std::vector<int64_t>& v, const char* what) {
+  int64_t p = 1;
+  for (int64_t x : v) p = checked_mul(p, x, what);
+  return p;
+}
+}  // namespace
+
+int64_t WindowGeom::in_plane() const { return product(in, "input size"); }
+int64_t WindowGeom::out_plane() const { return product(out, "output size"); }
+int64_t WindowGeom::kernel_volume() const { return product(kernel, "kernel size"); }
+
+WindowGeom make_window_geom(const char* op, int64_t batch, int64_t channels,
+                            const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
+                            const std::vector<int64_t>& stride,
+                            const std::vector<int64_t>& pad_before,
+                            const std::vector<int64_t>& pad_after,
+                            const std::vector<int64_t>& dilation, bool ceil_mode,
+                            PadLimit pad_limit) {
+  const size_t dims = in.size();
+  FC_CHECK(dims >= 1, op, ": need at least one spatial dim, got input spatial size ",
+           tuple_str(in));
+  const std::pair<const char*, const std::vector<int64_t>*> per_dim[] = {
+      {"kernel_size", &kernel}, {"stride", &stride},     {"padding (before)", &pad_before},
+      {"padding (after)", &pad_after}, {"dilation", &dilation}};
+  for (const auto& [name, values] : per_dim) {
+    FC_CHECK(values->size() == dims, op, ": ", name, " has ", values->size(),
+             " entries but the input has ", dims, " spatial dims (spatial size ", tuple_str(in),
+             ")");
+  }
+  FC_CHECK(batch >= 1 && batch <= kMaxExtent, op, ": batch size must be positive, got ", batch);
+  FC_CHECK(channels >= 1 && channels <= kMaxExtent, op, ": channel count must be positive, got ",
+           channels);
+  WindowGeom g;
+  g.batch = batch;
+  g.channels = channels;
+  g.in = in;
+  g.kernel = kernel;
+  g.stride = stride;
+  g.pad_before = pad_before;
+  g.pad_after = pad_after;
+  g.dilation = dilation;
+  g.out.resize(dims);
+  for (size_t d = 0; d < dims; ++d) {
+    FC_CHECK(in[d] >= 1 && in[d] <= kMaxExtent, op, ": input spatial size ", tuple_str(in),
+             " must be positive in every dim");
+    FC_CHECK(kernel[d] >= 1 && kernel[d] <= kMaxExtent, op, ": kernel_size ", tuple_str(kernel),
+             " must be positive in every dim");
+    FC_CHECK(stride[d] >= 1 && stride[d] <= kMaxExtent, op, ": stride ", tuple_str(stride),
+             " must be positive in every dim");
+    FC_CHECK(dilation[d] >= 1 && dilation[d] <= kMaxExtent, op, ": dilation ",
+             tuple_str(dilation), " must be positive in every dim");
+    FC_CHECK(pad_before[d] >= 0 && pad_after[d] >= 0, op, ": padding ", tuple_str(pad_before),
+             " / ", tuple_str(pad_after), " (before / after) must not be negative");
+    const int64_t reach = checked_mul(dilation[d], kernel[d] - 1, "dilation * (kernel_size - 1)");
+    FC_CHECK(reach <= kMaxExtent, op, ": dilation ", tuple_str(dilation), " * (kernel_size ",
+             tuple_str(kernel), " - 1) exceeds ", kMaxExtent);
+    const int64_t limit = pad_limit == PadLimit::kConv ? reach : kernel[d] / 2;
+    FC_CHECK(pad_before[d] <= limit && pad_after[d] <= limit, op, ": padding ",
+             tuple_str(pad_before), " / ", tuple_str(pad_after),
+             " (before / after) exceeds the limit of ", limit, " in dim ", d, " for kernel_size ",
+             tuple_str(kernel),
+             pad_limit == PadLimit::kConv ? " (at most dilation*(kernel_size-1) per side)"
+                                          : " (at most kernel_size//2 per side)");
+    FC_CHECK(in[d] + pad_before[d] + pad_after[d] >= reach + 1, op, ": kernel_size ",
+             tuple_str(kernel), " with dilation ", tuple_str(dilation),
+             " is larger than the padded input (spatial size ", tuple_str(in), ", padding ",
+             tuple_str(pad_before), " / ", tuple_str(pad_after), ")");
+    g.out[d] = output_length(in[d], kernel[d], stride[d], pad_before[d], pad_after[d],
+                             dilation[d], ceil_mode);
+  }
+  // Element counts must fit in int64 as well.
+  checked_mul(checked_mul(batch, channels, "input element count"), g.in_plane(),
+              "input element count");
+  checked_mul(checked_mul(batch, channels, "output element count"), g.out_plane(),
+              "output element count");
+  checked_mul(channels, g.kernel_volume(), "im2col row count");
+  return g;
+}
+
+}  // namespace fastconv
+
+// Exposed so the Python layer's copy of the formula can be tested against this one.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include "fastconv/bindings.hpp"
+
+namespace fastconv {
+
+void bind_geometry(pybind11::module_& m) {
+  m.def(
+      "output_size",
+      [](const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
+         const std::vector<int64_t>& stride, const std::vector<int64_t>& pad_before,
+         const std::vector<int64_t>& pad_after, const std::vector<int64_t>& dilation,
+         bool ceil_mode, bool pool) {
+        return make_window_geom("output_size", 1, 1, in, kernel, stride, pad_before, pad_after,
+                                dilation, ceil_mode, pool ? PadLimit::kPool : PadLimit::kConv)
+            .out;
+      },
+      pybind11::arg("input_size"), pybind11::arg("kernel_size"), pybind11::arg("stride"),
+      pybind11::arg("pad_before"), pybind11::arg("pad_after"), pybind11::arg("dilation"),
+      pybind11::arg("ceil_mode"), pybind11::arg("pool"),
+      "Validated output size of a sliding-window op (explicit per-dim geometry).");
+}
+
+}  // namespace fastconv

@@ -1,0 +1,61 @@
+// The one description of a sliding-window operation, shared by convolution, im2col,
+// col2im and pooling. Every size is int64; every check that protects an index lives in
+// make_window_geom, so kernels may index without re-validating.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace fastconv {
+
+// Upper bound on any extent, stride, pad, dilation and dilated kernel reach: sums of a few
+// such values cannot overflow, and products of two are formed only through checked_mul,
+// so index arithmetic never wraps.
+constexpr int64_t kMaxExtent = int64_t(1) << 60;
+
+// a * b, or std::invalid_argument naming `what` if the product leaves int64.
+int64_t checked_mul(int64_t a, int64_t b, const char* what);
+
+// The shared output-size formula, for one spatial dim:
+//   floor((n + pad_before + pad_after - dilation*(kernel-1) - 1) / stride) + 1
+// With ceil_mode the division rounds up, and a last window that would start inside the
+// end padding (at or past n + pad_before in padded coordinates) is dropped, as PyTorch.
+// Returns a value < 1 when the dilated kernel does not fit in the padded input.
+int64_t output_length(int64_t n, int64_t kernel, int64_t stride, int64_t pad_before,
+                      int64_t pad_after, int64_t dilation, bool ceil_mode);
+
+// How large a padding may be on either side of one dim.
+enum class PadLimit {
+  kConv,  // at most dilation*(kernel-1): some window still touches the input
+  kPool,  // at most kernel/2, as PyTorch: every window holds at least one input cell
+};
+
+struct WindowGeom {
+  int64_t batch = 0;     // N
+  int64_t channels = 0;  // C of the input
+  // One entry per spatial dim.
+  std::vector<int64_t> in;          // input extent
+  std::vector<int64_t> kernel;      // window extent, before dilation
+  std::vector<int64_t> out;         // number of windows
+  std::vector<int64_t> stride;      // step between windows
+  std::vector<int64_t> pad_before;  // implicit cells before the first input cell
+  std::vector<int64_t> pad_after;   // implicit cells after the last input cell
+  std::vector<int64_t> dilation;    // step between taps of one window
+
+  int64_t dims() const { return static_cast<int64_t>(in.size()); }
+  int64_t in_plane() const;       // prod(in)
+  int64_t out_plane() const;      // prod(out), the L of im2col
+  int64_t kernel_volume() const;  // prod(kernel)
+};
+
+// Validates every parameter (lengths, ranges, padding limit, fit, overflow of the
+// element counts) and fills `out`. `op` prefixes error messages.
+WindowGeom make_window_geom(const char* op, int64_t batch, int64_t channels,
+                            const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
+                            const std::vector<int64_t>& stride,
+                            const std::vector<int64_t>& pad_before,
+                            const std::vector<int64_t>& pad_after,
+                            const std::vector<int64_t>& dilation, bool ceil_mode,
+                            PadLimit pad_limit);
+
+}  // namespace fastconv

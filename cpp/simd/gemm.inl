@@ -1,0 +1,158 @@
+// Cache-blocked GEMM in the BLIS arrangement: B is packed into KC x NR panels that stay
+// in L2, A into MC x KC blocks of MR-row panels, and a register-blocked micro-kernel
+// keeps an MR x NR tile of C in vector registers across the whole KC loop.
+// This file is compiled once per instruction set; the including file defines
+// FC_GEMM_NS (the namespace, which keeps each copy's templates apart at link time) and
+// FC_VEC_BYTES (the vector width). GCC vector extensions lower to whatever the target has.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "fastconv/gemm.hpp"
+
+namespace fastconv {
+namespace FC_GEMM_NS {
+namespace {
+
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(FC_VEC_BYTES)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(FC_VEC_BYTES)));
+};
+
+constexpr int64_t kMR = 6;  // rows of C per micro-tile: 6 x 2 accumulators + 2 B + 1 A fit 16 regs
+template <typename T>
+constexpr int64_t kNR = 2 * FC_VEC_BYTES / int64_t(sizeof(T));  // columns of C per micro-tile
+constexpr int64_t kKC = 256;                                    // depth of one packed block
+constexpr int64_t kMC = 16 * kMR;                               // rows of one packed A block
+template <typename T>
+constexpr int64_t kNC = 32 * kNR<T>;  // columns of one packed B block
+
+template <typename T>
+void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* dst) {
+  for (int64_t i0 = 0; i0 < mc; i0 += kMR) {
+    const int64_t rows = std::min(kMR, mc - i0);
+    for (int64_t p = 0; p < kc; ++p) {
+      for (int64_t i = 0; i < rows; ++i) dst[i] = a[(i0 + i) * rs + p * cs];
+      for (int64_t i = rows; i < kMR; ++i) dst[i] = T(0);
+      dst += kMR;
+    }
+  }
+}
+
+template <typename T>
+void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) {
+  constexpr int64_t nr = kNR<T>;
+  for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+    const int64_t cols = std::min(nr, nc - j0);
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = b + p * rs + j0 * cs;
+      if (cs == 1 && cols == nr) {
+        std::memcpy(dst, src, sizeof(T) * nr);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) dst[j] = src[j * cs];
+        for (int64_t j = cols; j < nr; ++j) dst[j] = T(0);
+      }
+      dst += nr;
+    }
+  }
+}
+
+template <typename T>
+inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t rows,
+                         int64_t cols, bool accumulate) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t width = FC_VEC_BYTES / int64_t(sizeof(T));
+  constexpr int64_t nr = kNR<T>;
+  V acc[kMR][2];
+#pragma GCC unroll 6
+  for (int64_t i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = V{};
+  for (int64_t p = 0; p < kc; ++p) {
+    V b0, b1;
+    std::memcpy(&b0, b + p * nr, sizeof(V));
+    std::memcpy(&b1, b + p * nr + width, sizeof(V));
+#pragma GCC unroll 6
+    for (int64_t i = 0; i < kMR; ++i) {
+      const T ai = a[p * kMR + i];
+      acc[i][0] += b0 * ai;
+      acc[i][1] += b1 * ai;
+    }
+  }
+  if (rows == kMR && cols == nr) {
+    for (int64_t i = 0; i < kMR; ++i) {
+      T* row = c + i * ldc;
+      if (accumulate) {
+        V c0, c1;
+        std::memcpy(&c0, row, sizeof(V));
+        std::memcpy(&c1, row + width, sizeof(V));
+        acc[i][0] += c0;
+        acc[i][1] += c1;
+      }
+      std::memcpy(row, &acc[i][0], sizeof(V));
+      std::memcpy(row + width, &acc[i][1], sizeof(V));
+    }
+    return;
+  }
+  T tile[kMR][nr];
+  std::memcpy(tile, acc, sizeof(tile));
+  for (int64_t i = 0; i < rows; ++i) {
+    T* row = c + i * ldc;
+    for (int64_t j = 0; j < cols; ++j) row[j] = accumulate ? row[j] + tile[i][j] : tile[i][j];
+  }
+}
+
+template <typename T>
+void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, MatrixView<T> b, T* c,
+               int64_t ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+    return;
+  }
+  constexpr int64_t nr = kNR<T>;
+  // Packing buffers live as long as the thread, so repeated calls do not pay page faults.
+  thread_local std::vector<T> a_pack, b_pack;
+  a_pack.resize(kMC * kKC);
+  b_pack.resize(kNC<T> * kKC);
+  for (int64_t jc = 0; jc < n; jc += kNC<T>) {
+    const int64_t nc = std::min(kNC<T>, n - jc);
+    for (int64_t pc = 0; pc < k; pc += kKC) {
+      const int64_t kc = std::min(kKC, k - pc);
+      pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride, b.col_stride,
+             b_pack.data());
+      const bool acc = accumulate || pc > 0;
+      for (int64_t ic = 0; ic < m; ic += kMC) {
+        const int64_t mc = std::min(kMC, m - ic);
+        pack_a(mc, kc, a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride,
+               a.col_stride, a_pack.data());
+        for (int64_t jr = 0; jr < nc; jr += nr) {
+          for (int64_t ir = 0; ir < mc; ir += kMR) {
+            micro_kernel(kc, a_pack.data() + ir * kc, b_pack.data() + jr * kc,
+                         c + (ic + ir) * ldc + jc + jr, ldc, std::min(kMR, mc - ir),
+                         std::min(nr, nc - jr), acc);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
+              float* c, int64_t ldc, bool accumulate) {
+  gemm_impl(m, n, k, a, b, c, ldc, accumulate);
+}
+void gemm_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a, MatrixView<double> b,
+              double* c, int64_t ldc, bool accumulate) {
+  gemm_impl(m, n, k, a, b, c, ldc, accumulate);
+}
+
+}  // namespace FC_GEMM_NS
+}  // namespace fastconv

@@ -1,0 +1,35 @@
+"""fastconv: hand-written C++ (and, later, CUDA) kernels for N-D convolution, pooling,
+im2col/col2im, box IoU and non-max suppression on NumPy arrays.
+
+Layout is channels first: x is (N, C, *spatial), w is (K, C // groups, *kernel).
+"""
+
+from __future__ import annotations
+
+from ._geometry import output_size
+from ._version import __version__
+from .boxes import batched_nms, box_convert, box_iou, nms
+from .conv import col2im, conv, conv_backward_input, conv_backward_weight, im2col
+from .info import info
+from .pooling import avg_pool, avg_pool_backward, max_pool, max_pool_backward
+from . import cuda
+
+__all__ = [
+    "__version__",
+    "avg_pool",
+    "avg_pool_backward",
+    "batched_nms",
+    "box_convert",
+    "box_iou",
+    "col2im",
+    "conv",
+    "conv_backward_input",
+    "conv_backward_weight",
+    "cuda",
+    "im2col",
+    "info",
+    "max_pool",
+    "max_pool_backward",
+    "nms",
+    "output_size",
+]

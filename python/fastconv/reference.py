@@ -1,0 +1,157 @@
+"""Plain NumPy versions of every fastconv kernel: the oracle of the tests and the
+baseline of the benchmarks.
+
+Clarity first. Every windowed op is built on one helper, `windows`, a
+`numpy.lib.stride_tricks.sliding_window_view` over the padded input; gradients are
+written as the adjoints of the forward ops. Arguments are explicit: spatial tuples
+and (before, after) pad tuples, as `fastconv._geometry.make_window` produces them.
+Python loops run over kernel offsets or boxes kept, never over pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+Ints = Tuple[int, ...]
+
+
+# ----------------------------------------------------------------------------------------
+# Windows, convolution, im2col / col2im
+# ----------------------------------------------------------------------------------------
+
+def pad(x: np.ndarray, before: Ints, after: Ints, value: float = 0.0) -> np.ndarray:
+    """Pad the spatial dims (all but the first two) of x with `value`."""
+    widths = [(0, 0), (0, 0)] + list(zip(before, after))
+    return np.pad(x, widths, mode="constant", constant_values=value)
+
+
+def windows(x: np.ndarray, kernel: Ints, stride: Ints, before: Ints, after: Ints,
+            dilation: Ints, pad_value: float = 0.0,
+            out_size: Optional[Ints] = None) -> np.ndarray:
+    """All windows of x (N, C, *spatial) as a view (N, C, *out, *kernel).
+
+    Window o covers padded positions o*stride + k*dilation. `out_size` trims the number of
+    windows (pooling's ceil_mode may need fewer than fit, or more: extra end padding is
+    added for those).
+    """
+    dims = len(kernel)
+    if out_size is not None:
+        # ceil_mode windows may overhang the end padding: pad further so they exist.
+        need = [(o - 1) * s + d * (k - 1) + 1 for o, s, d, k in zip(out_size, stride, dilation,
+                                                                     kernel)]
+        have = [n + b + a for n, b, a in zip(x.shape[2:], before, after)]
+        after = tuple(a + max(0, nd - hv) for a, nd, hv in zip(after, need, have))
+    xp = pad(x, before, after, pad_value)
+    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    view = sliding_window_view(xp, span, axis=tuple(range(2, 2 + dims)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(None, None, s) for s in stride)
+    index += tuple(slice(None, None, d) for d in dilation)
+    view = view[index]
+    if out_size is not None:
+        view = view[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_size)]
+    return view
+
+
+def conv(x: np.ndarray, w: np.ndarray, bias: Optional[np.ndarray], stride: Ints, before: Ints,
+         after: Ints, dilation: Ints, groups: int = 1) -> np.ndarray:
+    """Cross-correlation: x (N, C, *spatial), w (K, C/groups, *kernel) -> (N, K, *out)."""
+    dims = w.ndim - 2
+    win = windows(x, w.shape[2:], stride, before, after, dilation)
+    n, c = x.shape[:2]
+    k = w.shape[0]
+    cg, kg = c // groups, k // groups
+    outs = []
+    for g in range(groups):
+        wg = win[:, g * cg:(g + 1) * cg]  # (N, Cg, *out, *kernel)
+        # Sum over channel and kernel axes against w_g (Kg, Cg, *kernel).
+        axes_x = [1] + list(range(2 + dims, 2 + 2 * dims))
+        axes_w = list(range(1, 2 + dims))
+        y = np.tensordot(wg, w[g * kg:(g + 1) * kg], axes=(axes_x, axes_w))  # (N, *out, Kg)
+        outs.append(np.moveaxis(y, -1, 1))
+    y = np.concatenate(outs, axis=1)
+    if bias is not None:
+        y = y + bias.reshape((1, k) + (1,) * dims)
+    return y.astype(x.dtype, copy=False)
+
+
+def im2col(x: np.ndarray, kernel: Ints, stride: Ints, before: Ints, after: Ints,
+           dilation: Ints) -> np.ndarray:
+    """(N, C, *spatial) -> (N, C*prod(kernel), L), rows channel-major then kernel offset."""
+    dims = len(kernel)
+    win = windows(x, kernel, stride, before, after, dilation)  # (N, C, *out, *kernel)
+    n, c = x.shape[:2]
+    # Bring kernel axes next to the channel axis, then flatten (C, *kernel) and (*out).
+    order = [0, 1] + list(range(2 + dims, 2 + 2 * dims)) + list(range(2, 2 + dims))
+    return np.ascontiguousarray(win.transpose(order)).reshape(n, c * int(np.prod(kernel)), -1)
+
+
+def col2im(cols: np.ndarray, size: Ints, kernel: Ints, stride: Ints, before: Ints, after: Ints,
+           dilation: Ints) -> np.ndarray:
+    """Adjoint of im2col: (N, C*prod(kernel), L) -> (N, C, *size), overlaps summed."""
+    dims = len(kernel)
+    n = cols.shape[0]
+    c = cols.shape[1] // int(np.prod(kernel))
+    out_size = tuple(
+        (s + b + a - d * (k - 1) - 1) // st + 1
+        for s, b, a, d, k, st in zip(size, before, after, dilation, kernel, stride))
+    blocks = cols.reshape((n, c) + tuple(kernel) + out_size)
+    padded = np.zeros((n, c) + tuple(s + b + a for s, b, a in zip(size, before, after)),
+                      dtype=cols.dtype)
+    for tap in np.ndindex(*kernel):
+        target = tuple(slice(t * d, t * d + (o - 1) * st + 1, st)
+                       for t, d, o, st in zip(tap, dilation, out_size, stride))
+        padded[(slice(None), slice(None)) + target] += blocks[(slice(None), slice(None)) + tap]
+    inner = tuple(slice(b, b + s) for b, s in zip(before, size))
+    return padded[(slice(None), slice(None)) + inner]
+
+
+def conv_backward_input(dy: np.ndarray, w: np.ndarray, input_shape: Ints, stride: Ints,
+                        before: Ints, after: Ints, dilation: Ints, groups: int = 1) -> np.ndarray:
+    """d(conv)/dx: col2im of W^T dy, per group."""
+    n, c = input_shape[:2]
+    k = w.shape[0]
+    cg, kg = c // groups, k // groups
+    kernel = w.shape[2:]
+    dyf = dy.reshape(n, k, -1)
+    parts = []
+    for g in range(groups):
+        wg = w[g * kg:(g + 1) * kg].reshape(kg, -1)  # (Kg, Cg*prod(kernel))
+        cols = np.einsum("kr,nkl->nrl", wg, dyf[:, g * kg:(g + 1) * kg])
+        parts.append(col2im(cols, input_shape[2:], kernel, stride, before, after, dilation))
+    return np.concatenate(parts, axis=1)
+
+
+def conv_backward_weight(x: np.ndarray, dy: np.ndarray, kernel: Ints, stride: Ints,
+                         before: Ints, after: Ints, dilation: Ints,
+                         groups: int = 1) -> np.ndarray:
+    """d(conv)/dw: dy times im2col(x)^T, summed over the batch, per group."""
+    n, c = x.shape[:2]
+    k = dy.shape[1]
+    cg, kg = c // groups, k // groups
+    cols = im2col(x, kernel, stride, before, after, dilation)  # (N, C*prod(kernel), L)
+    rows = cg * int(np.prod(kernel))
+    dyf = dy.reshape(n, k, -1)
+    parts = []
+    for g in range(groups):
+        dw = np.einsum("nkl,nrl->kr", dyf[:, g * kg:(g + 1) * kg],
+                       cols[:, g * rows:(g + 1) * rows])
+        parts.append(dw.reshape((kg, cg) + tuple(kernel)))
+    return np.concatenate(parts, axis=0)
+
+
+# ----------------------------------------------------------------------------------------
+# Pooling
+# ----------------------------------------------------------------------------------------
+
+# (pooling references land with the pooling kernels)
+
+
+# ----------------------------------------------------------------------------------------
+# Boxes
+# ----------------------------------------------------------------------------------------
+
+# (box references land with the box kernels)

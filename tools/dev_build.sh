@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Incremental developer build: compiles fastconv._cpu into build/dev and drops the module
+# next to the Python sources, so `PYTHONPATH=python python -c "import fastconv"` runs the
+# tree as it is. Users install with pip instead (see README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DFASTCONV_CUDA=OFF \
+  -DPython_EXECUTABLE="$(command -v "$PY")" \
+  -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" > build/dev-configure.log 2>&1 \
+  || { cat build/dev-configure.log; exit 1; }
+cmake --build build/dev
+cp build/dev/cpp/_cpu*.so python/fastconv/
