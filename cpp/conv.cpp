@@ -179,19 +179,30 @@ void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx)
 template <typename T>
 void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
+  const int64_t N = g.win.batch;
   const int64_t kvol = g.win.kernel_volume();
   const int64_t cblock = channel_block(Cg, G);
   const int64_t cblocks = (Cg + cblock - 1) / cblock;
-  const int64_t tile = tile_width(cblock * kvol, L, G * cblocks, sizeof(T));
-  std::fill(dw, dw + g.out_channels * R, T(0));
+  // With few (group, channel block) jobs, the batch is split into chunks as well; each
+  // chunk sums into its own copy of dW, and the copies are added in chunk order, so the
+  // result depends on the chunk count (fixed by the thread count) but not on scheduling.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t chunks = std::min(N, std::max<int64_t>(1, (2 * threads) / (G * cblocks)));
+  const int64_t per_chunk = (N + chunks - 1) / chunks;
+  const int64_t tile = tile_width(cblock * kvol, L, G * cblocks * chunks, sizeof(T));
+  const int64_t dw_size = g.out_channels * R;
+  std::vector<T> partial(chunks > 1 ? (chunks - 1) * dw_size : 0);
+  std::fill(dw, dw + dw_size, T(0));
+  std::fill(partial.begin(), partial.end(), T(0));
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < G * cblocks; ++job) {
-    const int64_t grp = job / cblocks, cb = job % cblocks;
+  for (int64_t job = 0; job < G * cblocks * chunks; ++job) {
+    const int64_t chunk = job / (G * cblocks), grp = job / cblocks % G, cb = job % cblocks;
     const int64_t c0 = cb * cblock, c1 = std::min(Cg, c0 + cblock);
     const int64_t rows = (c1 - c0) * kvol;
     T* buf = scratch<T>(rows * tile);
-    T* out = dw + grp * Kg * R + c0 * kvol;
-    for (int64_t n = 0; n < g.win.batch; ++n) {
+    T* target = chunk == 0 ? dw : partial.data() + (chunk - 1) * dw_size;
+    T* out = target + grp * Kg * R + c0 * kvol;
+    for (int64_t n = chunk * per_chunk; n < std::min(N, (chunk + 1) * per_chunk); ++n) {
       const T* image = x + n * g.win.channels * g.in_plane;
       for (int64_t l0 = 0; l0 < L; l0 += tile) {
         const int64_t l1 = std::min(L, l0 + tile), width = l1 - l0;
@@ -201,6 +212,10 @@ void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw
         gemm(Kg, rows, width, grad, MatrixView<T>{buf, 1, width}, out, R, true);
       }
     }
+  }
+  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+    const T* src = partial.data() + (chunk - 1) * dw_size;
+    for (int64_t i = 0; i < dw_size; ++i) dw[i] += src[i];
   }
 }
 
