@@ -157,7 +157,9 @@ def conv_backward_weight(x: np.ndarray, dy: np.ndarray, kernel: Ints, stride: In
 def _box_cols(boxes: np.ndarray):
     """Columns x1, y1, x2, y2 and areas of boxes (N, 4)."""
     x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
-    return x1, y1, x2, y2, (x2 - x1) * (y2 - y1)
+    with np.errstate(over="ignore"):  # float32 areas of huge boxes are inf, as in C++
+        area = (x2 - x1) * (y2 - y1)
+    return x1, y1, x2, y2, area
 
 
 def _pair_iou(a, b) -> np.ndarray:
