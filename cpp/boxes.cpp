@@ -41,7 +41,11 @@ inline T pair_iou(T ax1, T ay1, T ax2, T ay2, T area_a, T bx1, T by1, T bx2, T b
   const T h = std::max(T(0), std::min(ay2, by2) - std::max(ay1, by1));
   const T inter = w * h;
   const T uni = area_a + area_b - inter;
-  return uni > T(0) ? inter / uni : T(0);
+  // Dividing unconditionally by a safe denominator and selecting afterwards keeps the
+  // loop body free of branches (a guarded division is not if-converted); same result.
+  const bool ok = uni > T(0);
+  const T q = inter / (ok ? uni : T(1));
+  return ok ? q : T(0);
 }
 
 // (N, 4) with N >= 0; returns N.
@@ -202,7 +206,7 @@ void box_convert_py(const py::array& boxes, py::array& out, const std::string& i
     check_convert_input(fi, src, n);
     py::gil_scoped_release release;
     for (int64_t i = 0; i < n; ++i) {
-      T xyxy[4];
+      T xyxy[4] = {};
       to_xyxy(fi, src + 4 * i, xyxy);
       from_xyxy(fo, xyxy, dst + 4 * i);
     }
@@ -228,39 +232,65 @@ void check_params(const char* op, const NmsParams& p) {
            p.max_output.value_or(0));
 }
 
-// Box coordinates gathered in processing order, so the inner suppression loop reads
-// contiguous memory.
+// Box coordinates gathered in processing order (structure of arrays), so the inner
+// suppression loop reads contiguous memory. The greedy pass compacts these arrays in place
+// per label range, hence mutable; pos maps an entry back to its position in the order.
 template <typename T>
 struct SortedBoxes {
   std::vector<T> x1, y1, x2, y2, area;
+  Index pos;
+  std::vector<unsigned char> suppressed;
   explicit SortedBoxes(const T* b, const Index& order)
       : x1(order.size()), y1(order.size()), x2(order.size()), y2(order.size()),
-        area(order.size()) {
+        area(order.size()), pos(order.size()), suppressed(order.size(), 0) {
     for (size_t k = 0; k < order.size(); ++k) {
       const T* r = b + 4 * order[k];
       x1[k] = r[0], y1[k] = r[1], x2[k] = r[2], y2[k] = r[3];
       area[k] = box_area(r[0], r[1], r[2], r[3]);
+      pos[k] = static_cast<int64_t>(k);
     }
   }
 };
 
-// Greedy pass over positions [begin, end) of the sorted boxes; marks kept[k] = 1 and stops
-// after `limit` boxes are kept. suppressed is scratch over the same positions.
+// Greedy pass over entries [begin, end) of s; sets kept[pos] = 1 for each kept box and
+// stops after `limit`. Suppressed entries are squeezed out of the tail once they make up
+// half of it, so later sweeps only touch live boxes (clustered inputs shrink quickly) while
+// inputs with few overlaps are not copied over and over.
 template <typename T>
-void greedy(const SortedBoxes<T>& s, int64_t begin, int64_t end, T thr, int64_t limit,
-            unsigned char* suppressed, unsigned char* kept) {
-  const T *X1 = s.x1.data(), *Y1 = s.y1.data(), *X2 = s.x2.data(), *Y2 = s.y2.data(),
-          *AR = s.area.data();
-  int64_t count = 0;
-  for (int64_t i = begin; i < end && count < limit; ++i) {
-    if (suppressed[i]) continue;
-    kept[i] = 1;
+void greedy(SortedBoxes<T>& s, int64_t begin, int64_t end, T thr, int64_t limit,
+            unsigned char* kept) {
+  T *X1 = s.x1.data() + begin, *Y1 = s.y1.data() + begin, *X2 = s.x2.data() + begin,
+    *Y2 = s.y2.data() + begin, *AR = s.area.data() + begin;
+  int64_t* pos = s.pos.data() + begin;
+  unsigned char* sup = s.suppressed.data() + begin;
+  int64_t len = end - begin, count = 0, dead = 0;  // dead: suppressed entries after i
+  for (int64_t i = 0; i < len && count < limit; ++i) {
+    if (sup[i]) {
+      --dead;
+      continue;
+    }
+    kept[pos[i]] = 1;
     ++count;
     const T ax1 = X1[i], ay1 = Y1[i], ax2 = X2[i], ay2 = Y2[i], area_a = AR[i];
-#pragma omp simd
-    for (int64_t j = i + 1; j < end; ++j) {
+    int64_t fresh = 0;
+#pragma omp simd reduction(+ : fresh)
+    for (int64_t j = i + 1; j < len; ++j) {
       const T iou = pair_iou(ax1, ay1, ax2, ay2, area_a, X1[j], Y1[j], X2[j], Y2[j], AR[j]);
-      suppressed[j] |= static_cast<unsigned char>(iou >= thr);
+      const unsigned char hit = iou >= thr;
+      fresh += hit & (sup[j] ^ 1);
+      sup[j] |= hit;
+    }
+    dead += fresh;
+    if (dead > 32 && 2 * dead > len - i - 1) {
+      int64_t w = i + 1;
+      for (int64_t j = i + 1; j < len; ++j) {
+        if (sup[j]) continue;
+        X1[w] = X1[j], Y1[w] = Y1[j], X2[w] = X2[j], Y2[w] = Y2[j], AR[w] = AR[j];
+        pos[w] = pos[j], sup[w] = 0;
+        ++w;
+      }
+      len = w;
+      dead = 0;
     }
   }
 }
@@ -295,9 +325,9 @@ Index nms_impl(const T* boxes, const T* scores, int64_t n, const NmsParams& p) {
                    [&](int64_t a, int64_t b) { return scores[a] > scores[b]; });
   const int64_t m = static_cast<int64_t>(order.size());
   const int64_t limit = p.max_output ? *p.max_output : m;
-  const SortedBoxes<T> s(boxes, order);
-  std::vector<unsigned char> suppressed(m, 0), kept(m, 0);
-  greedy(s, 0, m, static_cast<T>(p.iou_threshold), limit, suppressed.data(), kept.data());
+  SortedBoxes<T> s(boxes, order);
+  std::vector<unsigned char> kept(m, 0);
+  greedy(s, 0, m, static_cast<T>(p.iou_threshold), limit, kept.data());
   Index result;
   for (int64_t k = 0; k < m; ++k)
     if (kept[k]) result.push_back(order[k]);
@@ -342,14 +372,14 @@ Index batched_nms_impl(const T* boxes, const T* scores, const int64_t* labels, i
     if (k == 0 || labels[order[k]] != labels[order[k - 1]]) starts.push_back(k);
   starts.push_back(m);
   const int64_t groups = static_cast<int64_t>(starts.size()) - 1;
-  const SortedBoxes<T> s(boxes, order);
-  std::vector<unsigned char> suppressed(m, 0), kept(m, 0);
+  SortedBoxes<T> s(boxes, order);
+  std::vector<unsigned char> kept(m, 0);
   const T thr = static_cast<T>(p.iou_threshold);
   // Labels are independent and own disjoint position ranges; dynamic scheduling only
   // balances uneven group sizes and cannot change the result.
 #pragma omp parallel for schedule(dynamic, 1) if (groups > 1 && m > 256)
   for (int64_t g = 0; g < groups; ++g) {
-    greedy(s, starts[g], starts[g + 1], thr, limit, suppressed.data(), kept.data());
+    greedy(s, starts[g], starts[g + 1], thr, limit, kept.data());
   }
   Index result;
   for (int64_t k = 0; k < m; ++k)
