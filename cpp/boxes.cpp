@@ -22,11 +22,27 @@
 #include "fastconv/check.hpp"
 #include "fastconv/pyarray.hpp"
 
+// The IoU's guarded division is only vectorized when the compiler may evaluate it in
+// every lane; under the default -ftrapping-math it keeps it behind a branch and the sweeps
+// stay scalar. This affects FP exception flags only, never a computed value.
+#pragma GCC optimize("no-trapping-math")
+
 namespace fastconv {
 
 namespace {
 
 using Index = std::vector<int64_t>;
+
+// std::max/std::min semantics, defined here so they share the pragma above and inline into
+// the sweeps.
+template <typename T>
+inline T max_of(T a, T b) {
+  return a < b ? b : a;
+}
+template <typename T>
+inline T min_of(T a, T b) {
+  return b < a ? b : a;
+}
 
 template <typename T>
 inline T box_area(T x1, T y1, T x2, T y2) {
@@ -37,12 +53,11 @@ inline T box_area(T x1, T y1, T x2, T y2) {
 // that loops over it vectorize.
 template <typename T>
 inline T pair_iou(T ax1, T ay1, T ax2, T ay2, T area_a, T bx1, T by1, T bx2, T by2, T area_b) {
-  const T w = std::max(T(0), std::min(ax2, bx2) - std::max(ax1, bx1));
-  const T h = std::max(T(0), std::min(ay2, by2) - std::max(ay1, by1));
+  const T w = max_of(T(0), min_of(ax2, bx2) - max_of(ax1, bx1));
+  const T h = max_of(T(0), min_of(ay2, by2) - max_of(ay1, by1));
   const T inter = w * h;
   const T uni = area_a + area_b - inter;
-  // Dividing unconditionally by a safe denominator and selecting afterwards keeps the
-  // loop body free of branches (a guarded division is not if-converted); same result.
+  // A safe denominator instead of a guarded division keeps the loop body branch-free.
   const bool ok = uni > T(0);
   const T q = inter / (ok ? uni : T(1));
   return ok ? q : T(0);
