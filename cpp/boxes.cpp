@@ -1,5 +1,457 @@
+// Box IoU, format conversion and greedy non-max suppression.
+//
+// Every IoU is computed with one formula, in the box dtype and in one fixed order (see
+// pair_iou), and the file is compiled with -ffp-contract=off: the NumPy reference performs
+// the same IEEE operations, so a box exactly at the threshold is decided identically on both
+// sides. Thresholds are rounded to the box dtype before any comparison for the same reason.
+// NMS orders boxes by (score descending, index ascending) with a stable sort and the greedy
+// pass is sequential per label, so results never depend on the thread count.
+#include <omp.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "fastconv/bindings.hpp"
+#include "fastconv/check.hpp"
+#include "fastconv/pyarray.hpp"
+
+// The IoU's guarded division is only vectorized when the compiler may evaluate it in
+// every lane; under the default -ftrapping-math it keeps it behind a branch and the sweeps
+// stay scalar. This affects FP exception flags only, never a computed value.
+#pragma GCC optimize("no-trapping-math")
 
 namespace fastconv {
-void bind_boxes(pybind11::module_&) {}
+
+namespace {
+
+using Index = std::vector<int64_t>;
+
+// std::max/std::min semantics, defined here so they share the pragma above and inline into
+// the sweeps.
+template <typename T>
+inline T max_of(T a, T b) {
+  return a < b ? b : a;
+}
+template <typename T>
+inline T min_of(T a, T b) {
+  return b < a ? b : a;
+}
+
+template <typename T>
+inline T box_area(T x1, T y1, T x2, T y2) {
+  return (x2 - x1) * (y2 - y1);
+}
+
+// The contract's formula, operation for operation; written branch-free on the min/max so
+// that loops over it vectorize.
+template <typename T>
+inline T pair_iou(T ax1, T ay1, T ax2, T ay2, T area_a, T bx1, T by1, T bx2, T by2, T area_b) {
+  const T w = max_of(T(0), min_of(ax2, bx2) - max_of(ax1, bx1));
+  const T h = max_of(T(0), min_of(ay2, by2) - max_of(ay1, by1));
+  const T inter = w * h;
+  const T uni = area_a + area_b - inter;
+  // A safe denominator instead of a guarded division keeps the loop body branch-free.
+  const bool ok = uni > T(0);
+  const T q = inter / (ok ? uni : T(1));
+  return ok ? q : T(0);
+}
+
+// (N, 4) with N >= 0; returns N.
+int64_t check_boxes_shape(const char* op, const py::array& boxes, const char* name) {
+  FC_CHECK(boxes.ndim() == 2 && boxes.shape(1) == 4, op, ": ", name,
+           " must have shape (N, 4), got shape ", tuple_str(shape_of(boxes)));
+  return boxes.shape(0);
+}
+
+// Coordinates finite and x1 <= x2, y1 <= y2; names the first bad row.
+template <typename T>
+void check_boxes_values(const char* op, const T* b, int64_t n, const char* name) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T* r = b + 4 * i;
+    const bool finite = std::isfinite(r[0]) && std::isfinite(r[1]) && std::isfinite(r[2]) &&
+                        std::isfinite(r[3]);
+    FC_CHECK(finite, op, ": ", name, " has a non-finite coordinate in row ", i, ": [", r[0], ", ",
+             r[1], ", ", r[2], ", ", r[3], "]");
+    FC_CHECK(r[0] <= r[2] && r[1] <= r[3], op, ": ", name, " row ", i, " is inverted (need x1 <= x2"
+             " and y1 <= y2): [", r[0], ", ", r[1], ", ", r[2], ", ", r[3], "]");
+  }
+}
+
+template <typename T>
+void check_scores_values(const char* op, const T* s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    FC_CHECK(!std::isnan(s[i]), op, ": scores has NaN at index ", i);
+  }
+}
+
+void check_lengths(const char* op, const py::array& boxes, const py::array& other,
+                   const char* name) {
+  FC_CHECK(other.ndim() == 1 && other.shape(0) == boxes.shape(0), op, ": ", name, " shape ",
+           tuple_str(shape_of(other)), " must be (N,) for boxes shape ",
+           tuple_str(shape_of(boxes)));
+}
+
+// ---------------------------------------------------------------------------------------
+// box_iou
+// ---------------------------------------------------------------------------------------
+
+void box_iou_py(const py::array& a, const py::array& b, py::array& out) {
+  const int64_t n = check_boxes_shape("box_iou", a, "a");
+  const int64_t m = check_boxes_shape("box_iou", b, "b");
+  check_shape(out, {n, m}, "out");
+  dispatch_float(float_dtype(a, "a"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* pa = input_ptr<T>(a, "a");
+    const T* pb = input_ptr<T>(b, "b");
+    T* po = output_ptr<T>(out, "out");
+    check_boxes_values("box_iou", pa, n, "a");
+    check_boxes_values("box_iou", pb, m, "b");
+    py::gil_scoped_release release;
+    // b transposed to structure-of-arrays once, so each row of the output is one
+    // vectorizable sweep.
+    std::vector<T> bx1(m), by1(m), bx2(m), by2(m), barea(m);
+    for (int64_t j = 0; j < m; ++j) {
+      const T* r = pb + 4 * j;
+      bx1[j] = r[0], by1[j] = r[1], bx2[j] = r[2], by2[j] = r[3];
+      barea[j] = box_area(r[0], r[1], r[2], r[3]);
+    }
+    const T *X1 = bx1.data(), *Y1 = by1.data(), *X2 = bx2.data(), *Y2 = by2.data(),
+            *AR = barea.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) {
+      const T* r = pa + 4 * i;
+      const T ax1 = r[0], ay1 = r[1], ax2 = r[2], ay2 = r[3];
+      const T area_a = box_area(ax1, ay1, ax2, ay2);
+      T* row = po + i * m;
+#pragma omp simd
+      for (int64_t j = 0; j < m; ++j) {
+        row[j] = pair_iou(ax1, ay1, ax2, ay2, area_a, X1[j], Y1[j], X2[j], Y2[j], AR[j]);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// box_convert
+// ---------------------------------------------------------------------------------------
+
+enum class Fmt { kXyxy, kXywh, kCxcywh };
+
+Fmt parse_fmt(const std::string& s, const char* name) {
+  if (s == "xyxy") return Fmt::kXyxy;
+  if (s == "xywh") return Fmt::kXywh;
+  if (s == "cxcywh") return Fmt::kCxcywh;
+  throw std::invalid_argument(concat("box_convert: ", name, " must be one of 'xyxy', 'xywh', "
+                                     "'cxcywh', got '", s, "'"));
+}
+
+const char* fmt_name(Fmt f) {
+  return f == Fmt::kXyxy ? "xyxy" : f == Fmt::kXywh ? "xywh" : "cxcywh";
+}
+
+// Every conversion goes through xyxy with these formulas; the reference uses the same ones.
+template <typename T>
+void to_xyxy(Fmt f, const T* in, T* out) {
+  const T a = in[0], b = in[1], c = in[2], d = in[3];
+  switch (f) {
+    case Fmt::kXyxy:
+      out[0] = a, out[1] = b, out[2] = c, out[3] = d;
+      break;
+    case Fmt::kXywh:
+      out[0] = a, out[1] = b, out[2] = a + c, out[3] = b + d;
+      break;
+    case Fmt::kCxcywh:
+      out[0] = a - T(0.5) * c, out[1] = b - T(0.5) * d;
+      out[2] = a + T(0.5) * c, out[3] = b + T(0.5) * d;
+      break;
+  }
+}
+
+template <typename T>
+void from_xyxy(Fmt f, const T* in, T* out) {
+  const T x1 = in[0], y1 = in[1], x2 = in[2], y2 = in[3];
+  switch (f) {
+    case Fmt::kXyxy:
+      out[0] = x1, out[1] = y1, out[2] = x2, out[3] = y2;
+      break;
+    case Fmt::kXywh:
+      out[0] = x1, out[1] = y1, out[2] = x2 - x1, out[3] = y2 - y1;
+      break;
+    case Fmt::kCxcywh:
+      out[0] = (x1 + x2) * T(0.5), out[1] = (y1 + y2) * T(0.5);
+      out[2] = x2 - x1, out[3] = y2 - y1;
+      break;
+  }
+}
+
+template <typename T>
+void check_convert_input(Fmt f, const T* b, int64_t n) {
+  if (f == Fmt::kXyxy) {
+    check_boxes_values("box_convert", b, n, "boxes");
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const T* r = b + 4 * i;
+    const bool finite = std::isfinite(r[0]) && std::isfinite(r[1]) && std::isfinite(r[2]) &&
+                        std::isfinite(r[3]);
+    FC_CHECK(finite, "box_convert: boxes has a non-finite value in row ", i, ": [", r[0], ", ",
+             r[1], ", ", r[2], ", ", r[3], "]");
+    FC_CHECK(r[2] >= T(0) && r[3] >= T(0), "box_convert: boxes row ", i,
+             " has a negative width or height (", fmt_name(f), "): [", r[0], ", ", r[1], ", ",
+             r[2], ", ", r[3], "]");
+  }
+}
+
+void box_convert_py(const py::array& boxes, py::array& out, const std::string& in_fmt,
+                    const std::string& out_fmt) {
+  const Fmt fi = parse_fmt(in_fmt, "in_fmt"), fo = parse_fmt(out_fmt, "out_fmt");
+  const int64_t n = check_boxes_shape("box_convert", boxes, "boxes");
+  check_shape(out, {n, 4}, "out");
+  dispatch_float(float_dtype(boxes, "boxes"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* src = input_ptr<T>(boxes, "boxes");
+    T* dst = output_ptr<T>(out, "out");
+    check_convert_input(fi, src, n);
+    py::gil_scoped_release release;
+    for (int64_t i = 0; i < n; ++i) {
+      T xyxy[4] = {};
+      to_xyxy(fi, src + 4 * i, xyxy);
+      from_xyxy(fo, xyxy, dst + 4 * i);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// nms / batched_nms
+// ---------------------------------------------------------------------------------------
+
+struct NmsParams {
+  double iou_threshold;
+  std::optional<double> score_threshold;
+  std::optional<int64_t> max_output;
+};
+
+void check_params(const char* op, const NmsParams& p) {
+  FC_CHECK(std::isfinite(p.iou_threshold), op, ": iou_threshold must be finite, got ",
+           p.iou_threshold);
+  FC_CHECK(!p.score_threshold || !std::isnan(*p.score_threshold), op,
+           ": score_threshold must not be NaN");
+  FC_CHECK(!p.max_output || *p.max_output >= 0, op, ": max_output must be >= 0, got ",
+           p.max_output.value_or(0));
+}
+
+// Box coordinates gathered in processing order (structure of arrays), so the inner
+// suppression loop reads contiguous memory. The greedy pass compacts these arrays in place
+// per label range, hence mutable; pos maps an entry back to its position in the order.
+template <typename T>
+struct SortedBoxes {
+  std::vector<T> x1, y1, x2, y2, area;
+  Index pos;
+  std::vector<unsigned char> suppressed;
+  explicit SortedBoxes(const T* b, const Index& order)
+      : x1(order.size()), y1(order.size()), x2(order.size()), y2(order.size()),
+        area(order.size()), pos(order.size()), suppressed(order.size(), 0) {
+    for (size_t k = 0; k < order.size(); ++k) {
+      const T* r = b + 4 * order[k];
+      x1[k] = r[0], y1[k] = r[1], x2[k] = r[2], y2[k] = r[3];
+      area[k] = box_area(r[0], r[1], r[2], r[3]);
+      pos[k] = static_cast<int64_t>(k);
+    }
+  }
+};
+
+// Greedy pass over entries [begin, end) of s; sets kept[pos] = 1 for each kept box and
+// stops after `limit`. Suppressed entries are squeezed out of the tail once they make up
+// half of it, so later sweeps only touch live boxes (clustered inputs shrink quickly) while
+// inputs with few overlaps are not copied over and over.
+template <typename T>
+void greedy(SortedBoxes<T>& s, int64_t begin, int64_t end, T thr, int64_t limit,
+            unsigned char* kept) {
+  T *X1 = s.x1.data() + begin, *Y1 = s.y1.data() + begin, *X2 = s.x2.data() + begin,
+    *Y2 = s.y2.data() + begin, *AR = s.area.data() + begin;
+  int64_t* pos = s.pos.data() + begin;
+  unsigned char* sup = s.suppressed.data() + begin;
+  int64_t len = end - begin, count = 0, dead = 0;  // dead: suppressed entries after i
+  for (int64_t i = 0; i < len && count < limit; ++i) {
+    if (sup[i]) {
+      --dead;
+      continue;
+    }
+    kept[pos[i]] = 1;
+    ++count;
+    const T ax1 = X1[i], ay1 = Y1[i], ax2 = X2[i], ay2 = Y2[i], area_a = AR[i];
+    int64_t fresh = 0;
+#pragma omp simd reduction(+ : fresh)
+    for (int64_t j = i + 1; j < len; ++j) {
+      const T iou = pair_iou(ax1, ay1, ax2, ay2, area_a, X1[j], Y1[j], X2[j], Y2[j], AR[j]);
+      const unsigned char hit = iou >= thr;
+      fresh += hit & (sup[j] ^ 1);
+      sup[j] |= hit;
+    }
+    dead += fresh;
+    if (dead > 32 && 2 * dead > len - i - 1) {
+      int64_t w = i + 1;
+      for (int64_t j = i + 1; j < len; ++j) {
+        if (sup[j]) continue;
+        X1[w] = X1[j], Y1[w] = Y1[j], X2[w] = X2[j], Y2[w] = Y2[j], AR[w] = AR[j];
+        pos[w] = pos[j], sup[w] = 0;
+        ++w;
+      }
+      len = w;
+      dead = 0;
+    }
+  }
+}
+
+// Indices passing the score threshold, in ascending index order.
+template <typename T>
+Index candidates(const T* scores, int64_t n, const NmsParams& p) {
+  Index idx;
+  idx.reserve(n);
+  if (p.score_threshold) {
+    const T st = static_cast<T>(*p.score_threshold);
+    for (int64_t i = 0; i < n; ++i)
+      if (!(scores[i] <= st)) idx.push_back(i);
+  } else {
+    idx.resize(n);
+    std::iota(idx.begin(), idx.end(), int64_t(0));
+  }
+  return idx;
+}
+
+py::array_t<int64_t> to_array(const Index& v) {
+  py::array_t<int64_t> out(static_cast<py::ssize_t>(v.size()));
+  std::copy(v.begin(), v.end(), out.mutable_data());
+  return out;
+}
+
+template <typename T>
+Index nms_impl(const T* boxes, const T* scores, int64_t n, const NmsParams& p) {
+  Index order = candidates(scores, n, p);
+  // Stable on an ascending index list: equal scores keep the lower index first.
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return scores[a] > scores[b]; });
+  const int64_t m = static_cast<int64_t>(order.size());
+  const int64_t limit = p.max_output ? *p.max_output : m;
+  SortedBoxes<T> s(boxes, order);
+  std::vector<unsigned char> kept(m, 0);
+  greedy(s, 0, m, static_cast<T>(p.iou_threshold), limit, kept.data());
+  Index result;
+  for (int64_t k = 0; k < m; ++k)
+    if (kept[k]) result.push_back(order[k]);
+  return result;
+}
+
+py::array_t<int64_t> nms_py(const py::array& boxes, const py::array& scores, double iou_threshold,
+                            std::optional<double> score_threshold,
+                            std::optional<int64_t> max_output) {
+  const NmsParams p{iou_threshold, score_threshold, max_output};
+  check_params("nms", p);
+  const int64_t n = check_boxes_shape("nms", boxes, "boxes");
+  check_lengths("nms", boxes, scores, "scores");
+  return dispatch_float(float_dtype(boxes, "boxes"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = input_ptr<T>(boxes, "boxes");
+    const T* s = input_ptr<T>(scores, "scores");
+    check_boxes_values("nms", b, n, "boxes");
+    check_scores_values("nms", s, n);
+    Index result;
+    {
+      py::gil_scoped_release release;
+      result = nms_impl(b, s, n, p);
+    }
+    return to_array(result);
+  });
+}
+
+template <typename T>
+Index batched_nms_impl(const T* boxes, const T* scores, const int64_t* labels, int64_t n,
+                       const NmsParams& p) {
+  Index order = candidates(scores, n, p);
+  // Groups labels into contiguous runs, each already in the greedy order of plain nms.
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    if (labels[a] != labels[b]) return labels[a] < labels[b];
+    return scores[a] > scores[b];
+  });
+  const int64_t m = static_cast<int64_t>(order.size());
+  const int64_t limit = p.max_output ? *p.max_output : m;
+  Index starts;
+  for (int64_t k = 0; k < m; ++k)
+    if (k == 0 || labels[order[k]] != labels[order[k - 1]]) starts.push_back(k);
+  starts.push_back(m);
+  const int64_t groups = static_cast<int64_t>(starts.size()) - 1;
+  SortedBoxes<T> s(boxes, order);
+  std::vector<unsigned char> kept(m, 0);
+  const T thr = static_cast<T>(p.iou_threshold);
+  // Labels are independent and own disjoint position ranges; dynamic scheduling only
+  // balances uneven group sizes and cannot change the result.
+#pragma omp parallel for schedule(dynamic, 1) if (groups > 1 && m > 256)
+  for (int64_t g = 0; g < groups; ++g) {
+    greedy(s, starts[g], starts[g + 1], thr, limit, kept.data());
+  }
+  Index result;
+  for (int64_t k = 0; k < m; ++k)
+    if (kept[k]) result.push_back(order[k]);
+  // Indices are unique, so this is a total order and the merge is deterministic.
+  std::sort(result.begin(), result.end(), [&](int64_t a, int64_t b) {
+    if (scores[a] != scores[b]) return scores[a] > scores[b];
+    return a < b;
+  });
+  if (static_cast<int64_t>(result.size()) > limit) result.resize(limit);
+  return result;
+}
+
+py::array_t<int64_t> batched_nms_py(const py::array& boxes, const py::array& scores,
+                                    const py::array& labels, double iou_threshold,
+                                    std::optional<double> score_threshold,
+                                    std::optional<int64_t> max_output) {
+  const NmsParams p{iou_threshold, score_threshold, max_output};
+  check_params("batched_nms", p);
+  const int64_t n = check_boxes_shape("batched_nms", boxes, "boxes");
+  check_lengths("batched_nms", boxes, scores, "scores");
+  check_lengths("batched_nms", boxes, labels, "labels");
+  if (!labels.dtype().is(py::dtype::of<int64_t>())) {
+    throw py::type_error(concat("batched_nms: labels must have dtype int64, got ",
+                                dtype_name(labels)));
+  }
+  FC_CHECK(labels.flags() & py::array::c_style, "batched_nms: labels must be C-contiguous");
+  const int64_t* lab = static_cast<const int64_t*>(labels.data());
+  return dispatch_float(float_dtype(boxes, "boxes"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = input_ptr<T>(boxes, "boxes");
+    const T* s = input_ptr<T>(scores, "scores");
+    check_boxes_values("batched_nms", b, n, "boxes");
+    check_scores_values("batched_nms", s, n);
+    Index result;
+    {
+      py::gil_scoped_release release;
+      result = batched_nms_impl(b, s, lab, n, p);
+    }
+    return to_array(result);
+  });
+}
+
+}  // namespace
+
+void bind_boxes(py::module_& m) {
+  m.def("box_iou", &box_iou_py, py::arg("a"), py::arg("b"), py::arg("out"),
+        "out (N, M) <- IoU of boxes a (N, 4) and b (M, 4), xyxy.");
+  m.def("box_convert", &box_convert_py, py::arg("boxes"), py::arg("out"), py::arg("in_fmt"),
+        py::arg("out_fmt"), "out (N, 4) <- boxes (N, 4) converted from in_fmt to out_fmt.");
+  m.def("nms", &nms_py, py::arg("boxes"), py::arg("scores"), py::arg("iou_threshold"),
+        py::arg("score_threshold") = py::none(), py::arg("max_output") = py::none(),
+        "Greedy non-max suppression; int64 indices by decreasing score.");
+  m.def("batched_nms", &batched_nms_py, py::arg("boxes"), py::arg("scores"), py::arg("labels"),
+        py::arg("iou_threshold"), py::arg("score_threshold") = py::none(),
+        py::arg("max_output") = py::none(),
+        "Non-max suppression per label (int64 labels); int64 indices by decreasing score.");
+}
+
 }  // namespace fastconv

@@ -1,17 +1,141 @@
-"""Placeholder until the boxes family lands (work in progress in this session)."""
+"""Box IoU, box format conversion and non-max suppression on NumPy arrays.
+
+Boxes are (N, 4) float32/float64 arrays of (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2.
+Argument kinds, dtypes and shapes are checked here; the values (finite, not inverted,
+no NaN score) are checked by the C++ kernels in the same pass that reads them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+from typing import Optional
+
+import numpy as np
+
+from . import _cpu
+from ._backend import float_arrays
+
+FORMATS = ("xyxy", "xywh", "cxcywh")
 
 
-def box_iou(*args, **kwargs):
-    raise NotImplementedError
+def _check_boxes(op: str, name: str, boxes: np.ndarray) -> None:
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{op}: {name} must have shape (N, 4), got shape {boxes.shape}")
 
 
-def box_convert(*args, **kwargs):
-    raise NotImplementedError
+def _check_length(op: str, name: str, a: np.ndarray, boxes: np.ndarray) -> None:
+    if a.ndim != 1 or a.shape[0] != boxes.shape[0]:
+        raise ValueError(f"{op}: {name} shape {a.shape} must be (N,) for boxes shape "
+                         f"{boxes.shape}")
 
 
-def nms(*args, **kwargs):
-    raise NotImplementedError
+def _real(op: str, name: str, value: object) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    return float(value)
 
 
-def batched_nms(*args, **kwargs):
-    raise NotImplementedError
+def _iou_threshold(op: str, value: object) -> float:
+    thr = _real(op, "iou_threshold", value)
+    if not math.isfinite(thr):
+        raise ValueError(f"{op}: iou_threshold must be finite, got {thr}")
+    return thr
+
+
+def _score_threshold(op: str, value: object) -> Optional[float]:
+    if value is None:
+        return None
+    thr = _real(op, "score_threshold", value)
+    if math.isnan(thr):
+        raise ValueError(f"{op}: score_threshold must not be NaN")
+    return thr
+
+
+def _max_output(op: str, value: object) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: max_output must be None or an int, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{op}: max_output must be None or an int, got {value!r}") from None
+    if value < 0:
+        raise ValueError(f"{op}: max_output must be >= 0, got {value}")
+    # Anything past int64 keeps every box anyway.
+    return min(value, 2**63 - 1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N, 4) with every box in b (M, 4): an (N, M) array.
+
+    The IoU of two empty (zero-area) boxes is 0.
+    """
+    a, b = float_arrays("box_iou", a=a, b=b)
+    _check_boxes("box_iou", "a", a)
+    _check_boxes("box_iou", "b", b)
+    out = np.empty((a.shape[0], b.shape[0]), dtype=a.dtype)
+    _cpu.box_iou(a, b, out)
+    return out
+
+
+def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
+    """Convert boxes (N, 4) between "xyxy", "xywh" (corner, size) and "cxcywh" (center, size).
+
+    Widths and heights must be non-negative; every value must be finite.
+    """
+    for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
+        if not isinstance(fmt, str) or fmt not in FORMATS:
+            raise ValueError(f"box_convert: {name} must be one of {', '.join(map(repr, FORMATS))},"
+                             f" got {fmt!r}")
+    (boxes,) = float_arrays("box_convert", boxes=boxes)
+    _check_boxes("box_convert", "boxes", boxes)
+    out = np.empty(boxes.shape, dtype=boxes.dtype)
+    _cpu.box_convert(boxes, out, in_fmt, out_fmt)
+    return out
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5, *,
+        score_threshold: Optional[float] = None,
+        max_output: Optional[int] = None) -> np.ndarray:
+    """Greedy non-max suppression; returns int64 indices of the kept boxes.
+
+    Boxes with score <= score_threshold are dropped; then the highest-scoring box is kept
+    and every remaining box with IoU >= iou_threshold with it is discarded, repeatedly.
+    The result is ordered by decreasing score, equal scores lower index first, and holds
+    at most max_output indices. Thresholds are rounded to the boxes' dtype first.
+    """
+    thr = _iou_threshold("nms", iou_threshold)
+    st = _score_threshold("nms", score_threshold)
+    mo = _max_output("nms", max_output)
+    boxes, scores = float_arrays("nms", boxes=boxes, scores=scores)
+    _check_boxes("nms", "boxes", boxes)
+    _check_length("nms", "scores", scores, boxes)
+    return _cpu.nms(boxes, scores, thr, st, mo)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                iou_threshold: float = 0.5, *, score_threshold: Optional[float] = None,
+                max_output: Optional[int] = None) -> np.ndarray:
+    """`nms` applied independently to the boxes of each label (any integer dtype).
+
+    Returns int64 indices ordered by decreasing score (equal scores: lower index first),
+    at most max_output of them over all labels.
+    """
+    op = "batched_nms"
+    thr = _iou_threshold(op, iou_threshold)
+    st = _score_threshold(op, score_threshold)
+    mo = _max_output(op, max_output)
+    boxes, scores = float_arrays(op, boxes=boxes, scores=scores)
+    if not isinstance(labels, np.ndarray):
+        raise TypeError(f"{op}: labels must be a numpy.ndarray, got {type(labels).__name__}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"{op}: labels must have an integer dtype, got {labels.dtype} "
+                        f"(shape {labels.shape})")
+    _check_boxes(op, "boxes", boxes)
+    _check_length(op, "scores", scores, boxes)
+    _check_length(op, "labels", labels, boxes)
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    return _cpu.batched_nms(boxes, scores, labels, thr, st, mo)

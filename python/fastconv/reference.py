@@ -154,4 +154,95 @@ def conv_backward_weight(x: np.ndarray, dy: np.ndarray, kernel: Ints, stride: In
 # Boxes
 # ----------------------------------------------------------------------------------------
 
-# (box references land with the box kernels)
+def _box_cols(boxes: np.ndarray):
+    """Columns x1, y1, x2, y2 and areas of boxes (N, 4)."""
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    with np.errstate(over="ignore"):  # float32 areas of huge boxes are inf, as in C++
+        area = (x2 - x1) * (y2 - y1)
+    return x1, y1, x2, y2, area
+
+
+def _pair_iou(a, b) -> np.ndarray:
+    """IoU of column tuples a and b (broadcasting), in the contract's order of operations.
+
+    Each step is one IEEE operation in the box dtype, as in the C++ kernel, so results match
+    bit for bit. Overflow (float32 areas of huge boxes) gives inf/NaN unions, which count
+    as IoU 0, hence the silenced warnings.
+    """
+    ax1, ay1, ax2, ay2, area_a = a
+    bx1, by1, bx2, by2, area_b = b
+    with np.errstate(all="ignore"):
+        w = np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0)
+        h = np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0)
+        inter = w * h
+        union = area_a + area_b - inter
+        out = np.zeros(np.broadcast(inter, union).shape, dtype=inter.dtype)
+        np.divide(inter, union, out=out, where=union > 0)
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a (N, 4) and b (M, 4), xyxy: (N, M); two empty boxes give 0."""
+    ca = tuple(c[:, None] for c in _box_cols(a))
+    return _pair_iou(ca, _box_cols(b))
+
+
+def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
+    """Convert (N, 4) boxes between "xyxy", "xywh" and "cxcywh", always through xyxy."""
+    a, b, c, d = (boxes[:, k] for k in range(4))
+    half = boxes.dtype.type(0.5)
+    if in_fmt == "xyxy":
+        x1, y1, x2, y2 = a, b, c, d
+    elif in_fmt == "xywh":
+        x1, y1, x2, y2 = a, b, a + c, b + d
+    else:  # cxcywh
+        x1, y1, x2, y2 = a - half * c, b - half * d, a + half * c, b + half * d
+    if out_fmt == "xyxy":
+        cols = (x1, y1, x2, y2)
+    elif out_fmt == "xywh":
+        cols = (x1, y1, x2 - x1, y2 - y1)
+    else:  # cxcywh
+        cols = ((x1 + x2) * half, (y1 + y2) * half, x2 - x1, y2 - y1)
+    return np.stack(cols, axis=1).astype(boxes.dtype, copy=False)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
+        score_threshold: Optional[float] = None,
+        max_output: Optional[int] = None) -> np.ndarray:
+    """Greedy NMS: int64 indices by decreasing score, equal scores lower index first.
+
+    Thresholds are rounded to the box dtype first (as the kernel does). One Python
+    iteration per kept box; the suppression test runs vectorized over the rest.
+    """
+    t = boxes.dtype.type
+    thr = t(iou_threshold)
+    index = np.arange(len(boxes), dtype=np.int64)
+    if score_threshold is not None:
+        index = index[~(scores <= t(score_threshold))]
+    # Stable sort of an ascending index list: ties keep the lower index first.
+    order = index[np.argsort(-scores[index], kind="stable")]
+    cols = _box_cols(boxes)
+    keep = []
+    limit = len(order) if max_output is None else max_output
+    while order.size and len(keep) < limit:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        iou = _pair_iou(tuple(c[i] for c in cols), tuple(c[rest] for c in cols))
+        order = rest[~(iou >= thr)]
+    return np.array(keep, dtype=np.int64)
+
+
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                iou_threshold: float, score_threshold: Optional[float] = None,
+                max_output: Optional[int] = None) -> np.ndarray:
+    """`nms` per label, merged by decreasing score (ties: lower index first), truncated."""
+    labels = np.asarray(labels).astype(np.int64)
+    kept = [np.zeros(0, dtype=np.int64)]
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        sub = nms(boxes[members], scores[members], iou_threshold, score_threshold, max_output)
+        kept.append(members[sub])
+    kept = np.concatenate(kept)
+    kept = kept[np.lexsort((kept, -scores[kept]))]
+    return kept if max_output is None else kept[:max_output]

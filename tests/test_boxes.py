@@ -1,0 +1,593 @@
+"""box_iou, box_convert, nms and batched_nms against the NumPy reference and against
+independent implementations (pure-Python loops, torch tensor math), including boxes
+constructed to sit exactly at the thresholds, and every documented error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import fastconv as fc
+from fastconv import _cpu
+from fastconv import reference as ref
+
+DTYPES = [np.float32, np.float64]
+SIZES = [0, 1, 2, 50, 500]
+FORMATS = ["xyxy", "xywh", "cxcywh"]
+
+
+# ----------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------
+
+def random_boxes(rng, n, dtype, *, scale=100.0, size=30.0):
+    xy = rng.uniform(-scale, scale, (n, 2))
+    wh = rng.uniform(0.0, size, (n, 2))
+    return np.concatenate([xy, xy + wh], axis=1).astype(dtype)
+
+
+def clustered_boxes(rng, n, dtype, clusters=8):
+    """Boxes jittered around a few centers: most pairs in a cluster overlap heavily."""
+    centers = rng.uniform(0, 200, (clusters, 2))
+    pick = centers[rng.integers(0, clusters, n)]
+    c = pick + rng.normal(0, 3.0, (n, 2))
+    wh = rng.uniform(10, 30, (n, 2))
+    return np.concatenate([c - wh / 2, c + wh / 2], axis=1).astype(dtype)
+
+
+def random_scores(rng, n, dtype):
+    return rng.random(n).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Independent implementations
+# ----------------------------------------------------------------------------------------
+
+def py_iou(a, b, t):
+    """One pair, with scalar arithmetic of type t (float or np.float32), no NumPy arrays."""
+    ax1, ay1, ax2, ay2 = (t(v) for v in a)
+    bx1, by1, bx2, by2 = (t(v) for v in b)
+    w = max(t(0), min(ax2, bx2) - max(ax1, bx1))
+    h = max(t(0), min(ay2, by2) - max(ay1, by1))
+    inter = w * h
+    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
+    return inter / union if union > 0 else t(0)
+
+
+def scalar_type(dtype):
+    return np.float32 if np.dtype(dtype) == np.float32 else float
+
+
+def py_box_iou(a, b):
+    t = scalar_type(a.dtype)
+    return np.array([[py_iou(x, y, t) for y in b] for x in a], dtype=a.dtype).reshape(
+        len(a), len(b))
+
+
+def py_nms(boxes, scores, thr, score_threshold=None, max_output=None):
+    """Textbook greedy NMS with a suppressed list and scalar arithmetic."""
+    t = scalar_type(boxes.dtype)
+    thr = t(thr)
+    idx = [i for i in range(len(boxes))
+           if score_threshold is None or not scores[i] <= t(score_threshold)]
+    idx.sort(key=lambda i: (-float(scores[i]), i))
+    suppressed = [False] * len(idx)
+    keep = []
+    for a in range(len(idx)):
+        if suppressed[a]:
+            continue
+        if max_output is not None and len(keep) >= max_output:
+            break
+        keep.append(idx[a])
+        for b in range(a + 1, len(idx)):
+            if py_iou(boxes[idx[a]], boxes[idx[b]], t) >= thr:
+                suppressed[b] = True
+    return np.array(keep, dtype=np.int64)
+
+
+def py_batched_nms(boxes, scores, labels, thr, score_threshold=None, max_output=None):
+    keep = []
+    for label in sorted(set(labels.tolist())):
+        members = [i for i in range(len(boxes)) if labels[i] == label]
+        sub = py_nms(boxes[members], scores[members], thr, score_threshold, max_output)
+        keep += [members[k] for k in sub]
+    keep.sort(key=lambda i: (-float(scores[i]), i))
+    return np.array(keep[:max_output] if max_output is not None else keep, dtype=np.int64)
+
+
+def torch_box_iou(a, b):
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    area_a = (ta[:, 2] - ta[:, 0]) * (ta[:, 3] - ta[:, 1])
+    area_b = (tb[:, 2] - tb[:, 0]) * (tb[:, 3] - tb[:, 1])
+    lt = torch.maximum(ta[:, None, :2], tb[None, :, :2])
+    rb = torch.minimum(ta[:, None, 2:], tb[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    iou = torch.where(union > 0, inter / torch.where(union > 0, union, 1), 0)
+    return iou.numpy()
+
+
+def assert_indices(got, expected):
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, expected)
+
+
+# ----------------------------------------------------------------------------------------
+# box_iou
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,m", [(0, 0), (0, 3), (3, 0), (1, 1), (2, 50), (50, 2), (500, 500)])
+def test_box_iou_matches_reference_and_torch(dtype, n, m):
+    rng = np.random.default_rng(n * 1000 + m)
+    a, b = random_boxes(rng, n, dtype), clustered_boxes(rng, m, dtype)
+    got = fc.box_iou(a, b)
+    assert got.shape == (n, m) and got.dtype == dtype
+    np.testing.assert_array_equal(got, ref.box_iou(a, b))
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(got, torch_box_iou(a, b), rtol=tol, atol=tol)
+    assert np.all((got >= 0) & (got <= 1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou_matches_python_loop(dtype):
+    rng = np.random.default_rng(7)
+    a, b = clustered_boxes(rng, 20, dtype, clusters=2), random_boxes(rng, 15, dtype)
+    b[:3] = a[:3]  # identical boxes: IoU 1
+    got = fc.box_iou(a, b)
+    np.testing.assert_array_equal(got, py_box_iou(a, b))
+    np.testing.assert_array_equal(np.diag(got[:3, :3]), np.ones(3, dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou_degenerate_and_exact_values(dtype):
+    a = np.array([[0, 0, 1, 1], [2, 2, 2, 2], [0, 0, 1, 0], [5, 5, 6, 6]], dtype)
+    b = np.array([[0, 0, 1, 0.5], [2, 2, 2, 2], [0, 0, 1, 0], [0, 0, 2, 2]], dtype)
+    got = fc.box_iou(a, b)
+    np.testing.assert_array_equal(got, ref.box_iou(a, b))
+    assert got[0, 0] == 0.5  # exactly representable construction
+    assert got[0, 3] == 0.25
+    assert got[1, 1] == 0 and got[2, 2] == 0  # two empty boxes: 0, not NaN
+    assert got[3, 0] == 0 and not np.isnan(got).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_box_iou_huge_coordinates(dtype):
+    rng = np.random.default_rng(3)
+    b = (random_boxes(rng, 40, np.float64, scale=1.0, size=1.0) * 1e30).astype(dtype)
+    got = fc.box_iou(b, b)
+    np.testing.assert_array_equal(got, ref.box_iou(b, b))
+    if dtype == np.float64:
+        np.testing.assert_allclose(np.diag(got), 1.0)
+        np.testing.assert_allclose(got, torch_box_iou(b, b), rtol=1e-12, atol=1e-12)
+
+
+def test_box_iou_non_contiguous_input():
+    rng = np.random.default_rng(11)
+    a = random_boxes(rng, 30, np.float64)
+    got = fc.box_iou(a[::2], np.asfortranarray(a))
+    np.testing.assert_array_equal(got, ref.box_iou(a[::2], a))
+
+
+# ----------------------------------------------------------------------------------------
+# box_convert
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("in_fmt", FORMATS)
+@pytest.mark.parametrize("out_fmt", FORMATS)
+def test_box_convert_matches_reference(dtype, n, in_fmt, out_fmt):
+    rng = np.random.default_rng(n)
+    xyxy = random_boxes(rng, n, dtype)
+    boxes = ref.box_convert(xyxy, "xyxy", in_fmt)
+    got = fc.box_convert(boxes, in_fmt, out_fmt)
+    assert got.shape == (n, 4) and got.dtype == dtype
+    np.testing.assert_array_equal(got, ref.box_convert(boxes, in_fmt, out_fmt))
+    # Independent: the definition of each format from float64 corners.
+    x1, y1, x2, y2 = xyxy.astype(np.float64).T
+    expected = {"xyxy": (x1, y1, x2, y2), "xywh": (x1, y1, x2 - x1, y2 - y1),
+                "cxcywh": ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)}[out_fmt]
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    np.testing.assert_allclose(got, np.stack(expected, axis=1).reshape(n, 4), atol=tol)
+
+
+def test_box_convert_round_trip_and_copy():
+    boxes = np.array([[1, 2, 4, 8], [0, 0, 0, 0]], np.float64)
+    for fmt in FORMATS:
+        np.testing.assert_array_equal(
+            fc.box_convert(fc.box_convert(boxes, "xyxy", fmt), fmt, "xyxy"), boxes)
+    out = fc.box_convert(boxes, "xyxy", "xyxy")
+    assert out is not boxes
+    np.testing.assert_array_equal(fc.box_convert(boxes, "xyxy", "cxcywh"),
+                                  [[2.5, 5, 3, 6], [0, 0, 0, 0]])
+
+
+# ----------------------------------------------------------------------------------------
+# nms
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("clustered", [False, True])
+def test_nms_matches_reference(dtype, n, clustered):
+    rng = np.random.default_rng(100 + n + clustered)
+    boxes = (clustered_boxes if clustered else random_boxes)(rng, n, dtype)
+    scores = random_scores(rng, n, dtype)
+    for _ in range(3):
+        thr = float(rng.uniform(0.05, 0.95))
+        st = None if rng.random() < 0.5 else float(rng.uniform(0, 0.5))
+        mo = None if rng.random() < 0.5 else int(rng.integers(0, n + 3))
+        got = fc.nms(boxes, scores, thr, score_threshold=st, max_output=mo)
+        assert_indices(got, ref.nms(boxes, scores, thr, st, mo))
+        if n <= 50:
+            assert_indices(got, py_nms(boxes, scores, thr, st, mo))
+        # Kept boxes never overlap each other at or above the threshold.
+        iou = fc.box_iou(boxes[got], boxes[got])
+        np.fill_diagonal(iou, 0)
+        assert not (iou >= scalar_type(dtype)(thr)).any()
+        assert np.all(np.diff(scores[got].astype(np.float64)) <= 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_exactly_at_threshold(dtype):
+    # IoU([0,0,1,1], [0,0,1,t]) = t exactly for these t.
+    for t in (0.5, 0.25, 0.75):
+        boxes = np.array([[0, 0, 1, 1], [0, 0, 1, t]], dtype)
+        scores = np.array([0.9, 0.8], dtype)
+        assert_indices(fc.nms(boxes, scores, t), [0])  # >= suppresses
+        assert_indices(ref.nms(boxes, scores, t), [0])
+        above = float(np.nextafter(dtype(t), dtype(1)))
+        assert_indices(fc.nms(boxes, scores, above), [0, 1])
+        assert_indices(ref.nms(boxes, scores, above), [0, 1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_threshold_equal_to_computed_iou(dtype):
+    """Thresholds set to the exact IoU of random pairs: both sides suppress, one ulp up keeps."""
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        boxes = clustered_boxes(rng, 2, dtype, clusters=1)
+        scores = np.array([0.9, 0.1], dtype)
+        iou = fc.box_iou(boxes[:1], boxes[1:])[0, 0]
+        if iou == 0:
+            continue
+        for thr, expected in ((float(iou), [0]),
+                              (float(np.nextafter(iou, dtype(2))), [0, 1])):
+            assert_indices(fc.nms(boxes, scores, thr), expected)
+            assert_indices(ref.nms(boxes, scores, thr), expected)
+
+
+def test_nms_threshold_rounded_to_float32():
+    # IoU is float32(0.3); a float64 threshold a hair above it rounds down to it in float32.
+    h = np.float32(0.3)
+    boxes = np.array([[0, 0, 1, 1], [0, 0, 1, h]], np.float32)
+    iou = fc.box_iou(boxes[:1], boxes[1:])[0, 0]
+    thr = float(iou) + float(np.spacing(iou)) / 4
+    assert thr > float(iou) and np.float32(thr) == iou
+    scores = np.array([1, 0.5], np.float32)
+    assert_indices(fc.nms(boxes, scores, thr), [0])
+    assert_indices(ref.nms(boxes, scores, thr), [0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_equal_scores_lower_index_first(dtype):
+    rng = np.random.default_rng(9)
+    boxes = random_boxes(rng, 50, dtype, scale=1000, size=1)  # almost no overlaps
+    scores = np.full(50, 0.5, dtype)
+    scores[::7] = 0.75
+    got = fc.nms(boxes, scores, 0.5)
+    assert_indices(got, ref.nms(boxes, scores, 0.5))
+    assert_indices(got, py_nms(boxes, scores, 0.5))
+    # Identical boxes with equal scores: only the lowest index survives.
+    same = np.tile(np.array([[0, 0, 2, 2]], dtype), (5, 1))
+    assert_indices(fc.nms(same, np.ones(5, dtype), 0.5), [0])
+    assert_indices(fc.nms(same, np.array([1, 2, 2, 1, 2], dtype), 0.5), [1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_score_threshold_exact(dtype):
+    boxes = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5]], dtype)
+    scores = np.array([0.25, 0.5, 0.75], dtype)
+    assert_indices(fc.nms(boxes, scores, 0.5, score_threshold=0.5), [2])  # 0.5 dropped
+    assert_indices(ref.nms(boxes, scores, 0.5, 0.5), [2])
+    assert_indices(fc.nms(boxes, scores, 0.5, score_threshold=0.25), [2, 1])
+    assert_indices(fc.nms(boxes, scores, 0.5, score_threshold=1.0), [])
+    assert_indices(fc.nms(boxes, scores, 0.5, score_threshold=-np.inf), [2, 1, 0])
+    inf_scores = np.array([-np.inf, np.inf, 0], dtype)
+    assert_indices(fc.nms(boxes, inf_scores, 0.5), [1, 2, 0])
+    assert_indices(fc.nms(boxes, inf_scores, 0.5, score_threshold=-np.inf), [1, 2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_degenerate_and_small_sets(dtype):
+    empty = np.zeros((0, 4), dtype)
+    assert_indices(fc.nms(empty, np.zeros(0, dtype)), [])
+    assert_indices(fc.nms(empty, np.zeros(0, dtype), max_output=0), [])
+    one = np.array([[1, 2, 3, 4]], dtype)
+    assert_indices(fc.nms(one, np.array([0.3], dtype)), [0])
+    # Zero-area boxes have IoU 0 with everything: all kept unless the threshold is <= 0.
+    points = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 2, 0]], dtype)
+    s = np.array([0.1, 0.2, 0.3], dtype)
+    assert_indices(fc.nms(points, s, 0.5), [2, 1, 0])
+    assert_indices(fc.nms(points, s, 0.0), [2])
+    assert_indices(ref.nms(points, s, 0.0), [2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nms_max_output(dtype):
+    rng = np.random.default_rng(21)
+    boxes = clustered_boxes(rng, 200, dtype)
+    scores = random_scores(rng, 200, dtype)
+    full = fc.nms(boxes, scores, 0.4)
+    assert len(full) > 2
+    assert_indices(fc.nms(boxes, scores, 0.4, max_output=0), [])
+    assert_indices(fc.nms(boxes, scores, 0.4, max_output=1), full[:1])
+    assert_indices(fc.nms(boxes, scores, 0.4, max_output=2), full[:2])
+    assert_indices(fc.nms(boxes, scores, 0.4, max_output=1000), full)
+    assert_indices(fc.nms(boxes, scores, 0.4, max_output=2**70), full)
+    assert_indices(fc.nms(boxes, scores, 0.4, max_output=np.int32(2)), full[:2])
+
+
+def test_nms_deterministic_and_huge_float64():
+    rng = np.random.default_rng(33)
+    boxes = clustered_boxes(rng, 2000, np.float32)
+    scores = np.round(random_scores(rng, 2000, np.float32), 2)  # many ties
+    first = fc.nms(boxes, scores, 0.5)
+    for _ in range(3):
+        assert_indices(fc.nms(boxes, scores, 0.5), first)
+    assert_indices(first, ref.nms(boxes, scores, 0.5))
+    big = clustered_boxes(rng, 300, np.float64) * 1e28
+    s = random_scores(rng, 300, np.float64)
+    assert_indices(fc.nms(big, s, 0.5), ref.nms(big, s, 0.5))
+    assert_indices(fc.nms(big, s, 0.5), fc.nms(big / 1e28, s, 0.5))
+
+
+# ----------------------------------------------------------------------------------------
+# batched_nms
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("num_labels", [1, 3, 40])
+def test_batched_nms_matches_reference(dtype, n, num_labels):
+    rng = np.random.default_rng(n * 10 + num_labels)
+    boxes = clustered_boxes(rng, n, dtype)
+    scores = random_scores(rng, n, dtype)
+    labels = rng.integers(-5, num_labels - 5, n)
+    for _ in range(2):
+        thr = float(rng.uniform(0.1, 0.9))
+        st = None if rng.random() < 0.5 else float(rng.uniform(0, 0.5))
+        mo = None if rng.random() < 0.5 else int(rng.integers(0, n + 3))
+        got = fc.batched_nms(boxes, scores, labels, thr, score_threshold=st, max_output=mo)
+        assert_indices(got, ref.batched_nms(boxes, scores, labels, thr, st, mo))
+        if n <= 50:
+            assert_indices(got, py_batched_nms(boxes, scores, labels, thr, st, mo))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_nms_one_label_equals_nms(dtype):
+    rng = np.random.default_rng(44)
+    boxes = clustered_boxes(rng, 500, dtype)
+    scores = np.round(random_scores(rng, 500, dtype), 2)
+    for label_dtype in (np.int64, np.int8, np.uint16):
+        labels = np.full(500, 3, label_dtype)
+        for mo in (None, 0, 1, 7):
+            assert_indices(fc.batched_nms(boxes, scores, labels, 0.45, max_output=mo),
+                           fc.nms(boxes, scores, 0.45, max_output=mo))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_nms_thousands_of_labels(dtype):
+    rng = np.random.default_rng(55)
+    n = 6000
+    boxes = clustered_boxes(rng, n, dtype, clusters=4)
+    scores = random_scores(rng, n, dtype)
+    labels = rng.integers(0, 3000, n).astype(np.int32)
+    got = fc.batched_nms(boxes, scores, labels, 0.5)
+    assert_indices(got, ref.batched_nms(boxes, scores, labels, 0.5))
+    got = fc.batched_nms(boxes, scores, labels, 0.5, score_threshold=0.3, max_output=500)
+    assert_indices(got, ref.batched_nms(boxes, scores, labels, 0.5, 0.3, 500))
+    # Every label distinct: nothing can be suppressed.
+    distinct = np.arange(n, dtype=np.uint64)
+    assert_indices(fc.batched_nms(boxes, scores, distinct, 0.5),
+                   np.lexsort((np.arange(n), -scores)))
+
+
+def test_batched_nms_huge_coordinates_and_extreme_labels():
+    # The coordinate-offset trick (shift each label by label * (max + 1)) loses every
+    # distinction at 1e30 in float64; per-label grouping does not.
+    base = np.array([[1e30, 1e30, 2e30, 2e30], [1.2e30, 1e30, 2.2e30, 2e30],
+                     [5e30, 5e30, 6e30, 6e30]])
+    boxes = np.concatenate([base, base, base])
+    scores = np.arange(9, 0, -1).astype(np.float64)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2**62, 2**62, -2**62])
+    got = fc.batched_nms(boxes, scores, labels, 0.5)
+    assert_indices(got, [0, 2, 3, 5, 6, 8])
+    assert_indices(got, ref.batched_nms(boxes, scores, labels, 0.5))
+    assert_indices(got, py_batched_nms(boxes, scores, labels, 0.5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batched_nms_ties_across_labels(dtype):
+    boxes = np.tile(np.array([[0, 0, 1, 1]], dtype), (6, 1))
+    scores = np.array([0.5, 0.5, 0.9, 0.5, 0.9, 0.5], dtype)
+    labels = np.array([2, 1, 2, 0, 1, 0])
+    assert_indices(fc.batched_nms(boxes, scores, labels, 0.5), [2, 4, 3])
+    assert_indices(fc.batched_nms(boxes, scores, labels, 0.5, max_output=2), [2, 4])
+    assert_indices(fc.batched_nms(boxes[:0], scores[:0], labels[:0], 0.5), [])
+
+
+# ----------------------------------------------------------------------------------------
+# Bad input
+# ----------------------------------------------------------------------------------------
+
+F = np.float32
+
+
+def good(n=3, dtype=F):
+    boxes = np.array([[0, 0, 1, 1], [1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]][:n], dtype)
+    return boxes, np.linspace(0.2, 0.9, n).astype(dtype), np.arange(n)
+
+
+@pytest.mark.parametrize("bad,pattern", [
+    ([[0, 0, 1, 1], [0, np.nan, 1, 1]], r"boxes.*non-finite.*row 1"),
+    ([[0, 0, 1, 1], [0, 0, np.inf, 1]], r"boxes.*non-finite.*row 1"),
+    ([[0, 0, 1, 1], [0, 0, 1, 1], [2, 0, 1, 1]], r"boxes row 2 is inverted"),
+    ([[0, 3, 1, 1]], r"boxes row 0 is inverted"),
+])
+def test_bad_box_values(bad, pattern):
+    boxes = np.array(bad, F)
+    scores = np.ones(len(boxes), F)
+    labels = np.zeros(len(boxes), np.int64)
+    with pytest.raises(ValueError, match=pattern):
+        fc.nms(boxes, scores)
+    with pytest.raises(ValueError, match=pattern):
+        fc.batched_nms(boxes, scores, labels)
+    with pytest.raises(ValueError, match=pattern.replace("boxes", "box_iou: b")):
+        fc.box_iou(good()[0], boxes)
+    with pytest.raises(ValueError, match=pattern.replace("boxes", "box_iou: a")):
+        fc.box_iou(boxes, good()[0])
+    with pytest.raises(ValueError, match=pattern):
+        fc.box_convert(boxes, "xyxy", "xywh")
+
+
+def test_bad_scores_and_lengths():
+    boxes, scores, labels = good()
+    with pytest.raises(ValueError, match=r"scores has NaN at index 1"):
+        fc.nms(boxes, np.array([0, np.nan, 1], F))
+    with pytest.raises(ValueError, match=r"scores has NaN"):
+        fc.batched_nms(boxes, np.array([np.nan, 0, 1], F), labels)
+    with pytest.raises(ValueError, match=r"scores shape \(2,\).*boxes shape \(3, 4\)"):
+        fc.nms(boxes, scores[:2])
+    with pytest.raises(ValueError, match=r"scores shape \(3, 1\).*boxes shape \(3, 4\)"):
+        fc.nms(boxes, scores[:, None])
+    with pytest.raises(ValueError, match=r"labels shape \(4,\).*boxes shape \(3, 4\)"):
+        fc.batched_nms(boxes, scores, np.arange(4))
+    with pytest.raises(ValueError, match=r"scores shape \(4,\).*boxes shape \(3, 4\)"):
+        fc.batched_nms(boxes, np.ones(4, F), labels)
+
+
+@pytest.mark.parametrize("shape", [(4,), (3, 3), (2, 4, 1), (0,)])
+def test_bad_box_shapes(shape):
+    bad = np.ones(shape, F)
+    pat = r"boxes must have shape \(N, 4\), got shape " + str(shape).replace("(", r"\(") \
+        .replace(")", r"\)")
+    with pytest.raises(ValueError, match=pat):
+        fc.nms(bad, np.ones(3, F))
+    with pytest.raises(ValueError, match=pat):
+        fc.batched_nms(bad, np.ones(3, F), np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=pat):
+        fc.box_convert(bad, "xyxy", "xywh")
+    with pytest.raises(ValueError, match=r"box_iou: a must have shape \(N, 4\)"):
+        fc.box_iou(bad, good()[0])
+    with pytest.raises(ValueError, match=r"box_iou: b must have shape \(N, 4\)"):
+        fc.box_iou(good()[0], bad)
+
+
+def test_bad_dtypes():
+    boxes, scores, labels = good()
+    with pytest.raises(TypeError, match=r"boxes must be float32 or float64"):
+        fc.nms(boxes.astype(np.int64), scores)
+    with pytest.raises(TypeError, match=r"scores has dtype float64"):
+        fc.nms(boxes, scores.astype(np.float64))
+    with pytest.raises(TypeError, match=r"b has dtype float64"):
+        fc.box_iou(boxes, boxes.astype(np.float64))
+    with pytest.raises(TypeError, match=r"boxes must be a numpy.ndarray"):
+        fc.nms(boxes.tolist(), scores)
+    with pytest.raises(TypeError, match=r"labels must have an integer dtype, got float32"):
+        fc.batched_nms(boxes, scores, labels.astype(F))
+    with pytest.raises(TypeError, match=r"labels must have an integer dtype, got bool"):
+        fc.batched_nms(boxes, scores, labels > 0)
+    with pytest.raises(TypeError, match=r"labels must be a numpy.ndarray"):
+        fc.batched_nms(boxes, scores, [0, 1, 2])
+    with pytest.raises(TypeError, match=r"boxes must be float32 or float64"):
+        fc.box_convert(boxes.astype(np.float16), "xyxy", "xywh")
+
+
+@pytest.mark.parametrize("kwargs,exc,pattern", [
+    (dict(iou_threshold=np.nan), ValueError, r"iou_threshold must be finite"),
+    (dict(iou_threshold=np.inf), ValueError, r"iou_threshold must be finite"),
+    (dict(iou_threshold="0.5"), TypeError, r"iou_threshold must be a real number"),
+    (dict(iou_threshold=None), TypeError, r"iou_threshold must be a real number"),
+    (dict(iou_threshold=True), TypeError, r"iou_threshold must be a real number"),
+    (dict(score_threshold="a"), TypeError, r"score_threshold must be a real number"),
+    (dict(score_threshold=np.nan), ValueError, r"score_threshold must not be NaN"),
+    (dict(max_output=-1), ValueError, r"max_output must be >= 0, got -1"),
+    (dict(max_output=1.5), TypeError, r"max_output must be None or an int"),
+    (dict(max_output=True), TypeError, r"max_output must be None or an int"),
+])
+def test_bad_parameters(kwargs, exc, pattern):
+    boxes, scores, labels = good()
+    with pytest.raises(exc, match=r"nms: " + pattern):
+        fc.nms(boxes, scores, **kwargs)
+    with pytest.raises(exc, match=r"batched_nms: " + pattern):
+        fc.batched_nms(boxes, scores, labels, **kwargs)
+
+
+def test_box_convert_bad_formats_and_sizes():
+    boxes = good()[0]
+    with pytest.raises(ValueError, match=r"in_fmt must be one of 'xyxy', 'xywh', 'cxcywh'"):
+        fc.box_convert(boxes, "xyxyx", "xywh")
+    with pytest.raises(ValueError, match=r"out_fmt must be one of .*got 'XYWH'"):
+        fc.box_convert(boxes, "xyxy", "XYWH")
+    with pytest.raises(ValueError, match=r"out_fmt must be one of"):
+        fc.box_convert(boxes, "xyxy", None)
+    for fmt in ("xywh", "cxcywh"):
+        neg = np.array([[0, 0, 1, 1], [0, 0, 1, -1]], F)
+        with pytest.raises(ValueError, match=r"boxes row 1 has a negative width or height"):
+            fc.box_convert(neg, fmt, "xyxy")
+        nan = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [np.nan, 0, 1, 1]], F)
+        with pytest.raises(ValueError, match=r"boxes has a non-finite value in row 2"):
+            fc.box_convert(nan, fmt, "xyxy")
+
+
+def test_cpu_module_rejects_bad_arguments_directly():
+    boxes, scores, labels = good()
+    out = np.empty((3, 3), F)
+    with pytest.raises(ValueError, match=r"nms: boxes must have shape \(N, 4\)"):
+        _cpu.nms(np.ones((3, 3), F), scores, 0.5)
+    with pytest.raises(ValueError, match=r"nms: boxes must have shape \(N, 4\)"):
+        _cpu.nms(np.ones(12, F), scores, 0.5)
+    with pytest.raises(ValueError, match=r"scores shape \(2,\)"):
+        _cpu.nms(boxes, scores[:2], 0.5)
+    with pytest.raises(TypeError, match=r"scores must have dtype float32"):
+        _cpu.nms(boxes, scores.astype(np.float64), 0.5)
+    with pytest.raises(ValueError, match=r"boxes must be C-contiguous"):
+        _cpu.nms(np.asfortranarray(boxes), scores, 0.5)
+    with pytest.raises(ValueError, match=r"iou_threshold must be finite"):
+        _cpu.nms(boxes, scores, float("nan"))
+    with pytest.raises(ValueError, match=r"max_output must be >= 0"):
+        _cpu.nms(boxes, scores, 0.5, None, -3)
+    with pytest.raises(ValueError, match=r"score_threshold must not be NaN"):
+        _cpu.nms(boxes, scores, 0.5, float("nan"))
+    with pytest.raises(ValueError, match=r"boxes row 0 is inverted"):
+        _cpu.nms(boxes[:, ::-1].copy(), scores, 0.5)
+    with pytest.raises(ValueError, match=r"scores has NaN"):
+        _cpu.nms(boxes, np.full(3, np.nan, F), 0.5)
+    with pytest.raises(TypeError, match=r"labels must have dtype int64, got int32"):
+        _cpu.batched_nms(boxes, scores, labels.astype(np.int32), 0.5)
+    with pytest.raises(ValueError, match=r"labels shape \(2,\)"):
+        _cpu.batched_nms(boxes, scores, labels[:2], 0.5)
+    with pytest.raises(ValueError, match=r"labels must be C-contiguous"):
+        _cpu.batched_nms(boxes, scores, np.arange(6)[::2], 0.5)
+    with pytest.raises(ValueError, match=r"out has shape \(3, 3\), expected \(3, 2\)"):
+        _cpu.box_iou(boxes, boxes[:2], out)
+    with pytest.raises(TypeError, match=r"b must have dtype float32"):
+        _cpu.box_iou(boxes, boxes.astype(np.float64), out)
+    with pytest.raises(TypeError, match=r"a must be float32 or float64"):
+        _cpu.box_iou(boxes.astype(np.int32), boxes, out)
+    with pytest.raises(ValueError, match=r"box_iou: b must have shape \(N, 4\)"):
+        _cpu.box_iou(boxes, np.ones((3, 2, 2), F), out)
+    with pytest.raises(ValueError, match=r"out must be writeable"):
+        ro = np.empty((3, 3), F)
+        ro.flags.writeable = False
+        _cpu.box_iou(boxes, boxes, ro)
+    with pytest.raises(ValueError, match=r"in_fmt must be one of"):
+        _cpu.box_convert(boxes, np.empty((3, 4), F), "xy", "xyxy")
+    with pytest.raises(ValueError, match=r"out has shape \(2, 4\), expected \(3, 4\)"):
+        _cpu.box_convert(boxes, np.empty((2, 4), F), "xyxy", "xyxy")
+    with pytest.raises(TypeError, match=r"out must have dtype float32"):
+        _cpu.box_convert(boxes, np.empty((3, 4)), "xyxy", "xyxy")
