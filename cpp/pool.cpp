@@ -47,6 +47,9 @@ struct PoolPlan {
   int64_t in_plane = 0, out_plane = 0;
   int64_t in_last = 0, out_last = 0;  // extents of the last spatial dim
   Dims in_pitch, out_pitch;           // element step of each spatial dim within a plane
+  // Per last-dim tap j: the outputs [tap_lo, tap_hi) for which that tap is an input cell,
+  // and the input coordinate of output 0 under it (o * stride + tap_shift).
+  Dims tap_lo, tap_hi, tap_shift;
 
   int64_t lead_dims() const { return g.dims() - 1; }
   int64_t planes() const { return g.batch * g.channels; }
@@ -92,6 +95,19 @@ PoolPlan make_plan(const char* op, const Dims& x_shape, const Dims& kernel, cons
       // start >= -pad_before always, so only the end can leave the padded extent.
       t.padded[o] = std::min(start + k, n + g.pad_after[d]) - start;
     }
+  }
+  const int64_t d = g.dims() - 1, s = g.stride[d], n = g.in[d];
+  p.tap_lo.resize(g.kernel[d]);
+  p.tap_hi.resize(g.kernel[d]);
+  p.tap_shift.resize(g.kernel[d]);
+  for (int64_t j = 0; j < g.kernel[d]; ++j) {
+    const int64_t shift = j - g.pad_before[d];
+    // Valid o satisfy 0 <= o*s + shift <= n - 1.
+    const int64_t lo = shift >= 0 ? 0 : (-shift + s - 1) / s;
+    const int64_t hi = n - 1 - shift < 0 ? 0 : std::min(p.out_last, (n - 1 - shift) / s + 1);
+    p.tap_lo[j] = std::min(lo, p.out_last);
+    p.tap_hi[j] = std::max(p.tap_lo[j], hi);
+    p.tap_shift[j] = shift;
   }
   return p;
 }
@@ -149,50 +165,49 @@ void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
 template <typename T, bool kIndex>
 void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
   const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
+  const int64_t taps = p.g.kernel.back(), s = p.g.stride.back();
   const OutTable& last = p.out_tab.back();
 #pragma omp parallel
   {
     Dims coord(lead), lo(lead), hi(lead), cur(lead);
+    // Without indices the winners' positions still have to live somewhere.
+    std::vector<int64_t> scratch(kIndex ? 0 : p.out_last);
 #pragma omp for schedule(static)
     for (int64_t job = 0; job < p.planes() * rows; ++job) {
       const int64_t plane = job / rows, row = job % rows;
       row_coords(p.g.out, row, coord.data());
+      int64_t first = 0;  // offset of the first input row of every window in this row
       for (int64_t d = 0; d < lead; ++d) {
         lo[d] = p.out_tab[d].lo[coord[d]];
         hi[d] = p.out_tab[d].hi[coord[d]];
+        first += lo[d] * p.in_pitch[d];
       }
       const T* src_plane = x + plane * p.in_plane;
       T* out = y + plane * p.out_plane + row * p.out_last;
-      int64_t* idx = kIndex ? indices + plane * p.out_plane + row * p.out_last : nullptr;
-      bool first_tap = true;
+      int64_t* idx = kIndex ? indices + plane * p.out_plane + row * p.out_last : scratch.data();
+      // Seed every window with its first input cell; revisiting that cell below cannot
+      // replace it (neither greater nor a new NaN), so the scan stays first-wins.
+      for (int64_t o = 0; o < p.out_last; ++o) {
+        out[o] = src_plane[first + last.lo[o]];
+        idx[o] = first + last.lo[o];
+      }
+      // Tap-major: for a fixed tap the outputs are independent, so the loop pipelines
+      // instead of chaining one compare after another; per output the taps still come
+      // in row-major scan order.
       for_each_in_box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data(),
                       [&](int64_t off) {
         const T* src = src_plane + off;
-        for (int64_t o = 0; o < p.out_last; ++o) {
-          int64_t i = last.lo[o];
-          const int64_t end = last.hi[o];
-          T best;
-          int64_t at = 0;
-          if (first_tap) {
-            best = src[i];
-            at = off + i;
-            ++i;
-          } else {
-            best = out[o];
-            if (kIndex) at = idx[o];
+        for (int64_t j = 0; j < taps; ++j) {
+          const int64_t shift = p.tap_shift[j];
+          for (int64_t o = p.tap_lo[j]; o < p.tap_hi[j]; ++o) {
+            const int64_t i = o * s + shift;
+            const T v = src[i], best = out[o];
+            // v wins when greater, or when it is a NaN and best is not: the first NaN stays.
+            const bool take = !(v <= best) & (best == best);
+            out[o] = take ? v : best;
+            if (kIndex) idx[o] = take ? off + i : idx[o];
           }
-          for (; i < end; ++i) {
-            const T v = src[i];
-            // A NaN wins over any number and the first NaN stays (NaN > v is false).
-            if (v > best || (v != v && best == best)) {
-              best = v;
-              if (kIndex) at = off + i;
-            }
-          }
-          out[o] = best;
-          if (kIndex) idx[o] = at;
         }
-        first_tap = false;
       });
     }
   }
@@ -201,6 +216,7 @@ void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
 template <typename T>
 void avg_pool_impl(const PoolPlan& p, const T* x, T* y, bool count_include_pad) {
   const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
+  const int64_t taps = p.g.kernel.back(), s = p.g.stride.back();
   const OutTable& last = p.out_tab.back();
 #pragma omp parallel
   {
@@ -223,10 +239,9 @@ void avg_pool_impl(const PoolPlan& p, const T* x, T* y, bool count_include_pad) 
       for_each_in_box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data(),
                       [&](int64_t off) {
         const T* src = src_plane + off;
-        for (int64_t o = 0; o < p.out_last; ++o) {
-          double s = 0;
-          for (int64_t i = last.lo[o]; i < last.hi[o]; ++i) s += src[i];
-          acc[o] += s;
+        for (int64_t j = 0; j < taps; ++j) {
+          const int64_t shift = p.tap_shift[j];
+          for (int64_t o = p.tap_lo[j]; o < p.tap_hi[j]; ++o) acc[o] += src[o * s + shift];
         }
       });
       T* out = y + plane * p.out_plane + row * p.out_last;
