@@ -14,6 +14,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <vector>
 
@@ -162,7 +163,9 @@ void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
   }
 }
 
-template <typename T, bool kIndex>
+// Index is the type winners are tracked in: int32 next to float32 keeps compare mask and
+// select the same width, so the inner loop vectorizes; rows are widened to int64 at the end.
+template <typename T, typename Index, bool kIndex>
 void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
   const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
   const int64_t taps = p.g.kernel.back(), s = p.g.stride.back();
@@ -170,8 +173,7 @@ void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
 #pragma omp parallel
   {
     Dims coord(lead), lo(lead), hi(lead), cur(lead);
-    // Without indices the winners' positions still have to live somewhere.
-    std::vector<int64_t> scratch(kIndex ? 0 : p.out_last);
+    std::vector<Index> pos(kIndex ? p.out_last : 0);
 #pragma omp for schedule(static)
     for (int64_t job = 0; job < p.planes() * rows; ++job) {
       const int64_t plane = job / rows, row = job % rows;
@@ -184,12 +186,11 @@ void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
       }
       const T* src_plane = x + plane * p.in_plane;
       T* out = y + plane * p.out_plane + row * p.out_last;
-      int64_t* idx = kIndex ? indices + plane * p.out_plane + row * p.out_last : scratch.data();
       // Seed every window with its first input cell; revisiting that cell below cannot
       // replace it (neither greater nor a new NaN), so the scan stays first-wins.
       for (int64_t o = 0; o < p.out_last; ++o) {
         out[o] = src_plane[first + last.lo[o]];
-        idx[o] = first + last.lo[o];
+        if (kIndex) pos[o] = static_cast<Index>(first + last.lo[o]);
       }
       // Tap-major: for a fixed tap the outputs are independent, so the loop pipelines
       // instead of chaining one compare after another; per output the taps still come
@@ -205,10 +206,14 @@ void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
             // v wins when greater, or when it is a NaN and best is not: the first NaN stays.
             const bool take = !(v <= best) & (best == best);
             out[o] = take ? v : best;
-            if (kIndex) idx[o] = take ? off + i : idx[o];
+            if (kIndex) pos[o] = take ? static_cast<Index>(off + i) : pos[o];
           }
         }
       });
+      if (kIndex) {
+        int64_t* idx = indices + plane * p.out_plane + row * p.out_last;
+        std::copy(pos.begin(), pos.end(), idx);
+      }
     }
   }
 }
@@ -337,10 +342,12 @@ void max_pool_forward_py(const py::array& x, py::array& out,
     T* yp = output_ptr<T>(out, "out");
     int64_t* ip = indices ? index_output(*indices, "indices") : nullptr;
     py::gil_scoped_release release;
-    if (ip) {
-      max_pool_impl<T, true>(p, xp, yp, ip);
+    if (!ip) {
+      max_pool_impl<T, int64_t, false>(p, xp, yp, nullptr);
+    } else if (sizeof(T) == 4 && p.in_plane <= std::numeric_limits<int32_t>::max()) {
+      max_pool_impl<T, int32_t, true>(p, xp, yp, ip);
     } else {
-      max_pool_impl<T, false>(p, xp, yp, nullptr);
+      max_pool_impl<T, int64_t, true>(p, xp, yp, ip);
     }
   });
 }
