@@ -5,9 +5,11 @@
 // per-element bounds test is needed. Work is cut into rows (all positions of one (n, c)
 // plane sharing every coordinate but the last); each row is computed on its own from
 // read-only data, so results are bitwise identical for any thread count. Within a row the
-// leading-dim taps run outermost in row-major order and the last dim innermost: every
-// window is still visited in row-major scan order (the first maximum wins), while the
-// inner loop walks contiguous memory.
+// loops are tap-major: leading-dim taps outermost in row-major order, then last-dim taps,
+// then every output that tap reaches (a closed-form range). Each window still sees its
+// cells in row-major scan order (so the first maximum wins), and the innermost loop runs
+// over independent outputs, which pipelines and vectorizes. The average-pool adjoint is a
+// gather over the outputs covering each input cell, so it needs no atomics either.
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
