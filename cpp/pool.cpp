@@ -1,5 +1,459 @@
+// Max and average pooling, forward and backward, for any number of spatial dims.
+//
+// A window is a box, so its intersection with the input (and with the padded extent) is a
+// box whose bounds follow per dim in closed form; they are tabulated once per call, and no
+// per-element bounds test is needed. Work is cut into rows (all positions of one (n, c)
+// plane sharing every coordinate but the last); each row is computed on its own from
+// read-only data, so results are bitwise identical for any thread count. Within a row the
+// loops are tap-major: leading-dim taps outermost in row-major order, then last-dim taps,
+// then every output that tap reaches (a closed-form range). Each window still sees its
+// cells in row-major scan order (so the first maximum wins), and the innermost loop runs
+// over independent outputs, which pipelines and vectorizes. The average-pool adjoint is a
+// gather over the outputs covering each input cell, so it needs no atomics either.
+#include <omp.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <limits>
+#include <optional>
+#include <vector>
+
 #include "fastconv/bindings.hpp"
+#include "fastconv/check.hpp"
+#include "fastconv/geometry.hpp"
+#include "fastconv/pyarray.hpp"
 
 namespace fastconv {
-void bind_pool(pybind11::module_&) {}
+
+namespace {
+
+using Dims = std::vector<int64_t>;
+
+// Per spatial dim, for every output coordinate o (window start o*stride - pad_before):
+// the input cells [lo, hi) it covers, and how many cells it covers inside the padded
+// extent [-pad_before, n + pad_after) (the count_include_pad divisor).
+struct OutTable {
+  Dims lo, hi, padded;
+};
+
+// Per spatial dim, for every input coordinate i: the outputs [first, last) whose window
+// covers it. Used by the gather form of the average-pool adjoint.
+struct InTable {
+  Dims first, last;
+};
+
+struct PoolPlan {
+  WindowGeom g;
+  std::vector<OutTable> out_tab;
+  int64_t in_plane = 0, out_plane = 0;
+  int64_t in_last = 0, out_last = 0;  // extents of the last spatial dim
+  Dims in_pitch, out_pitch;           // element step of each spatial dim within a plane
+  // Per last-dim tap j: the outputs [tap_lo, tap_hi) for which that tap is an input cell,
+  // and the input coordinate of output 0 under it (o * stride + tap_shift).
+  Dims tap_lo, tap_hi, tap_shift;
+
+  int64_t lead_dims() const { return g.dims() - 1; }
+  int64_t planes() const { return g.batch * g.channels; }
+};
+
+Dims pitches(const Dims& extent) {
+  Dims p(extent.size(), 1);
+  for (int64_t d = static_cast<int64_t>(extent.size()) - 2; d >= 0; --d) {
+    p[d] = p[d + 1] * extent[d + 1];
+  }
+  return p;
+}
+
+PoolPlan make_plan(const char* op, const Dims& x_shape, const Dims& kernel, const Dims& stride,
+                   const Dims& pad_before, const Dims& pad_after, bool ceil_mode,
+                   const char* x_name) {
+  FC_CHECK(x_shape.size() >= 3, op, ": ", x_name,
+           " must be (N, C, *spatial) with at least one spatial dim, got shape ",
+           tuple_str(x_shape));
+  PoolPlan p;
+  const Dims in(x_shape.begin() + 2, x_shape.end());
+  p.g = make_window_geom(op, x_shape[0], x_shape[1], in, kernel, stride, pad_before, pad_after,
+                         Dims(in.size(), 1), ceil_mode, PadLimit::kPool);
+  const WindowGeom& g = p.g;
+  p.in_plane = g.in_plane();
+  p.out_plane = g.out_plane();
+  p.in_last = g.in.back();
+  p.out_last = g.out.back();
+  p.in_pitch = pitches(g.in);
+  p.out_pitch = pitches(g.out);
+  p.out_tab.resize(g.dims());
+  for (int64_t d = 0; d < g.dims(); ++d) {
+    OutTable& t = p.out_tab[d];
+    const int64_t n = g.in[d], k = g.kernel[d], s = g.stride[d];
+    t.lo.resize(g.out[d]);
+    t.hi.resize(g.out[d]);
+    t.padded.resize(g.out[d]);
+    for (int64_t o = 0; o < g.out[d]; ++o) {
+      // make_window_geom bounds (out-1)*stride by n + pad_before, so this cannot wrap.
+      const int64_t start = o * s - g.pad_before[d];
+      t.lo[o] = std::max<int64_t>(start, 0);
+      t.hi[o] = std::min(start + k, n);
+      // start >= -pad_before always, so only the end can leave the padded extent.
+      t.padded[o] = std::min(start + k, n + g.pad_after[d]) - start;
+    }
+  }
+  const int64_t d = g.dims() - 1, s = g.stride[d], n = g.in[d];
+  p.tap_lo.resize(g.kernel[d]);
+  p.tap_hi.resize(g.kernel[d]);
+  p.tap_shift.resize(g.kernel[d]);
+  for (int64_t j = 0; j < g.kernel[d]; ++j) {
+    const int64_t shift = j - g.pad_before[d];
+    // Valid o satisfy 0 <= o*s + shift <= n - 1.
+    const int64_t lo = shift >= 0 ? 0 : (-shift + s - 1) / s;
+    const int64_t hi = n - 1 - shift < 0 ? 0 : std::min(p.out_last, (n - 1 - shift) / s + 1);
+    p.tap_lo[j] = std::min(lo, p.out_last);
+    p.tap_hi[j] = std::max(p.tap_lo[j], hi);
+    p.tap_shift[j] = shift;
+  }
+  return p;
+}
+
+std::vector<InTable> make_in_tables(const PoolPlan& p) {
+  const WindowGeom& g = p.g;
+  std::vector<InTable> tabs(g.dims());
+  for (int64_t d = 0; d < g.dims(); ++d) {
+    InTable& t = tabs[d];
+    const int64_t k = g.kernel[d], s = g.stride[d], pb = g.pad_before[d];
+    t.first.resize(g.in[d]);
+    t.last.resize(g.in[d]);
+    for (int64_t i = 0; i < g.in[d]; ++i) {
+      // o covers i when o*s <= i + pb < o*s + k.
+      const int64_t lo_num = i + pb - k + 1;
+      const int64_t first = lo_num <= 0 ? 0 : (lo_num + s - 1) / s;
+      const int64_t last = std::min(g.out[d], (i + pb) / s + 1);
+      t.first[i] = first;
+      t.last[i] = std::max(first, last);
+    }
+  }
+  return tabs;
+}
+
+// Calls visit(offset) for every point of the box [lo, hi) over `dims` dims, in row-major
+// order, with offset = sum(coord[d] * pitch[d]). A box with no leading dims has one point.
+template <typename Visit>
+void for_each_in_box(int64_t dims, const int64_t* lo, const int64_t* hi, const int64_t* pitch,
+                     int64_t* cur, Visit&& visit) {
+  for (int64_t d = 0; d < dims; ++d) {
+    if (lo[d] >= hi[d]) return;
+    cur[d] = lo[d];
+  }
+  while (true) {
+    int64_t off = 0;
+    for (int64_t d = 0; d < dims; ++d) off += cur[d] * pitch[d];
+    visit(off);
+    int64_t d = dims - 1;
+    while (d >= 0 && ++cur[d] == hi[d]) {
+      cur[d] = lo[d];
+      --d;
+    }
+    if (d < 0) return;
+  }
+}
+
+// Leading output coordinates of output row `row` of a plane.
+void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
+  for (int64_t d = static_cast<int64_t>(extent.size()) - 2; d >= 0; --d) {
+    coord[d] = row % extent[d];
+    row /= extent[d];
+  }
+}
+
+// Index is the type winners are tracked in: int32 next to float32 keeps compare mask and
+// select the same width, so the inner loop vectorizes; rows are widened to int64 at the end.
+template <typename T, typename Index, bool kIndex>
+void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
+  const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
+  const int64_t taps = p.g.kernel.back(), s = p.g.stride.back();
+  const OutTable& last = p.out_tab.back();
+#pragma omp parallel
+  {
+    Dims coord(lead), lo(lead), hi(lead), cur(lead);
+    std::vector<Index> pos(kIndex ? p.out_last : 0);
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < p.planes() * rows; ++job) {
+      const int64_t plane = job / rows, row = job % rows;
+      row_coords(p.g.out, row, coord.data());
+      int64_t first = 0;  // offset of the first input row of every window in this row
+      for (int64_t d = 0; d < lead; ++d) {
+        lo[d] = p.out_tab[d].lo[coord[d]];
+        hi[d] = p.out_tab[d].hi[coord[d]];
+        first += lo[d] * p.in_pitch[d];
+      }
+      const T* src_plane = x + plane * p.in_plane;
+      T* out = y + plane * p.out_plane + row * p.out_last;
+      // Seed every window with its first input cell; revisiting that cell below cannot
+      // replace it (neither greater nor a new NaN), so the scan stays first-wins.
+      for (int64_t o = 0; o < p.out_last; ++o) {
+        out[o] = src_plane[first + last.lo[o]];
+        if (kIndex) pos[o] = static_cast<Index>(first + last.lo[o]);
+      }
+      // Tap-major: for a fixed tap the outputs are independent, so the loop pipelines
+      // instead of chaining one compare after another; per output the taps still come
+      // in row-major scan order.
+      for_each_in_box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data(),
+                      [&](int64_t off) {
+        const T* src = src_plane + off;
+        for (int64_t j = 0; j < taps; ++j) {
+          const int64_t shift = p.tap_shift[j];
+          for (int64_t o = p.tap_lo[j]; o < p.tap_hi[j]; ++o) {
+            const int64_t i = o * s + shift;
+            const T v = src[i], best = out[o];
+            // v wins when greater, or when it is a NaN and best is not: the first NaN stays.
+            const bool take = !(v <= best) & (best == best);
+            out[o] = take ? v : best;
+            if (kIndex) pos[o] = take ? static_cast<Index>(off + i) : pos[o];
+          }
+        }
+      });
+      if (kIndex) {
+        int64_t* idx = indices + plane * p.out_plane + row * p.out_last;
+        std::copy(pos.begin(), pos.end(), idx);
+      }
+    }
+  }
+}
+
+template <typename T>
+void avg_pool_impl(const PoolPlan& p, const T* x, T* y, bool count_include_pad) {
+  const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
+  const int64_t taps = p.g.kernel.back(), s = p.g.stride.back();
+  const OutTable& last = p.out_tab.back();
+#pragma omp parallel
+  {
+    Dims coord(lead), lo(lead), hi(lead), cur(lead);
+    // Sums in double: float32 averages round once, at the end.
+    std::vector<double> acc(p.out_last);
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < p.planes() * rows; ++job) {
+      const int64_t plane = job / rows, row = job % rows;
+      row_coords(p.g.out, row, coord.data());
+      int64_t lead_count = 1;
+      for (int64_t d = 0; d < lead; ++d) {
+        const OutTable& t = p.out_tab[d];
+        lo[d] = t.lo[coord[d]];
+        hi[d] = t.hi[coord[d]];
+        lead_count *= count_include_pad ? t.padded[coord[d]] : hi[d] - lo[d];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      const T* src_plane = x + plane * p.in_plane;
+      for_each_in_box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data(),
+                      [&](int64_t off) {
+        const T* src = src_plane + off;
+        for (int64_t j = 0; j < taps; ++j) {
+          const int64_t shift = p.tap_shift[j];
+          for (int64_t o = p.tap_lo[j]; o < p.tap_hi[j]; ++o) acc[o] += src[o * s + shift];
+        }
+      });
+      T* out = y + plane * p.out_plane + row * p.out_last;
+      for (int64_t o = 0; o < p.out_last; ++o) {
+        const int64_t c = count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o];
+        out[o] = static_cast<T>(acc[o] / static_cast<double>(lead_count * c));
+      }
+    }
+  }
+}
+
+// The adjoint of avg_pool_impl as a gather: each input row sums dy / count over the box of
+// outputs whose windows cover it, so jobs write disjoint rows and need no atomics.
+template <typename T>
+void avg_pool_backward_impl(const PoolPlan& p, const T* dy, T* dx, bool count_include_pad) {
+  const int64_t lead = p.lead_dims(), rows = p.in_plane / p.in_last;
+  const std::vector<InTable> in_tab = make_in_tables(p);
+  const OutTable& last_out = p.out_tab.back();
+  const InTable& last_in = in_tab.back();
+  Dims last_count(p.out_last);
+  for (int64_t o = 0; o < p.out_last; ++o) {
+    last_count[o] = count_include_pad ? last_out.padded[o] : last_out.hi[o] - last_out.lo[o];
+  }
+#pragma omp parallel
+  {
+    Dims coord(lead), lo(lead), hi(lead), cur(lead);
+    std::vector<double> acc(p.in_last), scaled(p.out_last);
+#pragma omp for schedule(static)
+    for (int64_t job = 0; job < p.planes() * rows; ++job) {
+      const int64_t plane = job / rows, row = job % rows;
+      row_coords(p.g.in, row, coord.data());
+      for (int64_t d = 0; d < lead; ++d) {
+        lo[d] = in_tab[d].first[coord[d]];
+        hi[d] = in_tab[d].last[coord[d]];
+      }
+      std::fill(acc.begin(), acc.end(), 0.0);
+      const T* grad_plane = dy + plane * p.out_plane;
+      for_each_in_box(lead, lo.data(), hi.data(), p.out_pitch.data(), cur.data(),
+                      [&](int64_t off) {
+        int64_t lead_count = 1;
+        for (int64_t d = 0; d < lead; ++d) {
+          const OutTable& t = p.out_tab[d];
+          lead_count *= count_include_pad ? t.padded[cur[d]] : t.hi[cur[d]] - t.lo[cur[d]];
+        }
+        const T* grad = grad_plane + off;
+        for (int64_t o = 0; o < p.out_last; ++o) {
+          scaled[o] = static_cast<double>(grad[o]) / static_cast<double>(lead_count * last_count[o]);
+        }
+        for (int64_t i = 0; i < p.in_last; ++i) {
+          double s = 0;
+          for (int64_t o = last_in.first[i]; o < last_in.last[i]; ++o) s += scaled[o];
+          acc[i] += s;
+        }
+      });
+      T* out = dx + plane * p.in_plane + row * p.in_last;
+      for (int64_t i = 0; i < p.in_last; ++i) out[i] = static_cast<T>(acc[i]);
+    }
+  }
+}
+
+const int64_t* index_input(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<int64_t>())) {
+    throw py::type_error(concat(name, " must have dtype int64, got ", dtype_name(a)));
+  }
+  FC_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous (shape ",
+           tuple_str(shape_of(a)), ")");
+  return static_cast<const int64_t*>(a.data());
+}
+
+int64_t* index_output(py::array& a, const char* name) {
+  index_input(a, name);
+  FC_CHECK(a.writeable(), name, " must be writeable");
+  return static_cast<int64_t*>(a.mutable_data());
+}
+
+Dims out_shape(const PoolPlan& p) {
+  Dims s{p.g.batch, p.g.channels};
+  s.insert(s.end(), p.g.out.begin(), p.g.out.end());
+  return s;
+}
+
+void max_pool_forward_py(const py::array& x, py::array& out,
+                         std::optional<py::array> indices, const Dims& kernel,
+                         const Dims& stride, const Dims& pad_before, const Dims& pad_after,
+                         bool ceil_mode) {
+  const PoolPlan p = make_plan("max_pool", shape_of(x), kernel, stride, pad_before, pad_after,
+                               ceil_mode, "x");
+  check_shape(out, out_shape(p), "out");
+  if (indices) check_shape(*indices, out_shape(p), "indices");
+  dispatch_float(float_dtype(x, "x"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = input_ptr<T>(x, "x");
+    T* yp = output_ptr<T>(out, "out");
+    int64_t* ip = indices ? index_output(*indices, "indices") : nullptr;
+    py::gil_scoped_release release;
+    if (!ip) {
+      max_pool_impl<T, int64_t, false>(p, xp, yp, nullptr);
+    } else if (sizeof(T) == 4 && p.in_plane <= std::numeric_limits<int32_t>::max()) {
+      max_pool_impl<T, int32_t, true>(p, xp, yp, ip);
+    } else {
+      max_pool_impl<T, int64_t, true>(p, xp, yp, ip);
+    }
+  });
+}
+
+void avg_pool_forward_py(const py::array& x, py::array& out, const Dims& kernel,
+                         const Dims& stride, const Dims& pad_before, const Dims& pad_after,
+                         bool ceil_mode, bool count_include_pad) {
+  const PoolPlan p = make_plan("avg_pool", shape_of(x), kernel, stride, pad_before, pad_after,
+                               ceil_mode, "x");
+  check_shape(out, out_shape(p), "out");
+  dispatch_float(float_dtype(x, "x"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = input_ptr<T>(x, "x");
+    T* yp = output_ptr<T>(out, "out");
+    py::gil_scoped_release release;
+    avg_pool_impl(p, xp, yp, count_include_pad);
+  });
+}
+
+void avg_pool_backward_py(const py::array& dy, py::array& dx, const Dims& kernel,
+                          const Dims& stride, const Dims& pad_before, const Dims& pad_after,
+                          bool ceil_mode, bool count_include_pad) {
+  const PoolPlan p = make_plan("avg_pool_backward", shape_of(dx), kernel, stride, pad_before,
+                               pad_after, ceil_mode, "dx");
+  check_shape(dy, out_shape(p), "dy");
+  dispatch_float(float_dtype(dy, "dy"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* dyp = input_ptr<T>(dy, "dy");
+    T* dxp = output_ptr<T>(dx, "dx");
+    py::gil_scoped_release release;
+    avg_pool_backward_impl(p, dyp, dxp, count_include_pad);
+  });
+}
+
+void max_pool_backward_py(const py::array& dy, const py::array& indices, py::array& dx) {
+  const Dims dy_shape = shape_of(dy), dx_shape = shape_of(dx);
+  FC_CHECK(dx_shape.size() >= 3 && dy_shape.size() == dx_shape.size(),
+           "max_pool_backward: dx shape ", tuple_str(dx_shape), " and dy shape ",
+           tuple_str(dy_shape), " must both be (N, C, *spatial) with the same number of dims");
+  FC_CHECK(dy_shape[0] == dx_shape[0] && dy_shape[1] == dx_shape[1],
+           "max_pool_backward: dy shape ", tuple_str(dy_shape), " and dx shape ",
+           tuple_str(dx_shape), " must agree in N and C");
+  for (size_t d = 0; d < dx_shape.size(); ++d) {
+    FC_CHECK(dx_shape[d] >= 1 && dy_shape[d] >= 1, "max_pool_backward: zero-size dim in dy shape ",
+             tuple_str(dy_shape), " or dx shape ", tuple_str(dx_shape));
+  }
+  check_shape(indices, dy_shape, "indices");
+  const int64_t planes = dx_shape[0] * dx_shape[1];
+  int64_t in_plane = 1, out_plane = 1;
+  for (size_t d = 2; d < dx_shape.size(); ++d) {
+    in_plane = checked_mul(in_plane, dx_shape[d], "input size");
+    out_plane = checked_mul(out_plane, dy_shape[d], "output size");
+  }
+  const int64_t* ip = index_input(indices, "indices");
+  const int64_t count = planes * out_plane;
+  // Every index is checked before anything is written: a bad one must not corrupt memory.
+  int64_t bad = count;
+  {
+    py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) reduction(min : bad)
+    for (int64_t j = 0; j < count; ++j) {
+      if ((ip[j] < 0 || ip[j] >= in_plane) && j < bad) bad = j;
+    }
+  }
+  FC_CHECK(bad == count, "max_pool_backward: indices must lie in [0, ", in_plane,
+           ") (the spatial size of one plane of dx shape ", tuple_str(dx_shape),
+           "), got ", ip[bad == count ? 0 : bad], " at flat position ", bad, " of indices shape ",
+           tuple_str(dy_shape));
+  dispatch_float(float_dtype(dy, "dy"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* dyp = input_ptr<T>(dy, "dy");
+    T* dxp = output_ptr<T>(dx, "dx");
+    py::gil_scoped_release release;
+    // Scatters stay inside one plane, so planes are independent and each sums in order.
+#pragma omp parallel for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      T* dst = dxp + plane * in_plane;
+      std::fill(dst, dst + in_plane, T(0));
+      const T* src = dyp + plane * out_plane;
+      const int64_t* at = ip + plane * out_plane;
+      for (int64_t j = 0; j < out_plane; ++j) dst[at[j]] += src[j];
+    }
+  });
+}
+
+}  // namespace
+
+void bind_pool(py::module_& m) {
+  m.def("max_pool_forward", &max_pool_forward_py, py::arg("x"), py::arg("out"),
+        py::arg("indices").none(true), py::arg("kernel_size"), py::arg("stride"),
+        py::arg("pad_before"), py::arg("pad_after"), py::arg("ceil_mode"),
+        "out (N, C, *out_spatial) <- window maxima of x (N, C, *spatial); indices (int64, same "
+        "shape, or None) <- their flat offsets within each (n, c) plane.");
+  m.def("avg_pool_forward", &avg_pool_forward_py, py::arg("x"), py::arg("out"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"),
+        py::arg("ceil_mode"), py::arg("count_include_pad"),
+        "out (N, C, *out_spatial) <- window means of x (N, C, *spatial).");
+  m.def("max_pool_backward", &max_pool_backward_py, py::arg("dy"), py::arg("indices"),
+        py::arg("dx"),
+        "dx (N, C, *spatial) <- dy (N, C, *out_spatial) scattered-added at indices per plane.");
+  m.def("avg_pool_backward", &avg_pool_backward_py, py::arg("dy"), py::arg("dx"),
+        py::arg("kernel_size"), py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"),
+        py::arg("ceil_mode"), py::arg("count_include_pad"),
+        "dx (N, C, *spatial) <- gradient of avg_pool_forward (its exact adjoint).");
+}
+
 }  // namespace fastconv

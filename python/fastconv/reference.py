@@ -147,7 +147,108 @@ def conv_backward_weight(x: np.ndarray, dy: np.ndarray, kernel: Ints, stride: In
 # Pooling
 # ----------------------------------------------------------------------------------------
 
-# (pooling references land with the pooling kernels)
+def _pool_out_size(size: Ints, kernel: Ints, stride: Ints, before: Ints, after: Ints,
+                   ceil_mode: bool) -> Ints:
+    """The shared output-size formula (ceil_mode drops a window starting in the end pad)."""
+    out = []
+    for n, k, s, b, a in zip(size, kernel, stride, before, after):
+        span = n + b + a - k
+        o = (-(-span // s) if ceil_mode else span // s) + 1
+        if ceil_mode and (o - 1) * s >= n + b:
+            o -= 1
+        out.append(o)
+    return tuple(out)
+
+
+def _kernel_axes(dims: int) -> Ints:
+    return tuple(range(2 + dims, 2 + 2 * dims))
+
+
+def _pool_counts(size: Ints, kernel: Ints, stride: Ints, before: Ints, after: Ints,
+                 out_size: Ints, count_include_pad: bool) -> np.ndarray:
+    """Divisor of every window (1, 1, *out): the cells it covers inside the padded extent
+    (count_include_pad) or inside the input."""
+    dims = len(kernel)
+    ones = np.ones((1, 1) + tuple(size))
+    ones_dims = (1,) * dims
+    if count_include_pad:
+        # Padding cells count; the ceil_mode overhang past them (zeros) does not.
+        cells = windows(pad(ones, before, after, 1.0), kernel, stride, (0,) * dims,
+                        (0,) * dims, ones_dims, out_size=out_size)
+    else:
+        cells = windows(ones, kernel, stride, before, after, ones_dims, out_size=out_size)
+    return cells.sum(axis=_kernel_axes(dims))
+
+
+def max_pool(x: np.ndarray, kernel: Ints, stride: Ints, before: Ints, after: Ints,
+             ceil_mode: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """Window maxima of x (N, C, *spatial) and their flat offsets in each (n, c) plane.
+
+    Padded cells never win; ties go to the first cell in row-major scan order; a NaN wins
+    (the first NaN).
+    """
+    dims = len(kernel)
+    size = x.shape[2:]
+    out_size = _pool_out_size(size, kernel, stride, before, after, ceil_mode)
+    ones_dims = (1,) * dims
+    win = windows(x, kernel, stride, before, after, ones_dims, -np.inf, out_size)
+    real = windows(np.ones((1, 1) + size, dtype=bool), kernel, stride, before, after,
+                   ones_dims, False, out_size)
+    flat = win.reshape(win.shape[:2 + dims] + (-1,))
+    real = real.reshape(real.shape[:2 + dims] + (-1,))
+    y = flat.max(axis=-1)  # NaN propagates
+    nan = np.isnan(flat)
+    winner = np.where(nan.any(axis=-1, keepdims=True), nan, (flat == y[..., None]) & real)
+    local = np.unravel_index(np.argmax(winner, axis=-1), kernel)  # first winner per window
+    coords = []
+    for d in range(dims):
+        shape = [1] * (2 + dims)
+        shape[2 + d] = out_size[d]
+        start = (np.arange(out_size[d]) * stride[d] - before[d]).reshape(shape)
+        coords.append(local[d] + start)
+    indices = np.ravel_multi_index(tuple(coords), size).astype(np.int64)
+    return y, indices
+
+
+def avg_pool(x: np.ndarray, kernel: Ints, stride: Ints, before: Ints, after: Ints,
+             ceil_mode: bool, count_include_pad: bool) -> np.ndarray:
+    """Window means of x (N, C, *spatial); the divisor follows `count_include_pad`."""
+    dims = len(kernel)
+    out_size = _pool_out_size(x.shape[2:], kernel, stride, before, after, ceil_mode)
+    win = windows(x, kernel, stride, before, after, (1,) * dims, 0.0, out_size)
+    counts = _pool_counts(x.shape[2:], kernel, stride, before, after, out_size,
+                          count_include_pad)
+    return (win.sum(axis=_kernel_axes(dims)) / counts).astype(x.dtype, copy=False)
+
+
+def max_pool_backward(dy: np.ndarray, indices: np.ndarray, input_shape: Ints) -> np.ndarray:
+    """dy added into zeros of input_shape at the flat per-plane offsets `indices`."""
+    n, c = input_shape[:2]
+    planes = n * c
+    dx = np.zeros((planes, int(np.prod(input_shape[2:]))), dtype=dy.dtype)
+    rows = np.arange(planes)[:, None]
+    np.add.at(dx, (rows, indices.reshape(planes, -1)), dy.reshape(planes, -1))
+    return dx.reshape(input_shape)
+
+
+def avg_pool_backward(dy: np.ndarray, input_shape: Ints, kernel: Ints, stride: Ints,
+                      before: Ints, after: Ints, ceil_mode: bool,
+                      count_include_pad: bool) -> np.ndarray:
+    """Adjoint of avg_pool: dy / count spread over every window, padding cropped away."""
+    dims = len(kernel)
+    size = tuple(input_shape[2:])
+    out_size = _pool_out_size(size, kernel, stride, before, after, ceil_mode)
+    share = dy / _pool_counts(size, kernel, stride, before, after, out_size, count_include_pad)
+    # Room for the ceil_mode overhang past the end padding.
+    extent = tuple(max(n + b + a, (o - 1) * s + k)
+                   for n, b, a, o, s, k in zip(size, before, after, out_size, stride, kernel))
+    padded = np.zeros(tuple(input_shape[:2]) + extent, dtype=share.dtype)
+    for tap in np.ndindex(*kernel):
+        target = tuple(slice(t, t + (o - 1) * s + 1, s)
+                       for t, o, s in zip(tap, out_size, stride))
+        padded[(slice(None), slice(None)) + target] += share
+    inner = tuple(slice(b, b + n) for b, n in zip(before, size))
+    return padded[(slice(None), slice(None)) + inner].astype(dy.dtype, copy=False)
 
 
 # ----------------------------------------------------------------------------------------
