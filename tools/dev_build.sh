@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
+mkdir -p build
 cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=Release -DFASTCONV_CUDA=OFF \
   -DPython_EXECUTABLE="$(command -v "$PY")" \
   -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" > build/dev-configure.log 2>&1 \
