@@ -46,3 +46,17 @@ def test_compare_reports_relative_error_and_index_mismatches() -> None:
     ref = (np.array([2.0, -4.0]), np.array([0, 1, 2]))
     err, mismatches = bench.compare((np.array([2.0, -3.0]), np.array([0, 2])), ref)
     assert err == 0.25 and mismatches == 2  # one differing index, one missing
+
+
+def test_failing_op_is_reported_not_raised() -> None:
+    def setup(rng: np.random.Generator) -> bench_cases.Problem:
+        def broken(x: np.ndarray) -> np.ndarray:
+            raise ValueError("bad geometry")
+
+        return bench_cases.Problem((np.ones(3),), broken, np.negative, None, 1.0, "GB/s")
+
+    case = bench_cases.Case("box_convert", "broken", "3", frozenset({"smoke"}), setup)
+    row = bench.run_case(case, "smoke", None)
+    assert row.fastconv_ms is None and "bad geometry" in row.note
+    table = bench.format_table(bench.header("smoke", None, False), [row])
+    assert "FAILED" in table and "bad geometry" in table

@@ -142,6 +142,8 @@ def run_case(case: Case, mode: str, torch: Optional[Any]) -> Result:
             res.throughput = problem.work / sec / 1e9
     except UNAVAILABLE:
         res.note = "fastconv op not implemented"
+    except Exception as exc:  # one broken op must not hide the rest of the table
+        res.note = f"fastconv failed: {type(exc).__name__}: {exc}"
 
     ref_out = None
     try:
@@ -155,8 +157,11 @@ def run_case(case: Case, mode: str, torch: Optional[Any]) -> Result:
     if torch is not None and problem.torch is not None:
         tensors = tuple(torch.from_numpy(a) if isinstance(a, np.ndarray) else a
                         for a in inputs)
-        sec, res.reps_torch, _ = time_call(problem.torch(torch, tensors), budget, max_reps)
-        res.torch_ms = sec * 1e3
+        try:
+            sec, res.reps_torch, _ = time_call(problem.torch(torch, tensors), budget, max_reps)
+            res.torch_ms = sec * 1e3
+        except Exception as exc:  # a torch version lacking an op is not our failure
+            res.note = res.note or f"torch failed: {type(exc).__name__}: {exc}"
 
     if got is not None and ref_out is not None:
         low_precision = any(isinstance(a, np.ndarray) and a.dtype == np.float32
@@ -210,6 +215,8 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 
 def _err_text(res: Result) -> str:
+    if res.note.startswith("fastconv failed"):
+        return "FAILED"
     parts = []
     if res.max_err is not None:
         parts.append(format(res.max_err, ".1e"))
@@ -248,7 +255,8 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
     lines.append(line(titles))
     lines.append(line(["-" * w for w in widths]))
     lines.extend(line(row) for row in rows)
-    return "\n".join(lines)
+    failures = [f"{r.op}[{r.case}]: {r.note}" for r in results if "failed" in r.note]
+    return "\n".join(lines + failures)
 
 
 def run(mode: str = "full", ops: Optional[Sequence[str]] = None, use_torch: bool = True,
