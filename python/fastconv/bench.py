@@ -1,0 +1,286 @@
+"""Benchmark runner: times every case of `bench_cases` with fastconv, the NumPy reference
+and (when installed) PyTorch on the CPU, checks fastconv against the reference, and prints
+one table. Entry point: `python -m fastconv bench` (see `__main__.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+import fastconv
+from .bench_cases import Case, Problem, cases
+
+# Per-call timing budget in seconds and repetition cap, per mode.
+BUDGETS = {"smoke": (0.01, 3), "quick": (0.1, 20), "full": (0.3, 50)}
+# NumPy references run seconds on the big layers: they get a smaller share of repetitions.
+NUMPY_BUDGET_SHARE = 0.5
+
+UNAVAILABLE = (NotImplementedError,)
+
+
+@dataclass
+class Result:
+    """One row of the table (times in milliseconds; None means "n/a")."""
+
+    op: str
+    case: str
+    shape: str
+    unit: str
+    fastconv_ms: Optional[float] = None
+    throughput: Optional[float] = None
+    numpy_ms: Optional[float] = None
+    speedup_numpy: Optional[float] = None
+    torch_ms: Optional[float] = None
+    speedup_torch: Optional[float] = None
+    max_err: Optional[float] = None  # max|fastconv - ref| / max(1, max|ref|), ref in float64
+    mismatches: Optional[int] = None  # index outputs (NMS, max-pool indices) that differ
+    reps_fastconv: int = 0
+    reps_numpy: int = 0
+    reps_torch: int = 0
+    note: str = ""
+
+
+def time_call(fn: Callable[[], Any], budget: float, max_reps: int,
+              slow_warmup_counts: bool = False) -> Tuple[float, int, Any]:
+    """Median seconds per call of `fn`, the number of timed calls, and the last result.
+
+    One warm-up call, then calls until `budget` seconds or `max_reps` calls. With
+    `slow_warmup_counts`, a warm-up call that alone exceeds the budget is the single
+    sample, so a reference taking seconds runs once; kernels always get a timed call,
+    since their first call also starts the thread pool.
+    """
+    start = time.perf_counter()
+    result = fn()
+    first = time.perf_counter() - start
+    if slow_warmup_counts and first >= budget:
+        return first, 1, result
+    samples: List[float] = []
+    spent = 0.0
+    while len(samples) < max_reps and (spent < budget or not samples):
+        start = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - start)
+        spent += samples[-1]
+    return statistics.median(samples), len(samples), result
+
+
+def _as_float64(inputs: Sequence[Any]) -> Tuple[Any, ...]:
+    return tuple(a.astype(np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f"
+                 else a for a in inputs)
+
+
+def _parts(out: Any) -> List[np.ndarray]:
+    items = out if isinstance(out, (tuple, list)) else (out,)
+    return [np.asarray(item) for item in items]
+
+
+def compare(got: Any, expected: Any) -> Tuple[Optional[float], Optional[int]]:
+    """(relative max error over float outputs, mismatch count over integer outputs).
+
+    Float parts: max|got - expected| / max(1, max|expected|). Integer parts (indices):
+    differing entries plus any difference in length. A shape mismatch of a float part is
+    an infinite error: the numbers cannot be trusted.
+    """
+    err: Optional[float] = None
+    mismatches: Optional[int] = None
+    got_parts, exp_parts = _parts(got), _parts(expected)
+    if len(got_parts) != len(exp_parts):
+        return float("inf"), None
+    for g, e in zip(got_parts, exp_parts):
+        if e.dtype.kind == "f":
+            if g.shape != e.shape:
+                part = float("inf")
+            else:
+                diff = np.abs(g.astype(np.float64) - e.astype(np.float64))
+                scale = max(1.0, float(np.max(np.abs(e)))) if e.size else 1.0
+                part = float(np.max(diff)) / scale if diff.size else 0.0
+            err = part if err is None else max(err, part)
+        else:
+            g, e = g.ravel(), e.ravel()
+            common = min(g.size, e.size)
+            part = int(np.count_nonzero(g[:common] != e[:common])) + abs(g.size - e.size)
+            mismatches = part if mismatches is None else mismatches + part
+    return err, mismatches
+
+
+def import_torch(threads: int) -> Optional[Any]:
+    """torch with its intra-op threads set to fastconv's OpenMP threads, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def run_case(case: Case, mode: str, torch: Optional[Any]) -> Result:
+    """Time one case with every backend and check fastconv against the reference."""
+    res = Result(case.op, case.name, case.shape, "")
+    budget, max_reps = BUDGETS[mode]
+    try:
+        problem: Problem = case.setup(np.random.default_rng(0))
+    except UNAVAILABLE as exc:
+        res.note = f"setup: {exc}" if str(exc) else "setup not implemented"
+        return res
+    res.unit = problem.unit
+    inputs = problem.inputs
+
+    got = None
+    try:
+        sec, res.reps_fastconv, got = time_call(lambda: problem.fastconv(*inputs), budget,
+                                                max_reps)
+        res.fastconv_ms = sec * 1e3
+        if problem.work:
+            res.throughput = problem.work / sec / 1e9
+    except UNAVAILABLE:
+        res.note = "fastconv op not implemented"
+    except Exception as exc:  # one broken op must not hide the rest of the table
+        res.note = f"fastconv failed: {type(exc).__name__}: {exc}"
+
+    ref_out = None
+    try:
+        sec, res.reps_numpy, ref_out = time_call(lambda: problem.numpy(*inputs),
+                                                 budget * NUMPY_BUDGET_SHARE, max_reps,
+                                                 slow_warmup_counts=True)
+        res.numpy_ms = sec * 1e3
+    except UNAVAILABLE:
+        res.note = res.note or "numpy reference not available"
+
+    if torch is not None and problem.torch is not None:
+        tensors = tuple(torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+                        for a in inputs)
+        try:
+            sec, res.reps_torch, _ = time_call(problem.torch(torch, tensors), budget, max_reps)
+            res.torch_ms = sec * 1e3
+        except Exception as exc:  # a torch version lacking an op is not our failure
+            res.note = res.note or f"torch failed: {type(exc).__name__}: {exc}"
+
+    if got is not None and ref_out is not None:
+        low_precision = any(isinstance(a, np.ndarray) and a.dtype == np.float32
+                            for a in inputs)
+        if low_precision and not problem.exact:
+            ref_out = problem.numpy(*_as_float64(inputs))
+        res.max_err, res.mismatches = compare(got, ref_out)
+    if res.fastconv_ms is not None:
+        if res.numpy_ms is not None:
+            res.speedup_numpy = res.numpy_ms / res.fastconv_ms
+        if res.torch_ms is not None:
+            res.speedup_torch = res.torch_ms / res.fastconv_ms
+    return res
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def header(mode: str, torch: Optional[Any], torch_wanted: bool) -> Dict[str, Any]:
+    """The machine and software the numbers were taken on."""
+    details = fastconv.info(as_dict=True)
+    if torch is not None:
+        torch_text = torch.__version__
+    else:
+        torch_text = "not installed" if torch_wanted else "disabled (--no-torch)"
+    return {
+        "mode": mode,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "fastconv": details["version"],
+        "cpu_path": details["cpu_path"],
+        "threads": details["threads"],
+        "numpy": np.__version__,
+        "torch": torch_text,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "python": platform.python_version(),
+    }
+
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _err_text(res: Result) -> str:
+    if res.note.startswith("fastconv failed"):
+        return "FAILED"
+    parts = []
+    if res.max_err is not None:
+        parts.append(format(res.max_err, ".1e"))
+    if res.mismatches is not None:
+        parts.append(f"{res.mismatches} idx")
+    return ", ".join(parts) or "n/a"
+
+
+def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
+    """The header lines and the aligned results table."""
+    lines = [
+        f"fastconv {head['fastconv']} benchmark ({head['mode']}), {head['date']}",
+        f"machine: {head['cpu']}, {head['cores']} cores; fastconv cpu_path {head['cpu_path']}, "
+        f"{head['threads']} OpenMP threads",
+        f"numpy {head['numpy']}; torch {head['torch']}"
+        + (f" with torch.set_num_threads({head['torch_threads']}) to match fastconv"
+           if head["torch_threads"] is not None else ""),
+        "times are medians; speed-up = baseline ms / fastconv ms; max err relative to the "
+        "float64 reference (idx: index mismatches)",
+        "",
+    ]
+    titles = ["op", "case", "shape", "fastconv ms", "throughput", "numpy ms", "x numpy",
+              "torch ms", "x torch", "max err"]
+    rows = [[r.op, r.case, r.shape, _fmt(r.fastconv_ms, ".3f"),
+             f"{r.throughput:.2f} {r.unit}" if r.throughput is not None else "",
+             _fmt(r.numpy_ms, ".3f"), _fmt(r.speedup_numpy, ".1f"),
+             _fmt(r.torch_ms, ".3f"), _fmt(r.speedup_torch, ".2f"), _err_text(r)]
+            for r in results]
+    widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
+    numeric = set(range(3, len(titles)))
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines.append(line(titles))
+    lines.append(line(["-" * w for w in widths]))
+    lines.extend(line(row) for row in rows)
+    failures = [f"{r.op}[{r.case}]: {r.note}" for r in results if "failed" in r.note]
+    return "\n".join(lines + failures)
+
+
+def run(mode: str = "full", ops: Optional[Sequence[str]] = None, use_torch: bool = True,
+        json_path: Optional[str] = None, progress: bool = True,
+        echo: Callable[[str], None] = print) -> Tuple[Dict[str, Any], List[Result]]:
+    """Run the benchmark of `mode` ("smoke", "quick" or "full") on `ops` (default: all),
+    print the table through `echo`, and write `json_path` if given.
+
+    Returns the header dict and the results.
+    """
+    from tqdm import tqdm
+
+    selected = cases(mode, ops)
+    threads = int(fastconv.info(as_dict=True)["threads"])
+    torch = import_torch(threads) if use_torch else None
+    head = header(mode, torch, use_torch)
+    results = []
+    bar = tqdm(selected, desc="bench", unit="case", disable=not progress, leave=False)
+    for case in bar:
+        bar.set_postfix_str(case.id)
+        results.append(run_case(case, mode, torch))
+    bar.close()
+    echo(format_table(head, results))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"header": head, "results": [asdict(r) for r in results]}, f, indent=1)
+    return head, results
