@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -22,10 +23,6 @@
 #include "fastconv/check.hpp"
 #include "fastconv/pyarray.hpp"
 
-// The IoU's guarded division is only vectorized when the compiler may evaluate it in
-// every lane; under the default -ftrapping-math it keeps it behind a branch and the sweeps
-// stay scalar. This affects FP exception flags only, never a computed value.
-#pragma GCC optimize("no-trapping-math")
 
 namespace fastconv {
 
@@ -33,8 +30,7 @@ namespace {
 
 using Index = std::vector<int64_t>;
 
-// std::max/std::min semantics, defined here so they share the pragma above and inline into
-// the sweeps.
+// std::max/std::min semantics, spelled out so that the sweeps vectorize.
 template <typename T>
 inline T max_of(T a, T b) {
   return a < b ? b : a;
@@ -70,9 +66,28 @@ int64_t check_boxes_shape(const char* op, const py::array& boxes, const char* na
   return boxes.shape(0);
 }
 
+// One branch-free pass that vectorizes: true when every coordinate is finite and every
+// row is ordered (x1 <= x2, y1 <= y2) or, with `sizes`, has non-negative width and height.
+// Valid input, the common case, costs one scan; the slow loops below only name the row.
+template <typename T>
+bool all_rows_valid(const T* b, int64_t n, bool sizes) {
+  const T big = std::numeric_limits<T>::max();
+  int bad = 0;
+#pragma omp parallel for simd reduction(| : bad) if (n > (int64_t(1) << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    const T* r = b + 4 * i;
+    const bool finite = (std::abs(r[0]) <= big) & (std::abs(r[1]) <= big) &
+                        (std::abs(r[2]) <= big) & (std::abs(r[3]) <= big);
+    const bool shaped = sizes ? (r[2] >= T(0)) & (r[3] >= T(0)) : (r[0] <= r[2]) & (r[1] <= r[3]);
+    bad |= !(finite & shaped);
+  }
+  return !bad;
+}
+
 // Coordinates finite and x1 <= x2, y1 <= y2; names the first bad row.
 template <typename T>
 void check_boxes_values(const char* op, const T* b, int64_t n, const char* name) {
+  if (all_rows_valid(b, n, false)) return;
   for (int64_t i = 0; i < n; ++i) {
     const T* r = b + 4 * i;
     const bool finite = std::isfinite(r[0]) && std::isfinite(r[1]) && std::isfinite(r[2]) &&
@@ -197,6 +212,7 @@ void check_convert_input(Fmt f, const T* b, int64_t n) {
     check_boxes_values("box_convert", b, n, "boxes");
     return;
   }
+  if (all_rows_valid(b, n, true)) return;
   for (int64_t i = 0; i < n; ++i) {
     const T* r = b + 4 * i;
     const bool finite = std::isfinite(r[0]) && std::isfinite(r[1]) && std::isfinite(r[2]) &&
@@ -206,6 +222,36 @@ void check_convert_input(Fmt f, const T* b, int64_t n) {
     FC_CHECK(r[2] >= T(0) && r[3] >= T(0), "box_convert: boxes row ", i,
              " has a negative width or height (", fmt_name(f), "): [", r[0], ", ", r[1], ", ",
              r[2], ", ", r[3], "]");
+  }
+}
+
+// The formats are template arguments so the per-row switches fold away and the loop
+// vectorizes.
+template <typename T, Fmt In, Fmt Out>
+void convert_rows_as(const T* src, T* dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 16))
+  for (int64_t i = 0; i < n; ++i) {
+    T xyxy[4];
+    to_xyxy(In, src + 4 * i, xyxy);
+    from_xyxy(Out, xyxy, dst + 4 * i);
+  }
+}
+
+template <typename T, Fmt In>
+void convert_rows_from(Fmt out, const T* src, T* dst, int64_t n) {
+  switch (out) {
+    case Fmt::kXyxy: return convert_rows_as<T, In, Fmt::kXyxy>(src, dst, n);
+    case Fmt::kXywh: return convert_rows_as<T, In, Fmt::kXywh>(src, dst, n);
+    case Fmt::kCxcywh: return convert_rows_as<T, In, Fmt::kCxcywh>(src, dst, n);
+  }
+}
+
+template <typename T>
+void convert_rows(Fmt in, Fmt out, const T* src, T* dst, int64_t n) {
+  switch (in) {
+    case Fmt::kXyxy: return convert_rows_from<T, Fmt::kXyxy>(out, src, dst, n);
+    case Fmt::kXywh: return convert_rows_from<T, Fmt::kXywh>(out, src, dst, n);
+    case Fmt::kCxcywh: return convert_rows_from<T, Fmt::kCxcywh>(out, src, dst, n);
   }
 }
 
@@ -220,11 +266,7 @@ void box_convert_py(const py::array& boxes, py::array& out, const std::string& i
     T* dst = output_ptr<T>(out, "out");
     check_convert_input(fi, src, n);
     py::gil_scoped_release release;
-    for (int64_t i = 0; i < n; ++i) {
-      T xyxy[4] = {};
-      to_xyxy(fi, src + 4 * i, xyxy);
-      from_xyxy(fo, xyxy, dst + 4 * i);
-    }
+    convert_rows(fi, fo, src, dst, n);
   });
 }
 

@@ -145,9 +145,14 @@ void col2im_block(const WindowGeom& g, const T* cols, int64_t ld, int64_t c0, in
       const T* row = cols + ((c - c0) * kvol + k) * ld;
       for_each_piece(g, runs, tap.data(), [&](int64_t col, int64_t len, int64_t src, int64_t step) {
         if (src < 0) return;
-        T* d = dst_plane + src;
-        const T* s = row + col;
-        for (int64_t j = 0; j < len; ++j) d[j * step] += s[j];
+        T* __restrict d = dst_plane + src;
+        const T* __restrict s = row + col;
+        if (step == 1) {
+          // The unit-stride case is the common one; a loop of its own vectorizes.
+          for (int64_t j = 0; j < len; ++j) d[j] += s[j];
+        } else {
+          for (int64_t j = 0; j < len; ++j) d[j * step] += s[j];
+        }
       });
     }
   }

@@ -48,6 +48,9 @@ class Result:
     note: str = ""
 
 
+SETTLE_SECONDS = 0.25
+
+
 def time_call(fn: Callable[[], Any], budget: float, max_reps: int,
               slow_warmup_counts: bool = False) -> Tuple[float, int, Any]:
     """Median seconds per call of `fn`, the number of timed calls, and the last result.
@@ -133,6 +136,10 @@ def run_case(case: Case, mode: str, torch: Optional[Any]) -> Result:
     res.unit = problem.unit
     inputs = problem.inputs
 
+    # OpenBLAS worker threads (behind NumPy's tensordot/einsum) keep spinning for up to
+    # ~100 ms after a call and would steal the cores from the next case's kernels: let
+    # them go idle first. For the same reason NumPy runs last within a case.
+    time.sleep(SETTLE_SECONDS)
     got = None
     try:
         sec, res.reps_fastconv, got = time_call(lambda: problem.fastconv(*inputs), budget,
@@ -145,15 +152,6 @@ def run_case(case: Case, mode: str, torch: Optional[Any]) -> Result:
     except Exception as exc:  # one broken op must not hide the rest of the table
         res.note = f"fastconv failed: {type(exc).__name__}: {exc}"
 
-    ref_out = None
-    try:
-        sec, res.reps_numpy, ref_out = time_call(lambda: problem.numpy(*inputs),
-                                                 budget * NUMPY_BUDGET_SHARE, max_reps,
-                                                 slow_warmup_counts=True)
-        res.numpy_ms = sec * 1e3
-    except UNAVAILABLE:
-        res.note = res.note or "numpy reference not available"
-
     if torch is not None and problem.torch is not None:
         tensors = tuple(torch.from_numpy(a) if isinstance(a, np.ndarray) else a
                         for a in inputs)
@@ -162,6 +160,15 @@ def run_case(case: Case, mode: str, torch: Optional[Any]) -> Result:
             res.torch_ms = sec * 1e3
         except Exception as exc:  # a torch version lacking an op is not our failure
             res.note = res.note or f"torch failed: {type(exc).__name__}: {exc}"
+
+    ref_out = None
+    try:
+        sec, res.reps_numpy, ref_out = time_call(lambda: problem.numpy(*inputs),
+                                                 budget * NUMPY_BUDGET_SHARE, max_reps,
+                                                 slow_warmup_counts=True)
+        res.numpy_ms = sec * 1e3
+    except UNAVAILABLE:
+        res.note = res.note or "numpy reference not available"
 
     if got is not None and ref_out is not None:
         low_precision = any(isinstance(a, np.ndarray) and a.dtype == np.float32
