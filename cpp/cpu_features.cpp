@@ -32,9 +32,12 @@ GemmKernels select() {
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
                       __builtin_cpu_supports("avx512bw") && allowed("AVX512F");
-  if (avx512) return {avx512::gemm_f32, avx512::gemm_f64, "avx512"};
-  if (avx2) return {avx2::gemm_f32, avx2::gemm_f64, "avx2"};
-  return {baseline::gemm_f32, baseline::gemm_f64, "baseline"};
+#define FC_GEMM_TABLE(ns) \
+  {ns::gemm_f32, ns::gemm_f64, ns::pack_f32, ns::pack_f64, ns::packed_f32, ns::packed_f64, #ns}
+  if (avx512) return FC_GEMM_TABLE(avx512);
+  if (avx2) return FC_GEMM_TABLE(avx2);
+  return FC_GEMM_TABLE(baseline);
+#undef FC_GEMM_TABLE
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 // FC_GEMM_NS (the namespace, which keeps each copy's templates apart at link time) and
 // FC_VEC_BYTES (the vector width). GCC vector extensions lower to whatever the target has.
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -25,13 +26,14 @@ struct Vec<double> {
   typedef double type __attribute__((vector_size(FC_VEC_BYTES)));
 };
 
-constexpr int64_t kMR = 6;  // rows of C per micro-tile: 6 x 2 accumulators + 2 B + 1 A fit 16 regs
+// Rows of C per micro-tile: 6 x 2 accumulators + 2 B + 1 A fit 16 registers.
+constexpr int64_t kMR = kGemmRows;
 template <typename T>
 constexpr int64_t kNR = 2 * FC_VEC_BYTES / int64_t(sizeof(T));  // columns of C per micro-tile
-constexpr int64_t kKC = 256;                                    // depth of one packed block
+constexpr int64_t kKC = kGemmDepth;  // depth of one packed block
 constexpr int64_t kMC = 16 * kMR;                               // rows of one packed A block
 template <typename T>
-constexpr int64_t kNC = 32 * kNR<T>;  // columns of one packed B block
+constexpr int64_t kNC = 16 * kNR<T>;  // columns of one packed B block (kKC x kNC in L2)
 
 template <typename T>
 void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* dst) {
@@ -106,9 +108,20 @@ inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, 
   }
 }
 
+// `count` values in `storage` starting at a 64-byte boundary: misaligned vector loads
+// from the packed panels would split across cache lines.
 template <typename T>
-void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, MatrixView<T> b, T* c,
-               int64_t ldc, bool accumulate) {
+T* cache_aligned(std::vector<T>& storage, int64_t count) {
+  constexpr int64_t align = 64 / sizeof(T);
+  if (static_cast<int64_t>(storage.size()) < count + align) storage.resize(count + align);
+  const auto address = reinterpret_cast<std::uintptr_t>(storage.data());
+  return storage.data() + ((64 - address % 64) % 64) / sizeof(T);
+}
+
+// C (+)= A * B. With `packed` set, A was packed once by pack_all and `a` is unused.
+template <typename T>
+void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T>* packed,
+               MatrixView<T> b, T* c, int64_t ldc, bool accumulate) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (!accumulate)
@@ -117,23 +130,31 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, MatrixView<T> b
   }
   constexpr int64_t nr = kNR<T>;
   // Packing buffers live as long as the thread, so repeated calls do not pay page faults.
-  thread_local std::vector<T> a_pack, b_pack;
-  a_pack.resize(kMC * kKC);
-  b_pack.resize(kNC<T> * kKC);
+  thread_local std::vector<T> a_storage, b_storage;
+  T* const a_pack = packed ? nullptr : cache_aligned(a_storage, kMC * kKC);
+  T* const b_pack = cache_aligned(b_storage, kNC<T> * kKC);
   for (int64_t jc = 0; jc < n; jc += kNC<T>) {
     const int64_t nc = std::min(kNC<T>, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKC) {
       const int64_t kc = std::min(kKC, k - pc);
       pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride, b.col_stride,
-             b_pack.data());
+             b_pack);
       const bool acc = accumulate || pc > 0;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
-        pack_a(mc, kc, a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride,
-               a.col_stride, a_pack.data());
-        for (int64_t jr = 0; jr < nc; jr += nr) {
-          for (int64_t ir = 0; ir < mc; ir += kMR) {
-            micro_kernel(kc, a_pack.data() + ir * kc, b_pack.data() + jr * kc,
+        const T* a_block;
+        if (packed) {
+          a_block = packed->data + pc * packed->padded_rows + (packed->row0 + ic) * kc;
+        } else {
+          pack_a(mc, kc, a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride,
+                 a.col_stride, a_pack);
+          a_block = a_pack;
+        }
+        // The broadcast side (an A panel, kMR x kc) stays in L1 while the vector side (the
+        // whole packed B block) streams from L2.
+        for (int64_t ir = 0; ir < mc; ir += kMR) {
+          for (int64_t jr = 0; jr < nc; jr += nr) {
+            micro_kernel(kc, a_block + ir * kc, b_pack + jr * kc,
                          c + (ic + ir) * ldc + jc + jr, ldc, std::min(kMR, mc - ir),
                          std::min(nr, nc - jr), acc);
           }
@@ -143,15 +164,34 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, MatrixView<T> b
   }
 }
 
+template <typename T>
+void pack_all(int64_t m, int64_t k, MatrixView<T> a, T* dst) {
+  const int64_t padded = round_up_rows(m);
+  for (int64_t pc = 0; pc < k; pc += kKC) {
+    pack_a(m, std::min(kKC, k - pc), a.data + pc * a.col_stride, a.row_stride, a.col_stride,
+           dst + pc * padded);
+  }
+}
+
 }  // namespace
 
 void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
               float* c, int64_t ldc, bool accumulate) {
-  gemm_impl(m, n, k, a, b, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, a, nullptr, b, c, ldc, accumulate);
 }
 void gemm_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a, MatrixView<double> b,
               double* c, int64_t ldc, bool accumulate) {
-  gemm_impl(m, n, k, a, b, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, a, nullptr, b, c, ldc, accumulate);
+}
+void pack_f32(int64_t m, int64_t k, MatrixView<float> a, float* dst) { pack_all(m, k, a, dst); }
+void pack_f64(int64_t m, int64_t k, MatrixView<double> a, double* dst) { pack_all(m, k, a, dst); }
+void packed_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, MatrixView<float> b, float* c,
+                int64_t ldc, bool accumulate) {
+  gemm_impl<float>(m, n, k, {}, &a, b, c, ldc, accumulate);
+}
+void packed_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<double> b,
+                double* c, int64_t ldc, bool accumulate) {
+  gemm_impl<double>(m, n, k, {}, &a, b, c, ldc, accumulate);
 }
 
 }  // namespace FC_GEMM_NS

@@ -16,13 +16,39 @@ struct MatrixView {
   int64_t col_stride;
 };
 
+// Rows of A per register tile, the same in every instruction-set build.
+constexpr int64_t kGemmRows = 6;
+
+inline int64_t round_up_rows(int64_t m) { return (m + kGemmRows - 1) / kGemmRows * kGemmRows; }
+
+// A left operand packed once and reused by many products (convolution weights).
+// Layout: for each depth block of kGemmDepth, rows [0, round_up_rows(m)) in kGemmRows-row
+// panels, each panel depth-major. `row0` (a multiple of kGemmRows) selects a sub-block.
+constexpr int64_t kGemmDepth = 256;
+
+template <typename T>
+struct PackedA {
+  const T* data;
+  int64_t padded_rows;  // round_up_rows(m) of the whole packed matrix
+  int64_t row0;         // first row used by this product
+};
+
 template <typename T>
 using GemmFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a, MatrixView<T> b, T* c,
                         int64_t ldc, bool accumulate);
+template <typename T>
+using PackFn = void (*)(int64_t m, int64_t k, MatrixView<T> a, T* dst);
+template <typename T>
+using GemmPackedFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, MatrixView<T> b,
+                              T* c, int64_t ldc, bool accumulate);
 
 struct GemmKernels {
   GemmFn<float> f32;
   GemmFn<double> f64;
+  PackFn<float> pack_f32;
+  PackFn<double> pack_f64;
+  GemmPackedFn<float> packed_f32;
+  GemmPackedFn<double> packed_f64;
   const char* isa;  // "avx512", "avx2" or "baseline"
 };
 
@@ -39,6 +65,24 @@ inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<double> a, MatrixVi
   gemm_kernels().f64(m, n, k, a, b, c, ldc, accumulate);
 }
 
+// Packs A (m x k) into `dst`, which holds round_up_rows(m) * k values.
+inline void pack_a(int64_t m, int64_t k, MatrixView<float> a, float* dst) {
+  gemm_kernels().pack_f32(m, k, a, dst);
+}
+inline void pack_a(int64_t m, int64_t k, MatrixView<double> a, double* dst) {
+  gemm_kernels().pack_f64(m, k, a, dst);
+}
+
+// C[m x n] (+)= rows [a.row0, a.row0 + m) of a packed A times B.
+inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<float> a, MatrixView<float> b,
+                 float* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().packed_f32(m, n, k, a, b, c, ldc, accumulate);
+}
+inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<double> b,
+                 double* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().packed_f64(m, n, k, a, b, c, ldc, accumulate);
+}
+
 // One entry per instruction-set build of simd/gemm.inl.
 #define FC_DECLARE_GEMM_TARGET(ns)                                                          \
   namespace ns {                                                                            \
@@ -46,6 +90,12 @@ inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<double> a, MatrixVi
                 int64_t, bool);                                                             \
   void gemm_f64(int64_t, int64_t, int64_t, MatrixView<double>, MatrixView<double>, double*, \
                 int64_t, bool);                                                             \
+  void pack_f32(int64_t, int64_t, MatrixView<float>, float*);                               \
+  void pack_f64(int64_t, int64_t, MatrixView<double>, double*);                             \
+  void packed_f32(int64_t, int64_t, int64_t, PackedA<float>, MatrixView<float>, float*,     \
+                  int64_t, bool);                                                           \
+  void packed_f64(int64_t, int64_t, int64_t, PackedA<double>, MatrixView<double>, double*,  \
+                  int64_t, bool);                                                           \
   }
 FC_DECLARE_GEMM_TARGET(baseline)
 FC_DECLARE_GEMM_TARGET(avx2)
