@@ -93,15 +93,20 @@ ConvGeom make_conv_geom(const char* op, const Dims& x_shape, const Dims& w_shape
   return g;
 }
 
-// Output positions per tile: the column tile (rows x tile) stays within kTileBytes, and
-// when there are fewer independent jobs than threads the positions are split further.
+// Output positions per tile: the column tile (rows x width) stays within kTileBytes, the
+// tiles of one image have equal widths, and when (jobs x tiles) would leave threads idle
+// or unevenly loaded the positions are cut further.
 int64_t tile_width(int64_t rows, int64_t positions, int64_t jobs, int64_t elem_size) {
-  int64_t width = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(1, rows * elem_size));
   const int64_t threads = omp_get_max_threads();
-  if (jobs < threads) {
-    const int64_t per_thread = (positions * jobs + threads - 1) / threads;
-    width = std::min(width, std::max<int64_t>(32, (per_thread + 15) / 16 * 16));
+  const int64_t max_width = std::max<int64_t>(64, kTileBytes / std::max<int64_t>(1, rows * elem_size));
+  int64_t tiles = (positions + max_width - 1) / max_width;
+  if (jobs * tiles < threads) {
+    tiles = (threads + jobs - 1) / jobs;
+  } else if (jobs * tiles < 4 * threads) {
+    const int64_t total = (jobs * tiles + threads - 1) / threads * threads;
+    tiles = (total + jobs - 1) / jobs;
   }
+  const int64_t width = ((positions + tiles - 1) / tiles + 15) / 16 * 16;
   return std::min(width, positions);
 }
 
@@ -118,18 +123,18 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
   const int64_t threads = omp_get_max_threads();
   const int64_t images = g.win.batch * G;
-  int64_t tile = std::min(L, std::max<int64_t>(64, kTileBytes / (R * int64_t(sizeof(T)))));
-  // Too few (image, tile) jobs for the threads: split the output channels when there are
-  // enough of them (each job then reads its own rows of the packed weights), otherwise
-  // split the positions more finely.
+  // With fewer images than threads and many output channels, split the channels: each
+  // job then reads its own rows of the packed weights and long tiles keep the GEMM
+  // efficient. Otherwise split the positions.
+  const int64_t max_width = std::max<int64_t>(64, kTileBytes / (R * int64_t(sizeof(T))));
   int64_t row_blocks = 1;
-  if (images * ((L + tile - 1) / tile) < threads) {
-    const int64_t want = (threads + images - 1) / images;
-    if (Kg >= want * 4 * kGemmRows) {
-      row_blocks = want;
-    } else {
-      tile = tile_width(R, L, images, sizeof(T));
-    }
+  int64_t tile;
+  const int64_t want = (threads + images - 1) / images;
+  if (images < threads && L <= max_width && Kg >= want * 4 * kGemmRows) {
+    row_blocks = want;
+    tile = L;
+  } else {
+    tile = tile_width(R, L, images, sizeof(T));
   }
   const int64_t tiles = (L + tile - 1) / tile;
   const int64_t block_rows = round_up_rows((Kg + row_blocks - 1) / row_blocks);
@@ -238,9 +243,25 @@ void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw
       for (int64_t l0 = 0; l0 < L; l0 += tile) {
         const int64_t l1 = std::min(L, l0 + tile), width = l1 - l0;
         im2col_block(g.win, image, grp * Cg + c0, grp * Cg + c1, l0, l1, buf, width);
-        const MatrixView<T> grad{dy + (n * g.out_channels + grp * Kg) * L + l0, L, 1};
-        // cols^T: element (p, r) = buf[r * width + p].
-        gemm(Kg, rows, width, grad, MatrixView<T>{buf, 1, width}, out, R, true);
+        const T* grad = dy + (n * g.out_channels + grp * Kg) * L + l0;
+        if (Kg < kGemmRows) {
+          // Depthwise-like groups: a handful of dot products, which a GEMM register tile
+          // built for kGemmRows rows would mostly waste.
+          for (int64_t k = 0; k < Kg; ++k) {
+            for (int64_t r = 0; r < rows; ++r) {
+              const T* a = grad + k * L;
+              const T* b = buf + r * width;
+              T sum = 0;
+#pragma omp simd reduction(+ : sum)
+              for (int64_t p = 0; p < width; ++p) sum += a[p] * b[p];
+              out[k * R + r] += sum;
+            }
+          }
+        } else {
+          // cols^T: element (p, r) = buf[r * width + p].
+          gemm(Kg, rows, width, MatrixView<T>{grad, L, 1}, MatrixView<T>{buf, 1, width}, out, R,
+               true);
+        }
       }
     }
   }

@@ -104,10 +104,11 @@ void next_tap(const WindowGeom& g, std::vector<int64_t>& tap) {
 
 }  // namespace
 
+namespace {
+
 template <typename T>
-void im2col_block(const WindowGeom& g, const T* image, int64_t c0, int64_t c1, int64_t l0,
-                  int64_t l1, T* cols, int64_t ld) {
-  const Runs runs = split_runs(g, l0, l1);
+void im2col_runs(const WindowGeom& g, const Runs& runs, const T* image, int64_t c0, int64_t c1,
+                 T* cols, int64_t ld) {
   const int64_t plane = g.in_plane();
   const int64_t kvol = g.kernel_volume();
   std::vector<int64_t> tap(g.dims());
@@ -132,9 +133,8 @@ void im2col_block(const WindowGeom& g, const T* image, int64_t c0, int64_t c1, i
 }
 
 template <typename T>
-void col2im_block(const WindowGeom& g, const T* cols, int64_t ld, int64_t c0, int64_t c1,
-                  int64_t l0, int64_t l1, T* image) {
-  const Runs runs = split_runs(g, l0, l1);
+void col2im_runs(const WindowGeom& g, const Runs& runs, const T* cols, int64_t ld, int64_t c0,
+                 int64_t c1, T* image) {
   const int64_t plane = g.in_plane();
   const int64_t kvol = g.kernel_volume();
   std::vector<int64_t> tap(g.dims());
@@ -156,6 +156,20 @@ void col2im_block(const WindowGeom& g, const T* cols, int64_t ld, int64_t c0, in
       });
     }
   }
+}
+
+}  // namespace
+
+template <typename T>
+void im2col_block(const WindowGeom& g, const T* image, int64_t c0, int64_t c1, int64_t l0,
+                  int64_t l1, T* cols, int64_t ld) {
+  im2col_runs(g, split_runs(g, l0, l1), image, c0, c1, cols, ld);
+}
+
+template <typename T>
+void col2im_block(const WindowGeom& g, const T* cols, int64_t ld, int64_t c0, int64_t c1,
+                  int64_t l0, int64_t l1, T* image) {
+  col2im_runs(g, split_runs(g, l0, l1), cols, ld, c0, c1, image);
 }
 
 template void im2col_block<float>(const WindowGeom&, const float*, int64_t, int64_t, int64_t,
@@ -194,12 +208,13 @@ void im2col_py(const py::array& x, py::array& cols, const Dims& kernel, const Di
     T* dst = output_ptr<T>(cols, "cols");
     const int64_t plane = g.in_plane();
     py::gil_scoped_release release;
+    const Runs runs = split_runs(g, 0, L);
     // Each (image, channel) owns a disjoint band of rows.
 #pragma omp parallel for schedule(static)
     for (int64_t job = 0; job < g.batch * g.channels; ++job) {
       const int64_t n = job / g.channels, c = job % g.channels;
-      im2col_block(g, src + n * g.channels * plane, c, c + 1, 0, L,
-                   dst + (n * rows + c * g.kernel_volume()) * L, L);
+      im2col_runs(g, runs, src + n * g.channels * plane, c, c + 1,
+                  dst + (n * rows + c * g.kernel_volume()) * L, L);
     }
   });
 }
@@ -216,14 +231,14 @@ void col2im_py(const py::array& cols, py::array& x, const Dims& kernel, const Di
     T* dst = output_ptr<T>(x, "output");
     const int64_t plane = g.in_plane();
     py::gil_scoped_release release;
+    const Runs runs = split_runs(g, 0, L);
     // Rows of channel c only touch channel c, so (image, channel) jobs never collide.
 #pragma omp parallel for schedule(static)
     for (int64_t job = 0; job < g.batch * g.channels; ++job) {
       const int64_t n = job / g.channels, c = job % g.channels;
       T* image = dst + n * g.channels * plane;
       std::fill(image + c * plane, image + (c + 1) * plane, T(0));
-      col2im_block(g, src + (n * rows + c * g.kernel_volume()) * L, L, c, c + 1, 0, L,
-                   image);
+      col2im_runs(g, runs, src + (n * rows + c * g.kernel_volume()) * L, L, c, c + 1, image);
     }
   });
 }
