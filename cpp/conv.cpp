@@ -121,23 +121,9 @@ T* scratch(int64_t count) {
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
-  const int64_t threads = omp_get_max_threads();
   const int64_t images = g.win.batch * G;
-  // With fewer images than threads and many output channels, split the channels: each
-  // job then reads its own rows of the packed weights and long tiles keep the GEMM
-  // efficient. Otherwise split the positions.
-  const int64_t max_width = std::max<int64_t>(64, kTileBytes / (R * int64_t(sizeof(T))));
-  int64_t row_blocks = 1;
-  int64_t tile;
-  const int64_t want = (threads + images - 1) / images;
-  if (images < threads && L <= max_width && Kg >= want * 4 * kGemmRows) {
-    row_blocks = want;
-    tile = L;
-  } else {
-    tile = tile_width(R, L, images, sizeof(T));
-  }
+  const int64_t tile = tile_width(R, L, images, sizeof(T));
   const int64_t tiles = (L + tile - 1) / tile;
-  const int64_t block_rows = round_up_rows((Kg + row_blocks - 1) / row_blocks);
   // Weights are packed once per call into the GEMM's panel layout and shared by all jobs.
   const int64_t padded = round_up_rows(Kg);
   // (Held by the calling thread and reused across calls; the jobs see it through a plain
@@ -151,11 +137,8 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
     pack_a(Kg, R, MatrixView<T>{w + grp * Kg * R, R, 1}, packed + grp * padded * R);
   }
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < images * tiles * row_blocks; ++job) {
-    const int64_t image = job / (tiles * row_blocks), t = job / row_blocks % tiles;
-    const int64_t n = image / G, grp = image % G;
-    const int64_t m0 = job % row_blocks * block_rows, m1 = std::min(Kg, m0 + block_rows);
-    if (m0 >= m1) continue;
+  for (int64_t job = 0; job < images * tiles; ++job) {
+    const int64_t n = job / (G * tiles), grp = job / tiles % G, t = job % tiles;
     const int64_t l0 = t * tile, l1 = std::min(L, l0 + tile), width = l1 - l0;
     const T* input = x + n * g.win.channels * g.in_plane;
     MatrixView<T> cols;
@@ -166,13 +149,12 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
       im2col_block(g.win, input, grp * g.group_in, (grp + 1) * g.group_in, l0, l1, buf, width);
       cols = {buf, width, 1};
     }
-    T* out = y + (n * g.out_channels + grp * Kg + m0) * L + l0;
-    const PackedA<T> weights{packed + grp * padded * R, padded, m0};
-    gemm(m1 - m0, width, R, weights, cols, out, L, false);
+    T* out = y + (n * g.out_channels + grp * Kg) * L + l0;
+    gemm(Kg, width, R, PackedA<T>{packed + grp * padded * R, padded}, cols, out, L, false);
     if (bias) {
-      for (int64_t k = m0; k < m1; ++k) {
+      for (int64_t k = 0; k < Kg; ++k) {
         const T b = bias[grp * Kg + k];
-        T* row = out + (k - m0) * L;
+        T* row = out + k * L;
         for (int64_t j = 0; j < width; ++j) row[j] += b;
       }
     }

@@ -50,6 +50,21 @@ void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* dst) 
 template <typename T>
 void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) {
   constexpr int64_t nr = kNR<T>;
+  if (rs == 1 && cs != 1) {
+    // Column-major B (a transposed operand): read each column along its contiguous
+    // depth instead of gathering nr far-apart values per depth step.
+    for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+      const int64_t cols = std::min(nr, nc - j0);
+      T* panel = dst + j0 * kc;
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* src = b + (j0 + j) * cs;
+        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p];
+      }
+      for (int64_t j = cols; j < nr; ++j)
+        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = T(0);
+    }
+    return;
+  }
   for (int64_t j0 = 0; j0 < nc; j0 += nr) {
     const int64_t cols = std::min(nr, nc - j0);
     for (int64_t p = 0; p < kc; ++p) {
@@ -144,7 +159,7 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
         const int64_t mc = std::min(kMC, m - ic);
         const T* a_block;
         if (packed) {
-          a_block = packed->data + pc * packed->padded_rows + (packed->row0 + ic) * kc;
+          a_block = packed->data + pc * packed->padded_rows + ic * kc;
         } else {
           pack_a(mc, kc, a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride,
                  a.col_stride, a_pack);

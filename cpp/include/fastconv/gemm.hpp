@@ -23,14 +23,13 @@ inline int64_t round_up_rows(int64_t m) { return (m + kGemmRows - 1) / kGemmRows
 
 // A left operand packed once and reused by many products (convolution weights).
 // Layout: for each depth block of kGemmDepth, rows [0, round_up_rows(m)) in kGemmRows-row
-// panels, each panel depth-major. `row0` (a multiple of kGemmRows) selects a sub-block.
+// panels, each panel depth-major.
 constexpr int64_t kGemmDepth = 256;
 
 template <typename T>
 struct PackedA {
   const T* data;
-  int64_t padded_rows;  // round_up_rows(m) of the whole packed matrix
-  int64_t row0;         // first row used by this product
+  int64_t padded_rows;  // round_up_rows(m)
 };
 
 template <typename T>
@@ -73,7 +72,7 @@ inline void pack_a(int64_t m, int64_t k, MatrixView<double> a, double* dst) {
   gemm_kernels().pack_f64(m, k, a, dst);
 }
 
-// C[m x n] (+)= rows [a.row0, a.row0 + m) of a packed A times B.
+// C[m x n] (+)= packed A times B.
 inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<float> a, MatrixView<float> b,
                  float* c, int64_t ldc, bool accumulate) {
   gemm_kernels().packed_f32(m, n, k, a, b, c, ldc, accumulate);
