@@ -89,15 +89,25 @@ inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, 
   V acc[kMR][2];
 #pragma GCC unroll 6
   for (int64_t i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = V{};
-  for (int64_t p = 0; p < kc; ++p) {
-    V b0, b1;
-    std::memcpy(&b0, b + p * nr, sizeof(V));
-    std::memcpy(&b1, b + p * nr + width, sizeof(V));
+  if (cols <= width) {
+    // A tail panel at most one vector wide: half the multiply-adds.
+    for (int64_t p = 0; p < kc; ++p) {
+      V b0;
+      std::memcpy(&b0, b + p * nr, sizeof(V));
 #pragma GCC unroll 6
-    for (int64_t i = 0; i < kMR; ++i) {
-      const T ai = a[p * kMR + i];
-      acc[i][0] += b0 * ai;
-      acc[i][1] += b1 * ai;
+      for (int64_t i = 0; i < kMR; ++i) acc[i][0] += b0 * a[p * kMR + i];
+    }
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      V b0, b1;
+      std::memcpy(&b0, b + p * nr, sizeof(V));
+      std::memcpy(&b1, b + p * nr + width, sizeof(V));
+#pragma GCC unroll 6
+      for (int64_t i = 0; i < kMR; ++i) {
+        const T ai = a[p * kMR + i];
+        acc[i][0] += b0 * ai;
+        acc[i][1] += b1 * ai;
+      }
     }
   }
   if (rows == kMR && cols == nr) {
