@@ -12,6 +12,8 @@ import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 IntTuple = Tuple[int, ...]
 IntOrTuple = Union[int, Sequence[int]]
 Padding = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
@@ -20,13 +22,15 @@ Padding = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 MAX_EXTENT = 1 << 60
 
 
-def _as_int(value: object, name: str) -> int:
-    if isinstance(value, bool):
+def as_int(value: object, name: str) -> int:
+    """`value` as a Python int (NumPy integers included); bools and non-integers raise
+    TypeError naming `name`."""
+    if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an int, got bool {value!r}")
     try:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}") from None
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
 
 
 def as_tuple(value: IntOrTuple, dims: int, name: str) -> IntTuple:
@@ -34,13 +38,13 @@ def as_tuple(value: IntOrTuple, dims: int, name: str) -> IntTuple:
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}")
     if isinstance(value, Sequence) or hasattr(value, "__len__"):
-        items = tuple(_as_int(v, name) for v in value)  # type: ignore[union-attr]
+        items = tuple(as_int(v, name) for v in value)  # type: ignore[union-attr]
         if len(items) != dims:
             raise ValueError(
                 f"{name} {items} has {len(items)} entries but the input has {dims} spatial dims"
             )
         return items
-    return (_as_int(value, name),) * dims
+    return (as_int(value, name),) * dims
 
 
 def output_length(n: int, kernel: int, stride: int, pad_before: int, pad_after: int,
@@ -79,8 +83,8 @@ def normalize_padding(padding: Padding, in_size: IntTuple, kernel: IntTuple,
                 f"padding {tuple(padding)!r} must hold one (before, after) pair per spatial dim "
                 f"({dims} dims, input spatial size {in_size})"
             )
-        before = tuple(_as_int(p[0], "padding") for p in padding)
-        after = tuple(_as_int(p[1], "padding") for p in padding)
+        before = tuple(as_int(p[0], "padding") for p in padding)
+        after = tuple(as_int(p[1], "padding") for p in padding)
         return before, after
     sym = as_tuple(padding, dims, "padding")  # type: ignore[arg-type]
     return sym, sym
@@ -112,7 +116,7 @@ def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
     `pool` selects the pooling padding limit (kernel_size // 2 per side) instead of the
     convolution one (dilation * (kernel_size - 1) per side); stride=None means kernel_size.
     """
-    in_size = tuple(_as_int(n, "input size") for n in in_size)
+    in_size = tuple(as_int(n, "input size") for n in in_size)
     dims = len(in_size)
     if dims < 1:
         raise ValueError(f"{op}: need at least one spatial dim, got input spatial size {in_size}")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from typing import Optional
 
 import numpy as np
 
 from . import _cpu
 from ._backend import float_arrays
+from ._geometry import as_int
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -56,12 +56,7 @@ def _score_threshold(op: str, value: object) -> Optional[float]:
 def _max_output(op: str, value: object) -> Optional[int]:
     if value is None:
         return None
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{op}: max_output must be None or an int, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{op}: max_output must be None or an int, got {value!r}") from None
+    value = as_int(value, f"{op}: max_output")
     if value < 0:
         raise ValueError(f"{op}: max_output must be >= 0, got {value}")
     # Anything past int64 keeps every box anyway.

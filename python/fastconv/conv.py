@@ -9,16 +9,11 @@ import numpy as np
 
 from . import _cpu
 from ._backend import check_nonempty, float_arrays
-from ._geometry import IntOrTuple, Padding, Window, as_tuple, make_window
+from ._geometry import IntOrTuple, Padding, Window, as_int, as_tuple, make_window
 
 
 def _groups(op: str, groups: int) -> int:
-    if isinstance(groups, bool):
-        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
-    try:
-        groups = operator.index(groups)
-    except TypeError:
-        raise TypeError(f"{op}: groups must be an int, got {groups!r}") from None
+    groups = as_int(groups, f"{op}: groups")
     if groups < 1:
         raise ValueError(f"{op}: groups must be positive, got {groups}")
     return groups

@@ -10,7 +10,7 @@ Python loops run over kernel offsets or boxes kept, never over pixels.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -92,7 +92,6 @@ def im2col(x: np.ndarray, kernel: Ints, stride: Ints, before: Ints, after: Ints,
 def col2im(cols: np.ndarray, size: Ints, kernel: Ints, stride: Ints, before: Ints, after: Ints,
            dilation: Ints) -> np.ndarray:
     """Adjoint of im2col: (N, C*prod(kernel), L) -> (N, C, *size), overlaps summed."""
-    dims = len(kernel)
     n = cols.shape[0]
     c = cols.shape[1] // int(np.prod(kernel))
     out_size = tuple(
@@ -114,7 +113,7 @@ def conv_backward_input(dy: np.ndarray, w: np.ndarray, input_shape: Ints, stride
     """d(conv)/dx: col2im of W^T dy, per group."""
     n, c = input_shape[:2]
     k = w.shape[0]
-    cg, kg = c // groups, k // groups
+    kg = k // groups
     kernel = w.shape[2:]
     dyf = dy.reshape(n, k, -1)
     parts = []
@@ -235,7 +234,6 @@ def avg_pool_backward(dy: np.ndarray, input_shape: Ints, kernel: Ints, stride: I
                       before: Ints, after: Ints, ceil_mode: bool,
                       count_include_pad: bool) -> np.ndarray:
     """Adjoint of avg_pool: dy / count spread over every window, padding cropped away."""
-    dims = len(kernel)
     size = tuple(input_shape[2:])
     out_size = _pool_out_size(size, kernel, stride, before, after, ceil_mode)
     share = dy / _pool_counts(size, kernel, stride, before, after, out_size, count_include_pad)
