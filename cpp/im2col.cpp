@@ -106,6 +106,23 @@ void next_tap(const WindowGeom& g, std::vector<int64_t>& tap) {
 
 namespace {
 
+// One row of the column matrix: the input plane `src_plane` under kernel offset `tap`.
+template <typename T>
+void im2col_row(const WindowGeom& g, const Runs& runs, const T* src_plane, const int64_t* tap,
+                T* row) {
+  for_each_piece(g, runs, tap, [&](int64_t col, int64_t len, int64_t src, int64_t step) {
+    T* dst = row + col;
+    if (src < 0) {
+      std::fill(dst, dst + len, T(0));
+    } else if (step == 1) {
+      std::memcpy(dst, src_plane + src, sizeof(T) * len);
+    } else {
+      const T* s = src_plane + src;
+      for (int64_t j = 0; j < len; ++j) dst[j] = s[j * step];
+    }
+  });
+}
+
 template <typename T>
 void im2col_runs(const WindowGeom& g, const Runs& runs, const T* image, int64_t c0, int64_t c1,
                  T* cols, int64_t ld) {
@@ -113,21 +130,9 @@ void im2col_runs(const WindowGeom& g, const Runs& runs, const T* image, int64_t 
   const int64_t kvol = g.kernel_volume();
   std::vector<int64_t> tap(g.dims());
   for (int64_t c = c0; c < c1; ++c) {
-    const T* src_plane = image + c * plane;
     std::fill(tap.begin(), tap.end(), 0);
     for (int64_t k = 0; k < kvol; ++k, next_tap(g, tap)) {
-      T* row = cols + ((c - c0) * kvol + k) * ld;
-      for_each_piece(g, runs, tap.data(), [&](int64_t col, int64_t len, int64_t src, int64_t step) {
-        T* dst = row + col;
-        if (src < 0) {
-          std::fill(dst, dst + len, T(0));
-        } else if (step == 1) {
-          std::memcpy(dst, src_plane + src, sizeof(T) * len);
-        } else {
-          const T* s = src_plane + src;
-          for (int64_t j = 0; j < len; ++j) dst[j] = s[j * step];
-        }
-      });
+      im2col_row(g, runs, image + c * plane, tap.data(), cols + ((c - c0) * kvol + k) * ld);
     }
   }
 }
@@ -209,12 +214,21 @@ void im2col_py(const py::array& x, py::array& cols, const Dims& kernel, const Di
     const int64_t plane = g.in_plane();
     py::gil_scoped_release release;
     const Runs runs = split_runs(g, 0, L);
-    // Each (image, channel) owns a disjoint band of rows.
-#pragma omp parallel for schedule(static)
-    for (int64_t job = 0; job < g.batch * g.channels; ++job) {
-      const int64_t n = job / g.channels, c = job % g.channels;
-      im2col_runs(g, runs, src + n * g.channels * plane, c, c + 1,
-                  dst + (n * rows + c * g.kernel_volume()) * L, L);
+    // One job per output row, so that few channels with large kernels still use every
+    // thread.
+#pragma omp parallel
+    {
+      std::vector<int64_t> tap(g.dims());
+#pragma omp for schedule(static)
+      for (int64_t job = 0; job < g.batch * rows; ++job) {
+        const int64_t n = job / rows, r = job % rows;
+        const int64_t c = r / g.kernel_volume();
+        for (int64_t d = g.dims() - 1, k = r % g.kernel_volume(); d >= 0; --d) {
+          tap[d] = k % g.kernel[d];
+          k /= g.kernel[d];
+        }
+        im2col_row(g, runs, src + (n * g.channels + c) * plane, tap.data(), dst + job * L);
+      }
     }
   });
 }
