@@ -13,6 +13,7 @@ from .conv import col2im, conv, conv_backward_input, conv_backward_weight, im2co
 from .info import info
 from .pooling import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from . import cuda
+from . import optim
 
 __all__ = [
     "__version__",
@@ -31,5 +32,6 @@ __all__ = [
     "max_pool",
     "max_pool_backward",
     "nms",
+    "optim",
     "output_size",
 ]

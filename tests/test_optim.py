@@ -1,0 +1,289 @@
+"""fastconv.optim against torch.optim: step-by-step updates, param groups, schedules, errors."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+
+import fastconv
+from fastconv import optim
+
+DTYPES = [np.float64, np.float32]
+TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
+SHAPES = [(3, 4), (5,), (2, 3, 2)]
+STEPS = 10
+
+
+class Param:
+    """Stand-in with exactly the attributes fastconv.Tensor exposes to an optimizer."""
+
+    def __init__(self, data: np.ndarray, requires_grad: bool = True) -> None:
+        self.data = data
+        self.grad: np.ndarray | None = None
+        self.requires_grad = requires_grad
+
+
+def tolerance(dtype: Any) -> dict[str, float]:
+    # torch's CPU kernels may fuse multiply-adds that NumPy rounds twice, so the two drift
+    # apart by a few ulps per step; the bounds leave room for that over STEPS steps only.
+    if dtype == np.float32:
+        return {"rtol": 2e-5, "atol": 1e-6}
+    return {"rtol": 1e-12, "atol": 1e-13}
+
+
+def make_pair(rng: np.random.Generator, dtype: Any, shapes=SHAPES):
+    """The same random starting values as fastconv stand-ins and as torch leaves."""
+    ours, theirs = [], []
+    for shape in shapes:
+        a = rng.standard_normal(shape).astype(dtype)
+        ours.append(Param(a.copy()))
+        theirs.append(torch.tensor(a.copy(), dtype=TORCH_DTYPE[dtype], requires_grad=True))
+    return ours, theirs
+
+
+def feed_grads(rng: np.random.Generator, ours, theirs, skip: frozenset = frozenset()) -> None:
+    """Give both sides identical fresh gradients; indices in `skip` get None on both."""
+    for i, (p, t) in enumerate(zip(ours, theirs)):
+        if i in skip:
+            p.grad, t.grad = None, None
+            continue
+        g = rng.standard_normal(p.data.shape).astype(p.data.dtype)
+        p.grad = g
+        t.grad = torch.from_numpy(g.copy())
+
+
+def assert_same(ours, theirs, dtype: Any) -> None:
+    for p, t in zip(ours, theirs):
+        assert p.data.dtype == dtype
+        np.testing.assert_allclose(p.data, t.detach().numpy(), **tolerance(dtype))
+
+
+def run_both(make_ours: Callable, make_theirs: Callable, dtype: Any, seed: int,
+             scheduler: tuple[Callable, Callable] | None = None) -> tuple:
+    rng = np.random.default_rng(seed)
+    ours, theirs = make_pair(rng, dtype)
+    arrays = [p.data for p in ours]
+    opt, topt = make_ours(ours), make_theirs(theirs)
+    sched = tsched = None
+    if scheduler is not None:
+        sched, tsched = scheduler[0](opt), scheduler[1](topt)
+    for _ in range(STEPS):
+        feed_grads(rng, ours, theirs)
+        opt.step()
+        topt.step()
+        if sched is not None:
+            sched.step()
+            tsched.step()
+            assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-15)
+        assert_same(ours, theirs, dtype)
+    # Updates are in place: the arrays handed in are the ones that changed.
+    assert all(p.data is a for p, a in zip(ours, arrays))
+    return opt, ours
+
+
+SGD_CONFIGS = [
+    {"lr": 0.1},
+    {"lr": 0.05, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+    {"lr": 0.1, "weight_decay": 0.01},
+    {"lr": 0.03, "momentum": 0.8, "weight_decay": 0.1},
+    {"lr": 0.03, "momentum": 0.5, "weight_decay": 0.05, "nesterov": True},
+    {"lr": 0.0, "momentum": 0.9},
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kwargs", SGD_CONFIGS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_sgd_matches_torch(kwargs: dict, dtype: Any) -> None:
+    opt, ours = run_both(lambda ps: optim.SGD(ps, **kwargs),
+                         lambda ts: torch.optim.SGD(ts, **kwargs), dtype, seed=len(str(kwargs)))
+    if kwargs.get("momentum", 0):
+        for p in ours:
+            buf = opt.state[p]["momentum_buffer"]
+            assert buf.dtype == dtype and buf.shape == p.data.shape
+
+
+ADAM_CONFIGS = [
+    {},
+    {"lr": 1e-2},
+    {"lr": 1e-2, "weight_decay": 0.1},
+    {"lr": 3e-3, "betas": (0.8, 0.99)},
+    # beta1 = 0.5 puts torch's lerp on its other rounding branch (weight >= 0.5).
+    {"lr": 1e-2, "betas": (0.5, 0.9), "eps": 1e-6, "weight_decay": 0.01},
+    {"lr": 1e-2, "betas": (0.0, 0.0)},
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kwargs", ADAM_CONFIGS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()) or "defaults")
+def test_adam_matches_torch(kwargs: dict, dtype: Any) -> None:
+    opt, ours = run_both(lambda ps: optim.Adam(ps, **kwargs),
+                         lambda ts: torch.optim.Adam(ts, **kwargs), dtype, seed=7 + len(kwargs))
+    for p in ours:
+        state = opt.state[p]
+        assert state["step"] == STEPS
+        assert state["exp_avg"].dtype == dtype and state["exp_avg_sq"].dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("which", ["SGD", "Adam"])
+def test_param_groups_match_torch(which: str, dtype: Any) -> None:
+    def groups(ps):
+        return [{"params": ps[:1], "lr": 0.2},
+                {"params": ps[1:2]},
+                {"params": ps[2:], "lr": 0.01, "weight_decay": 0.1}]
+
+    kwargs = {"lr": 0.05, "momentum": 0.9} if which == "SGD" else {"lr": 0.05}
+    opt, _ = run_both(lambda ps: getattr(optim, which)(groups(ps), **kwargs),
+                      lambda ts: getattr(torch.optim, which)(groups(ts), **kwargs), dtype, seed=3)
+    assert [g["lr"] for g in opt.param_groups] == [0.2, 0.05, 0.01]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0, 0, 0.1]
+
+
+def _lr_sequence(make_sched: Callable, opt: Any, epochs: int) -> list[list[float]]:
+    sched = make_sched(opt)
+    seq = [sched.get_last_lr()]
+    for _ in range(epochs):
+        opt.step()  # no grads: a no-op that keeps torch's call-order check quiet
+        sched.step()
+        seq.append(sched.get_last_lr())
+    return seq
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("StepLR", {"step_size": 3}),
+    ("StepLR", {"step_size": 2, "gamma": 0.5}),
+    ("CosineAnnealingLR", {"T_max": 5}),
+    # 23 epochs run past T_max twice, through the minimum and back up the cosine.
+    ("CosineAnnealingLR", {"T_max": 4, "eta_min": 0.001}),
+])
+def test_schedules_match_torch(name: str, kwargs: dict) -> None:
+    ours = optim.SGD([{"params": [Param(np.zeros(2))], "lr": 0.1},
+                      {"params": [Param(np.zeros(3))], "lr": 0.03}], lr=0.5, momentum=0.9)
+    theirs = torch.optim.SGD([{"params": [torch.zeros(2, requires_grad=True)], "lr": 0.1},
+                              {"params": [torch.zeros(3, requires_grad=True)], "lr": 0.03}],
+                             lr=0.5, momentum=0.9)
+    got = _lr_sequence(lambda o: getattr(optim, name)(o, **kwargs), ours, 23)
+    want = _lr_sequence(lambda o: getattr(torch.optim.lr_scheduler, name)(o, **kwargs), theirs, 23)
+    # Same Python float arithmetic in the same order: equal, not merely close.
+    assert got == want
+    assert [g["lr"] for g in ours.param_groups] == got[-1]
+    assert [g["initial_lr"] for g in ours.param_groups] == [0.1, 0.03]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_scheduled_training_matches_torch(dtype: Any) -> None:
+    run_both(lambda ps: optim.Adam(ps, lr=0.05), lambda ts: torch.optim.Adam(ts, lr=0.05), dtype,
+             seed=11, scheduler=(lambda o: optim.CosineAnnealingLR(o, T_max=4),
+                                 lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=4)))
+    run_both(lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+             lambda ts: torch.optim.SGD(ts, lr=0.1, momentum=0.9), dtype, seed=12,
+             scheduler=(lambda o: optim.StepLR(o, 3, gamma=0.5),
+                        lambda o: torch.optim.lr_scheduler.StepLR(o, 3, gamma=0.5)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("which,kwargs", [("SGD", {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.1}),
+                                          ("Adam", {"lr": 0.1, "weight_decay": 0.1})])
+def test_params_without_grad_are_untouched(which: str, kwargs: dict, dtype: Any) -> None:
+    rng = np.random.default_rng(5)
+    ours, theirs = make_pair(rng, dtype)
+    frozen = ours[1].data.copy()
+    opt = getattr(optim, which)(ours, **kwargs)
+    topt = getattr(torch.optim, which)(theirs, **kwargs)
+    for step in range(STEPS):
+        # Parameter 1 never has a grad; parameter 2 misses every other step, which must
+        # neither decay it nor advance its momentum or Adam step count.
+        feed_grads(rng, ours, theirs, skip=frozenset({1} | ({2} if step % 2 else set())))
+        opt.step()
+        topt.step()
+        assert_same(ours, theirs, dtype)
+    np.testing.assert_array_equal(ours[1].data, frozen)
+    assert ours[1] not in opt.state
+    if which == "Adam":
+        assert opt.state[ours[2]]["step"] == STEPS // 2
+
+
+def test_zero_grad() -> None:
+    ps = [Param(np.ones(3)), Param(np.ones(2)), Param(np.ones(1), requires_grad=False)]
+    opt = optim.SGD(ps, lr=0.1)
+    for p in ps[:2]:
+        p.grad = np.full(p.data.shape, 2.0)
+    opt.zero_grad()
+    assert all(p.grad is None for p in ps)
+    opt.step()  # nothing to do
+    np.testing.assert_array_equal(ps[0].data, np.ones(3))
+
+    grad = np.full(3, 2.0)
+    ps[0].grad = grad
+    opt.zero_grad(set_to_none=False)
+    assert ps[0].grad is grad and not grad.any()
+
+
+def test_update_is_in_place_and_keeps_float32() -> None:
+    data = np.ones((2, 3), dtype=np.float32)
+    view = data[0]
+    p = Param(data)
+    opt = optim.Adam([p], lr=0.5)
+    p.grad = np.ones((2, 3), dtype=np.float64)  # a wider grad must not widen the parameter
+    opt.step()
+    assert p.data is data and data.dtype == np.float32
+    assert view[0] == pytest.approx(0.5)
+    assert opt.state[p]["exp_avg"].dtype == np.float32
+
+
+def test_package_exports_optim() -> None:
+    assert fastconv.optim is optim and "optim" in fastconv.__all__
+
+
+def _ps() -> list[Param]:
+    return [Param(np.zeros(2))]
+
+
+@pytest.mark.parametrize("make,exc,name", [
+    (lambda: optim.SGD(_ps(), lr=-0.1), ValueError, "lr"),
+    (lambda: optim.SGD(_ps(), lr=float("nan")), ValueError, "lr"),
+    (lambda: optim.SGD(_ps(), lr="0.1"), TypeError, "lr"),
+    (lambda: optim.SGD(_ps(), lr=0.1, momentum=-0.9), ValueError, "momentum"),
+    (lambda: optim.SGD(_ps(), lr=0.1, weight_decay=-1e-4), ValueError, "weight_decay"),
+    (lambda: optim.SGD(_ps(), lr=0.1, nesterov=True), ValueError, "momentum"),
+    (lambda: optim.SGD([{"params": _ps(), "lr": -1.0}], lr=0.1), ValueError, "lr"),
+    (lambda: optim.Adam(_ps(), lr=-1e-3), ValueError, "lr"),
+    (lambda: optim.Adam(_ps(), eps=-1e-8), ValueError, "eps"),
+    (lambda: optim.Adam(_ps(), weight_decay=-0.1), ValueError, "weight_decay"),
+    (lambda: optim.Adam(_ps(), betas=(1.0, 0.999)), ValueError, "betas"),
+    (lambda: optim.Adam(_ps(), betas=(0.9, -0.1)), ValueError, "betas"),
+    (lambda: optim.Adam(_ps(), betas=(0.9,)), ValueError, "betas"),
+    (lambda: optim.Adam(_ps(), betas=0.9), TypeError, "betas"),
+    (lambda: optim.SGD([], lr=0.1), ValueError, "empty params"),
+    (lambda: optim.Adam([{"params": []}]), ValueError, "empty params"),
+    (lambda: optim.SGD(Param(np.zeros(2)), lr=0.1), TypeError, "params"),
+    (lambda: optim.SGD([np.zeros(2)], lr=0.1), TypeError, "params"),
+    (lambda: optim.SGD([Param(np.zeros(2, dtype=np.int64))], lr=0.1), TypeError, "params"),
+    (lambda: optim.SGD(set(_ps()), lr=0.1), TypeError, "ordered"),
+    (lambda: optim.SGD(_ps() * 2, lr=0.1), ValueError, "duplicate"),
+    (lambda: optim.StepLR(optim.SGD(_ps(), lr=0.1), step_size=0), ValueError, "step_size"),
+    (lambda: optim.StepLR(optim.SGD(_ps(), lr=0.1), step_size=1.5), TypeError, "step_size"),
+    (lambda: optim.CosineAnnealingLR(optim.SGD(_ps(), lr=0.1), T_max=0), ValueError, "T_max"),
+    (lambda: optim.CosineAnnealingLR(object(), T_max=3), TypeError, "optimizer"),
+])
+def test_bad_arguments(make: Callable, exc: type, name: str) -> None:
+    with pytest.raises(exc, match=name):
+        make()
+
+
+def test_param_in_two_groups_rejected() -> None:
+    p = Param(np.zeros(2))
+    with pytest.raises(ValueError, match="more than one parameter group"):
+        optim.SGD([{"params": [p]}, {"params": [p], "lr": 0.2}], lr=0.1)
+
+
+def test_grad_shape_mismatch_rejected() -> None:
+    p = Param(np.zeros(2))
+    opt = optim.SGD([p], lr=0.1)
+    p.grad = np.zeros(3)
+    with pytest.raises(ValueError, match="shape"):
+        opt.step()
