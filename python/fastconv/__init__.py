@@ -13,8 +13,11 @@ from .conv import col2im, conv, conv_backward_input, conv_backward_weight, im2co
 from .info import info
 from .pooling import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from . import cuda
+from .tensor import Tensor, no_grad
+from . import nn
 
 __all__ = [
+    "Tensor",
     "__version__",
     "avg_pool",
     "avg_pool_backward",
@@ -30,6 +33,8 @@ __all__ = [
     "info",
     "max_pool",
     "max_pool_backward",
+    "nn",
+    "no_grad",
     "nms",
     "output_size",
 ]
