@@ -15,6 +15,7 @@ from .pooling import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from . import cuda
 from .tensor import Tensor, no_grad
 from . import nn
+from .random import manual_seed
 
 __all__ = [
     "Tensor",
@@ -32,6 +33,7 @@ __all__ = [
     "im2col",
     "info",
     "max_pool",
+    "manual_seed",
     "max_pool_backward",
     "nn",
     "no_grad",
