@@ -3,6 +3,7 @@ state-dict names, loading errors, initialization, modes and error messages."""
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import numpy as np
@@ -158,6 +159,20 @@ def test_sequential_container():
     assert list(named.state_dict()) == ["conv.weight", "conv.bias"]
     seq.append(nn.Identity())
     assert len(seq) == 4 and isinstance(seq[3], nn.Identity)
+    assert repr(seq).splitlines()[:2] == [
+        "Sequential(", "  (0): Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=0)"]
+
+
+def test_parameter_reexport_and_deepcopy(rng):
+    assert nn.Parameter is fastconv.tensor.Parameter
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3))
+    clone = copy.deepcopy(model)
+    clone[0].weight.data[...] = 0
+    assert np.any(model[0].weight.data != 0)
+    assert list(clone.state_dict()) == list(model.state_dict())
+    x = Tensor(rng.standard_normal((2, 2, 5, 5)).astype(np.float32))
+    model.eval(), clone.eval()
+    assert _np(clone(x)).shape == _np(model(x)).shape == (2, 3, 3, 3)
 
 
 def test_dropout(rng):
@@ -177,6 +192,12 @@ def test_dropout(rng):
     np.testing.assert_allclose(_np(xt.grad), kept / (1 - p), rtol=1e-6)
     with pytest.raises(ValueError, match="probability"):
         nn.Dropout(1.5)
+    # Masks come from fastconv's generator, so manual_seed repeats them.
+    masks = []
+    for _ in range(2):
+        fastconv.manual_seed(5)
+        masks.append(_np(layer(Tensor(x))) != 0)
+    np.testing.assert_array_equal(masks[0], masks[1])
 
 
 def _build(net, m) -> None:

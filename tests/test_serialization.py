@@ -37,6 +37,18 @@ def test_round_trip(tmp_path, suffix):
     _assert_same_state(nn.load(str(path)), source.state_dict())
 
 
+def test_safetensors_from_another_writer(tmp_path):
+    """A file without fastconv's key-order metadata loads with the file's own order."""
+    from safetensors.numpy import save_file
+
+    state = _model().state_dict()
+    path = tmp_path / "weights.safetensors"
+    save_file(state, str(path))
+    loaded = nn.load(path)
+    assert sorted(loaded) == sorted(state)
+    _assert_same_state({k: loaded[k] for k in state}, state)
+
+
 def test_npz_keeps_the_given_name(tmp_path):
     path = tmp_path / "weights.NPZ"
     nn.save(_model(), path)

@@ -119,9 +119,6 @@ class Module:
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._modules[name] = value
-        elif value is None and name in ("weight", "bias"):
-            # torch keeps `self.bias = None` visible as an attribute but not as a parameter.
-            self._parameters[name] = None
         else:
             object.__setattr__(self, name, value)
             return
@@ -238,6 +235,8 @@ class Module:
             for param in module._parameters.values():
                 if param is not None:
                     param.data = _move(param.data, device)
+                    if param.grad is not None:
+                        param.grad = _move(param.grad, device)
             for name, buf in module._buffers.items():
                 if buf is not None:
                     module._buffers[name] = _move(buf, device)
@@ -449,7 +448,7 @@ class Conv(Module):
         fan_in = in_channels // groups * math.prod(self.kernel_size)
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         self.weight = _uniform((out_channels, in_channels // groups) + self.kernel_size, bound)
-        self.bias = _uniform((out_channels,), bound) if bias else None
+        self.register_parameter("bias", _uniform((out_channels,), bound) if bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_rank(x, (self.ndim + 2,), "(N, C, *spatial)")
@@ -619,7 +618,7 @@ class Linear(Module):
         self.out_features = out_features
         bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
         self.weight = _uniform((out_features, in_features), bound)
-        self.bias = _uniform((out_features,), bound) if bias else None
+        self.register_parameter("bias", _uniform((out_features,), bound) if bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
         if not x.shape or x.shape[-1] != self.in_features:
@@ -727,8 +726,8 @@ class _BatchNorm(Module):
             self.weight = Parameter(np.ones(num_features, dtype=np.float32))
             self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
         else:
-            self.weight = None
-            self.bias = None
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
         if track_running_stats:
             self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
             self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))

@@ -10,7 +10,6 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import random as _random
 from ..tensor import Tensor, no_grad
 from .modules import Conv, Linear, Module, _AvgPoolNd, _BatchNorm, _MaxPoolNd
 
@@ -99,7 +98,8 @@ def summary(model: Module, input_shape: Sequence[int],
 
     input_shape: one sample without the batch dim, e.g. (3, 32, 32); a full shape with a
     batch dim is also taken when the model's first conv/pool/norm layer shows it (its
-    batch size is then replaced by 1).
+    batch size is then replaced by 1). dtype: the input's dtype (the parameters' dtype,
+    float32 unless the model was cast).
     """
     shape = tuple(int(n) for n in input_shape)
     if _input_has_batch(model, shape):
@@ -121,7 +121,8 @@ def summary(model: Module, input_shape: Sequence[int],
     handles = [module.register_forward_hook(recorder(i, name))
                for i, (name, module) in enumerate(leaves)]
     modes = [(module, module.training) for module in model.modules()]
-    x = Tensor(_random.generator().standard_normal((1,) + shape).astype(dtype))
+    # A private generator: taking a summary must not shift fastconv.manual_seed's stream.
+    x = Tensor(np.random.default_rng(0).standard_normal((1,) + shape).astype(dtype))
     try:
         model.eval()
         with no_grad():
