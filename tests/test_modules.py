@@ -66,6 +66,7 @@ LAYERS = [
     ("Conv1d", (4, 6, 3), dict(dilation=2, groups=2, bias=False), (2, 4, 12)),
     ("Conv2d", (3, 8, 3), dict(padding=1), (2, 3, 9, 8)),
     ("Conv2d", (3, 4, 3), dict(padding="same"), (2, 3, 7, 6)),
+    ("Conv2d", (3, 4, 3), dict(padding="valid"), (2, 3, 7, 6)),
     ("Conv2d", (4, 6, (3, 2)), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2),
      (2, 4, 9, 10)),
     ("Conv2d", (4, 4, 3), dict(groups=4, padding=1), (2, 4, 6, 6)),
@@ -102,6 +103,21 @@ def test_layer_matches_torch(name, args, kwargs, shape, dtype, rng):
     ours = getattr(nn, name)(*args, **kwargs)
     twin = getattr(torch.nn, name)(*args, **kwargs)
     _check_against_torch(ours, twin, shape, dtype, rng)
+
+
+def test_conv_generic_and_padding_pairs(rng):
+    """Conv(ndim, ...) is ConvNd; (before, after) padding pairs reach fastconv.conv."""
+    fastconv.manual_seed(2)
+    generic = nn.Conv(2, 4, 6, 3, stride=2, padding=((1, 0), (0, 2)), groups=2)
+    fastconv.manual_seed(2)
+    named = nn.Conv2d(4, 6, 3, stride=2, padding=((1, 0), (0, 2)), groups=2)
+    for key, value in generic.state_dict().items():
+        np.testing.assert_array_equal(value, named.state_dict()[key])
+    x = rng.standard_normal((2, 4, 7, 8)).astype(np.float32)
+    expected = fastconv.conv(x, generic.weight.data, generic.bias.data, stride=2,
+                             padding=((1, 0), (0, 2)), groups=2)
+    np.testing.assert_array_equal(_np(generic(Tensor(x))), expected)
+    assert _np(named(Tensor(x))).shape == (2, 6, 3, 4)
 
 
 BATCH_NORMS = [
