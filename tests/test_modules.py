@@ -384,6 +384,15 @@ def test_custom_module_attributes():
     assert net.scale == 2.0 and list(net.state_dict()) == ["w", "count"]
     net.w = nn.Parameter(np.zeros(2, np.float32))
     assert net.state_dict()["w"].shape == (2,)
+    with pytest.raises(TypeError, match="cannot assign ndarray as parameter 'w'"):
+        net.w = np.zeros(2, np.float32)
+    net.w = None
+    assert list(net.state_dict()) == ["count"] and net.w is None
+    net.count = np.ones((), np.int64)
+    assert net.state_dict()["count"] == 1
+    net.child = nn.ReLU()
+    with pytest.raises(TypeError, match="as child module 'child'"):
+        net.child = 3
     with pytest.raises(NotImplementedError):
         net(1)
     with pytest.raises(AttributeError, match="missing"):

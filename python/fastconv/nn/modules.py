@@ -110,19 +110,27 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before "
                                  f"assigning {name!r}")
-        if name in self._buffers and not isinstance(value, (Parameter, Module)):
-            self._buffers[name] = value
+        if isinstance(value, (Parameter, Module)):
+            for table in (self._parameters, self._buffers, self._modules):
+                table.pop(name, None)
+            self.__dict__.pop(name, None)
+            table = self._parameters if isinstance(value, Parameter) else self._modules
+            table[name] = value
             return
-        for table in (self._parameters, self._buffers, self._modules):
-            table.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+        for table, kind in ((self._parameters, "parameter"), (self._modules, "child module")):
+            if name in table:
+                # As torch: silently unregistering `weight` on `m.weight = array` would
+                # drop it from parameters() and the state dict.
+                if value is not None:
+                    raise TypeError(f"cannot assign {type(value).__name__} as {kind} "
+                                    f"{name!r} (a {kind.split()[-1].capitalize()} or None "
+                                    f"expected)")
+                table[name] = None
+                return
+        if name in self._buffers:
+            self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
-            return
-        self.__dict__.pop(name, None)
 
     def __getattr__(self, name: str) -> Any:
         # Only called when normal lookup fails, i.e. for registered entries.
