@@ -14,7 +14,7 @@ import fastconv
 from fastconv import Tensor, no_grad
 from fastconv.tensor import Parameter
 
-# worst gradient errors seen in this session, reported by test_report_worst_errors
+# worst gradient errors seen (relative to max(1, |reference|)): finite differences, torch
 WORST = {"fd": 0.0, "torch": 0.0}
 
 
@@ -204,8 +204,19 @@ def test_matmul_shape_error() -> None:
 
 
 def test_add_shape_mismatch_raises(rng) -> None:
-    with pytest.raises(ValueError):
-        Tensor(rng.standard_normal((3, 4))) + Tensor(rng.standard_normal((3, 5)))
+    a, b = Tensor(rng.standard_normal((3, 4))), Tensor(rng.standard_normal((3, 5)))
+    for name, fn in BINARY.items():
+        with pytest.raises(ValueError, match=rf"{name}: shapes \(3, 4\) and \(3, 5\)"):
+            fn(a, b)
+    with pytest.raises(ValueError, match=r"matmul.*\(2, 3, 4\).*\(5, 4, 2\)"):
+        Tensor(np.ones((2, 3, 4))) @ Tensor(np.ones((5, 4, 2)))
+
+
+def test_bool_float_int(rng) -> None:
+    assert bool(Tensor(np.array([2.0]))) and not bool(Tensor(0.0))
+    assert float(Tensor(np.array([[1.5]]))) == 1.5 and int(Tensor(np.array(3))) == 3
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(Tensor(np.ones(2)))
 
 
 # ----------------------------------------------------------------------------- reductions

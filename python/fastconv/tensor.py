@@ -153,6 +153,13 @@ def _as_tensor(value: Any, like: Optional["Tensor"] = None) -> "Tensor":
     return Tensor(value)
 
 
+def _broadcast_op(op: str, a: "Tensor", b: "Tensor", fn: Callable) -> Any:
+    try:
+        return fn(a.data, b.data)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast") from None
+
+
 def _grad_dtype(data: Any) -> bool:
     return data.dtype.kind in "fc"
 
@@ -292,6 +299,18 @@ class Tensor:
             extra += ", requires_grad=True"
         return f"{type(self).__name__}({body}{extra})"
 
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(f"Tensor.__bool__: the truth value of a tensor with shape "
+                             f"{self.shape} is ambiguous")
+        return bool(self.data.reshape(()).item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
     def item(self) -> Any:
         if self.data.size != 1:
             raise ValueError(f"Tensor.item: only one-element tensors convert to Python "
@@ -430,14 +449,14 @@ class Tensor:
 
     def __add__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
-        return Tensor._make(self.data + b.data, [self, b], lambda g: (g, g), "add")
+        return Tensor._make(_broadcast_op("add", self, b, lambda u, v: u + v), [self, b], lambda g: (g, g), "add")
 
     def __radd__(self, other: Any) -> "Tensor":
         return _as_tensor(other, self).__add__(self)
 
     def __sub__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
-        return Tensor._make(self.data - b.data, [self, b], lambda g: (g, -g), "sub")
+        return Tensor._make(_broadcast_op("sub", self, b, lambda u, v: u - v), [self, b], lambda g: (g, -g), "sub")
 
     def __rsub__(self, other: Any) -> "Tensor":
         return _as_tensor(other, self).__sub__(self)
@@ -445,7 +464,7 @@ class Tensor:
     def __mul__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
         a_data, b_data = self.data, b.data
-        return Tensor._make(a_data * b_data, [self, b],
+        return Tensor._make(_broadcast_op("mul", self, b, lambda u, v: u * v), [self, b],
                             lambda g: (g * b_data if self.requires_grad else None,
                                        g * a_data if b.requires_grad else None), "mul")
 
@@ -455,7 +474,7 @@ class Tensor:
     def __truediv__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
         a_data, b_data = self.data, b.data
-        out = a_data / b_data
+        out = _broadcast_op("div", self, b, lambda u, v: u / v)
         return Tensor._make(out, [self, b],
                             lambda g: (g / b_data if self.requires_grad else None,
                                        -g * out / b_data if b.requires_grad else None), "div")
@@ -472,7 +491,7 @@ class Tensor:
     def __pow__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
         a_data, b_data = self.data, b.data
-        out = a_data ** b_data
+        out = _broadcast_op("pow", self, b, lambda u, v: u ** v)
 
         def backward(g: Any) -> tuple:
             xp = get_array_module(g)
