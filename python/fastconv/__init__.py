@@ -13,9 +13,12 @@ from .conv import col2im, conv, conv_backward_input, conv_backward_weight, im2co
 from .info import info
 from .pooling import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from . import cuda
-from . import optim
+from .tensor import Tensor, no_grad
+from . import nn, optim
+from .random import manual_seed
 
 __all__ = [
+    "Tensor",
     "__version__",
     "avg_pool",
     "avg_pool_backward",
@@ -30,7 +33,10 @@ __all__ = [
     "im2col",
     "info",
     "max_pool",
+    "manual_seed",
     "max_pool_backward",
+    "nn",
+    "no_grad",
     "nms",
     "optim",
     "output_size",

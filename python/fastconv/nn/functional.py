@@ -1,0 +1,533 @@
+"""Differentiable network ops on fastconv.Tensor (torch.nn.functional names and semantics).
+
+Every op takes Tensors (plain arrays are accepted as constants) and returns a Tensor.
+Convolution and pooling run fastconv's C++ kernels forward and backward
+(conv_backward_input / conv_backward_weight, max_pool indices + max_pool_backward,
+avg_pool_backward). Shape mismatches raise ValueError naming the op and the shapes; wrong
+argument types raise TypeError.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+import importlib
+
+from .. import pooling as _pool_mod
+from ..tensor import Tensor, _norm_dims, get_array_module
+
+_conv_mod = importlib.import_module("..conv", __package__)
+
+__all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "sigmoid", "tanh", "softmax",
+           "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout", "batch_norm",
+           "local_response_norm", "flatten", "concat", "cat", "pad"]
+
+
+def _tensor(op: str, name: str, value: Any, optional: bool = False) -> Optional[Tensor]:
+    if value is None:
+        if optional:
+            return None
+        raise TypeError(f"{op}: {name} must be a Tensor or an array, got None")
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray) or hasattr(value, "__cuda_array_interface__"):
+        return Tensor(value)
+    if isinstance(value, (numbers.Number, list, tuple)) and not isinstance(value, bool):
+        return Tensor(value)
+    raise TypeError(f"{op}: {name} must be a Tensor or an array, got {type(value).__name__}")
+
+
+def _float(op: str, name: str, t: Tensor) -> None:
+    if t.dtype.kind != "f":
+        raise TypeError(f"{op}: {name} must be a float tensor, got dtype {t.dtype} "
+                        f"(shape {t.shape})")
+
+
+def _same_dtype(g: Any, like: Any) -> Any:
+    return g if g.dtype == like.dtype else g.astype(like.dtype)
+
+
+# ----------------------------------------------------------------------------- conv / pool
+
+
+def conv(x: Any, w: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0,
+         dilation: Any = 1, groups: int = 1, flip: bool = False) -> Tensor:
+    """N-D convolution (see fastconv.conv): x (N, C, *spatial), w (K, C/groups, *kernel),
+    bias (K,) or None. Gradients from conv_backward_input / conv_backward_weight."""
+    x, w = _tensor("conv", "x", x), _tensor("conv", "w", w)
+    b = _tensor("conv", "bias", bias, optional=True)
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    out = _conv_mod.conv(x.data, w.data, None if b is None else b.data, flip=flip, **kw)
+    x_data, w_data, x_shape = x.data, w.data, x.shape
+    spatial = tuple(range(2, w_data.ndim))
+    kernel = w_data.shape[2:]
+
+    def backward(g: Any) -> tuple:
+        g = np.ascontiguousarray(_same_dtype(g, x_data))
+        w_eff = np.ascontiguousarray(np.flip(w_data, axis=spatial)) if flip else w_data
+        gx = gw = gb = None
+        if x.requires_grad:
+            gx = _conv_mod.conv_backward_input(g, w_eff, x_shape, **kw)
+        if w.requires_grad:
+            gw = _conv_mod.conv_backward_weight(x_data, g, kernel, **kw)
+            if flip:
+                gw = np.ascontiguousarray(np.flip(gw, axis=spatial))
+        if b is not None and b.requires_grad:
+            gb = g.sum(axis=(0,) + tuple(range(2, g.ndim)))
+        return gx, gw, gb
+
+    parents = [x, w] + ([b] if b is not None else [])
+    return Tensor._make(out, parents, backward, "conv")
+
+
+def max_pool(x: Any, kernel_size: Any, *, stride: Any = None, padding: Any = 0,
+             ceil_mode: bool = False, return_indices: bool = False) -> Any:
+    """N-D max pooling (see fastconv.max_pool); the gradient goes to the argmax cells
+    through max_pool_backward. With return_indices also returns the int64 indices array."""
+    x = _tensor("max_pool", "x", x)
+    y, idx = _pool_mod.max_pool(x.data, kernel_size, stride=stride, padding=padding,
+                                ceil_mode=ceil_mode, return_indices=True)
+    shape = x.shape
+    x_data = x.data
+
+    def backward(g: Any) -> tuple:
+        g = np.ascontiguousarray(_same_dtype(g, x_data))
+        return (_pool_mod.max_pool_backward(g, idx, shape),)
+
+    out = Tensor._make(y, [x], backward, "max_pool")
+    return (out, idx) if return_indices else out
+
+
+def avg_pool(x: Any, kernel_size: Any, *, stride: Any = None, padding: Any = 0,
+             ceil_mode: bool = False, count_include_pad: bool = True) -> Tensor:
+    """N-D average pooling (see fastconv.avg_pool); gradient from avg_pool_backward."""
+    x = _tensor("avg_pool", "x", x)
+    kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode,
+              count_include_pad=count_include_pad)
+    y = _pool_mod.avg_pool(x.data, kernel_size, **kw)
+    shape = x.shape
+    x_data = x.data
+
+    def backward(g: Any) -> tuple:
+        g = np.ascontiguousarray(_same_dtype(g, x_data))
+        return (_pool_mod.avg_pool_backward(g, shape, kernel_size, **kw),)
+
+    return Tensor._make(y, [x], backward, "avg_pool")
+
+
+# ----------------------------------------------------------------------------- dense
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
+    """x @ weight.T + bias with x (..., in), weight (out, in), bias (out,) as torch."""
+    x, weight = _tensor("linear", "x", x), _tensor("linear", "weight", weight)
+    b = _tensor("linear", "bias", bias, optional=True)
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be (out_features, in_features), got shape "
+                         f"{weight.shape}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: x shape {x.shape} does not match weight shape "
+                         f"{weight.shape}: need in_features = {weight.shape[1]} in the last "
+                         "dim of x")
+    if b is not None and b.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias must have shape ({weight.shape[0]},) for weight shape "
+                         f"{weight.shape}, got {b.shape}")
+    out = x @ weight.T
+    return out + b if b is not None else out
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def relu(x: Any) -> Tensor:
+    x = _tensor("relu", "x", x)
+    xp = get_array_module(x.data)
+    mask = x.data > 0
+    return Tensor._make(xp.where(mask, x.data, xp.zeros((), dtype=x.dtype)), [x],
+                        lambda g: (g * mask,), "relu")
+
+
+def sigmoid(x: Any) -> Tensor:
+    """1 / (1 + exp(-x)), computed without overflow."""
+    x = _tensor("sigmoid", "x", x)
+    _float("sigmoid", "x", x)
+    xp = get_array_module(x.data)
+    e = xp.exp(-xp.abs(x.data))
+    out = xp.where(x.data >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return Tensor._make(out, [x], lambda g: (g * out * (1 - out),), "sigmoid")
+
+
+def tanh(x: Any) -> Tensor:
+    x = _tensor("tanh", "x", x)
+    _float("tanh", "x", x)
+    out = get_array_module(x.data).tanh(x.data)
+    return Tensor._make(out, [x], lambda g: (g * (1 - out * out),), "tanh")
+
+
+def _dim(op: str, dim: int, x: Tensor) -> int:
+    if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
+    return _norm_dims(op, dim, x.ndim)[0]
+
+
+def softmax(x: Any, dim: int = -1) -> Tensor:
+    """exp(x) / sum(exp(x)) along dim, shifted by the max for stability."""
+    x = _tensor("softmax", "x", x)
+    _float("softmax", "x", x)
+    d = _dim("softmax", dim, x)
+    xp = get_array_module(x.data)
+    e = xp.exp(x.data - x.data.max(axis=d, keepdims=True))
+    out = e / e.sum(axis=d, keepdims=True)
+    return Tensor._make(out, [x],
+                        lambda g: (out * (g - (g * out).sum(axis=d, keepdims=True)),),
+                        "softmax")
+
+
+def _log_softmax_array(data: Any, d: int) -> Any:
+    xp = get_array_module(data)
+    shifted = data - data.max(axis=d, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=d, keepdims=True))
+
+
+def log_softmax(x: Any, dim: int = -1) -> Tensor:
+    """x - logsumexp(x) along dim (numerically stable)."""
+    x = _tensor("log_softmax", "x", x)
+    _float("log_softmax", "x", x)
+    d = _dim("log_softmax", dim, x)
+    xp = get_array_module(x.data)
+    out = _log_softmax_array(x.data, d)
+    return Tensor._make(out, [x],
+                        lambda g: (g - xp.exp(out) * g.sum(axis=d, keepdims=True),),
+                        "log_softmax")
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _reduce(op: str, loss: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_reduction(op: str, reduction: Any) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got "
+                         f"{reduction!r}")
+
+
+def nll_loss(log_probs: Any, target: Any, reduction: str = "mean",
+             ignore_index: int = -100) -> Tensor:
+    """Negative log likelihood of class indices: log_probs (N, C, *d), target (N, *d) ints
+    (or log_probs (C,) with a 0-d target). Targets equal to ignore_index contribute nothing
+    (and are left out of the mean)."""
+    op = "nll_loss"
+    lp = _tensor(op, "input", log_probs)
+    _float(op, "input", lp)
+    _check_reduction(op, reduction)
+    t = target.data if isinstance(target, Tensor) else target
+    if not isinstance(t, np.ndarray) and not hasattr(t, "__cuda_array_interface__"):
+        if isinstance(t, (list, tuple, numbers.Integral)):
+            t = np.asarray(t)
+        else:
+            raise TypeError(f"{op}: target must be an integer array or Tensor, got "
+                            f"{type(target).__name__}")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype} "
+                        f"(shape {t.shape})")
+    unbatched = lp.ndim == 1
+    data = lp.data[None] if unbatched else lp.data
+    t = t.reshape((1,) + t.shape) if unbatched else t
+    if data.ndim < 2 or t.shape != (data.shape[0],) + data.shape[2:]:
+        raise ValueError(f"{op}: target shape {tuple(np.shape(target))} does not match input "
+                         f"shape {lp.shape}: need (N, *d) for input (N, C, *d)")
+    xp = get_array_module(data)
+    classes = data.shape[1]
+    valid = t != ignore_index
+    if xp.any(valid & ((t < 0) | (t >= classes))):
+        bad = t[valid & ((t < 0) | (t >= classes))]
+        raise ValueError(f"{op}: target values must be in [0, {classes}) for input shape "
+                         f"{lp.shape}, got {int(bad.ravel()[0])}")
+    safe = xp.where(valid, t, 0).astype(np.int64)
+    picked = xp.take_along_axis(data, xp.expand_dims(safe, 1), axis=1)[:, 0]
+    losses = -picked * valid
+    count = int(valid.sum())
+    if reduction == "none":
+        out = losses[0] if unbatched else losses
+    elif reduction == "sum":
+        out = losses.sum()
+    else:
+        out = losses.sum() / data.dtype.type(count) if count else \
+            xp.asarray(np.nan, dtype=data.dtype)
+    out = xp.asarray(out, dtype=data.dtype)
+
+    def backward(g: Any) -> tuple:
+        if reduction == "none":
+            gl = g[None] if unbatched else g
+        elif reduction == "sum":
+            gl = xp.broadcast_to(g, t.shape)
+        else:
+            gl = xp.broadcast_to(g / max(count, 1), t.shape)
+        gl = gl * valid
+        grad = xp.zeros(data.shape, dtype=data.dtype)
+        xp.put_along_axis(grad, xp.expand_dims(safe, 1), -xp.expand_dims(gl, 1), axis=1)
+        return (grad[0] if unbatched else grad,)
+
+    return Tensor._make(out, [lp], backward, "nll_loss")
+
+
+def cross_entropy(logits: Any, target: Any, reduction: str = "mean",
+                  ignore_index: int = -100) -> Tensor:
+    """log_softmax over dim 1 followed by nll_loss (torch semantics).
+
+    logits (N, C) or (N, C, *d) (or (C,)); target integer class indices (N,) / (N, *d)
+    as an array or Tensor, or class probabilities of logits' shape (float).
+    """
+    op = "cross_entropy"
+    x = _tensor(op, "input", logits)
+    _float(op, "input", x)
+    _check_reduction(op, reduction)
+    cdim = 0 if x.ndim == 1 else 1
+    t_arr = target.data if isinstance(target, Tensor) else np.asarray(target) \
+        if isinstance(target, (list, tuple)) else target
+    if getattr(t_arr, "dtype", None) is not None and t_arr.dtype.kind == "f":
+        tt = _tensor(op, "target", target)
+        if tt.shape != x.shape:
+            raise ValueError(f"{op}: probability target shape {tt.shape} must equal input "
+                             f"shape {x.shape}")
+        loss = -(tt * log_softmax(x, cdim)).sum(dim=cdim)
+        return _reduce(op, loss, reduction)
+    try:
+        return nll_loss(log_softmax(x, cdim), target, reduction, ignore_index)
+    except (ValueError, TypeError) as e:
+        raise type(e)(str(e).replace("nll_loss:", f"{op}:", 1)) from None
+
+
+def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Mean (or sum, or elementwise) squared error; input and target must share a shape."""
+    op = "mse_loss"
+    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
+    _check_reduction(op, reduction)
+    if x.shape != t.shape:
+        raise ValueError(f"{op}: input shape {x.shape} and target shape {t.shape} differ")
+    diff = x - t
+    return _reduce(op, diff * diff, reduction)
+
+
+# ----------------------------------------------------------------------------- regularizers
+
+
+def dropout(x: Any, p: float = 0.5, training: bool = True, *, mask: Any = None,
+            generator: Optional[np.random.Generator] = None) -> Tensor:
+    """Inverted dropout: zero each element with probability p and scale the rest by
+    1/(1-p). `mask` (bool or 0/1 array of x's shape, 1 = keep) fixes the pattern; otherwise
+    it is drawn from `generator` (numpy.random.Generator) or numpy's global RNG. p=0 or
+    training=False returns x unchanged."""
+    op = "dropout"
+    x = _tensor(op, "x", x)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"{op}: p must be a float, got {type(p).__name__}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{op}: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    xp = get_array_module(x.data)
+    if mask is not None:
+        mask = mask.data if isinstance(mask, Tensor) else xp.asarray(mask)
+        if mask.shape != x.shape:
+            raise ValueError(f"{op}: mask shape {mask.shape} must equal x shape {x.shape}")
+        keep = mask.astype(bool)
+    elif generator is not None:
+        if not isinstance(generator, np.random.Generator):
+            raise TypeError(f"{op}: generator must be a numpy.random.Generator, got "
+                            f"{type(generator).__name__}")
+        keep = xp.asarray(generator.random(x.shape) >= p)
+    else:
+        keep = xp.asarray(np.random.random_sample(x.shape) >= p)
+    scale = 0.0 if p == 1 else 1.0 / (1.0 - p)
+    factor = (keep * scale).astype(x.dtype)
+    return Tensor._make(x.data * factor, [x], lambda g: (g * factor,), "dropout")
+
+
+def _stat_array(op: str, name: str, value: Any, channels: int) -> Any:
+    if value is None:
+        return None
+    arr = value.data if isinstance(value, Tensor) else value
+    if not isinstance(arr, np.ndarray) and not hasattr(arr, "__cuda_array_interface__"):
+        raise TypeError(f"{op}: {name} must be an array or Tensor, got {type(value).__name__}")
+    if arr.shape != (channels,):
+        raise ValueError(f"{op}: {name} must have shape ({channels},), got {arr.shape}")
+    return arr
+
+
+def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
+               bias: Any = None, training: bool = False, momentum: float = 0.1,
+               eps: float = 1e-5) -> Tensor:
+    """Batch normalization over every dim but 1 (torch semantics).
+
+    training=True normalizes with the batch mean and biased variance and, when given,
+    updates running_mean / running_var (arrays or Tensors, updated in place) as
+    (1 - momentum) * running + momentum * batch, with the unbiased batch variance;
+    the backward pass goes through the batch statistics. training=False uses the running
+    statistics.
+    """
+    op = "batch_norm"
+    x = _tensor(op, "x", x)
+    _float(op, "x", x)
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must be (N, C, *spatial), got shape {x.shape}")
+    channels = x.shape[1]
+    rm = _stat_array(op, "running_mean", running_mean, channels)
+    rv = _stat_array(op, "running_var", running_var, channels)
+    w = _tensor(op, "weight", weight, optional=True)
+    b = _tensor(op, "bias", bias, optional=True)
+    for name, t in (("weight", w), ("bias", b)):
+        if t is not None and t.shape != (channels,):
+            raise ValueError(f"{op}: {name} must have shape ({channels},) for x shape "
+                             f"{x.shape}, got {t.shape}")
+    xp = get_array_module(x.data)
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, channels) + (1,) * (x.ndim - 2)
+    n = x.data.size // channels
+    data = x.data
+    if training:
+        if n <= 1:
+            raise ValueError(f"{op}: expected more than 1 value per channel when training, "
+                             f"got x shape {x.shape}")
+        mean = data.mean(axis=axes)
+        var = data.var(axis=axes)
+        if rm is not None:
+            rm *= 1 - momentum
+            rm += momentum * mean.astype(rm.dtype, copy=False)
+        if rv is not None:
+            rv *= 1 - momentum
+            rv += momentum * (var * (n / (n - 1))).astype(rv.dtype, copy=False)
+    else:
+        if rm is None or rv is None:
+            raise ValueError(f"{op}: running_mean and running_var are needed when not "
+                             "training")
+        mean, var = rm.astype(data.dtype, copy=False), rv.astype(data.dtype, copy=False)
+    inv_std = (1.0 / xp.sqrt(var + eps)).astype(data.dtype, copy=False)
+    xhat = (data - mean.reshape(bshape)) * inv_std.reshape(bshape)
+    w_data = None if w is None else w.data.astype(data.dtype, copy=False)
+    out = xhat
+    if w is not None:
+        out = out * w_data.reshape(bshape)
+    if b is not None:
+        out = out + b.data.astype(data.dtype, copy=False).reshape(bshape)
+
+    def backward(g: Any) -> tuple:
+        gw = (g * xhat).sum(axis=axes) if w is not None and w.requires_grad else None
+        gb = g.sum(axis=axes) if b is not None and b.requires_grad else None
+        gx = None
+        if x.requires_grad:
+            gxhat = g * w_data.reshape(bshape) if w is not None else g
+            if training:
+                s1 = gxhat.sum(axis=axes).reshape(bshape)
+                s2 = (gxhat * xhat).sum(axis=axes).reshape(bshape)
+                gx = inv_std.reshape(bshape) / n * (n * gxhat - s1 - xhat * s2)
+            else:
+                gx = gxhat * inv_std.reshape(bshape)
+        return tuple(gr for gr, t in ((gx, x), (gw, w), (gb, b)) if t is not None)
+
+    parents = [t for t in (x, w, b) if t is not None]
+    return Tensor._make(out, parents, backward, "batch_norm")
+
+
+def local_response_norm(x: Any, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Tensor:
+    """b_c = a_c * (k + alpha / size * sum_{c' = c - size//2}^{c + (size-1)//2} a_c'^2)^-beta
+    over channels (dim 1), as torch.nn.functional.local_response_norm. The channel window
+    sum runs on fastconv's avg_pool (and its backward)."""
+    op = "local_response_norm"
+    x = _tensor(op, "x", x)
+    _float(op, "x", x)
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"{op}: size must be a positive int, got {size!r}")
+    if x.ndim < 3:
+        raise ValueError(f"{op}: x must be (N, C, *spatial) with at least 3 dims, got shape "
+                         f"{x.shape}")
+    n, c = x.shape[:2]
+    rest = int(np.prod(x.shape[2:]))
+    sq = (x * x).reshape(n, 1, c, rest)
+    avg = avg_pool(sq, (size, 1), stride=1, padding=((size // 2, (size - 1) // 2), (0, 0)),
+                   count_include_pad=True)
+    div = (avg.reshape(x.shape) * alpha + k) ** beta
+    return x / div
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def flatten(x: Any, start_dim: int = 1, end_dim: int = -1) -> Tensor:
+    """Merge dims start_dim..end_dim into one (torch.flatten)."""
+    x = _tensor("flatten", "x", x)
+    if x.ndim == 0:
+        return x.reshape(1)
+    s, e = (_norm_dims("flatten", d, x.ndim)[0] for d in (start_dim, end_dim))
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for "
+                         f"shape {x.shape}")
+    shape = x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
+    return x.reshape(shape)
+
+
+def concat(tensors: Sequence[Any], dim: int = 1) -> Tensor:
+    """Join tensors along dim (their other dims must agree)."""
+    op = "concat"
+    if isinstance(tensors, (Tensor, np.ndarray)) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: tensors must be a list or tuple of Tensors, got "
+                        f"{type(tensors).__name__}")
+    if not tensors:
+        raise ValueError(f"{op}: needs at least one tensor")
+    ts = [_tensor(op, f"tensors[{i}]", t) for i, t in enumerate(tensors)]
+    first = ts[0]
+    d = _dim(op, dim, first)
+    for t in ts[1:]:
+        if t.ndim != first.ndim or t.shape[:d] + t.shape[d + 1:] != \
+                first.shape[:d] + first.shape[d + 1:]:
+            raise ValueError(f"{op}: shapes {[u.shape for u in ts]} differ outside dim {dim}")
+    xp = get_array_module(first.data)
+    out = xp.concatenate([t.data for t in ts], axis=d)
+    bounds = np.cumsum([t.shape[d] for t in ts])[:-1]
+
+    def backward(g: Any) -> tuple:
+        return tuple(xp.split(g, bounds, axis=d))
+
+    return Tensor._make(out, ts, backward, "concat")
+
+
+cat = concat
+
+
+def pad(x: Any, pad: Sequence[int], value: float = 0.0) -> Tensor:
+    """Constant padding with torch's pad tuple: (last_before, last_after, prev_before, ...)
+    covering the last len(pad) // 2 dims. Pads must be nonnegative."""
+    op = "pad"
+    x = _tensor(op, "x", x)
+    try:
+        widths = [int(p) for p in pad]
+        if any(isinstance(p, bool) or not isinstance(p, numbers.Integral) for p in pad):
+            raise TypeError
+    except TypeError:
+        raise TypeError(f"{op}: pad must be a sequence of ints, got {pad!r}") from None
+    if len(widths) % 2 or len(widths) // 2 > x.ndim:
+        raise ValueError(f"{op}: pad {tuple(widths)} must have an even length of at most "
+                         f"2 * ndim for x shape {x.shape}")
+    if any(p < 0 for p in widths):
+        raise ValueError(f"{op}: negative padding {tuple(widths)} is not supported (x shape "
+                         f"{x.shape})")
+    pairs = [(0, 0)] * x.ndim
+    for i in range(len(widths) // 2):
+        pairs[x.ndim - 1 - i] = (widths[2 * i], widths[2 * i + 1])
+    xp = get_array_module(x.data)
+    out = xp.pad(x.data, pairs, mode="constant", constant_values=value)
+    index = tuple(slice(b, b + s) for (b, _), s in zip(pairs, x.shape))
+    return Tensor._make(out, [x], lambda g: (g[index],), "pad")

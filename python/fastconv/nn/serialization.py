@@ -1,0 +1,97 @@
+"""Saving and loading state dicts: `.npz`, `.safetensors`, and reading torch `.pth` files.
+
+A state dict here is a mapping of str keys to NumPy arrays, as `Module.state_dict()`
+returns; the format follows the file's suffix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Dict, Mapping, Union
+
+import numpy as np
+
+from .modules import Module
+
+__all__ = ["load", "save"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_ORDER_KEY = "fastconv.key_order"
+
+
+def _suffix(path: PathLike) -> str:
+    return Path(path).suffix.lower()
+
+
+def save(state: Union[Module, Mapping[str, np.ndarray]], path: PathLike) -> None:
+    """Write a module's state dict (or a mapping of names to arrays) to `path`.
+
+    ".npz" uses np.savez, ".safetensors" the safetensors NumPy API; any other suffix
+    raises ValueError (torch's .pth is read-only here: writing it would need torch).
+    """
+    if isinstance(state, Module):
+        state = state.state_dict()
+    # np.ascontiguousarray would turn 0-d arrays (num_batches_tracked) into 1-d ones.
+    arrays = {str(key): np.asarray(value, order="C") for key, value in state.items()}
+    suffix = _suffix(path)
+    if suffix == ".npz":
+        # np.savez would append ".npz" to a str path without it; a file object keeps `path`.
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+    elif suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        # safetensors stores tensors sorted by name; the metadata keeps the model's order.
+        save_file(arrays, str(path), metadata={_ORDER_KEY: json.dumps(list(arrays))})
+    else:
+        raise ValueError(f"save: cannot tell the format of {str(path)!r}: use a .npz or "
+                         f".safetensors suffix")
+
+
+def load(path: PathLike) -> Dict[str, np.ndarray]:
+    """Read a state dict: `.npz`, `.safetensors`, or a torch `.pth`/`.pt` file of tensors
+    (torchvision weights), the latter through `torch.load(weights_only=True)`, so it needs
+    torch. Returns {key: NumPy array} in the file's order."""
+    suffix = _suffix(path)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.numpy import load_file
+
+        arrays = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        order = json.loads(metadata.get(_ORDER_KEY, "[]"))
+        if sorted(order) != sorted(arrays):  # written by another tool: keep the file's order
+            order = list(arrays)
+        return {key: arrays[key] for key in order}
+    if suffix in (".pth", ".pt"):
+        return _load_torch(path)
+    raise ValueError(f"load: cannot tell the format of {str(path)!r}: expected .npz, "
+                     f".safetensors, .pth or .pt")
+
+
+def _load_torch(path: PathLike) -> Dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"load: reading {str(path)!r} needs PyTorch (pip install torch); "
+                          f"or convert it once to .safetensors where torch is installed"
+                          ) from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"load: {str(path)!r} holds a {type(state).__name__}, not a state "
+                         f"dict of tensors")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"load: {str(path)!r} entry {key!r} is a "
+                             f"{type(value).__name__}, not a tensor (a checkpoint wrapping "
+                             f"the state dict? load it with torch and pick the state dict)")
+        out[key] = value.detach().cpu().numpy()
+    return out

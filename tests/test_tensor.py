@@ -1,0 +1,463 @@
+"""fastconv.Tensor: construction, arithmetic and reductions against finite differences and
+PyTorch, graph behaviour (no_grad, detach, accumulation, diamonds, deep chains) and bad
+input."""
+
+from __future__ import annotations
+
+from typing import Callable, List, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+import fastconv
+from fastconv import Tensor, no_grad
+from fastconv.tensor import Parameter
+
+# worst gradient errors seen (relative to max(1, |reference|)): finite differences, torch
+WORST = {"fd": 0.0, "torch": 0.0}
+
+
+def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[np.ndarray], *, eps: float = 1e-6,
+              atol: float = 1e-7, rtol: float = 1e-6, seed: int = 0,
+              directions: int = 4, elementwise_limit: int = 40) -> float:
+    """Compare backward() with central finite differences in float64.
+
+    The scalar checked is sum(fn(*inputs) * R) for a fixed random R. Small inputs are
+    checked elementwise; larger ones along `directions` random unit directions.
+    Returns the worst error relative to atol + rtol * |numeric| (must be <= 1).
+    """
+    rng = np.random.default_rng(seed)
+    inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
+    ts = [Tensor(a.copy(), requires_grad=True) for a in inputs]
+    out = fn(*ts)
+    r = rng.standard_normal(out.shape)
+    (out * r).sum().backward()
+
+    def f(arrays: List[np.ndarray]) -> float:
+        with no_grad():
+            return float((fn(*[Tensor(a) for a in arrays]).data * r).sum())
+
+    worst = 0.0
+    for i, (a, t) in enumerate(zip(inputs, ts)):
+        assert t.grad is not None and t.grad.shape == a.shape and t.grad.dtype == np.float64
+        if a.size <= elementwise_limit:
+            dirs = [np.eye(a.size)[j].reshape(a.shape) for j in range(a.size)]
+        else:
+            dirs = [rng.standard_normal(a.shape) for _ in range(directions)]
+            dirs = [d / np.linalg.norm(d) for d in dirs]
+        for d in dirs:
+            plus = [b if j != i else b + eps * d for j, b in enumerate(inputs)]
+            minus = [b if j != i else b - eps * d for j, b in enumerate(inputs)]
+            numeric = (f(plus) - f(minus)) / (2 * eps)
+            analytic = float((t.grad * d).sum())
+            err = abs(numeric - analytic)
+            WORST["fd"] = max(WORST["fd"], err / max(1.0, abs(numeric)))
+            worst = max(worst, err / (atol + rtol * abs(numeric)))
+    assert worst <= 1.0, f"gradient mismatch: worst scaled error {worst:.3g}"
+    return worst
+
+
+def assert_close_torch(ours: np.ndarray, theirs: torch.Tensor, rtol: float = 1e-9,
+                       atol: float = 1e-11) -> None:
+    ref = theirs.detach().numpy()
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    err = np.abs(ours - ref).max() if ours.size else 0.0
+    WORST["torch"] = max(WORST["torch"], float(err / max(1.0, np.abs(ref).max())))
+    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol)
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    import zlib
+
+    return np.random.default_rng(zlib.crc32(request.node.name.encode()))
+
+
+# ----------------------------------------------------------------------------- construction
+
+
+def test_construction_dtypes_and_attributes() -> None:
+    assert Tensor(1.5).dtype == np.float32
+    assert Tensor([1.0, 2.0]).dtype == np.float32
+    assert Tensor(np.zeros(3, np.float64) + 1).dtype == np.float64
+    assert Tensor([1, 2]).dtype.kind == "i"
+    a = np.arange(6.0).reshape(2, 3)
+    t = Tensor(a, requires_grad=True)
+    assert t.data is a and t.shape == (2, 3) and t.ndim == 2 and len(t) == 2
+    assert t.size == 6 and t.numel() == 6 and t.size() == (2, 3) and t.size(1) == 3
+    assert t.device == "cpu" and t.grad is None and t.requires_grad and t.is_leaf
+    assert t.numpy() is a and t.to("cpu") is t
+    assert "requires_grad=True" in repr(t) and "float64" in repr(t)
+    assert Tensor(np.array([[2.5]])).item() == 2.5
+    assert isinstance(fastconv.Tensor, type) and fastconv.no_grad is no_grad
+    p = Parameter(np.ones(2))
+    assert p.requires_grad and isinstance(p, Tensor) and "Parameter" in repr(p)
+
+
+def test_integer_tensors_cannot_require_grad() -> None:
+    with pytest.raises(TypeError, match="floating point"):
+        Tensor(np.arange(3), requires_grad=True)
+    with pytest.raises(TypeError):
+        Tensor("abc")
+    with pytest.raises(TypeError):
+        Tensor(np.arange(3)).exp()
+
+
+def test_to_cuda_raises_without_backend() -> None:
+    if fastconv.cuda.is_available():
+        pytest.skip("CUDA backend present")
+    with pytest.raises(RuntimeError, match="Tensor.to"):
+        Tensor(np.ones(2)).to("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        Tensor(np.ones(2)).to("tpu")
+
+
+def test_item_and_len_errors() -> None:
+    with pytest.raises(ValueError, match=r"item.*\(2,\)"):
+        Tensor(np.ones(2)).item()
+    with pytest.raises(TypeError):
+        len(Tensor(np.float64(1.0)))
+
+
+# ----------------------------------------------------------------------------- arithmetic
+
+BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "pow": lambda a, b: a.abs() ** b if isinstance(a, Tensor) else a.abs() ** b,
+}
+
+SHAPE_PAIRS = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 4)), ((2, 1, 3), (4, 1)),
+               ((), (3,))]
+
+
+@pytest.mark.parametrize("op", list(BINARY))
+@pytest.mark.parametrize("shapes", SHAPE_PAIRS, ids=str)
+def test_binary_broadcasting_gradcheck_and_torch(op: str, shapes, rng) -> None:
+    a = rng.standard_normal(shapes[0])
+    b = rng.standard_normal(shapes[1])
+    if op == "div":
+        b = np.sign(b) * (np.abs(b) + 0.5)
+    if op == "pow":
+        a = np.abs(a) + 0.5
+    fn = BINARY[op]
+    gradcheck(fn, [a, b])
+    ta = torch.tensor(a, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    ours_a, ours_b = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
+    out = fn(ours_a, ours_b)
+    ref = fn(ta, tb)
+    assert_close_torch(out.data, ref)
+    g = rng.standard_normal(ref.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    assert_close_torch(ours_a.grad, ta.grad)
+    assert_close_torch(ours_b.grad, tb.grad)
+
+
+def test_scalars_arrays_and_reflected_ops(rng) -> None:
+    a = rng.standard_normal((3, 4)) + 3.0
+    c = np.abs(rng.standard_normal(4)) + 0.5
+    fns = [lambda x, c: 2.0 + x, lambda x, c: x + 2, lambda x, c: 3.0 - x,
+           lambda x, c: x - c, lambda x, c: c - x, lambda x, c: 2.5 * x, lambda x, c: x * c,
+           lambda x, c: 1.5 / x, lambda x, c: x / 2.0, lambda x, c: c / x, lambda x, c: -x,
+           lambda x, c: x ** 2, lambda x, c: x ** 0.5, lambda x, c: 2.0 ** x,
+           lambda x, c: c + x, lambda x, c: c * x, lambda x, c: c ** x, lambda x, c: x ** c]
+    for fn in fns:
+        gradcheck(lambda x: fn(x, c), [a])
+        out = fn(Tensor(a), c)
+        assert isinstance(out, Tensor)
+        ref = fn(torch.tensor(a), torch.tensor(c))
+        assert_close_torch(out.data, ref)
+    # scalars keep float32
+    t32 = Tensor(a.astype(np.float32))
+    assert (t32 * 2.0 + 1).dtype == np.float32 and (1.0 / t32).dtype == np.float32
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((4,), (4, 2)), ((3, 4), (4,)),
+                                    ((4,), (4,)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 2)),
+                                    ((3, 4), (2, 4, 2)), ((1, 3, 4), (2, 4, 3))], ids=str)
+def test_matmul(shapes, rng) -> None:
+    a, b = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
+    gradcheck(lambda x, y: x @ y, [a, b])
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    oa, ob = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
+    out, ref = oa @ ob, ta @ tb
+    assert_close_torch(out.data, ref)
+    g = rng.standard_normal(ref.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    assert_close_torch(oa.grad, ta.grad)
+    assert_close_torch(ob.grad, tb.grad)
+    # reflected with an array operand
+    assert_close_torch((a @ Tensor(b)).data, ref)
+
+
+def test_matmul_shape_error() -> None:
+    with pytest.raises(ValueError, match=r"matmul.*\(3, 4\).*\(5, 2\)"):
+        Tensor(np.ones((3, 4))) @ Tensor(np.ones((5, 2)))
+    with pytest.raises(TypeError):
+        Tensor(np.ones(3)) + "x"
+
+
+def test_add_shape_mismatch_raises(rng) -> None:
+    a, b = Tensor(rng.standard_normal((3, 4))), Tensor(rng.standard_normal((3, 5)))
+    for name, fn in BINARY.items():
+        with pytest.raises(ValueError, match=rf"{name}: shapes \(3, 4\) and \(3, 5\)"):
+            fn(a, b)
+    with pytest.raises(ValueError, match=r"matmul.*\(2, 3, 4\).*\(5, 4, 2\)"):
+        Tensor(np.ones((2, 3, 4))) @ Tensor(np.ones((5, 4, 2)))
+
+
+def test_bool_float_int(rng) -> None:
+    assert bool(Tensor(np.array([2.0]))) and not bool(Tensor(0.0))
+    assert float(Tensor(np.array([[1.5]]))) == 1.5 and int(Tensor(np.array(3))) == 3
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(Tensor(np.ones(2)))
+
+
+# ----------------------------------------------------------------------------- reductions
+
+REDUCTIONS = [(None, False), (0, False), (1, True), ((0, 2), False), ((0, 2), True), (-1, False),
+              ((), False)]
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "max", "min"])
+@pytest.mark.parametrize("dim,keepdim", REDUCTIONS, ids=str)
+def test_reductions(name: str, dim, keepdim: bool, rng) -> None:
+    a = rng.standard_normal((3, 4, 5))
+    if name in ("max", "min") and (dim == () or isinstance(dim, tuple) or dim is None):
+        fn = lambda x: getattr(x, name)(dim, keepdim)  # noqa: E731
+        ref = getattr(torch, "amax" if name == "max" else "amin")(
+            torch.tensor(a), dim=tuple(range(3)) if dim is None else dim, keepdim=keepdim)
+        if dim == ():
+            return  # torch.amax(dim=()) reduces everything; ours too, covered by None
+    elif name in ("max", "min"):
+        fn = lambda x: getattr(x, name)(dim, keepdim)  # noqa: E731
+        ref = getattr(torch.tensor(a), name)(dim, keepdim).values
+    else:
+        if dim == ():
+            return  # torch's dim=() semantics differ between versions
+        fn = lambda x: getattr(x, name)(dim=dim, keepdim=keepdim)  # noqa: E731
+        ref = getattr(torch.tensor(a), name)(dim=dim, keepdim=keepdim) if dim is not None \
+            else getattr(torch.tensor(a), name)()
+        if dim is None and keepdim:
+            ref = ref.reshape(1, 1, 1)
+    gradcheck(fn, [a])
+    assert_close_torch(fn(Tensor(a)).data, ref)
+
+
+def test_max_gradient_goes_to_argmax(rng) -> None:
+    a = rng.standard_normal((4, 6))
+    t = Tensor(a, requires_grad=True)
+    t.max(1).sum().backward()
+    expected = np.zeros_like(a)
+    expected[np.arange(4), a.argmax(1)] = 1
+    np.testing.assert_array_equal(t.grad, expected)
+    ta = torch.tensor(a, requires_grad=True)
+    ta.max(1).values.sum().backward()
+    assert_close_torch(t.grad, ta.grad)
+
+
+# ----------------------------------------------------------------------------- shape ops
+
+
+def test_reshape_transpose_permute_T(rng) -> None:
+    a = rng.standard_normal((2, 3, 4))
+    ta = torch.tensor(a)
+    cases = [(lambda x: x.reshape(6, 4), lambda x: x.reshape(6, 4)),
+             (lambda x: x.reshape((4, -1)), lambda x: x.reshape((4, -1))),
+             (lambda x: x.transpose(0, 2), lambda x: x.transpose(0, 2)),
+             (lambda x: x.transpose(-1, 1), lambda x: x.transpose(-1, 1)),
+             (lambda x: x.permute(2, 0, 1), lambda x: x.permute(2, 0, 1)),
+             (lambda x: x.permute((1, 2, 0)), lambda x: x.permute((1, 2, 0))),
+             (lambda x: x.reshape(6, 4).T, lambda x: x.reshape(6, 4).T),
+             (lambda x: x.unsqueeze(1).squeeze(1), lambda x: x.unsqueeze(1).squeeze(1)),
+             (lambda x: x.flatten(), lambda x: x.flatten())]
+    for ours, theirs in cases:
+        gradcheck(ours, [a])
+        assert_close_torch(ours(Tensor(a)).data, theirs(ta))
+    with pytest.raises(ValueError, match=r"reshape.*\(2, 3, 4\)"):
+        Tensor(a).reshape(5, 5)
+    with pytest.raises(ValueError, match="permute"):
+        Tensor(a).permute(0, 0, 1)
+
+
+INDEXES = [
+    (1,), (slice(None), 2), (Ellipsis, slice(1, 3)), (slice(None, None, -1),),
+    (np.array([0, 2, 2, 1]),), (slice(None), np.array([3, 0, 3])),
+    (np.array([0, 1, 0]), np.array([2, 2, 2])), (np.array([[1, 0], [1, 1]]), slice(1, None)),
+    (None, 0), (np.array([True, False, True]),),
+]
+
+
+@pytest.mark.parametrize("key", INDEXES, ids=lambda k: repr(k).replace(" ", ""))
+def test_getitem(key, rng) -> None:
+    a = rng.standard_normal((3, 4, 2))
+    gradcheck(lambda x: x[key], [a])
+    if any(isinstance(k, slice) and (k.step or 1) < 0 for k in key):
+        return  # torch has no negative steps
+    t = Tensor(a, requires_grad=True)
+    ta = torch.tensor(a, requires_grad=True)
+    tkey = tuple(torch.tensor(k) if isinstance(k, np.ndarray) else k for k in key)
+    out, ref = t[key], ta[tkey]
+    assert_close_torch(out.data, ref)
+    g = rng.standard_normal(ref.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    assert_close_torch(t.grad, ta.grad)
+
+
+def test_getitem_with_tensor_index_and_error(rng) -> None:
+    a = rng.standard_normal((5, 3))
+    idx = Tensor(np.array([4, 4, 0]))
+    t = Tensor(a, requires_grad=True)
+    t[idx].sum().backward()
+    assert t.grad[4].tolist() == [2.0, 2.0, 2.0] and t.grad[0].tolist() == [1.0] * 3
+    with pytest.raises(IndexError, match=r"\(5, 3\)"):
+        t[7]
+
+
+# ----------------------------------------------------------------------------- elementwise
+
+UNARY = {
+    "exp": (lambda x: x.exp(), lambda x: x.exp(), lambda a: a),
+    "log": (lambda x: x.log(), lambda x: x.log(), lambda a: np.abs(a) + 0.2),
+    "sqrt": (lambda x: x.sqrt(), lambda x: x.sqrt(), lambda a: np.abs(a) + 0.2),
+    "abs": (lambda x: x.abs(), lambda x: x.abs(), lambda a: a),
+    "abs_builtin": (lambda x: abs(x), lambda x: abs(x), lambda a: a),
+    "clamp_both": (lambda x: x.clamp(-0.5, 0.7), lambda x: x.clamp(-0.5, 0.7), lambda a: a),
+    "clamp_min": (lambda x: x.clamp(min=0.1), lambda x: x.clamp(min=0.1), lambda a: a),
+    "clamp_max": (lambda x: x.clamp(max=-0.1), lambda x: x.clamp(max=-0.1), lambda a: a),
+    "relu": (lambda x: x.relu(), lambda x: x.relu(), lambda a: a),
+    "sigmoid": (lambda x: x.sigmoid(), lambda x: x.sigmoid(), lambda a: a),
+    "tanh": (lambda x: x.tanh(), lambda x: x.tanh(), lambda a: a),
+    "softmax": (lambda x: x.softmax(0), lambda x: x.softmax(0), lambda a: a),
+    "log_softmax": (lambda x: x.log_softmax(1), lambda x: x.log_softmax(1), lambda a: a),
+}
+
+
+@pytest.mark.parametrize("name", list(UNARY))
+def test_unary(name: str, rng) -> None:
+    ours, theirs, prep = UNARY[name]
+    a = prep(rng.standard_normal((4, 5)) * 2)
+    gradcheck(ours, [a])
+    t, ta = Tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    out, ref = ours(t), theirs(ta)
+    assert_close_torch(out.data, ref)
+    g = rng.standard_normal(ref.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    assert_close_torch(t.grad, ta.grad)
+
+
+def test_clamp_needs_a_bound() -> None:
+    with pytest.raises(ValueError, match="clamp"):
+        Tensor(np.ones(2)).clamp()
+
+
+# ----------------------------------------------------------------------------- graph
+
+
+def test_no_grad_context_and_decorator(rng) -> None:
+    x = Tensor(rng.standard_normal(3), requires_grad=True)
+    with no_grad():
+        y = x * 2 + 1
+    assert not y.requires_grad and y.is_leaf
+    assert fastconv.tensor.is_grad_enabled()
+
+    @no_grad()
+    def f(t: Tensor) -> Tensor:
+        return t.exp()
+
+    assert not f(x).requires_grad
+    z = x * 2
+    assert z.requires_grad and not z.is_leaf
+    with no_grad():
+        with fastconv.tensor.enable_grad():
+            assert (x * 3).requires_grad
+        assert not (x * 3).requires_grad
+
+
+def test_detach_cuts_the_graph(rng) -> None:
+    a = rng.standard_normal(4)
+    x = Tensor(a, requires_grad=True)
+    y = x * x
+    z = y.detach()
+    assert not z.requires_grad and z.data is y.data
+    (y + z * 5).sum().backward()
+    np.testing.assert_allclose(x.grad, 2 * a)
+
+
+def test_gradient_accumulates_over_two_backward_calls(rng) -> None:
+    a = rng.standard_normal((2, 3))
+    x = Tensor(a, requires_grad=True)
+    (x * x).sum().backward()
+    first = x.grad.copy()
+    (x * 3).sum().backward()
+    np.testing.assert_allclose(first, 2 * a)
+    np.testing.assert_allclose(x.grad, 2 * a + 3)
+    # the same graph twice (kept after backward) accumulates too
+    loss = (x.exp()).sum()
+    x.grad = None
+    loss.backward()
+    loss.backward()
+    np.testing.assert_allclose(x.grad, 2 * np.exp(a))
+    # intermediates keep no grad unless asked
+    h = x * 2
+    h2 = x * 3
+    h2.retain_grad()
+    (h * h2).sum().backward()
+    assert h.grad is None and h2.grad is not None
+
+
+def test_backward_non_scalar_needs_grad(rng) -> None:
+    a = rng.standard_normal((2, 3))
+    x = Tensor(a, requires_grad=True)
+    y = x * x
+    with pytest.raises(RuntimeError, match=r"one-element.*\(2, 3\)"):
+        y.backward()
+    with pytest.raises(ValueError, match=r"grad shape \(3,\).*\(2, 3\)"):
+        y.backward(np.ones(3))
+    g = rng.standard_normal((2, 3))
+    y.backward(Tensor(g))
+    np.testing.assert_allclose(x.grad, 2 * a * g)
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        Tensor(a).sum().backward()
+
+
+def test_diamond_graph(rng) -> None:
+    a = rng.standard_normal((3, 3))
+    x = Tensor(a, requires_grad=True)
+    h = x.exp()
+    y = h * h.tanh() + h / (h + 1)
+    gradcheck(lambda t: (lambda e: e * e.tanh() + e / (e + 1))(t.exp()), [a])
+    y.sum().backward()
+    ta = torch.tensor(a, requires_grad=True)
+    e = ta.exp()
+    (e * e.tanh() + e / (e + 1)).sum().backward()
+    assert_close_torch(x.grad, ta.grad)
+    # x used twice directly
+    x2 = Tensor(a, requires_grad=True)
+    (x2 * x2 + x2).sum().backward()
+    np.testing.assert_allclose(x2.grad, 2 * a + 1)
+
+
+def test_deep_chain_has_no_recursion_limit(rng) -> None:
+    a = rng.standard_normal(5)
+    x = Tensor(a, requires_grad=True)
+    y = x
+    for _ in range(3000):
+        y = y * 1.0001 + 0.001
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(5, 1.0001 ** 3000), rtol=1e-10)
+    assert y._op == "add"
+
+
+def test_float32_gradients_stay_float32(rng) -> None:
+    x = Tensor(rng.standard_normal((2, 3)).astype(np.float32), requires_grad=True)
+    (x * x + x.mean()).sum().backward()
+    assert x.grad.dtype == np.float32
