@@ -518,3 +518,28 @@ def test_float32_in_float32_out(name, rng) -> None:
     assert out.dtype == np.float32, out.dtype
     out.sum().backward()
     assert x.grad.dtype == np.float32 and np.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(6, 4), (3, 4, 5), (4,)], ids=str)
+def test_cross_entropy_weight_and_label_smoothing(shape, reduction, weighted, smoothing,
+                                                 rng) -> None:
+    logits = rng.standard_normal(shape) * 2
+    c = shape[0] if len(shape) == 1 else shape[1]
+    tshape = () if len(shape) == 1 else (shape[0],) + shape[2:]
+    target = rng.integers(0, c, tshape)
+    if target.ndim:
+        target.flat[1] = -100
+    weight = rng.random(c) + 0.5 if weighted else None
+    tweight = None if weight is None else torch.tensor(weight)
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    compare(lambda t: F.cross_entropy(t, target, weight=weight, **kw),
+            lambda t: TF.cross_entropy(t, torch.tensor(target), weight=tweight, **kw),
+            [logits], rng)
+    gradcheck(lambda t: F.cross_entropy(t, target, weight=weight, **kw), [logits])
+    probs = rng.random(shape)
+    probs /= probs.sum(0 if len(shape) == 1 else 1, keepdims=True)
+    compare(lambda t, p: F.cross_entropy(t, p, weight=weight, **kw),
+            lambda t, p: TF.cross_entropy(t, p, weight=tweight, **kw), [logits, probs], rng)
