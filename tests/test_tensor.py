@@ -9,6 +9,8 @@ from typing import Callable, List, Sequence
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastconv
 from fastconv import Tensor, no_grad
@@ -482,3 +484,60 @@ def test_no_grad_is_per_thread_and_restored_on_error(rng) -> None:
         with no_grad():
             raise KeyError("boom")
     assert (x * 2).requires_grad
+
+
+# ----------------------------------------------------------------------------- properties
+
+@st.composite
+def broadcast_pair(draw):
+    """Two shapes that broadcast together (dims dropped or set to 1 on either side)."""
+    full = draw(st.lists(st.integers(1, 4), min_size=0, max_size=4))
+    shapes = []
+    for _ in range(2):
+        drop = draw(st.integers(0, len(full)))
+        shapes.append(tuple(1 if draw(st.booleans()) else s for s in full[drop:]))
+    return shapes
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=broadcast_pair(), op=st.sampled_from(["add", "sub", "mul", "div"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_broadcasting_property_against_torch(shapes, op, seed) -> None:
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shapes[0]) + 3.0
+    b = rng.standard_normal(shapes[1]) + 3.0
+    fn = BINARY[op]
+    oa, ob = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    out, ref = fn(oa, ob), fn(ta, tb)
+    assert_close_torch(out.data, ref)
+    g = rng.standard_normal(ref.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    assert oa.grad.shape == a.shape and ob.grad.shape == b.shape
+    assert_close_torch(oa.grad, ta.grad)
+    assert_close_torch(ob.grad, tb.grad)
+
+
+def test_deep_chain_of_functional_ops(rng) -> None:
+    from fastconv.nn import functional as F
+
+    a = rng.standard_normal((2, 3)) * 0.1
+    x = Tensor(a, requires_grad=True)
+    tx = torch.tensor(a, requires_grad=True)
+    y, ty = x, tx
+    for i in range(1200):
+        y = F.tanh(y) * 1.01 + x * 0.001 if i % 2 else F.sigmoid(y) - 0.5
+        ty = torch.tanh(ty) * 1.01 + tx * 0.001 if i % 2 else torch.sigmoid(ty) - 0.5
+    y.sum().backward()
+    ty.sum().backward()
+    assert_close_torch(y.data, ty)
+    assert_close_torch(x.grad, tx.grad)
+
+
+def test_array_protocol(rng) -> None:
+    a = rng.standard_normal(3)
+    t = Tensor(a)
+    assert np.asarray(t) is a
+    assert np.array(t) is not a and np.array_equal(np.array(t), a)
+    assert np.asarray(t, dtype=np.float32).dtype == np.float32
