@@ -304,6 +304,10 @@ def test_batch_norm_tensor_running_stats_and_errors(rng) -> None:
         F.batch_norm(rng.standard_normal((1, 2)), None, None, training=True)
     with pytest.raises(ValueError, match=r"batch_norm: weight.*\(2,\)"):
         F.batch_norm(x, None, None, np.ones(3), training=True)
+    with pytest.raises(TypeError, match=r"batch_norm: momentum"):
+        F.batch_norm(x, np.zeros(2), np.ones(2), training=True, momentum=None)
+    with pytest.raises(TypeError, match=r"batch_norm: running_mean"):
+        F.batch_norm(x, [0.0, 0.0], np.ones(2), training=True)
 
 
 # ----------------------------------------------------------------------------- LRN

@@ -419,6 +419,9 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
     _float(op, "x", x)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must be (N, C, *spatial), got shape {x.shape}")
+    for name, v in (("momentum", momentum), ("eps", eps)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{op}: {name} must be a float, got {type(v).__name__}")
     channels = x.shape[1]
     rm = _stat_array(op, "running_mean", running_mean, channels)
     rv = _stat_array(op, "running_var", running_var, channels)
