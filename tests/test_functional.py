@@ -547,3 +547,29 @@ def test_cross_entropy_weight_and_label_smoothing(shape, reduction, weighted, sm
     probs /= probs.sum(0 if len(shape) == 1 else 1, keepdims=True)
     compare(lambda t, p: F.cross_entropy(t, p, weight=weight, **kw),
             lambda t, p: TF.cross_entropy(t, p, weight=tweight, **kw), [logits, probs], rng)
+
+
+def test_tiny_cnn_learns_with_plain_sgd() -> None:
+    """End to end: a conv net trained by hand-written SGD on a separable toy task."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+    labels = (x[:, 0, :, :4].mean(axis=(1, 2)) > x[:, 0, :, 4:].mean(axis=(1, 2))).astype(
+        np.int64)
+    params = [Tensor(rng.standard_normal((4, 1, 3, 3)).astype(np.float32) * 0.5, True),
+              Tensor(np.zeros(4, np.float32), True),
+              Tensor(rng.standard_normal((2, 64)).astype(np.float32) * 0.1, True),
+              Tensor(np.zeros(2, np.float32), True)]
+
+    def loss_fn() -> Tensor:
+        h = F.max_pool(F.relu(F.conv(x, params[0], params[1], padding=1)), 2)
+        return F.cross_entropy(F.linear(F.flatten(h), params[2], params[3]), labels)
+
+    first = loss_fn().item()
+    for _ in range(60):
+        for p in params:
+            p.grad = None
+        loss = loss_fn()
+        loss.backward()
+        for p in params:
+            p.data -= 0.2 * p.grad
+    assert loss_fn().item() < 0.5 * first
