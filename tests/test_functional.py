@@ -215,8 +215,9 @@ def test_cross_entropy_ignore_index_and_probabilities(rng) -> None:
     probs = rng.random((6, 4))
     probs /= probs.sum(1, keepdims=True)
     for reduction in ("mean", "sum", "none"):
-        compare(lambda t, p: F.cross_entropy(t, p, reduction=reduction),
-                lambda t, p: TF.cross_entropy(t, p, reduction=reduction), [logits, probs], rng)
+        compare(lambda t, p, r=reduction: F.cross_entropy(t, p, reduction=r),
+                lambda t, p, r=reduction: TF.cross_entropy(t, p, reduction=r),
+                [logits, probs], rng)
     gradcheck(lambda t: F.cross_entropy(t, probs), [logits])
 
 
@@ -303,6 +304,10 @@ def test_batch_norm_tensor_running_stats_and_errors(rng) -> None:
         F.batch_norm(rng.standard_normal((1, 2)), None, None, training=True)
     with pytest.raises(ValueError, match=r"batch_norm: weight.*\(2,\)"):
         F.batch_norm(x, None, None, np.ones(3), training=True)
+    with pytest.raises(TypeError, match=r"batch_norm: momentum"):
+        F.batch_norm(x, np.zeros(2), np.ones(2), training=True, momentum=None)
+    with pytest.raises(TypeError, match=r"batch_norm: running_mean"):
+        F.batch_norm(x, [0.0, 0.0], np.ones(2), training=True)
 
 
 # ----------------------------------------------------------------------------- LRN
@@ -475,3 +480,96 @@ def test_type_errors_name_the_op(rng) -> None:
     with pytest.raises(ValueError, match="reduction"):
         F.mse_loss(x, x, "avg")
     assert isinstance(fastconv.nn.F.relu(x), Tensor)
+
+
+def test_pool_gradients_use_the_package_kernels(rng, monkeypatch) -> None:
+    calls = []
+    for name in ("max_pool_backward", "avg_pool_backward"):
+        real = getattr(F._pool_mod, name)
+        monkeypatch.setattr(F._pool_mod, name,
+                            lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    x = Tensor(rng.standard_normal((1, 2, 6, 6)), requires_grad=True)
+    (F.max_pool(x, 2).sum() + F.avg_pool(x, 3, stride=1).sum()).backward()
+    assert sorted(calls) == ["avg_pool_backward", "max_pool_backward"]
+
+
+FLOAT32_OPS = {
+    "conv": lambda x: F.conv(x, np.ones((2, 3, 3, 3), np.float32), np.ones(2, np.float32),
+                             padding=1),
+    "max_pool": lambda x: F.max_pool(x, 2),
+    "avg_pool": lambda x: F.avg_pool(x, 2),
+    "linear": lambda x: F.linear(F.flatten(x), np.ones((2, 48), np.float32)),
+    "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
+    "softmax": lambda x: F.softmax(x, 1), "log_softmax": lambda x: F.log_softmax(x, 1),
+    "cross_entropy": lambda x: F.cross_entropy(x, np.zeros((2, 4, 4), np.int64)),
+    "mse_loss": lambda x: F.mse_loss(x, np.zeros((2, 3, 4, 4), np.float32)),
+    "dropout": lambda x: F.dropout(x, 0.5, generator=np.random.default_rng(0)),
+    "batch_norm_train": lambda x: F.batch_norm(x, np.zeros(3), np.ones(3), np.ones(3),
+                                               np.zeros(3), training=True),
+    "batch_norm_eval": lambda x: F.batch_norm(x, np.zeros(3), np.ones(3)),
+    "local_response_norm": lambda x: F.local_response_norm(x, 3),
+    "concat": lambda x: F.concat([x, x], 1),
+    "pad": lambda x: F.pad(x, (1, 1)),
+    "tensor_ops": lambda x: (x * 2.0 + 1 - x / 3.0) ** 2 @ np.ones((4, 2), np.float32),
+    "reductions": lambda x: x.mean(1) + x.sum((1,)) + x.max(1) + x.exp().log()[:, 0] + abs(x)[:, 1],
+}
+
+
+@pytest.mark.parametrize("name", list(FLOAT32_OPS))
+def test_float32_in_float32_out(name, rng) -> None:
+    x = Tensor(rng.standard_normal((2, 3, 4, 4)).astype(np.float32), requires_grad=True)
+    out = FLOAT32_OPS[name](x)
+    assert out.dtype == np.float32, out.dtype
+    out.sum().backward()
+    assert x.grad.dtype == np.float32 and np.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(6, 4), (3, 4, 5), (4,)], ids=str)
+def test_cross_entropy_weight_and_label_smoothing(shape, reduction, weighted, smoothing,
+                                                 rng) -> None:
+    logits = rng.standard_normal(shape) * 2
+    c = shape[0] if len(shape) == 1 else shape[1]
+    tshape = () if len(shape) == 1 else (shape[0],) + shape[2:]
+    target = rng.integers(0, c, tshape)
+    if target.ndim:
+        target.flat[1] = -100
+    weight = rng.random(c) + 0.5 if weighted else None
+    tweight = None if weight is None else torch.tensor(weight)
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    compare(lambda t: F.cross_entropy(t, target, weight=weight, **kw),
+            lambda t: TF.cross_entropy(t, torch.tensor(target), weight=tweight, **kw),
+            [logits], rng)
+    gradcheck(lambda t: F.cross_entropy(t, target, weight=weight, **kw), [logits])
+    probs = rng.random(shape)
+    probs /= probs.sum(0 if len(shape) == 1 else 1, keepdims=True)
+    compare(lambda t, p: F.cross_entropy(t, p, weight=weight, **kw),
+            lambda t, p: TF.cross_entropy(t, p, weight=tweight, **kw), [logits, probs], rng)
+
+
+def test_tiny_cnn_learns_with_plain_sgd() -> None:
+    """End to end: a conv net trained by hand-written SGD on a separable toy task."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((32, 1, 8, 8)).astype(np.float32)
+    labels = (x[:, 0, :, :4].mean(axis=(1, 2)) > x[:, 0, :, 4:].mean(axis=(1, 2))).astype(
+        np.int64)
+    params = [Tensor(rng.standard_normal((4, 1, 3, 3)).astype(np.float32) * 0.5, True),
+              Tensor(np.zeros(4, np.float32), True),
+              Tensor(rng.standard_normal((2, 64)).astype(np.float32) * 0.1, True),
+              Tensor(np.zeros(2, np.float32), True)]
+
+    def loss_fn() -> Tensor:
+        h = F.max_pool(F.relu(F.conv(x, params[0], params[1], padding=1)), 2)
+        return F.cross_entropy(F.linear(F.flatten(h), params[2], params[3]), labels)
+
+    first = loss_fn().item()
+    for _ in range(60):
+        for p in params:
+            p.grad = None
+        loss = loss_fn()
+        loss.backward()
+        for p in params:
+            p.data -= 0.2 * p.grad
+    assert loss_fn().item() < 0.5 * first

@@ -9,6 +9,8 @@ from typing import Callable, List, Sequence
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastconv
 from fastconv import Tensor, no_grad
@@ -127,7 +129,7 @@ BINARY = {
     "sub": lambda a, b: a - b,
     "mul": lambda a, b: a * b,
     "div": lambda a, b: a / b,
-    "pow": lambda a, b: a.abs() ** b if isinstance(a, Tensor) else a.abs() ** b,
+    "pow": lambda a, b: a.abs() ** b,
 }
 
 SHAPE_PAIRS = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 4)), ((2, 1, 3), (4, 1)),
@@ -167,7 +169,7 @@ def test_scalars_arrays_and_reflected_ops(rng) -> None:
            lambda x, c: x ** 2, lambda x, c: x ** 0.5, lambda x, c: 2.0 ** x,
            lambda x, c: c + x, lambda x, c: c * x, lambda x, c: c ** x, lambda x, c: x ** c]
     for fn in fns:
-        gradcheck(lambda x: fn(x, c), [a])
+        gradcheck(lambda x, fn=fn: fn(x, c), [a])
         out = fn(Tensor(a), c)
         assert isinstance(out, Tensor)
         ref = fn(torch.tensor(a), torch.tensor(c))
@@ -434,7 +436,12 @@ def test_diamond_graph(rng) -> None:
     x = Tensor(a, requires_grad=True)
     h = x.exp()
     y = h * h.tanh() + h / (h + 1)
-    gradcheck(lambda t: (lambda e: e * e.tanh() + e / (e + 1))(t.exp()), [a])
+
+    def diamond(t: Tensor) -> Tensor:
+        e = t.exp()
+        return e * e.tanh() + e / (e + 1)
+
+    gradcheck(diamond, [a])
     y.sum().backward()
     ta = torch.tensor(a, requires_grad=True)
     e = ta.exp()
@@ -461,3 +468,76 @@ def test_float32_gradients_stay_float32(rng) -> None:
     x = Tensor(rng.standard_normal((2, 3)).astype(np.float32), requires_grad=True)
     (x * x + x.mean()).sum().backward()
     assert x.grad.dtype == np.float32
+
+
+def test_no_grad_is_per_thread_and_restored_on_error(rng) -> None:
+    import threading
+
+    x = Tensor(rng.standard_normal(2), requires_grad=True)
+    seen = []
+    with no_grad():
+        t = threading.Thread(target=lambda: seen.append((x * 2).requires_grad))
+        t.start()
+        t.join()
+    assert seen == [True]
+    with pytest.raises(KeyError):
+        with no_grad():
+            raise KeyError("boom")
+    assert (x * 2).requires_grad
+
+
+# ----------------------------------------------------------------------------- properties
+
+@st.composite
+def broadcast_pair(draw):
+    """Two shapes that broadcast together (dims dropped or set to 1 on either side)."""
+    full = draw(st.lists(st.integers(1, 4), min_size=0, max_size=4))
+    shapes = []
+    for _ in range(2):
+        drop = draw(st.integers(0, len(full)))
+        shapes.append(tuple(1 if draw(st.booleans()) else s for s in full[drop:]))
+    return shapes
+
+
+@settings(max_examples=40, deadline=None)
+@given(shapes=broadcast_pair(), op=st.sampled_from(["add", "sub", "mul", "div"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_broadcasting_property_against_torch(shapes, op, seed) -> None:
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shapes[0]) + 3.0
+    b = rng.standard_normal(shapes[1]) + 3.0
+    fn = BINARY[op]
+    oa, ob = Tensor(a, requires_grad=True), Tensor(b, requires_grad=True)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    out, ref = fn(oa, ob), fn(ta, tb)
+    assert_close_torch(out.data, ref)
+    g = rng.standard_normal(ref.shape)
+    out.backward(g)
+    ref.backward(torch.tensor(g))
+    assert oa.grad.shape == a.shape and ob.grad.shape == b.shape
+    assert_close_torch(oa.grad, ta.grad)
+    assert_close_torch(ob.grad, tb.grad)
+
+
+def test_deep_chain_of_functional_ops(rng) -> None:
+    from fastconv.nn import functional as F
+
+    a = rng.standard_normal((2, 3)) * 0.1
+    x = Tensor(a, requires_grad=True)
+    tx = torch.tensor(a, requires_grad=True)
+    y, ty = x, tx
+    for i in range(1200):
+        y = F.tanh(y) * 1.01 + x * 0.001 if i % 2 else F.sigmoid(y) - 0.5
+        ty = torch.tanh(ty) * 1.01 + tx * 0.001 if i % 2 else torch.sigmoid(ty) - 0.5
+    y.sum().backward()
+    ty.sum().backward()
+    assert_close_torch(y.data, ty)
+    assert_close_torch(x.grad, tx.grad)
+
+
+def test_array_protocol(rng) -> None:
+    a = rng.standard_normal(3)
+    t = Tensor(a)
+    assert np.asarray(t) is a
+    assert np.array(t) is not a and np.array_equal(np.array(t), a)
+    assert np.asarray(t, dtype=np.float32).dtype == np.float32

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import threading
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -45,12 +46,16 @@ def _is_gpu(data: Any) -> bool:
 
 # ----------------------------------------------------------------------------- grad mode
 
-_grad_enabled = True
+class _GradState(threading.local):
+    enabled = True
+
+
+_state = _GradState()  # per thread, as torch's grad mode
 
 
 def is_grad_enabled() -> bool:
-    """Whether operations are recorded for backward right now."""
-    return _grad_enabled
+    """Whether operations are recorded for backward right now (in this thread)."""
+    return _state.enabled
 
 
 class _GradMode:
@@ -60,14 +65,12 @@ class _GradMode:
         self._prev: list = []
 
     def __enter__(self) -> "_GradMode":
-        global _grad_enabled
-        self._prev.append(_grad_enabled)
-        _grad_enabled = self._mode
+        self._prev.append(_state.enabled)
+        _state.enabled = self._mode
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _grad_enabled
-        _grad_enabled = self._prev.pop()
+        _state.enabled = self._prev.pop()
 
     def __call__(self, func: Callable) -> Callable:
         @functools.wraps(func)
@@ -228,7 +231,7 @@ class Tensor:
         """Output of an op: records (parents, backward) when grad mode is on and any parent
         requires grad. `backward(g)` returns one gradient (or None) per parent."""
         out = Tensor(data)
-        if _grad_enabled and any(p.requires_grad for p in parents):
+        if _state.enabled and any(p.requires_grad for p in parents):
             if not _grad_dtype(out.data):
                 return out
             out.requires_grad = True
@@ -328,7 +331,9 @@ class Tensor:
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         arr = self.numpy()
-        return arr if dtype is None else arr.astype(dtype)
+        if dtype is not None:
+            return arr.astype(dtype, copy=bool(copy))
+        return arr.copy() if copy else arr
 
     def detach(self) -> "Tensor":
         """A tensor sharing the data, outside the graph (requires_grad False)."""
@@ -449,14 +454,16 @@ class Tensor:
 
     def __add__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
-        return Tensor._make(_broadcast_op("add", self, b, lambda u, v: u + v), [self, b], lambda g: (g, g), "add")
+        out = _broadcast_op("add", self, b, lambda u, v: u + v)
+        return Tensor._make(out, [self, b], lambda g: (g, g), "add")
 
     def __radd__(self, other: Any) -> "Tensor":
         return _as_tensor(other, self).__add__(self)
 
     def __sub__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
-        return Tensor._make(_broadcast_op("sub", self, b, lambda u, v: u - v), [self, b], lambda g: (g, -g), "sub")
+        out = _broadcast_op("sub", self, b, lambda u, v: u - v)
+        return Tensor._make(out, [self, b], lambda g: (g, -g), "sub")
 
     def __rsub__(self, other: Any) -> "Tensor":
         return _as_tensor(other, self).__sub__(self)
@@ -473,7 +480,7 @@ class Tensor:
 
     def __truediv__(self, other: Any) -> "Tensor":
         b = _as_tensor(other, self)
-        a_data, b_data = self.data, b.data
+        b_data = b.data
         out = _broadcast_op("div", self, b, lambda u, v: u / v)
         return Tensor._make(out, [self, b],
                             lambda g: (g / b_data if self.requires_grad else None,

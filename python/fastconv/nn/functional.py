@@ -224,10 +224,11 @@ def _check_reduction(op: str, reduction: Any) -> None:
 
 
 def nll_loss(log_probs: Any, target: Any, reduction: str = "mean",
-             ignore_index: int = -100) -> Tensor:
+             ignore_index: int = -100, weight: Any = None) -> Tensor:
     """Negative log likelihood of class indices: log_probs (N, C, *d), target (N, *d) ints
     (or log_probs (C,) with a 0-d target). Targets equal to ignore_index contribute nothing
-    (and are left out of the mean)."""
+    (and are left out of the mean). weight: optional per-class weights (C,) (a constant);
+    the mean then divides by the summed weights of the targets, as torch."""
     op = "nll_loss"
     lp = _tensor(op, "input", log_probs)
     _float(op, "input", lp)
@@ -257,15 +258,19 @@ def nll_loss(log_probs: Any, target: Any, reduction: str = "mean",
                          f"{lp.shape}, got {int(bad.ravel()[0])}")
     safe = xp.where(valid, t, 0).astype(np.int64)
     picked = xp.take_along_axis(data, xp.expand_dims(safe, 1), axis=1)[:, 0]
-    losses = -picked * valid
-    count = int(valid.sum())
+    if weight is not None:
+        w_arr = _stat_array(op, "weight", weight, classes).astype(data.dtype, copy=False)
+        wt = w_arr[safe] * valid
+    else:
+        wt = valid.astype(data.dtype)
+    losses = -picked * wt
+    denom = wt.sum()
     if reduction == "none":
         out = losses[0] if unbatched else losses
     elif reduction == "sum":
         out = losses.sum()
     else:
-        out = losses.sum() / data.dtype.type(count) if count else \
-            xp.asarray(np.nan, dtype=data.dtype)
+        out = losses.sum() / denom if denom != 0 else xp.asarray(np.nan, dtype=data.dtype)
     out = xp.asarray(out, dtype=data.dtype)
 
     def backward(g: Any) -> tuple:
@@ -274,8 +279,8 @@ def nll_loss(log_probs: Any, target: Any, reduction: str = "mean",
         elif reduction == "sum":
             gl = xp.broadcast_to(g, t.shape)
         else:
-            gl = xp.broadcast_to(g / max(count, 1), t.shape)
-        gl = gl * valid
+            gl = xp.broadcast_to(g / (denom if denom != 0 else 1), t.shape)
+        gl = gl * wt
         grad = xp.zeros(data.shape, dtype=data.dtype)
         xp.put_along_axis(grad, xp.expand_dims(safe, 1), -xp.expand_dims(gl, 1), axis=1)
         return (grad[0] if unbatched else grad,)
@@ -284,17 +289,30 @@ def nll_loss(log_probs: Any, target: Any, reduction: str = "mean",
 
 
 def cross_entropy(logits: Any, target: Any, reduction: str = "mean",
-                  ignore_index: int = -100) -> Tensor:
+                  ignore_index: int = -100, weight: Any = None,
+                  label_smoothing: float = 0.0) -> Tensor:
     """log_softmax over dim 1 followed by nll_loss (torch semantics).
 
     logits (N, C) or (N, C, *d) (or (C,)); target integer class indices (N,) / (N, *d)
-    as an array or Tensor, or class probabilities of logits' shape (float).
+    as an array or Tensor, or class probabilities of logits' shape (float). weight
+    (per-class, constant), ignore_index and label_smoothing as torch.
     """
     op = "cross_entropy"
     x = _tensor(op, "input", logits)
     _float(op, "input", x)
     _check_reduction(op, reduction)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real):
+        raise TypeError(f"{op}: label_smoothing must be a float, got "
+                        f"{type(label_smoothing).__name__}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {eps}")
     cdim = 0 if x.ndim == 1 else 1
+    classes = x.shape[cdim]
+    bshape = (classes,) if x.ndim == 1 else (1, classes) + (1,) * (x.ndim - 2)
+    w_arr = None
+    if weight is not None:
+        w_arr = _stat_array(op, "weight", weight, classes).astype(x.dtype, copy=False)
     t_arr = target.data if isinstance(target, Tensor) else np.asarray(target) \
         if isinstance(target, (list, tuple)) else target
     if getattr(t_arr, "dtype", None) is not None and t_arr.dtype.kind == "f":
@@ -302,12 +320,30 @@ def cross_entropy(logits: Any, target: Any, reduction: str = "mean",
         if tt.shape != x.shape:
             raise ValueError(f"{op}: probability target shape {tt.shape} must equal input "
                              f"shape {x.shape}")
+        if eps:
+            tt = tt * (1.0 - eps) + eps / classes
+        if w_arr is not None:
+            tt = tt * w_arr.reshape(bshape)
         loss = -(tt * log_softmax(x, cdim)).sum(dim=cdim)
         return _reduce(op, loss, reduction)
+    ls = log_softmax(x, cdim)
     try:
-        return nll_loss(log_softmax(x, cdim), target, reduction, ignore_index)
+        nll = nll_loss(ls, target, reduction, ignore_index, w_arr)
     except (ValueError, TypeError) as e:
         raise type(e)(str(e).replace("nll_loss:", f"{op}:", 1)) from None
+    if not eps:
+        return nll
+    t_int = t_arr.reshape(nll.shape if reduction == "none" else t_arr.shape)
+    valid = t_int != ignore_index
+    wl = ls * w_arr.reshape(bshape) if w_arr is not None else ls
+    smooth = -wl.sum(dim=cdim) / classes * valid
+    if reduction == "sum":
+        smooth = smooth.sum()
+    elif reduction == "mean":
+        safe = np.where(valid, t_int, 0)
+        denom = (w_arr[safe] * valid).sum() if w_arr is not None else valid.sum()
+        smooth = smooth.sum() / x.dtype.type(denom)
+    return nll * (1.0 - eps) + smooth * eps
 
 
 def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
@@ -383,6 +419,9 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
     _float(op, "x", x)
     if x.ndim < 2:
         raise ValueError(f"{op}: x must be (N, C, *spatial), got shape {x.shape}")
+    for name, v in (("momentum", momentum), ("eps", eps)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{op}: {name} must be a float, got {type(v).__name__}")
     channels = x.shape[1]
     rm = _stat_array(op, "running_mean", running_mean, channels)
     rv = _stat_array(op, "running_var", running_var, channels)
