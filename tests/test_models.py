@@ -353,8 +353,8 @@ TWINS: List[Tuple[str, Callable[[], "torch.nn.Module"], Tuple[int, ...]]] = [
     ("alexnet", TorchAlexNet, (1, 3, 224, 224)),
     ("vgg16", lambda: TorchVGG(VGG16), (1, 3, 224, 224)),
     ("resnet18", lambda: TorchResNet(TorchBasicBlock, [2, 2, 2, 2]), (2, 3, 64, 64)),
-    ("resnet50", lambda: TorchResNet(TorchBottleneck, [3, 4, 6, 3]), (2, 3, 64, 64)),
-    ("googlenet", TorchGoogLeNet, (2, 3, 96, 96)),
+    ("resnet50", lambda: TorchResNet(TorchBottleneck, [3, 4, 6, 3]), (1, 3, 64, 64)),
+    ("googlenet", TorchGoogLeNet, (2, 3, 64, 64)),
     ("nin", torch_nin, (2, 3, 32, 32)),
     ("convnet1d", lambda: TorchConvNet1d(187), (3, 1, 187)),
     ("convnet3d", TorchConvNet3d, (2, 1, 16, 16, 16)),
@@ -384,8 +384,9 @@ def test_summary(name: str, capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.parametrize("name,twin,shape", TWINS, ids=[t[0] for t in TWINS])
 def test_forward_matches_torch(name: str, twin: Callable[[], "torch.nn.Module"],
                                shape: Tuple[int, ...], rng: np.random.Generator) -> None:
-    fastconv.manual_seed(1)
-    _compare(getattr(models, name)(), twin(), shape, rng)
+    # The cached instance: _compare only randomizes BatchNorm terms and sets eval mode,
+    # which the count and summary tests do not look at.
+    _compare(_built(name), twin(), shape, rng)
 
 
 def test_alexnet_lrn_keeps_torchvision_keys_and_matches_torch(
