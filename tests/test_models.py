@@ -5,8 +5,6 @@ loading both ways) and eval-mode forward outputs."""
 from __future__ import annotations
 
 import functools
-import math
-from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -112,7 +110,8 @@ class TorchAlexNet(tnn.Module):
         def relu():
             if not lrn:
                 return tnn.ReLU(inplace=True)
-            return tnn.Sequential(tnn.ReLU(inplace=True), tnn.LocalResponseNorm(5, 1e-4, 0.75, 2.0))
+            return tnn.Sequential(tnn.ReLU(inplace=True),
+                                  tnn.LocalResponseNorm(5, 1e-4, 0.75, 2.0))
 
         self.features = tnn.Sequential(
             tnn.Conv2d(3, 64, 11, 4, 2), relu(), tnn.MaxPool2d(3, 2),

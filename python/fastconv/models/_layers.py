@@ -11,7 +11,7 @@ import numpy as np
 from .. import random as _random
 from ..nn import functional as F
 from ..nn.modules import Module, _BatchNorm
-from ..tensor import Tensor
+from ..tensor import Tensor, get_array_module
 
 __all__ = ["AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "flatten"]
 
@@ -61,8 +61,8 @@ class _AdaptiveAvgPoolNd(Module):
         for axis, (n, o) in enumerate(zip(in_size, out), start=2):
             if n == o:
                 continue
-            m = _pool_matrix(n, o, np.dtype(x.dtype))
-            x = (x.transpose(axis, -1) @ m).transpose(axis, -1)
+            m = get_array_module(x.data).asarray(_pool_matrix(n, o, np.dtype(x.dtype)))
+            x = (x.transpose(axis, -1) @ Tensor(m)).transpose(axis, -1)
         return x
 
     def extra_repr(self) -> str:
