@@ -1,0 +1,79 @@
+"""LeNet-5 on the scikit-learn digits: `python -m fastconv train-lenet`.
+
+The digits data set (1797 8x8 grey images, 10 classes) ships inside scikit-learn, so the
+example needs no download. Each image is upsampled 4x to LeNet-5's classic 32x32 input by
+pixel repetition and standardized; 25% is held out (stratified, fixed seed) as the test
+split. Default settings reach about 98% test accuracy in well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+import fastconv
+from fastconv import nn, optim
+
+from . import _common
+
+TEST_FRACTION = 0.25
+
+
+def lenet5(num_classes: int = 10) -> nn.Module:
+    """LeNet-5 as in LeCun et al. 1998 (1x32x32 input, tanh, average-pool subsampling),
+    from `fastconv.models` when that package is present, else the same network here."""
+    try:
+        from fastconv import models
+    except ImportError:
+        models = None
+    if models is not None and hasattr(models, "lenet5"):
+        return models.lenet5(num_classes=num_classes)
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2),      # 32 -> 28 -> 14
+        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),     # 14 -> 10 -> 5
+        nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.Tanh(),
+        nn.Linear(120, 84), nn.Tanh(),
+        nn.Linear(84, num_classes),
+    )
+
+
+def load_digits_32(n_samples: Optional[int] = None, seed: int = 0,
+                   ) -> Tuple[np.ndarray, np.ndarray]:
+    """(images (N, 1, 32, 32) float32, standardized; labels (N,) int64) of the digits,
+    optionally a stratified subset of `n_samples`."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32)                      # (1797, 8, 8), 0..16
+    labels = digits.target.astype(np.int64)
+    if n_samples is not None and n_samples < len(labels):
+        _, images, _, labels = _common.split(images, labels, n_samples / len(labels), seed)
+    # Pixel repetition keeps the strokes sharp; LeNet's 5x5 filters then see digit parts
+    # at the scale they were designed for.
+    images = np.kron(images, np.ones((4, 4), np.float32))[:, None]  # (N, 1, 32, 32)
+    # One global mean/std (not per pixel): the border pixels are constant zero and a
+    # per-pixel std would divide by zero there.
+    images = (images - images.mean()) / images.std()
+    return images.astype(np.float32), labels
+
+
+def main(argv: Optional[Sequence[str]] = None) -> float:
+    """Train LeNet-5 on the digits with the command-line flags in `argv`; returns the final
+    test accuracy."""
+    args = _common.parser("python -m fastconv train-lenet",
+                          "Train LeNet-5 on the scikit-learn digits (upsampled to 32x32).",
+                          epochs=12, plot="lenet_digits.png").parse_args(argv)
+    if args.quick:
+        args.epochs = min(args.epochs, 4)
+    fastconv.manual_seed(args.seed)
+    images, labels = load_digits_32(600 if args.quick else None, seed=args.seed)
+    data = _common.split(images, labels, TEST_FRACTION, args.seed)
+    model = lenet5()
+    return _common.run(args, "LeNet-5 digits", model, data, batch_size=32, lr=2e-3,
+                       scheduler=lambda opt, n: optim.CosineAnnealingLR(opt, T_max=n))
+
+
+if __name__ == "__main__":
+    main()
