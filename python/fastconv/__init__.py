@@ -15,6 +15,7 @@ from .pooling import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from . import cuda
 from .tensor import Tensor, no_grad
 from . import nn, optim
+from . import models
 from .random import manual_seed
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "info",
     "max_pool",
     "manual_seed",
+    "models",
     "max_pool_backward",
     "nn",
     "no_grad",
