@@ -13,30 +13,12 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 import fastconv
-from fastconv import nn, optim
+from fastconv import optim
+from fastconv.models import lenet5
 
 from . import _common
 
 TEST_FRACTION = 0.25
-
-
-def lenet5(num_classes: int = 10) -> nn.Module:
-    """LeNet-5 as in LeCun et al. 1998 (1x32x32 input, tanh, average-pool subsampling),
-    from `fastconv.models` when that package is present, else the same network here."""
-    try:
-        from fastconv import models
-    except ImportError:
-        models = None
-    if models is not None and hasattr(models, "lenet5"):
-        return models.lenet5(num_classes=num_classes)
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2),      # 32 -> 28 -> 14
-        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),     # 14 -> 10 -> 5
-        nn.Flatten(),
-        nn.Linear(16 * 5 * 5, 120), nn.Tanh(),
-        nn.Linear(120, 84), nn.Tanh(),
-        nn.Linear(84, num_classes),
-    )
 
 
 def load_digits_32(n_samples: Optional[int] = None, seed: int = 0,
