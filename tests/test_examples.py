@@ -1,8 +1,9 @@
 """The training examples learn in their quick settings and write their plots; the CLI
 routes to them; the whole-network benchmark agrees with its torch twins.
 
-The full targets (LeNet-5 >= 97% on the digits, >= 95% on the synthetic sets) take tens of
-seconds each and are measured by hand (README "Examples"); these runs use `--quick`.
+LeNet-5's full run is fast enough to assert its >= 97% target here; the synthetic sets'
+full targets (>= 95%) take 10-20 s each and are measured by hand (README "Examples"),
+so their runs here use `--quick`.
 """
 
 from __future__ import annotations
@@ -75,3 +76,8 @@ def test_bench_models_cli_flag(capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("torch")
     assert cli.main(["bench", "--models", "--quick", "--no-progress"]) == 0
     assert "max rel err" in capsys.readouterr().out
+
+
+def test_lenet_full_settings_reach_97_percent(tmp_path: Path) -> None:
+    # The full LeNet-5 run is only ~8 s on 2 cores, so its target is asserted here as is.
+    assert train_lenet.main(["--no-progress", "--plot", str(tmp_path / "full.png")]) >= 0.97

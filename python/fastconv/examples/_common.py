@@ -61,12 +61,15 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray,
 def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
         y_test: np.ndarray, *, epochs: int, batch_size: int, lr: float, seed: int,
         progress: bool = True, desc: str = "train",
-        scheduler: Optional[Callable[[optim.Optimizer, int], Any]] = None) -> History:
+        scheduler: Optional[Callable[[optim.Optimizer, int], Any]] = None,
+        augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None,
+        ) -> History:
     """Train `model` with Adam and cross-entropy; evaluate on the test split every epoch.
 
     The batch order comes from its own generator seeded with `seed`, so a run is
     reproducible independently of how many random numbers model construction drew.
-    `scheduler(optimizer, epochs)` may return an LR scheduler stepped once per epoch.
+    `scheduler(optimizer, epochs)` may return an LR scheduler stepped once per epoch;
+    `augment(batch, rng)` may return a randomly altered copy of each training batch.
     """
     from tqdm import tqdm
 
@@ -87,6 +90,8 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_test: np.n
             for start in range(0, len(order), batch_size):
                 idx = order[start:start + batch_size]
                 xb, yb = x_train[idx], y_train[idx]
+                if augment is not None:
+                    xb = augment(xb, rng)
                 opt.zero_grad()
                 logits = model(fastconv.Tensor(xb))
                 loss = F.cross_entropy(logits, yb)
@@ -160,12 +165,14 @@ def report(name: str, history: History, plot: str, echo: Callable[[str], None] =
 
 def run(args: argparse.Namespace, name: str, model: nn.Module, data: Sequence[np.ndarray], *,
         batch_size: int, lr: float,
-        scheduler: Optional[Callable[[optim.Optimizer, int], Any]] = None) -> float:
+        scheduler: Optional[Callable[[optim.Optimizer, int], Any]] = None,
+        augment: Optional[Callable[[np.ndarray, np.random.Generator], np.ndarray]] = None,
+        ) -> float:
     """Train, plot and report; returns the final test accuracy."""
     x_train, x_test, y_train, y_test = data
     history = fit(model, x_train, y_train, x_test, y_test, epochs=args.epochs,
                   batch_size=batch_size, lr=lr, seed=args.seed, progress=not args.no_progress,
-                  desc=name, scheduler=scheduler)
+                  desc=name, scheduler=scheduler, augment=augment)
     if args.plot:
         save_plot(history, args.plot, f"{name}: {len(x_train)} train / {len(x_test)} test")
     report(name, history, args.plot)

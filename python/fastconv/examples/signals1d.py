@@ -93,7 +93,7 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     args = _common.parser("python -m fastconv train-1d",
                           "Classify synthetic EKG-like rhythms (normal, bradycardia, "
                           "tachycardia, irregular) with a small 1-D ConvNet.",
-                          epochs=6, plot="ekg_rhythms.png").parse_args(argv)
+                          epochs=8, plot="ekg_rhythms.png").parse_args(argv)
     if args.quick:
         args.epochs = min(args.epochs, 5)
     fastconv.manual_seed(args.seed)
