@@ -34,6 +34,9 @@ using Dims = std::vector<int64_t>;
 // small enough that memory stays bounded for any batch and image size.
 constexpr int64_t kTileBytes = int64_t(1) << 22;
 
+// Images with fewer output positions than this are multiplied several at a time.
+constexpr int64_t kFoldedColumns = 256;
+
 struct ConvGeom {
   WindowGeom win;          // input (N, C, *in) against kernel (*kernel)
   int64_t out_channels;    // K
@@ -118,12 +121,19 @@ T* scratch(int64_t count) {
   return buffer.data();
 }
 
+// Adds bias[k] to row k of a (rows x width) block with leading dimension ld.
+template <typename T>
+void add_bias(const T* bias, int64_t rows, int64_t width, T* out, int64_t ld) {
+  for (int64_t k = 0; k < rows; ++k) {
+    const T b = bias[k];
+    T* row = out + k * ld;
+    for (int64_t j = 0; j < width; ++j) row[j] += b;
+  }
+}
+
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
-  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
-  const int64_t images = g.win.batch * G;
-  const int64_t tile = tile_width(R, L, images, sizeof(T));
-  const int64_t tiles = (L + tile - 1) / tile;
+  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
   // Weights are packed once per call into the GEMM's panel layout and shared by all jobs.
   const int64_t padded = round_up_rows(Kg);
   // (Held by the calling thread and reused across calls; the jobs see it through a plain
@@ -136,11 +146,48 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
   for (int64_t grp = 0; grp < G; ++grp) {
     pack_a(Kg, R, MatrixView<T>{w + grp * Kg * R, R, 1}, packed + grp * padded * R);
   }
+  const int64_t image_size = g.win.channels * g.in_plane;
+
+  // Few output positions per image (late ResNet stages, LeNet's C3/C5): a GEMM per image
+  // would be a sliver a few columns wide, so the columns of several images are placed side
+  // by side and multiplied at once.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t batch_block =
+      std::min({N, std::max<int64_t>(1, kFoldedColumns / L),
+                std::max<int64_t>(1, (N * G + threads - 1) / threads)});
+  if (batch_block > 1) {
+    const int64_t blocks = (N + batch_block - 1) / batch_block;
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < blocks * G; ++job) {
+      const int64_t grp = job % G, n0 = job / G * batch_block;
+      const int64_t count = std::min(batch_block, N - n0), width = count * L;
+      T* cols = scratch<T>(R * width + Kg * width);
+      T* result = cols + R * width;
+      for (int64_t i = 0; i < count; ++i) {
+        im2col_block(g.win, x + (n0 + i) * image_size, grp * g.group_in, (grp + 1) * g.group_in,
+                     0, L, cols + i * L, width);
+      }
+      gemm(Kg, width, R, PackedA<T>{packed + grp * padded * R, padded},
+           MatrixView<T>{cols, width, 1}, result, width, false);
+      for (int64_t i = 0; i < count; ++i) {
+        T* out = y + ((n0 + i) * g.out_channels + grp * Kg) * L;
+        for (int64_t k = 0; k < Kg; ++k) {
+          std::copy(result + k * width + i * L, result + k * width + (i + 1) * L, out + k * L);
+        }
+        if (bias) add_bias(bias + grp * Kg, Kg, L, out, L);
+      }
+    }
+    return;
+  }
+
+  const int64_t images = N * G;
+  const int64_t tile = tile_width(R, L, images, sizeof(T));
+  const int64_t tiles = (L + tile - 1) / tile;
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < images * tiles; ++job) {
     const int64_t n = job / (G * tiles), grp = job / tiles % G, t = job % tiles;
     const int64_t l0 = t * tile, l1 = std::min(L, l0 + tile), width = l1 - l0;
-    const T* input = x + n * g.win.channels * g.in_plane;
+    const T* input = x + n * image_size;
     MatrixView<T> cols;
     if (g.pointwise) {
       cols = {input + grp * g.group_in * g.in_plane + l0, L, 1};
@@ -151,13 +198,7 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
     }
     T* out = y + (n * g.out_channels + grp * Kg) * L + l0;
     gemm(Kg, width, R, PackedA<T>{packed + grp * padded * R, padded}, cols, out, L, false);
-    if (bias) {
-      for (int64_t k = 0; k < Kg; ++k) {
-        const T b = bias[grp * Kg + k];
-        T* row = out + k * L;
-        for (int64_t j = 0; j < width; ++j) row[j] += b;
-      }
-    }
+    if (bias) add_bias(bias + grp * Kg, Kg, width, out, L);
   }
 }
 

@@ -27,6 +27,8 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _cpu
+
 __all__ = ["Tensor", "Parameter", "no_grad", "enable_grad", "is_grad_enabled",
            "get_array_module"]
 
@@ -185,6 +187,21 @@ class _Size(int):
 
 
 # ----------------------------------------------------------------------------- Tensor
+
+
+_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _mm(a: Any, b: Any) -> Any:
+    """a @ b, with 2-D float NumPy products on fastconv's own GEMM threads: NumPy's OpenBLAS
+    pool would otherwise spin on the same cores as the convolution kernels between layers."""
+    if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
+            and b.ndim == 2 and a.dtype == b.dtype and a.dtype in _GEMM_DTYPES):
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        _cpu.matmul(a, b, out)
+        return out
+    return a @ b
+
 
 
 class Tensor:
@@ -528,7 +545,7 @@ class Tensor:
             raise ValueError(f"matmul: shapes {self.shape} and {b.shape} do not match "
                              f"({k_a} != {k_b})")
         try:
-            out = a_data @ b_data
+            out = _mm(a_data, b_data)
         except ValueError as e:
             raise ValueError(f"matmul: shapes {self.shape} and {b.shape} do not "
                              f"broadcast: {e}") from None
@@ -546,9 +563,9 @@ class Tensor:
                 g2 = xp.expand_dims(g2, -1)
             ga = gb = None
             if self.requires_grad:
-                ga = _unbroadcast(g2 @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a_data.shape)
+                ga = _unbroadcast(_mm(g2, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a_data.shape)
             if b.requires_grad:
-                gb = _unbroadcast(xp.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b_data.shape)
+                gb = _unbroadcast(_mm(xp.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b_data.shape)
             return ga, gb
 
         return Tensor._make(out, [self, b], backward, "matmul")
