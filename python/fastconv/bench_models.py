@@ -2,9 +2,9 @@
 twins written in plain torch.nn with the same weights (copied through the state dict), in
 one process, with PyTorch limited to fastconv's thread count.
 
-Entry point: `python -m fastconv bench --models [--quick]`. The twins are written out here
-rather than taken from torchvision so the comparison needs nothing beyond torch itself and
-so the architecture being timed is visible next to the timing.
+Entry point: `python -m fastconv bench --models [--quick]`. The twins come from
+`fastconv.models.torch_twins` (plain torch.nn, shared with the tests) rather than
+torchvision, so the comparison needs nothing beyond torch itself.
 """
 
 from __future__ import annotations
@@ -39,118 +39,6 @@ class ModelResult:
     speedup: Optional[float]       # torch ms / fastconv ms: > 1 means fastconv is faster
     max_rel_err: Optional[float]   # max|fastconv - torch| / max|torch|
     reps: int
-
-
-# ------------------------------------------------------------------ torch twins
-
-
-def torch_lenet5(torch: Any) -> Any:
-    """`models.LeNet5` in torch.nn (same module tree, so the state dict maps 1:1)."""
-    nn = torch.nn
-
-    class LeNet5(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2),
-                nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2),
-                nn.Conv2d(16, 120, 5), nn.Tanh())
-            self.classifier = nn.Sequential(nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
-
-        def forward(self, x: Any) -> Any:
-            return self.classifier(torch.flatten(self.features(x), 1))
-
-    return LeNet5()
-
-
-def torch_vgg16(torch: Any) -> Any:
-    """VGG-16 (configuration D) with torchvision's module names."""
-    nn = torch.nn
-    layers: List[Any] = []
-    channels = 3
-    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-              512, 512, 512, "M"):
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(channels, int(v), 3, padding=1), nn.ReLU(inplace=True)]
-            channels = int(v)
-
-    class VGG(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = nn.Sequential(*layers)
-            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-            self.classifier = nn.Sequential(
-                nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-                nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, 1000))
-
-        def forward(self, x: Any) -> Any:
-            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-    return VGG()
-
-
-def torch_resnet50(torch: Any) -> Any:
-    """ResNet-50 (bottleneck blocks 3-4-6-3) with torchvision's module names."""
-    nn = torch.nn
-
-    class Bottleneck(nn.Module):
-        def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                     downsample: Optional[Any] = None) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(planes * 4)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x: Any) -> Any:
-            identity = x if self.downsample is None else self.downsample(x)
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            return self.relu(self.bn3(self.conv3(out)) + identity)
-
-    class ResNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inplanes = 64
-            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            self.layer1 = self._layer(64, 3)
-            self.layer2 = self._layer(128, 4, 2)
-            self.layer3 = self._layer(256, 6, 2)
-            self.layer4 = self._layer(512, 3, 2)
-            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-            self.fc = nn.Linear(2048, 1000)
-
-        def _layer(self, planes: int, blocks: int, stride: int = 1) -> Any:
-            downsample = None
-            if stride != 1 or self.inplanes != planes * 4:
-                downsample = nn.Sequential(
-                    nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False),
-                    nn.BatchNorm2d(planes * 4))
-            layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-            self.inplanes = planes * 4
-            layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-            return nn.Sequential(*layers)
-
-        def forward(self, x: Any) -> Any:
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return ResNet()
-
-
-TWINS: Dict[str, Callable[[Any], Any]] = {
-    "lenet5": torch_lenet5, "vgg16": torch_vgg16, "resnet50": torch_resnet50,
-}
 
 
 # ------------------------------------------------------------------ timing
@@ -193,7 +81,9 @@ def bench_model(name: str, shape: Sequence[int], reps: int, torch: Optional[Any]
     ours = ours.numpy()
     torch_ms = err = speedup = None
     if torch is not None:
-        twin = TWINS[name](torch).eval()
+        from .models.torch_twins import TWINS
+
+        twin = TWINS[name]().eval()
         # strict: a missing or renamed key would mean the twin is not the same network.
         twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
                               for k, v in model.state_dict().items()}, strict=True)
