@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import operator
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -46,9 +47,23 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
     return [None if a is None else np.ascontiguousarray(a) for a in arrays.values()]
 
 
-def check_ndim(op: str, name: str, a: np.ndarray, ndim: int, what: str) -> None:
-    if a.ndim != ndim:
-        raise ValueError(f"{op}: {name} must have {ndim} dims ({what}), got shape {a.shape}")
+def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
+    """`shape` (N, C, *spatial) as a tuple of `ndim` positive ints, or a clear error."""
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be a tuple of ints, got {shape!r}") from None
+    if len(shape) != ndim:
+        raise ValueError(f"{op}: {name} {shape} must have {ndim} entries (N, C, *spatial)")
+    if any(s < 1 for s in shape):
+        raise ValueError(f"{op}: {name} {shape} must be positive in every dim")
+    return shape
+
+
+def check_dy(op: str, dy: np.ndarray, expected: tuple) -> None:
+    """A gradient must have exactly the shape of the forward output."""
+    if dy.shape != expected:
+        raise ValueError(f"{op}: dy has shape {dy.shape}, expected {expected} for this geometry")
 
 
 def check_nonempty(op: str, name: str, a: np.ndarray) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Optional, Sequence
 
 import numpy as np
 
 from . import _cpu
-from ._backend import check_nonempty, float_arrays
+from ._backend import check_dy, check_nonempty, float_arrays, full_shape
 from ._geometry import IntOrTuple, Padding, Window, as_int, as_tuple, make_window
 
 
@@ -66,23 +65,6 @@ def conv(x: np.ndarray, w: np.ndarray, bias: Optional[np.ndarray] = None, *,
     return out
 
 
-def _full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
-    try:
-        shape = tuple(operator.index(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"{op}: {name} must be a tuple of ints, got {shape!r}") from None
-    if len(shape) != ndim:
-        raise ValueError(f"{op}: {name} {shape} must have {ndim} entries (N, C, *spatial)")
-    if any(s < 1 for s in shape):
-        raise ValueError(f"{op}: {name} {shape} must be positive in every dim")
-    return shape
-
-
-def _check_dy(op: str, dy: np.ndarray, expected: tuple) -> None:
-    if dy.shape != expected:
-        raise ValueError(f"{op}: dy has shape {dy.shape}, expected {expected} for this geometry")
-
-
 def conv_backward_input(dy: np.ndarray, w: np.ndarray, input_shape: Sequence[int], *,
                         stride: IntOrTuple = 1, padding: Padding = 0, dilation: IntOrTuple = 1,
                         groups: int = 1) -> np.ndarray:
@@ -94,9 +76,9 @@ def conv_backward_input(dy: np.ndarray, w: np.ndarray, input_shape: Sequence[int
     op = "conv_backward_input"
     groups = _groups(op, groups)
     dy, w = float_arrays(op, dy=dy, w=w)
-    shape = _full_shape(op, "input_shape", input_shape, w.ndim)
+    shape = full_shape(op, "input_shape", input_shape, w.ndim)
     win = _conv_window(op, shape, w.shape, stride, padding, dilation, groups, "input_shape")
-    _check_dy(op, dy, (shape[0], w.shape[0]) + win.out_size)
+    check_dy(op, dy, (shape[0], w.shape[0]) + win.out_size)
     dx = np.empty(shape, dtype=dy.dtype)
     _, stride_, pad_before, pad_after, dilation_ = win.cpp_args()
     _cpu.conv_backward_input(dy, w, dx, stride_, pad_before, pad_after, dilation_, groups)
@@ -124,7 +106,7 @@ def conv_backward_weight(x: np.ndarray, dy: np.ndarray, kernel_size: IntOrTuple,
                          f"(x shape {x.shape})")
     w_shape = (dy.shape[1], x.shape[1] // groups) + kernel
     win = _conv_window(op, x.shape, w_shape, stride, padding, dilation, groups)
-    _check_dy(op, dy, (x.shape[0], dy.shape[1]) + win.out_size)
+    check_dy(op, dy, (x.shape[0], dy.shape[1]) + win.out_size)
     dw = np.empty(w_shape, dtype=x.dtype)
     _, stride_, pad_before, pad_after, dilation_ = win.cpp_args()
     _cpu.conv_backward_weight(x, dy, dw, stride_, pad_before, pad_after, dilation_, groups)

@@ -371,7 +371,6 @@ class LRScheduler:
             group.setdefault("initial_lr", group["lr"])
         self.base_lrs: list[float] = [group["initial_lr"] for group in optimizer.param_groups]
         self.last_epoch = -1
-        self._step_count = 0
         self.step()
 
     def get_lr(self) -> list[float]:
@@ -384,7 +383,6 @@ class LRScheduler:
 
     def step(self) -> None:
         """Advance one epoch and write the new lrs into the optimizer's groups."""
-        self._step_count += 1
         self.last_epoch += 1
         values = self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, values):

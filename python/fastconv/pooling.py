@@ -7,9 +7,8 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _cpu
-from ._backend import float_arrays
+from ._backend import check_dy, float_arrays, full_shape
 from ._geometry import IntOrTuple, Padding, Window, make_window
-from .conv import _check_dy, _full_shape
 
 
 def _pool_window(op: str, shape: Sequence[int], kernel_size: IntOrTuple,
@@ -88,7 +87,7 @@ def max_pool_backward(dy: np.ndarray, indices: np.ndarray,
         raise ValueError(f"{op}: dy has a zero-size dim, shape {dy.shape}")
     if indices.shape != dy.shape:
         raise ValueError(f"{op}: indices has shape {indices.shape} but dy has shape {dy.shape}")
-    shape = _full_shape(op, "input_shape", input_shape, dy.ndim)
+    shape = full_shape(op, "input_shape", input_shape, dy.ndim)
     if shape[:2] != dy.shape[:2]:
         raise ValueError(f"{op}: input_shape {shape} and dy shape {dy.shape} must agree in N "
                          "and C")
@@ -110,9 +109,9 @@ def avg_pool_backward(dy: np.ndarray, input_shape: Sequence[int], kernel_size: I
     if dy.ndim < 3:
         raise ValueError(f"{op}: dy must be (N, C, *spatial) with at least one spatial dim, "
                          f"got shape {dy.shape}")
-    shape = _full_shape(op, "input_shape", input_shape, dy.ndim)
+    shape = full_shape(op, "input_shape", input_shape, dy.ndim)
     win = _pool_window(op, shape, kernel_size, stride, padding, ceil_mode, "input_shape")
-    _check_dy(op, dy, shape[:2] + win.out_size)
+    check_dy(op, dy, shape[:2] + win.out_size)
     dx = np.empty(shape, dtype=dy.dtype)
     _cpu.avg_pool_backward(dy, dx, *_geometry(win), bool(ceil_mode), bool(count_include_pad))
     return dx
