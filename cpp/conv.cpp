@@ -54,8 +54,7 @@ struct ConvGeom {
     s.insert(s.end(), win.out.begin(), win.out.end());
     return s;
   }
-  Dims weight_shape() const {
-    Dims s{out_channels, group_in};
+};
     s.insert(s.end(), win.kernel.begin(), win.kernel.end());
     return s;
   }
