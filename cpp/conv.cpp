@@ -55,10 +55,6 @@ struct ConvGeom {
     return s;
   }
 };
-    s.insert(s.end(), win.kernel.begin(), win.kernel.end());
-    return s;
-  }
-};
 
 ConvGeom make_conv_geom(const char* op, const Dims& x_shape, const Dims& w_shape,
                         const Dims& stride, const Dims& pad_before, const Dims& pad_after,
