@@ -262,9 +262,9 @@ void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw
         const int64_t l1 = std::min(L, l0 + tile), width = l1 - l0;
         im2col_block(g.win, image, grp * Cg + c0, grp * Cg + c1, l0, l1, buf, width);
         const T* grad = dy + (n * g.out_channels + grp * Kg) * L + l0;
-        if (Kg < kGemmRows) {
+        if (Kg < gemm_kernels().panel_rows) {
           // Depthwise-like groups: a handful of dot products, which a GEMM register tile
-          // built for kGemmRows rows would mostly waste.
+          // built for several rows would mostly waste.
           for (int64_t k = 0; k < Kg; ++k) {
             for (int64_t r = 0; r < rows; ++r) {
               const T* a = grad + k * L;

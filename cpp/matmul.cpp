@@ -46,7 +46,7 @@ void matmul_py(const py::array& a, const py::array& b, py::array& out) {
     // Row blocks when there are enough rows, else column blocks; each output element is
     // summed by one job in one order, so the thread count never changes the result.
     const int64_t threads = omp_get_max_threads();
-    const bool by_rows = m >= threads * 4 * kGemmRows;
+    const bool by_rows = m >= threads * 4 * gemm_kernels().panel_rows;
     const int64_t extent = by_rows ? m : n;
     const int64_t step = by_rows ? round_up_rows((m + threads - 1) / threads)
                                  : std::max<int64_t>(64, (n + threads - 1) / threads / 16 * 16);

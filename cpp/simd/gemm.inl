@@ -26,14 +26,24 @@ struct Vec<double> {
   typedef double type __attribute__((vector_size(FC_VEC_BYTES)));
 };
 
-// Rows of C per micro-tile: 6 x 2 accumulators + 2 B + 1 A fit 16 registers.
-constexpr int64_t kMR = kGemmRows;
+// Register tile: kMR rows x kNV vectors of C. With 32 vector registers (AVX-512), 8 x 3
+// keeps 24 accumulators plus 3 B vectors and an A broadcast live, and 8 rows divide the
+// usual channel counts (32, 64, 512) exactly; with 16 registers, 6 x 2 is the largest fit.
+#if FC_VEC_BYTES == 64
+constexpr int64_t kMR = 8;
+constexpr int kNV = 3;
+#else
+constexpr int64_t kMR = 6;
+constexpr int kNV = 2;
+#endif
 template <typename T>
-constexpr int64_t kNR = 2 * FC_VEC_BYTES / int64_t(sizeof(T));  // columns of C per micro-tile
-constexpr int64_t kKC = kGemmDepth;  // depth of one packed block
-constexpr int64_t kMC = 16 * kMR;                               // rows of one packed A block
+constexpr int64_t kWidth = FC_VEC_BYTES / int64_t(sizeof(T));  // lanes per vector
 template <typename T>
-constexpr int64_t kNC = 16 * kNR<T>;  // columns of one packed B block (kKC x kNC in L2)
+constexpr int64_t kNR = kNV * kWidth<T>;  // columns of C per micro-tile
+constexpr int64_t kKC = 256;              // depth of one packed block
+constexpr int64_t kMC = 12 * kMR;         // rows of one packed A block (kMC x kKC in L2)
+template <typename T>
+constexpr int64_t kNC = 12 * kNR<T>;  // columns of one packed B block
 
 template <typename T>
 void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* dst) {
@@ -80,56 +90,67 @@ void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) 
   }
 }
 
-template <typename T>
+// C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x kNR), with only the first
+// `nv` vectors of the B panel doing work (a narrow tail panel costs what it uses).
+template <typename T, int nv>
 inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t rows,
                          int64_t cols, bool accumulate) {
   using V = typename Vec<T>::type;
-  constexpr int64_t width = FC_VEC_BYTES / int64_t(sizeof(T));
+  constexpr int64_t width = kWidth<T>;
   constexpr int64_t nr = kNR<T>;
-  V acc[kMR][2];
-#pragma GCC unroll 6
-  for (int64_t i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = V{};
-  if (cols <= width) {
-    // A tail panel at most one vector wide: half the multiply-adds.
-    for (int64_t p = 0; p < kc; ++p) {
-      V b0;
-      std::memcpy(&b0, b + p * nr, sizeof(V));
-#pragma GCC unroll 6
-      for (int64_t i = 0; i < kMR; ++i) acc[i][0] += b0 * a[p * kMR + i];
-    }
-  } else {
-    for (int64_t p = 0; p < kc; ++p) {
-      V b0, b1;
-      std::memcpy(&b0, b + p * nr, sizeof(V));
-      std::memcpy(&b1, b + p * nr + width, sizeof(V));
-#pragma GCC unroll 6
-      for (int64_t i = 0; i < kMR; ++i) {
-        const T ai = a[p * kMR + i];
-        acc[i][0] += b0 * ai;
-        acc[i][1] += b1 * ai;
-      }
+  V acc[kMR][nv];
+#pragma GCC unroll 8
+  for (int64_t i = 0; i < kMR; ++i) {
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; ++v) acc[i][v] = V{};
+  }
+  for (int64_t i = 0; i < rows; ++i) __builtin_prefetch(c + i * ldc, 1);
+  for (int64_t p = 0; p < kc; ++p) {
+    V bv[nv];
+#pragma GCC unroll 3
+    for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b + p * nr + v * width, sizeof(V));
+#pragma GCC unroll 8
+    for (int64_t i = 0; i < kMR; ++i) {
+      const T ai = a[p * kMR + i];
+#pragma GCC unroll 3
+      for (int v = 0; v < nv; ++v) acc[i][v] += bv[v] * ai;
     }
   }
-  if (rows == kMR && cols == nr) {
+  if (rows == kMR && cols == nv * width) {
+#pragma GCC unroll 8
     for (int64_t i = 0; i < kMR; ++i) {
       T* row = c + i * ldc;
-      if (accumulate) {
-        V c0, c1;
-        std::memcpy(&c0, row, sizeof(V));
-        std::memcpy(&c1, row + width, sizeof(V));
-        acc[i][0] += c0;
-        acc[i][1] += c1;
+#pragma GCC unroll 3
+      for (int v = 0; v < nv; ++v) {
+        if (accumulate) {
+          V old;
+          std::memcpy(&old, row + v * width, sizeof(V));
+          acc[i][v] += old;
+        }
+        std::memcpy(row + v * width, &acc[i][v], sizeof(V));
       }
-      std::memcpy(row, &acc[i][0], sizeof(V));
-      std::memcpy(row + width, &acc[i][1], sizeof(V));
     }
     return;
   }
-  T tile[kMR][nr];
+  T tile[kMR][nv * width];
   std::memcpy(tile, acc, sizeof(tile));
   for (int64_t i = 0; i < rows; ++i) {
     T* row = c + i * ldc;
     for (int64_t j = 0; j < cols; ++j) row[j] = accumulate ? row[j] + tile[i][j] : tile[i][j];
+  }
+}
+
+// Picks the micro-kernel by how many vectors of the B panel hold real columns.
+template <typename T>
+inline void micro_tile(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t rows,
+                       int64_t cols, bool accumulate) {
+  constexpr int64_t width = kWidth<T>;
+  if (cols > 2 * width) {
+    micro_kernel<T, kNV>(kc, a, b, c, ldc, rows, cols, accumulate);
+  } else if (cols > width) {
+    micro_kernel<T, 2>(kc, a, b, c, ldc, rows, cols, accumulate);
+  } else {
+    micro_kernel<T, 1>(kc, a, b, c, ldc, rows, cols, accumulate);
   }
 }
 
@@ -179,7 +200,7 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
         // whole packed B block) streams from L2.
         for (int64_t ir = 0; ir < mc; ir += kMR) {
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            micro_kernel(kc, a_block + ir * kc, b_pack + jr * kc,
+            micro_tile(kc, a_block + ir * kc, b_pack + jr * kc,
                          c + (ic + ir) * ldc + jc + jr, ldc, std::min(kMR, mc - ir),
                          std::min(nr, nc - jr), acc);
           }
@@ -191,7 +212,7 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
 
 template <typename T>
 void pack_all(int64_t m, int64_t k, MatrixView<T> a, T* dst) {
-  const int64_t padded = round_up_rows(m);
+  const int64_t padded = (m + kMR - 1) / kMR * kMR;
   for (int64_t pc = 0; pc < k; pc += kKC) {
     pack_a(m, std::min(kKC, k - pc), a.data + pc * a.col_stride, a.row_stride, a.col_stride,
            dst + pc * padded);
@@ -199,6 +220,8 @@ void pack_all(int64_t m, int64_t k, MatrixView<T> a, T* dst) {
 }
 
 }  // namespace
+
+const int64_t panel_rows = kMR;
 
 void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
               float* c, int64_t ldc, bool accumulate) {

@@ -16,16 +16,10 @@ struct MatrixView {
   int64_t col_stride;
 };
 
-// Rows of A per register tile, the same in every instruction-set build.
-constexpr int64_t kGemmRows = 6;
-
-inline int64_t round_up_rows(int64_t m) { return (m + kGemmRows - 1) / kGemmRows * kGemmRows; }
-
 // A left operand packed once and reused by many products (convolution weights).
-// Layout: for each depth block of kGemmDepth, rows [0, round_up_rows(m)) in kGemmRows-row
-// panels, each panel depth-major.
-constexpr int64_t kGemmDepth = 256;
-
+// Layout: for each depth block, rows [0, round_up_rows(m)) in panels of
+// GemmKernels::panel_rows rows, each panel depth-major. Only the GEMM build that packed it
+// may read it.
 template <typename T>
 struct PackedA {
   const T* data;
@@ -48,12 +42,18 @@ struct GemmKernels {
   PackFn<double> pack_f64;
   GemmPackedFn<float> packed_f32;
   GemmPackedFn<double> packed_f64;
-  const char* isa;  // "avx512", "avx2" or "baseline"
+  const char* isa;          // "avx512", "avx2" or "baseline"
+  int64_t panel_rows;       // rows of C per register tile, the unit of PackedA's panels
 };
 
 // The kernels for the best instruction set this processor supports, chosen once.
 // FASTCONV_DISABLE_CPU_FEATURES (comma-separated, e.g. "AVX512F,AVX2") forces a lower path.
 const GemmKernels& gemm_kernels();
+
+inline int64_t round_up_rows(int64_t m) {
+  const int64_t rows = gemm_kernels().panel_rows;
+  return (m + rows - 1) / rows * rows;
+}
 
 inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
                  float* c, int64_t ldc, bool accumulate) {
@@ -95,6 +95,7 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<
                   int64_t, bool);                                                           \
   void packed_f64(int64_t, int64_t, int64_t, PackedA<double>, MatrixView<double>, double*,  \
                   int64_t, bool);                                                           \
+  extern const int64_t panel_rows;                                                          \
   }
 FC_DECLARE_GEMM_TARGET(baseline)
 FC_DECLARE_GEMM_TARGET(avx2)
