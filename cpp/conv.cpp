@@ -34,6 +34,16 @@ using Dims = std::vector<int64_t>;
 // small enough that memory stays bounded for any batch and image size.
 constexpr int64_t kTileBytes = int64_t(1) << 22;
 
+// Bytes of B panels built per GEMM call in the forward pass: about half of a 1 MB L2, so
+// the panels are read back from L2 while the packed weights stay there too.
+constexpr int64_t kChunkBytes = int64_t(1) << 19;
+// At least this many panels per GEMM call, so that each pass over the weights does
+// enough work when the weights do not fit in L2.
+constexpr int64_t kMinChunkPanels = 3;
+// Position tiles narrower than this are not worth it when the output channels can be
+// split across threads instead.
+constexpr int64_t kMinTileColumns = 192;
+
 // Images with fewer output positions than this are multiplied several at a time.
 constexpr int64_t kFoldedColumns = 256;
 
@@ -126,6 +136,46 @@ void add_bias(const T* bias, int64_t rows, int64_t width, T* out, int64_t ld) {
   }
 }
 
+// Packs the weights of every group (Kg x R each) for the GEMM, one depth block per job so
+// that large layers (VGG's 512 x 4608) do not pack on one thread while the other waits.
+template <typename T>
+void pack_weights(const ConvGeom& g, const T* w, T* packed) {
+  const int64_t R = g.rows, Kg = g.group_out, padded = round_up_rows(Kg);
+  const int64_t depth_blocks = (R + kGemmDepth - 1) / kGemmDepth;
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < g.groups * depth_blocks; ++job) {
+    const int64_t grp = job / depth_blocks, p0 = job % depth_blocks * kGemmDepth;
+    pack_a(Kg, std::min(kGemmDepth, R - p0), MatrixView<T>{w + grp * Kg * R + p0, R, 1},
+           packed + grp * padded * R + p0 * padded);
+  }
+}
+
+// Forward for output positions [l0, l1) and output channels [k0, k1) of one (image, group):
+// the column matrix is built straight into the GEMM's B-panel layout a few panels at a
+// time, so each chunk is written and read back while it is still in L2 and the GEMM skips
+// its own packing pass.
+template <typename T>
+void forward_tile(const ConvGeom& g, const T* image, int64_t grp, const T* packed_group,
+                  int64_t k0, int64_t k1, int64_t l0, int64_t l1, T* out) {
+  const int64_t R = g.rows, L = g.positions, nr = panel_cols<T>();
+  const int64_t padded = round_up_rows(g.group_out);
+  const int64_t c0 = grp * g.group_in, c1 = c0 + g.group_in;
+  const int64_t chunk = std::max<int64_t>(kMinChunkPanels, kChunkBytes / (R * nr * int64_t(sizeof(T)))) * nr;
+  T* const panels = scratch<T>(R * std::min(chunk, (l1 - l0 + nr - 1) / nr * nr));
+  const PackedA<T> a{packed_group, padded, k0};
+  for (int64_t j0 = l0; j0 < l1; j0 += chunk) {
+    const int64_t j1 = std::min(l1, j0 + chunk);
+    for (int64_t p0 = j0; p0 < j1; p0 += nr) {
+      const int64_t p1 = std::min(j1, p0 + nr);
+      T* const panel = panels + (p0 - j0) * R;
+      // Lanes past the last column are never stored, but keep them finite and defined.
+      if (p1 - p0 < nr) std::fill(panel, panel + R * nr, T(0));
+      im2col_block(g.win, image, c0, c1, p0, p1, panel, nr);
+    }
+    gemm(k1 - k0, j1 - j0, R, a, panels, out + k0 * L + j0, L, false);
+  }
+}
+
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
@@ -137,10 +187,7 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
   thread_local std::vector<T> packed_storage;
   packed_storage.resize(G * padded * R);
   T* const packed = packed_storage.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t grp = 0; grp < G; ++grp) {
-    pack_a(Kg, R, MatrixView<T>{w + grp * Kg * R, R, 1}, packed + grp * padded * R);
-  }
+  pack_weights(g, w, packed);
   const int64_t image_size = g.win.channels * g.in_plane;
 
   // Few output positions per image (late ResNet stages, LeNet's C3/C5): a GEMM per image
@@ -176,24 +223,36 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
   }
 
   const int64_t images = N * G;
-  const int64_t tile = tile_width(R, L, images, sizeof(T));
+  int64_t tile = tile_width(R, L, images, sizeof(T));
+  int64_t row_blocks = 1;
+  const int64_t rows_per_panel = gemm_kernels().panel_rows;
+  if (tile < kMinTileColumns && images < threads && Kg >= 2 * threads * rows_per_panel) {
+    // Cutting few positions further would leave narrow, wasteful B panels and make every
+    // job stream all the weights (VGG's 14x14 layers): split the output channels instead.
+    tile = L;
+    row_blocks = (threads + images - 1) / images;
+  }
   const int64_t tiles = (L + tile - 1) / tile;
+  const int64_t rows_per_block = (Kg + row_blocks - 1) / row_blocks;
+  const int64_t row_step = (rows_per_block + rows_per_panel - 1) / rows_per_panel * rows_per_panel;
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < images * tiles; ++job) {
-    const int64_t n = job / (G * tiles), grp = job / tiles % G, t = job % tiles;
+  for (int64_t job = 0; job < images * tiles * row_blocks; ++job) {
+    const int64_t n = job / (G * tiles * row_blocks), grp = job / (tiles * row_blocks) % G;
+    const int64_t t = job / row_blocks % tiles, rb = job % row_blocks;
     const int64_t l0 = t * tile, l1 = std::min(L, l0 + tile), width = l1 - l0;
+    const int64_t k0 = std::min(Kg, rb * row_step), k1 = std::min(Kg, k0 + row_step);
+    if (k0 >= k1) continue;
     const T* input = x + n * image_size;
-    MatrixView<T> cols;
+    T* out = y + (n * g.out_channels + grp * Kg) * L;
+    const T* packed_group = packed + grp * padded * R;
     if (g.pointwise) {
-      cols = {input + grp * g.group_in * g.in_plane + l0, L, 1};
+      const MatrixView<T> cols{input + grp * g.group_in * g.in_plane + l0, L, 1};
+      gemm(k1 - k0, width, R, PackedA<T>{packed_group, padded, k0}, cols,
+           out + k0 * L + l0, L, false);
     } else {
-      T* buf = scratch<T>(R * width);
-      im2col_block(g.win, input, grp * g.group_in, (grp + 1) * g.group_in, l0, l1, buf, width);
-      cols = {buf, width, 1};
+      forward_tile(g, input, grp, packed_group, k0, k1, l0, l1, out);
     }
-    T* out = y + (n * g.out_channels + grp * Kg) * L + l0;
-    gemm(Kg, width, R, PackedA<T>{packed + grp * padded * R, padded}, cols, out, L, false);
-    if (bias) add_bias(bias + grp * Kg, Kg, width, out, L);
+    if (bias) add_bias(bias + grp * Kg + k0, k1 - k0, width, out + k0 * L + l0, L);
   }
 }
 

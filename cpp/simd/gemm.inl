@@ -40,7 +40,7 @@ template <typename T>
 constexpr int64_t kWidth = FC_VEC_BYTES / int64_t(sizeof(T));  // lanes per vector
 template <typename T>
 constexpr int64_t kNR = kNV * kWidth<T>;  // columns of C per micro-tile
-constexpr int64_t kKC = 256;              // depth of one packed block
+constexpr int64_t kKC = kGemmDepth;       // depth of one packed block
 constexpr int64_t kMC = 12 * kMR;         // rows of one packed A block (kMC x kKC in L2)
 template <typename T>
 constexpr int64_t kNC = 12 * kNR<T>;  // columns of one packed B block
@@ -164,10 +164,11 @@ T* cache_aligned(std::vector<T>& storage, int64_t count) {
   return storage.data() + ((64 - address % 64) % 64) / sizeof(T);
 }
 
-// C (+)= A * B. With `packed` set, A was packed once by pack_all and `a` is unused.
+// C (+)= A * B. With `packed` set, A was packed once by pack_all and `a` is unused; with
+// `b_panels` set, B was packed by the caller (GemmPanelsFn layout) and `b` is unused.
 template <typename T>
 void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T>* packed,
-               MatrixView<T> b, T* c, int64_t ldc, bool accumulate) {
+               MatrixView<T> b, const T* b_panels, T* c, int64_t ldc, bool accumulate) {
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (!accumulate)
@@ -178,19 +179,24 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
   // Packing buffers live as long as the thread, so repeated calls do not pay page faults.
   thread_local std::vector<T> a_storage, b_storage;
   T* const a_pack = packed ? nullptr : cache_aligned(a_storage, kMC * kKC);
-  T* const b_pack = cache_aligned(b_storage, kNC<T> * kKC);
+  T* const b_pack = b_panels ? nullptr : cache_aligned(b_storage, kNC<T> * kKC);
   for (int64_t jc = 0; jc < n; jc += kNC<T>) {
     const int64_t nc = std::min(kNC<T>, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKC) {
       const int64_t kc = std::min(kKC, k - pc);
-      pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride, b.col_stride,
-             b_pack);
+      if (!b_panels) {
+        pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride,
+               b.col_stride, b_pack);
+      }
+      // Panel jr of this block: kc x nr values, consecutive panels `panel_step` apart.
+      const T* const b_block = b_panels ? b_panels + jc * k + pc * nr : b_pack;
+      const int64_t panel_step = b_panels ? k : kc;
       const bool acc = accumulate || pc > 0;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
         const T* a_block;
         if (packed) {
-          a_block = packed->data + pc * packed->padded_rows + ic * kc;
+          a_block = packed->data + pc * packed->padded_rows + (packed->first_row + ic) * kc;
         } else {
           pack_a(mc, kc, a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride,
                  a.col_stride, a_pack);
@@ -200,9 +206,9 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
         // whole packed B block) streams from L2.
         for (int64_t ir = 0; ir < mc; ir += kMR) {
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            micro_tile(kc, a_block + ir * kc, b_pack + jr * kc,
-                         c + (ic + ir) * ldc + jc + jr, ldc, std::min(kMR, mc - ir),
-                         std::min(nr, nc - jr), acc);
+            micro_tile(kc, a_block + ir * kc, b_block + jr * panel_step,
+                       c + (ic + ir) * ldc + jc + jr, ldc, std::min(kMR, mc - ir),
+                       std::min(nr, nc - jr), acc);
           }
         }
       }
@@ -222,24 +228,35 @@ void pack_all(int64_t m, int64_t k, MatrixView<T> a, T* dst) {
 }  // namespace
 
 const int64_t panel_rows = kMR;
+const int64_t panel_cols_f32 = kNR<float>;
+const int64_t panel_cols_f64 = kNR<double>;
 
 void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
               float* c, int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, a, nullptr, b, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, a, nullptr, b, nullptr, c, ldc, accumulate);
 }
 void gemm_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a, MatrixView<double> b,
               double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, a, nullptr, b, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, a, nullptr, b, nullptr, c, ldc, accumulate);
 }
 void pack_f32(int64_t m, int64_t k, MatrixView<float> a, float* dst) { pack_all(m, k, a, dst); }
 void pack_f64(int64_t m, int64_t k, MatrixView<double> a, double* dst) { pack_all(m, k, a, dst); }
 void packed_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, MatrixView<float> b, float* c,
                 int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {}, &a, b, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, {}, &a, b, nullptr, c, ldc, accumulate);
 }
 void packed_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<double> b,
                 double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {}, &a, b, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, {}, &a, b, nullptr, c, ldc, accumulate);
+}
+
+void panels_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, const float* b_panels,
+                float* c, int64_t ldc, bool accumulate) {
+  gemm_impl<float>(m, n, k, {}, &a, {}, b_panels, c, ldc, accumulate);
+}
+void panels_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, const double* b_panels,
+                double* c, int64_t ldc, bool accumulate) {
+  gemm_impl<double>(m, n, k, {}, &a, {}, b_panels, c, ldc, accumulate);
 }
 
 }  // namespace FC_GEMM_NS

@@ -17,13 +17,18 @@ struct MatrixView {
 };
 
 // A left operand packed once and reused by many products (convolution weights).
-// Layout: for each depth block, rows [0, round_up_rows(m)) in panels of
+// Layout: for each depth block of kGemmDepth, rows [0, round_up_rows(m)) in panels of
 // GemmKernels::panel_rows rows, each panel depth-major. Only the GEMM build that packed it
-// may read it.
+// may read it. Depth blocks are independent, so they may be packed in parallel by packing
+// each block as its own matrix at dst + block_start * round_up_rows(m).
+constexpr int64_t kGemmDepth = 256;
+
 template <typename T>
 struct PackedA {
   const T* data;
-  int64_t padded_rows;  // round_up_rows(m)
+  int64_t padded_rows;    // round_up_rows(m) of the packed matrix
+  int64_t first_row = 0;  // a product may use rows [first_row, first_row + its m), where
+                          // first_row is a multiple of GemmKernels::panel_rows
 };
 
 template <typename T>
@@ -31,6 +36,12 @@ using GemmFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a, Matrix
                         int64_t ldc, bool accumulate);
 template <typename T>
 using PackFn = void (*)(int64_t m, int64_t k, MatrixView<T> a, T* dst);
+// B given as panels: for each group of panel_cols<T>() columns (the last zero-padded),
+// a depth-major (k x panel_cols) block, the groups one after another. Producers that can
+// write this layout directly (im2col) spare the GEMM its own packing pass.
+template <typename T>
+using GemmPanelsFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, const T* b_panels,
+                              T* c, int64_t ldc, bool accumulate);
 template <typename T>
 using GemmPackedFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, MatrixView<T> b,
                               T* c, int64_t ldc, bool accumulate);
@@ -42,8 +53,12 @@ struct GemmKernels {
   PackFn<double> pack_f64;
   GemmPackedFn<float> packed_f32;
   GemmPackedFn<double> packed_f64;
-  const char* isa;          // "avx512", "avx2" or "baseline"
-  int64_t panel_rows;       // rows of C per register tile, the unit of PackedA's panels
+  GemmPanelsFn<float> panels_f32;
+  GemmPanelsFn<double> panels_f64;
+  const char* isa;         // "avx512", "avx2" or "baseline"
+  int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
+  int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
+  int64_t panel_cols_f64;
 };
 
 // The kernels for the best instruction set this processor supports, chosen once.
@@ -53,6 +68,12 @@ const GemmKernels& gemm_kernels();
 inline int64_t round_up_rows(int64_t m) {
   const int64_t rows = gemm_kernels().panel_rows;
   return (m + rows - 1) / rows * rows;
+}
+
+template <typename T>
+int64_t panel_cols() {
+  return sizeof(T) == sizeof(float) ? gemm_kernels().panel_cols_f32
+                                    : gemm_kernels().panel_cols_f64;
 }
 
 inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
@@ -82,6 +103,16 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<
   gemm_kernels().packed_f64(m, n, k, a, b, c, ldc, accumulate);
 }
 
+// C[m x n] (+)= packed A times B given as panels (see GemmPanelsFn).
+inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<float> a, const float* b_panels,
+                 float* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().panels_f32(m, n, k, a, b_panels, c, ldc, accumulate);
+}
+inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, const double* b_panels,
+                 double* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().panels_f64(m, n, k, a, b_panels, c, ldc, accumulate);
+}
+
 // One entry per instruction-set build of simd/gemm.inl.
 #define FC_DECLARE_GEMM_TARGET(ns)                                                          \
   namespace ns {                                                                            \
@@ -95,7 +126,11 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<
                   int64_t, bool);                                                           \
   void packed_f64(int64_t, int64_t, int64_t, PackedA<double>, MatrixView<double>, double*,  \
                   int64_t, bool);                                                           \
-  extern const int64_t panel_rows;                                                          \
+  void panels_f32(int64_t, int64_t, int64_t, PackedA<float>, const float*, float*, int64_t, \
+                  bool);                                                                    \
+  void panels_f64(int64_t, int64_t, int64_t, PackedA<double>, const double*, double*,       \
+                  int64_t, bool);                                                           \
+  extern const int64_t panel_rows, panel_cols_f32, panel_cols_f64;                          \
   }
 FC_DECLARE_GEMM_TARGET(baseline)
 FC_DECLARE_GEMM_TARGET(avx2)
