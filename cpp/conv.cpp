@@ -14,6 +14,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <optional>
 #include <vector>
 
@@ -118,8 +119,9 @@ int64_t tile_width(int64_t rows, int64_t positions, int64_t jobs, int64_t elem_s
   return std::min(width, positions);
 }
 
-// Reused per thread across calls: no per-call allocation or page faults.
-template <typename T>
+// Reused per thread across calls: no per-call allocation or page faults. Each `Slot` is
+// a separate buffer, for jobs that need two at once.
+template <typename T, int Slot = 0>
 T* scratch(int64_t count) {
   thread_local std::vector<T> buffer;
   if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
@@ -176,6 +178,202 @@ void forward_tile(const ConvGeom& g, const T* image, int64_t grp, const T* packe
   }
 }
 
+// Stride-1 convolution as a GEMM over shifted windows of the zero-padded input. With
+// output positions numbered in the padded input's coordinates (j = sum o_d * S_d, S_d the
+// padded strides), the column matrix entry for tap (c, t) at position j is
+// padded[c * prod(P) + offset(t) + j]: every row is a shifted copy of the input, so the
+// GEMM gathers B while packing and no column matrix exists. Positions with o_d past the
+// output in a non-leading dim are computed and dropped (2/58 of the columns for a ResNet
+// 3x3 layer).
+struct ShiftedGeom {
+  Dims padded;        // P_d = in_d + pad_before_d + pad_after_d
+  Dims step;          // S_d = prod(P_{d+1..})
+  int64_t plane;      // prod(P)
+  int64_t columns;    // out_0 * S_0: padded-coordinate positions computed
+  int64_t footprint;  // values read past the start of one group's padded input
+};
+
+bool shifted_applies(const ConvGeom& g) {
+  for (int64_t d = 0; d < g.win.dims(); ++d) {
+    if (g.win.stride[d] != 1) return false;
+  }
+  return !g.pointwise;
+}
+
+ShiftedGeom make_shifted_geom(const ConvGeom& g) {
+  const WindowGeom& w = g.win;
+  const int64_t dims = w.dims();
+  ShiftedGeom s;
+  s.padded.resize(dims);
+  s.step.resize(dims);
+  int64_t plane = 1;
+  for (int64_t d = dims - 1; d >= 0; --d) {
+    s.padded[d] = w.in[d] + w.pad_before[d] + w.pad_after[d];
+    s.step[d] = plane;
+    plane *= s.padded[d];
+  }
+  s.plane = plane;
+  s.columns = w.out[0] * s.step[0];
+  int64_t reach = 0;
+  for (int64_t d = 0; d < dims; ++d) reach += (w.kernel[d] - 1) * w.dilation[d] * s.step[d];
+  s.footprint = std::max((g.group_in - 1) * plane + reach + s.columns, g.group_in * plane);
+  return s;
+}
+
+// Offsets of the R rows of the shifted-window B for one group: row c * kvol + t.
+Dims shifted_offsets(const ConvGeom& g, const ShiftedGeom& s) {
+  const WindowGeom& w = g.win;
+  const int64_t dims = w.dims(), kvol = w.kernel_volume();
+  Dims offsets(g.rows);
+  Dims tap(dims, 0);
+  for (int64_t t = 0; t < kvol; ++t) {
+    int64_t off = 0;
+    for (int64_t d = 0; d < dims; ++d) off += tap[d] * w.dilation[d] * s.step[d];
+    for (int64_t c = 0; c < g.group_in; ++c) offsets[c * kvol + t] = c * s.plane + off;
+    for (int64_t d = dims - 1; d >= 0; --d) {
+      if (++tap[d] < w.kernel[d]) break;
+      tap[d] = 0;
+    }
+  }
+  return offsets;
+}
+
+// Copies channels [c0, c0 + Cg) of one image into `dst` with zero padding, then zeroes
+// the tail that the last windows overhang (footprint values in all).
+template <typename T>
+void pad_group(const ConvGeom& g, const ShiftedGeom& s, const T* image, int64_t c0, T* dst) {
+  const WindowGeom& w = g.win;
+  const int64_t dims = w.dims(), last = dims - 1;
+  std::fill(dst, dst + s.footprint, T(0));
+  const int64_t rows = g.in_plane / w.in[last];  // input rows along the last dim
+  for (int64_t c = 0; c < g.group_in; ++c) {
+    const T* src = image + (c0 + c) * g.in_plane;
+    T* plane = dst + c * s.plane;
+    for (int64_t row = 0; row < rows; ++row) {
+      int64_t rest = row, at = w.pad_before[last];
+      for (int64_t d = last - 1; d >= 0; --d) {
+        at += (rest % w.in[d] + w.pad_before[d]) * s.step[d];
+        rest /= w.in[d];
+      }
+      std::copy(src + row * w.in[last], src + (row + 1) * w.in[last], plane + at);
+    }
+  }
+}
+
+// Copies the valid padded-coordinate columns [j0, j1) of a (rows x (j1 - j0)) GEMM result
+// into the output rows (stride L), adding the bias.
+template <typename T>
+void scatter_columns(const ConvGeom& g, const ShiftedGeom& s, const T* result, int64_t rows,
+                     int64_t j0, int64_t j1, const T* bias, T* out) {
+  const WindowGeom& w = g.win;
+  const int64_t dims = w.dims(), L = g.positions, width = j1 - j0;
+  for (int64_t j = j0; j < j1;) {
+    // Decode j; skip to the next slice of dim d-1 when o_d is past the output.
+    int64_t l = 0, rest = j, o = 0, skip_to = -1;
+    for (int64_t d = 0; d < dims; ++d) {
+      o = rest / s.step[d];
+      rest %= s.step[d];
+      if (o >= w.out[d]) {  // never for d = 0, since j < out_0 * S_0
+        skip_to = (j / s.step[d - 1] + 1) * s.step[d - 1];
+        break;
+      }
+      l = l * w.out[d] + o;
+    }
+    if (skip_to >= 0) {
+      j = skip_to;
+      continue;
+    }
+    const int64_t len = std::min(w.out[dims - 1] - o, j1 - j);
+    for (int64_t k = 0; k < rows; ++k) {
+      const T* src = result + k * width + (j - j0);
+      T* dst = out + k * L + l;
+      const T b = bias ? bias[k] : T(0);
+      for (int64_t i = 0; i < len; ++i) dst[i] = src[i] + b;
+    }
+    j += len;
+  }
+}
+
+// Forward of output channels [k0, k1) over padded-coordinate columns [j0, j1) of one
+// (image, group), given that group's padded input.
+template <typename T>
+void forward_shifted_tile(const ConvGeom& g, const ShiftedGeom& s, const int64_t* offsets,
+                          const T* padded_input, const PackedA<T>& weights, int64_t k0,
+                          int64_t k1, int64_t j0, int64_t j1, const T* bias, T* out) {
+  const int64_t rows = k1 - k0, nr = panel_cols<T>();
+  const int64_t chunk =
+      std::max<int64_t>(1, kChunkBytes / (rows * nr * int64_t(sizeof(T)))) * nr;
+  T* const result = scratch<T, 1>(rows * std::min(chunk, j1 - j0));
+  const PackedA<T> a{weights.data, weights.padded_rows, k0};
+  for (int64_t c0 = j0; c0 < j1; c0 += chunk) {
+    const int64_t c1 = std::min(j1, c0 + chunk);
+    gemm(rows, c1 - c0, g.rows, MatrixView<T>{}, &a,
+         ShiftedRows<T>{padded_input + c0, offsets, false}, result, c1 - c0, false);
+    scatter_columns(g, s, result, rows, c0, c1, bias ? bias + k0 : nullptr, out + k0 * g.positions);
+  }
+}
+
+// Output-channel blocks and padded-coordinate column tiles so that (images x tiles x
+// blocks) jobs keep every thread busy; channels are split only when column tiles would
+// get narrow.
+struct JobGrid {
+  int64_t tile;        // columns per tile
+  int64_t tiles;
+  int64_t row_step;    // output channels per block, a multiple of the register tile
+  int64_t row_blocks;
+};
+
+JobGrid job_grid(int64_t images, int64_t columns, int64_t rows, int64_t nr) {
+  const int64_t threads = omp_get_max_threads();
+  const int64_t panel = gemm_kernels().panel_rows;
+  const int64_t jobs = (images + threads - 1) / threads * threads;
+  JobGrid grid{columns, 1, rows, 1};
+  const int64_t split = (jobs + images - 1) / images;
+  if (split == 1) return grid;
+  const int64_t tile = ((columns + split - 1) / split + nr - 1) / nr * nr;
+  if (tile < kMinTileColumns && rows >= 2 * split * panel) {
+    grid.row_blocks = split;
+    grid.row_step = ((rows + split - 1) / split + panel - 1) / panel * panel;
+  } else {
+    grid.tile = std::min(tile, columns);
+    grid.tiles = (columns + grid.tile - 1) / grid.tile;
+  }
+  return grid;
+}
+
+template <typename T>
+void forward_shifted(const ConvGeom& g, const T* x, const T* packed, const T* bias, T* y) {
+  const ShiftedGeom s = make_shifted_geom(g);
+  const Dims offsets = shifted_offsets(g, s);
+  const int64_t images = g.win.batch * g.groups, Kg = g.group_out, G = g.groups;
+  const int64_t padded = round_up_rows(Kg);
+  const JobGrid grid = job_grid(images, s.columns, Kg, panel_cols<T>());
+  // The padded input of an (image, group) is built once per thread and call: a thread's
+  // jobs are consecutive under the static schedule, so it keeps the last one it built.
+  static std::atomic<int64_t> calls{0};
+  const int64_t call = calls.fetch_add(1);
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < images * grid.tiles * grid.row_blocks; ++job) {
+    const int64_t image = job / (grid.tiles * grid.row_blocks);
+    const int64_t t = job / grid.row_blocks % grid.tiles, rb = job % grid.row_blocks;
+    const int64_t n = image / G, grp = image % G;
+    const int64_t k0 = std::min(Kg, rb * grid.row_step), k1 = std::min(Kg, k0 + grid.row_step);
+    const int64_t j0 = t * grid.tile, j1 = std::min(s.columns, j0 + grid.tile);
+    if (k0 >= k1 || j0 >= j1) continue;
+    T* const padded_input = scratch<T, 2>(s.footprint);
+    thread_local int64_t built_call = -1, built_image = -1;
+    if (built_call != call || built_image != image) {
+      pad_group(g, s, x + n * g.win.channels * g.in_plane, grp * g.group_in, padded_input);
+      built_call = call;
+      built_image = image;
+    }
+    forward_shifted_tile(g, s, offsets.data(), padded_input,
+                         PackedA<T>{packed + grp * padded * g.rows, padded}, k0, k1, j0, j1,
+                         bias ? bias + grp * Kg : nullptr,
+                         y + (n * g.out_channels + grp * Kg) * g.positions);
+  }
+}
+
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
@@ -189,6 +387,10 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
   T* const packed = packed_storage.data();
   pack_weights(g, w, packed);
   const int64_t image_size = g.win.channels * g.in_plane;
+  if (shifted_applies(g)) {
+    forward_shifted(g, x, packed, bias, y);
+    return;
+  }
 
   // Few output positions per image (late ResNet stages, LeNet's C3/C5): a GEMM per image
   // would be a sliver a few columns wide, so the columns of several images are placed side

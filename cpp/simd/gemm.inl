@@ -90,6 +90,34 @@ void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) 
   }
 }
 
+// Packs B[pc .. pc+kc) x [jc .. jc+nc) of a shifted-window operand.
+template <typename T>
+void pack_b_shifted(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc, int64_t jc, T* dst) {
+  constexpr int64_t nr = kNR<T>;
+  for (int64_t j0 = 0; j0 < nc; j0 += nr) {
+    const int64_t cols = std::min(nr, nc - j0);
+    T* panel = dst + j0 * kc;
+    if (b.by_columns) {
+      for (int64_t j = 0; j < cols; ++j) {
+        const T* src = b.base + b.offsets[jc + j0 + j] + pc;
+        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p];
+      }
+      for (int64_t j = cols; j < nr; ++j)
+        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = T(0);
+      continue;
+    }
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* src = b.base + b.offsets[pc + p] + jc + j0;
+      if (cols == nr) {
+        std::memcpy(panel + p * nr, src, sizeof(T) * nr);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) panel[p * nr + j] = src[j];
+        for (int64_t j = cols; j < nr; ++j) panel[p * nr + j] = T(0);
+      }
+    }
+  }
+}
+
 // C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x kNR), with only the first
 // `nv` vectors of the B panel doing work (a narrow tail panel costs what it uses).
 template <typename T, int nv>
@@ -164,11 +192,21 @@ T* cache_aligned(std::vector<T>& storage, int64_t count) {
   return storage.data() + ((64 - address % 64) % 64) / sizeof(T);
 }
 
-// C (+)= A * B. With `packed` set, A was packed once by pack_all and `a` is unused; with
-// `b_panels` set, B was packed by the caller (GemmPanelsFn layout) and `b` is unused.
+// Where B comes from: a strided view, panels packed by the caller (GemmPanelsFn layout),
+// or shifted windows; the first of panels / shifted.base that is set wins.
+template <typename T>
+struct BSource {
+  MatrixView<T> view;
+  const T* panels;
+  ShiftedRows<T> shifted;
+};
+
+// C (+)= A * B. With `packed` set, A was packed once by pack_all and `a` is unused.
 template <typename T>
 void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T>* packed,
-               MatrixView<T> b, const T* b_panels, T* c, int64_t ldc, bool accumulate) {
+               const BSource<T>& src, T* c, int64_t ldc, bool accumulate) {
+  const T* const b_panels = src.panels;
+  const MatrixView<T>& b = src.view;
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {
     if (!accumulate)
@@ -184,7 +222,9 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
     const int64_t nc = std::min(kNC<T>, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKC) {
       const int64_t kc = std::min(kKC, k - pc);
-      if (!b_panels) {
+      if (src.shifted.base) {
+        pack_b_shifted(kc, nc, src.shifted, pc, jc, b_pack);
+      } else if (!b_panels) {
         pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride,
                b.col_stride, b_pack);
       }
@@ -233,30 +273,41 @@ const int64_t panel_cols_f64 = kNR<double>;
 
 void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
               float* c, int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, a, nullptr, b, nullptr, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, a, nullptr, {b, nullptr, {}}, c, ldc, accumulate);
 }
 void gemm_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a, MatrixView<double> b,
               double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, a, nullptr, b, nullptr, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, a, nullptr, {b, nullptr, {}}, c, ldc, accumulate);
 }
 void pack_f32(int64_t m, int64_t k, MatrixView<float> a, float* dst) { pack_all(m, k, a, dst); }
 void pack_f64(int64_t m, int64_t k, MatrixView<double> a, double* dst) { pack_all(m, k, a, dst); }
 void packed_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, MatrixView<float> b, float* c,
                 int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {}, &a, b, nullptr, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, {}, &a, {b, nullptr, {}}, c, ldc, accumulate);
 }
 void packed_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<double> b,
                 double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {}, &a, b, nullptr, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, {}, &a, {b, nullptr, {}}, c, ldc, accumulate);
 }
 
 void panels_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, const float* b_panels,
                 float* c, int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {}, &a, {}, b_panels, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, {}, &a, {{}, b_panels, {}}, c, ldc, accumulate);
 }
 void panels_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, const double* b_panels,
                 double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {}, &a, {}, b_panels, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, {}, &a, {{}, b_panels, {}}, c, ldc, accumulate);
+}
+
+void shifted_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a,
+                 const PackedA<float>* packed_a, ShiftedRows<float> b, float* c, int64_t ldc,
+                 bool accumulate) {
+  gemm_impl<float>(m, n, k, a, packed_a, {{}, nullptr, b}, c, ldc, accumulate);
+}
+void shifted_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
+                 const PackedA<double>* packed_a, ShiftedRows<double> b, double* c, int64_t ldc,
+                 bool accumulate) {
+  gemm_impl<double>(m, n, k, a, packed_a, {{}, nullptr, b}, c, ldc, accumulate);
 }
 
 }  // namespace FC_GEMM_NS

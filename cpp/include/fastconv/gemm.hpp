@@ -16,6 +16,17 @@ struct MatrixView {
   int64_t col_stride;
 };
 
+// A right operand whose rows (or columns) are shifted windows of one array, as in a
+// stride-1 convolution over a padded input: B[p][j] = base[offsets[p] + j], or with
+// `by_columns`, B[p][j] = base[offsets[j] + p]. The GEMM gathers it while packing, so no
+// column matrix is ever written.
+template <typename T>
+struct ShiftedRows {
+  const T* base;
+  const int64_t* offsets;
+  bool by_columns;
+};
+
 // A left operand packed once and reused by many products (convolution weights).
 // Layout: for each depth block of kGemmDepth, rows [0, round_up_rows(m)) in panels of
 // GemmKernels::panel_rows rows, each panel depth-major. Only the GEMM build that packed it
@@ -42,6 +53,11 @@ using PackFn = void (*)(int64_t m, int64_t k, MatrixView<T> a, T* dst);
 template <typename T>
 using GemmPanelsFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, const T* b_panels,
                               T* c, int64_t ldc, bool accumulate);
+// C (+)= A * B with A either a strided view or, when packed_a is set, packed.
+template <typename T>
+using GemmShiftedFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a,
+                               const PackedA<T>* packed_a, ShiftedRows<T> b, T* c, int64_t ldc,
+                               bool accumulate);
 template <typename T>
 using GemmPackedFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, MatrixView<T> b,
                               T* c, int64_t ldc, bool accumulate);
@@ -55,6 +71,8 @@ struct GemmKernels {
   GemmPackedFn<double> packed_f64;
   GemmPanelsFn<float> panels_f32;
   GemmPanelsFn<double> panels_f64;
+  GemmShiftedFn<float> shifted_f32;
+  GemmShiftedFn<double> shifted_f64;
   const char* isa;         // "avx512", "avx2" or "baseline"
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
@@ -113,6 +131,18 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, const doubl
   gemm_kernels().panels_f64(m, n, k, a, b_panels, c, ldc, accumulate);
 }
 
+// C[m x n] (+)= A times shifted-window B (see ShiftedRows).
+inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<float> a,
+                 const PackedA<float>* packed_a, ShiftedRows<float> b, float* c, int64_t ldc,
+                 bool accumulate) {
+  gemm_kernels().shifted_f32(m, n, k, a, packed_a, b, c, ldc, accumulate);
+}
+inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
+                 const PackedA<double>* packed_a, ShiftedRows<double> b, double* c, int64_t ldc,
+                 bool accumulate) {
+  gemm_kernels().shifted_f64(m, n, k, a, packed_a, b, c, ldc, accumulate);
+}
+
 // One entry per instruction-set build of simd/gemm.inl.
 #define FC_DECLARE_GEMM_TARGET(ns)                                                          \
   namespace ns {                                                                            \
@@ -130,6 +160,10 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, const doubl
                   bool);                                                                    \
   void panels_f64(int64_t, int64_t, int64_t, PackedA<double>, const double*, double*,       \
                   int64_t, bool);                                                           \
+  void shifted_f32(int64_t, int64_t, int64_t, MatrixView<float>, const PackedA<float>*,     \
+                   ShiftedRows<float>, float*, int64_t, bool);                              \
+  void shifted_f64(int64_t, int64_t, int64_t, MatrixView<double>, const PackedA<double>*,   \
+                   ShiftedRows<double>, double*, int64_t, bool);                            \
   extern const int64_t panel_rows, panel_cols_f32, panel_cols_f64;                          \
   }
 FC_DECLARE_GEMM_TARGET(baseline)
