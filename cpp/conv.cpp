@@ -465,8 +465,53 @@ int64_t channel_block(int64_t channels, int64_t jobs) {
   return (channels + blocks - 1) / blocks;
 }
 
+// With unit strides the input gradient is itself a stride-1 convolution: of dy with the
+// weights transposed per group (K <-> C) and flipped, padded by dilation*(kernel-1) - pad
+// on each side. It then runs on the forward's shifted-window GEMM, with no col2im.
+bool backward_input_as_forward(const ConvGeom& g) {
+  for (int64_t d = 0; d < g.win.dims(); ++d) {
+    if (g.win.stride[d] != 1) return false;
+  }
+  return true;
+}
+
+template <typename T>
+void backward_input_by_forward(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const WindowGeom& win = g.win;
+  const int64_t dims = win.dims(), kvol = win.kernel_volume();
+  const int64_t Kg = g.group_out, Cg = g.group_in, R = g.rows;
+  Dims dy_shape{win.batch, g.out_channels}, wt_shape{win.channels, Kg};
+  dy_shape.insert(dy_shape.end(), win.out.begin(), win.out.end());
+  wt_shape.insert(wt_shape.end(), win.kernel.begin(), win.kernel.end());
+  Dims before(dims), after(dims), unit(dims, 1);
+  for (int64_t d = 0; d < dims; ++d) {
+    before[d] = win.dilation[d] * (win.kernel[d] - 1) - win.pad_before[d];
+    after[d] = win.dilation[d] * (win.kernel[d] - 1) - win.pad_after[d];
+  }
+  const ConvGeom t = make_conv_geom("conv_backward_input", dy_shape, wt_shape, unit, before,
+                                    after, win.dilation, g.groups);
+  // wt[grp][c][k][tap] = w[grp * Kg + k][c][kvol - 1 - tap]
+  thread_local std::vector<T> wt_storage;
+  wt_storage.resize(g.out_channels * R);
+  T* const wt = wt_storage.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < win.channels; ++row) {
+    const int64_t grp = row / Cg, c = row % Cg;
+    for (int64_t k = 0; k < Kg; ++k) {
+      const T* src = w + ((grp * Kg + k) * Cg + c) * kvol;
+      T* dst = wt + (row * Kg + k) * kvol;
+      for (int64_t tap = 0; tap < kvol; ++tap) dst[tap] = src[kvol - 1 - tap];
+    }
+  }
+  conv_forward_impl(t, dy, wt, static_cast<const T*>(nullptr), dx);
+}
+
 template <typename T>
 void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  if (backward_input_as_forward(g)) {
+    backward_input_by_forward(g, dy, w, dx);
+    return;
+  }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
   const int64_t kvol = g.win.kernel_volume();
   const int64_t cblock = channel_block(Cg, g.win.batch * G);
@@ -491,8 +536,74 @@ void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx)
   }
 }
 
+// Copies dy of one (image, group) (Kg x L) into padded coordinates (Kg x columns), zero at
+// the positions the shifted-window GEMM computes but the output drops.
+template <typename T>
+void spread_columns(const ConvGeom& g, const ShiftedGeom& s, const T* dy, T* dst) {
+  const WindowGeom& w = g.win;
+  const int64_t dims = w.dims(), L = g.positions, last = w.out[dims - 1];
+  const int64_t runs = L / last;
+  for (int64_t k = 0; k < g.group_out; ++k) {
+    T* row = dst + k * s.columns;
+    std::fill(row, row + s.columns, T(0));
+    for (int64_t run = 0; run < runs; ++run) {
+      int64_t rest = run, at = 0;
+      for (int64_t d = dims - 2; d >= 0; --d) {
+        at += rest % w.out[d] * s.step[d];
+        rest /= w.out[d];
+      }
+      std::copy(dy + k * L + run * last, dy + k * L + (run + 1) * last, row + at);
+    }
+  }
+}
+
+// Stride-1 weight gradient: dW_g (Kg x R) = sum_n dy'[n, g] (Kg x columns) * B^T, where
+// dy' is dy in padded coordinates and B^T[j][r] = padded input[offset(r) + j] is gathered
+// by the GEMM's packing. Jobs own column blocks of dW (and batch chunks, summed after in
+// chunk order), so the result does not depend on scheduling.
+template <typename T>
+void backward_weight_shifted(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const ShiftedGeom s = make_shifted_geom(g);
+  const Dims offsets = shifted_offsets(g, s);
+  const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
+  const int64_t threads = omp_get_max_threads(), nr = panel_cols<T>();
+  const int64_t r_blocks = std::min((R + nr - 1) / nr, std::max<int64_t>(1, (threads + G - 1) / G));
+  const int64_t r_step = ((R + r_blocks - 1) / r_blocks + nr - 1) / nr * nr;
+  const int64_t chunks = std::min(N, std::max<int64_t>(1, threads / (G * r_blocks)));
+  const int64_t per_chunk = (N + chunks - 1) / chunks;
+  const int64_t dw_size = g.out_channels * R;
+  thread_local std::vector<T> partial_storage;
+  partial_storage.assign((chunks - 1) * dw_size, T(0));
+  T* const partial = partial_storage.data();
+  std::fill(dw, dw + dw_size, T(0));
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < G * r_blocks * chunks; ++job) {
+    const int64_t chunk = job / (G * r_blocks), grp = job / r_blocks % G, rb = job % r_blocks;
+    const int64_t r0 = std::min(R, rb * r_step), r1 = std::min(R, r0 + r_step);
+    if (r0 >= r1) continue;
+    T* const target = chunk == 0 ? dw : partial + (chunk - 1) * dw_size;
+    T* const padded_input = scratch<T, 2>(s.footprint);
+    T* const grad = scratch<T, 1>(Kg * s.columns);
+    for (int64_t n = chunk * per_chunk; n < std::min(N, (chunk + 1) * per_chunk); ++n) {
+      pad_group(g, s, x + n * g.win.channels * g.in_plane, grp * g.group_in, padded_input);
+      spread_columns(g, s, dy + (n * g.out_channels + grp * Kg) * g.positions, grad);
+      gemm(Kg, r1 - r0, s.columns, MatrixView<T>{grad, s.columns, 1}, nullptr,
+           ShiftedRows<T>{padded_input, offsets.data() + r0, true},
+           target + grp * Kg * R + r0, R, true);
+    }
+  }
+  for (int64_t chunk = 1; chunk < chunks; ++chunk) {
+    const T* src = partial + (chunk - 1) * dw_size;
+    for (int64_t i = 0; i < dw_size; ++i) dw[i] += src[i];
+  }
+}
+
 template <typename T>
 void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  if (shifted_applies(g) && g.group_out >= gemm_kernels().panel_rows) {
+    backward_weight_shifted(g, x, dy, dw);
+    return;
+  }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
   const int64_t N = g.win.batch;
   const int64_t kvol = g.win.kernel_volume();
