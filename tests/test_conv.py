@@ -314,3 +314,87 @@ def test_results_are_identical_run_to_run() -> None:
                  fastconv.conv_backward_weight(x, dy, 3, padding=1)]
         for a, b in zip(first, again):
             np.testing.assert_array_equal(a, b)
+
+
+# ---- GEMM paths at layer-like sizes -----------------------------------------------------
+# The random cases above are small; these reach the paths that only larger layers take:
+# depth blocks (C*prod(kernel) > 256), row counts and widths that leave every tail of the
+# register tile (rows not a multiple of 6 or 8; 1, 2 or 3 vectors of columns), column
+# chunks, output-channel splits at batch 1, batch chunks of the weight gradient, strided
+# layers (im2col into panels) and pointwise ones (GEMM straight on the input).
+
+MEDIUM_CASES = [
+    ConvCase(1, 40, 70, (13, 11), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    ConvCase(2, 24, 9, (29, 31), (3, 3), (1, 1), "same", (2, 1), 1, False),
+    ConvCase(1, 64, 96, (6, 7), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    ConvCase(3, 12, 17, (40, 23), (5, 5), (1, 1), 2, (1, 1), 1, True),
+    ConvCase(1, 3, 33, (61, 45), (7, 7), (2, 2), 3, (1, 1), 1, True),
+    ConvCase(2, 48, 50, (23,), (7,), (1,), 3, (1,), 2, True),
+    ConvCase(1, 30, 7, (300,), (5,), (1,), ((4, 0),), (1,), 1, False),
+    ConvCase(2, 6, 13, (9, 10, 11), (3, 3, 3), (1, 1, 1), 1, (1, 1, 1), 1, True),
+    ConvCase(4, 20, 36, (17, 19), (1, 1), (1, 1), 0, (1, 1), 1, True),
+    ConvCase(1, 20, 36, (17, 19), (1, 1), (2, 1), 0, (1, 1), 1, False),
+    ConvCase(2, 18, 12, (15, 15), (3, 3), (3, 2), 1, (1, 1), 3, True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MEDIUM_CASES, ids=str)
+def test_layer_sized_forward(case: ConvCase, dtype) -> None:
+    test_conv_forward(case, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MEDIUM_CASES, ids=str)
+def test_layer_sized_backward(case: ConvCase, dtype) -> None:
+    test_conv_backward(case, dtype)
+
+
+def test_workspace_reuse_across_shapes_and_threads() -> None:
+    """Per-thread workspaces are reused between calls of different shapes and from several
+    Python threads at once; every result must equal the one computed alone."""
+    import threading
+
+    rng = np.random.default_rng(13)
+    problems = []
+    for c, k, size, kern in [(32, 40, 30, 3), (8, 16, 9, 5), (64, 24, 12, 3), (5, 9, 41, 1)]:
+        x = rng.standard_normal((2, c, size, size)).astype(np.float32)
+        w = rng.standard_normal((k, c, kern, kern)).astype(np.float32)
+        problems.append((x, w, kern // 2))
+    alone = [fastconv.conv(x, w, padding=p) for x, w, p in problems]
+    for (x, w, p), y in zip(problems[::-1], alone[::-1]):
+        np.testing.assert_array_equal(fastconv.conv(x, w, padding=p), y)
+    results: dict = {}
+
+    def work(index: int) -> None:
+        x, w, p = problems[index % len(problems)]
+        results[index] = [fastconv.conv(x, w, padding=p) for _ in range(3)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for index, ys in results.items():
+        for y in ys:
+            np.testing.assert_array_equal(y, alone[index % len(problems)])
+
+
+def test_forward_does_not_depend_on_the_thread_count() -> None:
+    """Each output element is summed by one job in one order, whatever the job split."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, fastconv, sys\n"
+        "rng = np.random.default_rng(14)\n"
+        "x = rng.standard_normal((1, 64, 14, 14)).astype(np.float32)\n"
+        "w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)\n"
+        "sys.stdout.buffer.write(fastconv.conv(x, w, padding=1).tobytes())\n")
+    outputs = []
+    for threads in ("1", "2", "3"):
+        env = dict(__import__("os").environ, OMP_NUM_THREADS=threads)
+        outputs.append(subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                                      capture_output=True).stdout)
+    assert len(outputs[0]) == 64 * 14 * 14 * 4
+    assert outputs[0] == outputs[1] == outputs[2]
