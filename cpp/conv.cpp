@@ -216,7 +216,8 @@ ShiftedGeom make_shifted_geom(const ConvGeom& g) {
   s.columns = w.out[0] * s.step[0];
   int64_t reach = 0;
   for (int64_t d = 0; d < dims; ++d) reach += (w.kernel[d] - 1) * w.dilation[d] * s.step[d];
-  s.footprint = std::max((g.group_in - 1) * plane + reach + s.columns, g.group_in * plane);
+  // The GEMM reads whole register-tile rows in place, up to one tile past the last column.
+  s.footprint = std::max((g.group_in - 1) * plane + reach + s.columns, g.group_in * plane) + 64;
   return s;
 }
 

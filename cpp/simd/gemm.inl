@@ -43,7 +43,7 @@ constexpr int64_t kNR = kNV * kWidth<T>;  // columns of C per micro-tile
 constexpr int64_t kKC = kGemmDepth;       // depth of one packed block
 constexpr int64_t kMC = 12 * kMR;         // rows of one packed A block (kMC x kKC in L2)
 template <typename T>
-constexpr int64_t kNC = 12 * kNR<T>;  // columns of one packed B block
+constexpr int64_t kNC = 6 * kNR<T>;  // columns of one packed B block
 
 template <typename T>
 void pack_a(int64_t mc, int64_t kc, const T* a, int64_t rs, int64_t cs, T* dst) {
@@ -120,9 +120,11 @@ void pack_b_shifted(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc, int64_
 
 // C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x kNR), with only the first
 // `nv` vectors of the B panel doing work (a narrow tail panel costs what it uses).
-template <typename T, int nv>
-inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t rows,
-                         int64_t cols, bool accumulate) {
+// B row p is at b + p * kNR (a packed panel) or, with `offsets`, at b + offsets[p] (shifted
+// windows read in place: lanes past `cols` read neighbouring values and are dropped).
+template <typename T, int nv, bool in_place>
+inline void micro_kernel(int64_t kc, const T* a, const T* b, const int64_t* offsets, T* c,
+                         int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
   using V = typename Vec<T>::type;
   constexpr int64_t width = kWidth<T>;
   constexpr int64_t nr = kNR<T>;
@@ -135,8 +137,9 @@ inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, 
   for (int64_t i = 0; i < rows; ++i) __builtin_prefetch(c + i * ldc, 1);
   for (int64_t p = 0; p < kc; ++p) {
     V bv[nv];
+    const T* const b_row = in_place ? b + offsets[p] : b + p * nr;
 #pragma GCC unroll 3
-    for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b + p * nr + v * width, sizeof(V));
+    for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b_row + v * width, sizeof(V));
 #pragma GCC unroll 8
     for (int64_t i = 0; i < kMR; ++i) {
       const T ai = a[p * kMR + i];
@@ -169,16 +172,16 @@ inline void micro_kernel(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, 
 }
 
 // Picks the micro-kernel by how many vectors of the B panel hold real columns.
-template <typename T>
-inline void micro_tile(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int64_t rows,
-                       int64_t cols, bool accumulate) {
+template <typename T, bool in_place>
+inline void micro_tile(int64_t kc, const T* a, const T* b, const int64_t* offsets, T* c,
+                       int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
   constexpr int64_t width = kWidth<T>;
   if (cols > 2 * width) {
-    micro_kernel<T, kNV>(kc, a, b, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, kNV, in_place>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
   } else if (cols > width) {
-    micro_kernel<T, 2>(kc, a, b, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 2, in_place>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
   } else {
-    micro_kernel<T, 1>(kc, a, b, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 1, in_place>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
   }
 }
 
@@ -222,15 +225,19 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
     const int64_t nc = std::min(kNC<T>, n - jc);
     for (int64_t pc = 0; pc < k; pc += kKC) {
       const int64_t kc = std::min(kKC, k - pc);
-      if (src.shifted.base) {
+      // Shifted rows are read in place: each is a contiguous run of the padded input.
+      const bool in_place = src.shifted.base && !src.shifted.by_columns;
+      if (src.shifted.base && src.shifted.by_columns) {
         pack_b_shifted(kc, nc, src.shifted, pc, jc, b_pack);
-      } else if (!b_panels) {
+      } else if (!b_panels && !in_place) {
         pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride,
                b.col_stride, b_pack);
       }
       // Panel jr of this block: kc x nr values, consecutive panels `panel_step` apart.
-      const T* const b_block = b_panels ? b_panels + jc * k + pc * nr : b_pack;
+      const T* const b_block =
+          in_place ? src.shifted.base + jc : b_panels ? b_panels + jc * k + pc * nr : b_pack;
       const int64_t panel_step = b_panels ? k : kc;
+      const int64_t* const offsets = in_place ? src.shifted.offsets + pc : nullptr;
       const bool acc = accumulate || pc > 0;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
@@ -246,9 +253,15 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
         // whole packed B block) streams from L2.
         for (int64_t ir = 0; ir < mc; ir += kMR) {
           for (int64_t jr = 0; jr < nc; jr += nr) {
-            micro_tile(kc, a_block + ir * kc, b_block + jr * panel_step,
-                       c + (ic + ir) * ldc + jc + jr, ldc, std::min(kMR, mc - ir),
-                       std::min(nr, nc - jr), acc);
+            T* const c_tile = c + (ic + ir) * ldc + jc + jr;
+            const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
+            if (in_place) {
+              micro_tile<T, true>(kc, a_block + ir * kc, b_block + jr, offsets, c_tile, ldc,
+                                  rows, cols, acc);
+            } else {
+              micro_tile<T, false>(kc, a_block + ir * kc, b_block + jr * panel_step, nullptr,
+                                   c_tile, ldc, rows, cols, acc);
+            }
           }
         }
       }
