@@ -178,47 +178,65 @@ void forward_tile(const ConvGeom& g, const T* image, int64_t grp, const T* packe
   }
 }
 
-// Stride-1 convolution as a GEMM over shifted windows of the zero-padded input. With
-// output positions numbered in the padded input's coordinates (j = sum o_d * S_d, S_d the
-// padded strides), the column matrix entry for tap (c, t) at position j is
-// padded[c * prod(P) + offset(t) + j]: every row is a shifted copy of the input, so the
-// GEMM gathers B while packing and no column matrix exists. Positions with o_d past the
-// output in a non-leading dim are computed and dropped (2/58 of the columns for a ResNet
-// 3x3 layer).
+// Convolution as a GEMM over shifted windows of the zero-padded input. The padded input
+// (extent P_d) is split into stride phases: phase r holds the cells whose padded
+// coordinate is q = s*i + r, at position i < Q_d = ceil(P_d / s_d). Tap u = t*dilation
+// then reads phase u % s shifted by u / s, so with output positions numbered in phase
+// coordinates (j = sum o_d * S_d, S_d = prod(Q_{d+1..})) the column matrix entry for
+// tap (c, t) at position j is phases[offset(c, t) + j]: every row is a shifted run of one
+// phase, the GEMM reads it in place, and no column matrix exists. Positions with o_d past
+// the output in a non-leading dim are computed and dropped (2/58 of the columns for a
+// ResNet 3x3 layer). With unit strides there is one phase, the padded input itself.
 struct ShiftedGeom {
-  Dims padded;        // P_d = in_d + pad_before_d + pad_after_d
-  Dims step;          // S_d = prod(P_{d+1..})
-  int64_t plane;      // prod(P)
-  int64_t columns;    // out_0 * S_0: padded-coordinate positions computed
-  int64_t footprint;  // values read past the start of one group's padded input
+  Dims extent;        // Q_d = ceil((in_d + pad_before_d + pad_after_d) / stride_d)
+  Dims step;          // S_d = prod(Q_{d+1..})
+  int64_t plane;      // prod(Q): one channel of one phase
+  int64_t phases;     // prod(stride)
+  int64_t columns;    // out_0 * S_0: phase-coordinate positions computed
+  int64_t footprint;  // values read from the start of one group's phase buffer
 };
-
-bool shifted_applies(const ConvGeom& g) {
-  for (int64_t d = 0; d < g.win.dims(); ++d) {
-    if (g.win.stride[d] != 1) return false;
-  }
-  return !g.pointwise;
-}
 
 ShiftedGeom make_shifted_geom(const ConvGeom& g) {
   const WindowGeom& w = g.win;
   const int64_t dims = w.dims();
   ShiftedGeom s;
-  s.padded.resize(dims);
+  s.extent.resize(dims);
   s.step.resize(dims);
-  int64_t plane = 1;
+  int64_t plane = 1, phases = 1;
   for (int64_t d = dims - 1; d >= 0; --d) {
-    s.padded[d] = w.in[d] + w.pad_before[d] + w.pad_after[d];
+    const int64_t padded = w.in[d] + w.pad_before[d] + w.pad_after[d];
+    s.extent[d] = (padded + w.stride[d] - 1) / w.stride[d];
     s.step[d] = plane;
-    plane *= s.padded[d];
+    plane *= s.extent[d];
+    phases *= w.stride[d];
   }
   s.plane = plane;
+  s.phases = phases;
   s.columns = w.out[0] * s.step[0];
   int64_t reach = 0;
-  for (int64_t d = 0; d < dims; ++d) reach += (w.kernel[d] - 1) * w.dilation[d] * s.step[d];
+  for (int64_t d = 0; d < dims; ++d) {
+    reach += (w.kernel[d] - 1) * w.dilation[d] / w.stride[d] * s.step[d];
+  }
   // The GEMM reads whole register-tile rows in place, up to one tile past the last column.
-  s.footprint = std::max((g.group_in - 1) * plane + reach + s.columns, g.group_in * plane) + 64;
+  s.footprint = phases * g.group_in * plane + reach + s.columns + 64;
   return s;
+}
+
+// Strided layers whose phases would hold many more cells than the input (a stride far
+// above the kernel reach) keep the im2col path.
+bool shifted_applies(const ConvGeom& g) {
+  if (g.pointwise) return false;
+  const int64_t limit = 2 * g.in_plane + 4096;
+  int64_t cells = 1;
+  for (int64_t d = 0; d < g.win.dims(); ++d) {
+    const int64_t padded = g.win.in[d] + g.win.pad_before[d] + g.win.pad_after[d];
+    const int64_t stride = g.win.stride[d];
+    if (stride > g.win.dilation[d] * (g.win.kernel[d] - 1) + 1) return false;
+    const int64_t extent = (padded + stride - 1) / stride * stride;
+    if (extent > limit / cells) return false;
+    cells *= extent;
+  }
+  return true;
 }
 
 // Offsets of the R rows of the shifted-window B for one group: row c * kvol + t.
@@ -228,9 +246,15 @@ Dims shifted_offsets(const ConvGeom& g, const ShiftedGeom& s) {
   Dims offsets(g.rows);
   Dims tap(dims, 0);
   for (int64_t t = 0; t < kvol; ++t) {
-    int64_t off = 0;
-    for (int64_t d = 0; d < dims; ++d) off += tap[d] * w.dilation[d] * s.step[d];
-    for (int64_t c = 0; c < g.group_in; ++c) offsets[c * kvol + t] = c * s.plane + off;
+    int64_t phase = 0, shift = 0;
+    for (int64_t d = 0; d < dims; ++d) {
+      const int64_t u = tap[d] * w.dilation[d];
+      phase = phase * w.stride[d] + u % w.stride[d];
+      shift += u / w.stride[d] * s.step[d];
+    }
+    for (int64_t c = 0; c < g.group_in; ++c) {
+      offsets[c * kvol + t] = (phase * g.group_in + c) * s.plane + shift;
+    }
     for (int64_t d = dims - 1; d >= 0; --d) {
       if (++tap[d] < w.kernel[d]) break;
       tap[d] = 0;
@@ -239,24 +263,37 @@ Dims shifted_offsets(const ConvGeom& g, const ShiftedGeom& s) {
   return offsets;
 }
 
-// Copies channels [c0, c0 + Cg) of one image into `dst` with zero padding, then zeroes
-// the tail that the last windows overhang (footprint values in all).
+// Splits channels [c0, c0 + Cg) of one image into zero-padded stride phases in `dst`
+// (layout [phase][channel][Q grid]), zeroing the tail the last windows overhang.
 template <typename T>
 void pad_group(const ConvGeom& g, const ShiftedGeom& s, const T* image, int64_t c0, T* dst) {
   const WindowGeom& w = g.win;
   const int64_t dims = w.dims(), last = dims - 1;
   std::fill(dst, dst + s.footprint, T(0));
-  const int64_t rows = g.in_plane / w.in[last];  // input rows along the last dim
+  const int64_t n_last = w.in[last], s_last = w.stride[last], pb_last = w.pad_before[last];
+  const int64_t rows = g.in_plane / n_last;  // input rows along the last dim
+  const int64_t channel_step = s.plane, phase_step = g.group_in * s.plane;
   for (int64_t c = 0; c < g.group_in; ++c) {
     const T* src = image + (c0 + c) * g.in_plane;
-    T* plane = dst + c * s.plane;
     for (int64_t row = 0; row < rows; ++row) {
-      int64_t rest = row, at = w.pad_before[last];
+      // Phase and position of the row's leading coordinates.
+      int64_t rest = row, phase = 0, at = 0, radix = s_last;
       for (int64_t d = last - 1; d >= 0; --d) {
-        at += (rest % w.in[d] + w.pad_before[d]) * s.step[d];
+        const int64_t q = rest % w.in[d] + w.pad_before[d];
         rest /= w.in[d];
+        phase += q % w.stride[d] * radix;
+        radix *= w.stride[d];
+        at += q / w.stride[d] * s.step[d];
       }
-      std::copy(src + row * w.in[last], src + (row + 1) * w.in[last], plane + at);
+      const T* in_row = src + row * n_last;
+      if (s_last == 1) {
+        std::copy(in_row, in_row + n_last, dst + phase * phase_step + c * channel_step + at + pb_last);
+        continue;
+      }
+      for (int64_t i = 0; i < n_last; ++i) {
+        const int64_t q = i + pb_last;
+        dst[(phase + q % s_last) * phase_step + c * channel_step + at + q / s_last] = in_row[i];
+      }
     }
   }
 }

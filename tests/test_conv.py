@@ -321,7 +321,8 @@ def test_results_are_identical_run_to_run() -> None:
 # depth blocks (C*prod(kernel) > 256), row counts and widths that leave every tail of the
 # register tile (rows not a multiple of 6 or 8; 1, 2 or 3 vectors of columns), column
 # chunks, output-channel splits at batch 1, batch chunks of the weight gradient, strided
-# layers (im2col into panels) and pointwise ones (GEMM straight on the input).
+# layers (stride phases; im2col into panels when a stride exceeds the kernel reach) and
+# pointwise ones (GEMM straight on the input).
 
 MEDIUM_CASES = [
     ConvCase(1, 40, 70, (13, 11), (3, 3), (1, 1), 1, (1, 1), 1, True),
@@ -335,6 +336,8 @@ MEDIUM_CASES = [
     ConvCase(4, 20, 36, (17, 19), (1, 1), (1, 1), 0, (1, 1), 1, True),
     ConvCase(1, 20, 36, (17, 19), (1, 1), (2, 1), 0, (1, 1), 1, False),
     ConvCase(2, 18, 12, (15, 15), (3, 3), (3, 2), 1, (1, 1), 3, True),
+    ConvCase(1, 8, 20, (21, 18), (3, 3), (2, 2), 2, (2, 2), 1, False),
+    ConvCase(2, 5, 10, (11, 12, 9), (3, 2, 3), (2, 3, 1), 1, (2, 1, 1), 1, True),
 ]
 
 
