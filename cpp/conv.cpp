@@ -1,13 +1,18 @@
-// Convolution forward and both backward passes as im2col + GEMM on bounded tiles.
+// Convolution forward and both backward passes as GEMMs against the column matrix.
 //
 // Per group g (Cg = C/groups input channels, Kg = K/groups output channels, R = Cg*prod(kernel)
 // rows of the column matrix, L output positions):
 //   forward          y[n, g]  (Kg x L)  = W_g (Kg x R) * cols(x[n, g]) (R x L)
 //   backward input   dx[n, g]           = col2im(W_g^T (R x Kg) * dy[n, g] (Kg x L))
 //   backward weight  dW_g    (Kg x R)   = sum_n dy[n, g] (Kg x L) * cols(x[n, g])^T (L x R)
-// The column matrix is only ever built for a tile of at most kTileBytes per thread, so
-// memory stays bounded for any batch and image size. Parallel jobs own disjoint outputs
-// and every sum runs in a fixed order, so results do not depend on the thread count.
+// The column matrix is never stored whole. Most layers never build it at all: its rows are
+// shifted runs of the padded input (split into stride phases), which the GEMM reads in
+// place ("shifted windows" below), and with unit strides the input gradient is itself a
+// forward convolution. The other layers build it in tiles of bounded size (kTileBytes,
+// kChunkBytes). 1x1 layers with unit stride and no padding multiply the input directly.
+// Workspaces are per thread and reused across calls. Parallel jobs own disjoint outputs
+// and every sum runs in a fixed order, so results are bitwise deterministic for a given
+// thread count (the forward pass even across thread counts).
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -162,7 +167,8 @@ void forward_tile(const ConvGeom& g, const T* image, int64_t grp, const T* packe
   const int64_t R = g.rows, L = g.positions, nr = panel_cols<T>();
   const int64_t padded = round_up_rows(g.group_out);
   const int64_t c0 = grp * g.group_in, c1 = c0 + g.group_in;
-  const int64_t chunk = std::max<int64_t>(kMinChunkPanels, kChunkBytes / (R * nr * int64_t(sizeof(T)))) * nr;
+  const int64_t panel_bytes = R * nr * int64_t(sizeof(T));
+  const int64_t chunk = std::max<int64_t>(kMinChunkPanels, kChunkBytes / panel_bytes) * nr;
   T* const panels = scratch<T>(R * std::min(chunk, (l1 - l0 + nr - 1) / nr * nr));
   const PackedA<T> a{packed_group, padded, k0};
   for (int64_t j0 = l0; j0 < l1; j0 += chunk) {
@@ -287,7 +293,8 @@ void pad_group(const ConvGeom& g, const ShiftedGeom& s, const T* image, int64_t 
       }
       const T* in_row = src + row * n_last;
       if (s_last == 1) {
-        std::copy(in_row, in_row + n_last, dst + phase * phase_step + c * channel_step + at + pb_last);
+        std::copy(in_row, in_row + n_last,
+                  dst + phase * phase_step + c * channel_step + at + pb_last);
         continue;
       }
       for (int64_t i = 0; i < n_last; ++i) {

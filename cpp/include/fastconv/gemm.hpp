@@ -17,8 +17,10 @@ struct MatrixView {
 };
 
 // A right operand whose rows (or columns) are shifted windows of one array, as in a
-// stride-1 convolution over a padded input: B[p][j] = base[offsets[p] + j], or with
-// `by_columns`, B[p][j] = base[offsets[j] + p]. The GEMM gathers it while packing, so no
+// convolution over the stride phases of a padded input: B[p][j] = base[offsets[p] + j], or
+// with `by_columns`, B[p][j] = base[offsets[j] + p]. Rows are read in place by the
+// micro-kernel, whole register tiles at a time, so up to panel_cols - 1 values past
+// offsets[p] + n - 1 must be readable; columns are gathered while packing. Either way no
 // column matrix is ever written.
 template <typename T>
 struct ShiftedRows {
