@@ -1,6 +1,7 @@
 // Cache-blocked GEMM in the BLIS arrangement: B is packed into KC x NR panels that stay
 // in L2, A into MC x KC blocks of MR-row panels, and a register-blocked micro-kernel
-// keeps an MR x NR tile of C in vector registers across the whole KC loop.
+// keeps an MR x NR tile of C in vector registers across the whole KC loop. B may also come
+// pre-packed by the caller or as shifted windows of a padded image, read in place.
 // This file is compiled once per instruction set; the including file defines
 // FC_GEMM_NS (the namespace, which keeps each copy's templates apart at link time) and
 // FC_VEC_BYTES (the vector width). GCC vector extensions lower to whatever the target has.
@@ -90,31 +91,21 @@ void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) 
   }
 }
 
-// Packs B[pc .. pc+kc) x [jc .. jc+nc) of a shifted-window operand.
+// Packs B[pc .. pc+kc) x [jc .. jc+nc) of a shifted-window operand given by columns
+// (each column a contiguous run; shifted rows are read in place instead).
 template <typename T>
-void pack_b_shifted(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc, int64_t jc, T* dst) {
+void pack_b_shifted_columns(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc, int64_t jc,
+                            T* dst) {
   constexpr int64_t nr = kNR<T>;
   for (int64_t j0 = 0; j0 < nc; j0 += nr) {
     const int64_t cols = std::min(nr, nc - j0);
     T* panel = dst + j0 * kc;
-    if (b.by_columns) {
-      for (int64_t j = 0; j < cols; ++j) {
-        const T* src = b.base + b.offsets[jc + j0 + j] + pc;
-        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p];
-      }
-      for (int64_t j = cols; j < nr; ++j)
-        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = T(0);
-      continue;
+    for (int64_t j = 0; j < cols; ++j) {
+      const T* src = b.base + b.offsets[jc + j0 + j] + pc;
+      for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p];
     }
-    for (int64_t p = 0; p < kc; ++p) {
-      const T* src = b.base + b.offsets[pc + p] + jc + j0;
-      if (cols == nr) {
-        std::memcpy(panel + p * nr, src, sizeof(T) * nr);
-      } else {
-        for (int64_t j = 0; j < cols; ++j) panel[p * nr + j] = src[j];
-        for (int64_t j = cols; j < nr; ++j) panel[p * nr + j] = T(0);
-      }
-    }
+    for (int64_t j = cols; j < nr; ++j)
+      for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = T(0);
   }
 }
 
@@ -228,7 +219,7 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
       // Shifted rows are read in place: each is a contiguous run of the padded input.
       const bool in_place = src.shifted.base && !src.shifted.by_columns;
       if (src.shifted.base && src.shifted.by_columns) {
-        pack_b_shifted(kc, nc, src.shifted, pc, jc, b_pack);
+        pack_b_shifted_columns(kc, nc, src.shifted, pc, jc, b_pack);
       } else if (!b_panels && !in_place) {
         pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride,
                b.col_stride, b_pack);
