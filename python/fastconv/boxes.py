@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from . import _cpu
-from ._backend import float_arrays
+from ._backend import empty, float_arrays, kernels
 from ._geometry import as_int
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -71,8 +71,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = float_arrays("box_iou", a=a, b=b)
     _check_boxes("box_iou", "a", a)
     _check_boxes("box_iou", "b", b)
-    out = np.empty((a.shape[0], b.shape[0]), dtype=a.dtype)
-    _cpu.box_iou(a, b, out)
+    out = empty(a, (a.shape[0], b.shape[0]), a.dtype)
+    kernels(a).box_iou(a, b, out)
     return out
 
 
@@ -87,8 +87,8 @@ def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
                              f" got {fmt!r}")
     (boxes,) = float_arrays("box_convert", boxes=boxes)
     _check_boxes("box_convert", "boxes", boxes)
-    out = np.empty(boxes.shape, dtype=boxes.dtype)
-    _cpu.box_convert(boxes, out, in_fmt, out_fmt)
+    out = empty(boxes, boxes.shape, boxes.dtype)
+    kernels(boxes).box_convert(boxes, out, in_fmt, out_fmt)
     return out
 
 

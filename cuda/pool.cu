@@ -1,0 +1,9 @@
+// CUDA pool kernels: not yet written.
+#include "fastconv_cuda/bindings.hpp"
+#include "fastconv_cuda/common.hpp"
+
+namespace fastconv::cuda {
+
+void bind_pool(py::module_& m) { (void)m; }
+
+}  // namespace fastconv::cuda
