@@ -101,8 +101,9 @@ def gpu_workspace(nbytes: int) -> Any:
 
 
 class _CudaKernels:
-    """fastconv._cuda with the caller's context: each kernel is called with CuPy's current
-    stream appended as its last argument, so work is ordered with the caller's."""
+    """fastconv._cuda with the caller's context: each kernel is called with the same
+    arguments as its fastconv._cpu twin plus, last, an allocator for temporary memory
+    (CuPy's pool) and CuPy's current stream, so work is ordered with the caller's."""
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         import cupy
@@ -112,7 +113,7 @@ class _CudaKernels:
         kernel = getattr(_cuda, name)
 
         def launch(*args: Any) -> Any:
-            return kernel(*args, cupy.cuda.get_current_stream().ptr)
+            return kernel(*args, gpu_workspace, cupy.cuda.get_current_stream().ptr)
 
         return launch
 

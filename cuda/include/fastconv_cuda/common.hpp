@@ -2,9 +2,11 @@
 // from __cuda_array_interface__ (so any producer works: CuPy, PyTorch, Numba), the caller's
 // stream, temporary memory from the caller's allocator, and launch-size helpers.
 //
-// Conventions: every bound function takes its arrays as objects exposing
-// __cuda_array_interface__ and the caller's stream (an integer cudaStream_t) as its last
-// argument; kernels are launched on that stream and nothing synchronizes. Geometry arrives as
+// Conventions: every bound function takes the arguments of its fastconv._cpu twin, with
+// arrays as objects exposing __cuda_array_interface__, followed by the caller's context:
+// `alloc` (nbytes -> GPU array, for temporary memory; see Workspace) and `stream` (an
+// integer cudaStream_t). Kernels run on that stream; nothing synchronizes unless the
+// result's size lives on the device and the function's contract says so. Geometry arrives as
 // plain integers and is re-validated with the CPU module's code (fastconv/geometry.hpp).
 #pragma once
 
