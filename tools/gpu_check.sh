@@ -21,7 +21,7 @@
 # Steps after env need the package: unless --no-build, the build runs first whenever one of
 # them is asked for (incremental when the build folder survives from an earlier call).
 #
-# Output ($OUT, default ./gpu_check_out), at most 8 files so a remote runner that returns
+# Output ($OUT, default gpu_check_out in the repository root), at most 8 files so a remote runner that returns
 # only a few files gets them all:
 #   summary.txt       one line per check: PASS/FAIL/TIMEOUT/SKIP, seconds, log name
 #   logs.tar.gz       every check's full log (repacked after each check)
@@ -39,14 +39,16 @@
 # passed.
 set -uo pipefail
 
-cd "$(dirname "$0")/.." || exit 2
+CALLER_DIR=$(pwd)
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+cd "$(dirname "$SELF")/.." || exit 2
 ROOT=$(pwd)
 
 ALL_STEPS=(env build info test sanitize initcheck bench)
 DEFAULT_STEPS=(env build info test sanitize bench)
 
 usage() {
-  sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -uo/p' "$SELF" | sed '$d' | sed 's/^# \{0,1\}//'
 }
 
 DRY_RUN=0
@@ -74,7 +76,10 @@ if [ "$NO_BUILD" = 0 ] && ! wants build; then
   done
 fi
 
-OUT=${OUT:-./gpu_check_out}
+# A relative OUT or GPU_CHECK_LOGS is taken from where the script was called.
+OUT=${OUT:-$ROOT/gpu_check_out}
+case $OUT in /*) ;; *) OUT="$CALLER_DIR/$OUT" ;; esac
+case ${GPU_CHECK_LOGS:-/} in /*) ;; *) GPU_CHECK_LOGS="$CALLER_DIR/$GPU_CHECK_LOGS" ;; esac
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || { echo "cannot create OUT=$OUT" >&2; exit 2; }
 export OUT
 if [ "$DRY_RUN" = 1 ]; then
@@ -157,15 +162,16 @@ check() {
 # ---------------------------------------------------------------------------------------
 
 step_env() {
+  # Every probe runs; a missing driver, compiler, sanitizer or Python package fails the step.
   check env 60 "
-set -x
-uname -a; nproc; free -g || true
-nvidia-smi
-nvcc --version
-compute-sanitizer --version | head -3
-cmake --version | head -1
-ninja --version
-$PY - <<'PY'
+rc=0
+uname -a; nproc; free -g
+nvidia-smi || rc=1
+nvcc --version || rc=1
+compute-sanitizer --version || rc=1
+cmake --version || rc=1
+ninja --version || rc=1
+$PY - <<'PY' || rc=1
 import importlib, platform, sys
 print('python', platform.python_version(), sys.executable)
 for name in ('numpy', 'cupy', 'torch', 'torchvision', 'scikit_build_core', 'pybind11',
@@ -180,7 +186,8 @@ print('cupy device:', cupy.cuda.runtime.getDeviceProperties(0)['name'],
       'runtime', cupy.cuda.runtime.runtimeGetVersion(), 'driver', cupy.cuda.runtime.driverGetVersion())
 print('torch cuda', torch.version.cuda, 'available', torch.cuda.is_available(),
       'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))
-PY"
+PY
+exit \$rc"
 }
 
 BUILD_MODE=${GPU_CHECK_BUILD:-}

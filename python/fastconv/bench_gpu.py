@@ -107,7 +107,10 @@ class Env:
 
     def to_torch(self, a: Any) -> Any:
         """The same memory as a torch tensor (DLPack: no copy)."""
-        t = self.torch.from_dlpack(a)
+        try:
+            t = self.torch.from_dlpack(a)
+        except (AttributeError, TypeError, BufferError):  # no DLPack: the CUDA array interface
+            t = self.torch.as_tensor(a, device="cuda" if self.device == "cuda" else "cpu")
         ptr = a.data.ptr if self.device == "cuda" else a.ctypes.data
         if a.size and t.data_ptr() != ptr:
             raise RuntimeError("DLPack made a copy; the comparison would not be fair")
@@ -610,8 +613,8 @@ class Result:
 
     @property
     def bad(self) -> bool:
-        """fastconv failed, or its result is off the reference."""
-        if self.note.startswith("fastconv failed"):
+        """fastconv failed, its result is off the reference, or it could not be checked."""
+        if self.note.startswith(("fastconv failed", "setup failed", "reference failed")):
             return True
         limit = ERR_LIMIT.get(self.dtype, 1e-4)
         return bool((self.max_err is not None and not self.max_err <= limit)
@@ -681,8 +684,13 @@ def run_case(env: Env, case: Case, mode: str, copy_gbs: float, check: bool = Tru
                 res.speedup_torch = res.torch_ms / res.fastconv_ms
         except Exception as exc:  # noqa: BLE001 - a torch version lacking an op
             res.note = res.note or f"torch failed: {type(exc).__name__}: {exc}"
+    ref = None
     if check and (got is not None or torch_got is not None):
-        ref = _parts(problem.reference(), np.asarray)
+        try:
+            ref = _parts(problem.reference(), np.asarray)
+        except Exception as exc:  # noqa: BLE001 - reported; the row is then unchecked
+            res.note = res.note or f"reference failed: {type(exc).__name__}: {exc}"
+    if ref is not None:
         if got is not None:
             res.max_err, res.mismatches = compare(_parts(got, env.to_host), ref)
         if torch_got is not None:
