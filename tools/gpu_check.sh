@@ -17,7 +17,8 @@
 #              against the CPU), racecheck and synccheck over its NMS and pool-backward cases
 #   initcheck  compute-sanitizer initcheck over every case (uninitialized device reads);
 #              not in the default set
-#   bench      python -m fastconv bench --gpu --json $OUT/bench_gpu.json
+#   bench      python -m fastconv bench --gpu --json $OUT/bench_gpu.json (more flags, e.g.
+#              --quick or --op nms, through GPU_CHECK_BENCH_ARGS)
 # Steps after env need the package: unless --no-build, the build runs first whenever one of
 # them is asked for (incremental when the build folder survives from an earlier call).
 #
@@ -27,7 +28,7 @@
 #   logs.tar.gz       every check's full log (repacked after each check)
 #   junit_cuda.xml    junit_all.xml    bench_gpu.json    bench_gpu.txt
 # The logs themselves go to $GPU_CHECK_LOGS (default: a fresh temporary folder, printed).
-# stdout ends with the tails of failed logs, the benchmark table and the summary.
+# stdout ends with the benchmark table, the tails of failed logs and the summary.
 #
 # Time: the device runner allows 10 minutes per command, so the whole run has a budget
 # (GPU_CHECK_BUDGET seconds, default 540) and each check a timeout (GPU_CHECK_TIMEOUT_<NAME>,
@@ -237,9 +238,14 @@ $PY -c 'import fastconv, sys; ok = fastconv.cuda.is_available(); print(\"cuda av
 }
 
 step_test() {
+  # A hung test must not eat the other steps' time: pytest-timeout, where installed.
+  local per_test=""
+  if "$PY" -c "import pytest_timeout" > /dev/null 2>&1; then
+    per_test="--timeout=${GPU_CHECK_TEST_TIMEOUT:-120}"
+  fi
   # A cuda-marked test skipped here means the GPU went unused: that is a failure.
   check test_cuda 240 "
-$PY -m pytest -m cuda -q -p no:cacheprovider --junitxml='$OUT/junit_cuda.xml' tests/
+$PY -m pytest -m cuda -q -p no:cacheprovider $per_test --junitxml='$OUT/junit_cuda.xml' tests/
 rc=\$?
 $PY - '$OUT/junit_cuda.xml' <<'PY' || exit 1
 import sys, xml.etree.ElementTree as ET
@@ -261,7 +267,7 @@ exit \$rc"
   # OpenMP/torch threads each keep the run from oversubscribing them.
   check test_all 300 "
 export OMP_NUM_THREADS=\${OMP_NUM_THREADS:-2}
-$PY -m pytest -x -q -p no:cacheprovider $xdist -m 'not cuda' \\
+$PY -m pytest -x -q -p no:cacheprovider $xdist $per_test -m 'not cuda' \\
   --ignore=tests/test_examples.py --ignore=tests/test_models.py \\
   --junitxml='$OUT/junit_all.xml' tests/"
 }
@@ -284,7 +290,7 @@ step_initcheck() {
 step_bench() {
   check bench 300 "
 set -o pipefail
-cd /tmp && $PY -m fastconv bench --gpu --no-progress --json '$OUT/bench_gpu.json' | tee '$OUT/bench_gpu.txt'"
+cd /tmp && $PY -m fastconv bench --gpu --no-progress ${GPU_CHECK_BENCH_ARGS:-} --json '$OUT/bench_gpu.json' | tee '$OUT/bench_gpu.txt'"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -300,16 +306,17 @@ for s in "${ALL_STEPS[@]}"; do
 done
 [ "$DRY_RUN" = 1 ] && exit 0
 
-# Last in stdout (a remote runner returns the tail): failures, benchmark table, summary.
-for name in "${FAILED[@]}"; do
-  echo
-  echo "---- tail of $name.log ----"
-  tail -n 25 "$LOGDIR/$name.log" 2>/dev/null | cut -c1-220
-done
+# Last in stdout (a remote runner returns only the tail): the benchmark table, the tails
+# of failed logs, the summary.
 if wants bench && [ -s "$OUT/bench_gpu.txt" ]; then
   echo
   cat "$OUT/bench_gpu.txt"
 fi
+for name in "${FAILED[@]}"; do
+  echo
+  echo "---- tail of $name.log ----"
+  tail -n 20 "$LOGDIR/$name.log" 2>/dev/null | cut -c1-200
+done
 echo
 echo "==== gpu_check summary ($(($(date +%s) - START))s; logs: $LOGDIR, packed in $OUT/logs.tar.gz)"
 cat "$SUMMARY"
