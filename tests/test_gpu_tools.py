@@ -264,3 +264,20 @@ def test_gpu_pytest_benchmark_file_collects() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bench_gpu.py::test_gpu[conv-smoke_2d-fastconv]" in result.stdout
     assert "bench_gpu.py::test_gpu[nms-smoke-torch]" in result.stdout
+
+
+def test_bench_gpu_nms_differences_tell_rounding_from_errors() -> None:
+    # Box 1 overlaps box 0 at IoU exactly 0.5 (a rounding coin flip at threshold 0.5);
+    # box 2 overlaps box 1 heavily (knock-on); box 3 stands alone.
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 4.9], [50, 50, 60, 60]],
+                     np.float32)
+    ref = np.array([0, 2, 3])
+    assert bench_gpu.nms_differences(ref, ref, boxes, None, 0.5) == (0, 0)
+    assert bench_gpu.nms_differences(np.array([0, 1, 3]), ref, boxes, None, 0.5) == (2, 2)
+    assert bench_gpu.nms_differences(np.array([0, 2]), ref, boxes, None, 0.5) == (1, 0)
+    assert bench_gpu.nms_differences(np.array([0, 3, 2]), ref, boxes, None, 0.5) == (2, 0)
+    # Another label: the near-threshold box 0 no longer explains box 1.
+    labels = np.array([0, 1, 1, 0])
+    assert bench_gpu.nms_differences(np.array([0, 1, 3]), ref, boxes, labels, 0.5)[1] == 0
+    row = bench_gpu.Result("nms", "c", "s", mismatches=2, explained=2)
+    assert not row.bad and bench_gpu.Result("nms", "c", "s", mismatches=2, explained=1).bad

@@ -286,6 +286,26 @@ def _box_cases() -> List[Case]:
 
         return build
 
+    def nms_edge(kind: str) -> Callable[[np.random.Generator], Problem]:
+        def build(rng: np.random.Generator) -> Problem:
+            boxes, scores = _boxes(rng, 600, 15)
+            if kind == "ties":
+                # Equal scores: the kept order must put the lower index first.
+                scores = rng.choice(np.array([0.25, 0.5, 0.75], np.float32), size=600)
+            else:
+                boxes[:100] = boxes[0]               # identical boxes: all but one go
+                boxes[100:150, 2] = boxes[100:150, 0]  # zero width: IoU 0, never suppressed
+            return Problem((boxes, scores), lambda b, s: fc.nms(b, s, 0.5))
+
+        return build
+
+    def batched_sparse(rng: np.random.Generator) -> Problem:
+        # Labels far apart and negative: no dense per-label table can hold them.
+        boxes, scores = _boxes(rng, 500, 12)
+        labels = rng.choice(np.array([-7, 0, 3, 10**12], np.int64), size=500)
+        return Problem((boxes, scores, labels),
+                       lambda b, s, lab: fc.batched_nms(b, s, lab, 0.5))
+
     cases = [
         Case("boxes", "box_iou_37x53", iou(37, 53)),
         Case("boxes", "box_iou_300x129_f64", iou(300, 129, np.float64)),
@@ -299,7 +319,10 @@ def _box_cases() -> List[Case]:
         # Past one 64-bit mask word and one block of boxes in every direction.
         Case("nms", "nms_3001", nms(3001, 60)),
         Case("nms", "nms_500_thresholds", nms(500, 12, score_threshold=0.3, max_output=17)),
+        Case("nms", "nms_ties", nms_edge("ties")),
+        Case("nms", "nms_degenerate", nms_edge("degenerate")),
         Case("nms", "batched_nms_400_5cls", batched(400, 5)),
+        Case("nms", "batched_nms_sparse_labels", batched_sparse),
         Case("nms", "batched_nms_2000_80cls", batched(2000, 80)),
         Case("nms", "batched_nms_300_max_output", batched(300, 4, score_threshold=0.2,
                                                           max_output=11)),
