@@ -97,6 +97,8 @@ for dir in /usr/local/cuda/bin /usr/local/cuda/compute-sanitizer; do
   [ -d "$dir" ] && case ":$PATH:" in *":$dir:"*) ;; *) PATH="$PATH:$dir" ;; esac
 done
 export PATH
+# CuPy finds headers and NVRTC through CUDA_PATH (and warns when it cannot).
+if [ -z "${CUDA_PATH:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_PATH=/usr/local/cuda; fi
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 NPROC=$(nproc 2>/dev/null || echo 4)
@@ -188,6 +190,7 @@ print('cupy device:', cupy.cuda.runtime.getDeviceProperties(0)['name'],
 print('torch cuda', torch.version.cuda, 'available', torch.cuda.is_available(),
       'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))
 PY
+$PY -c 'import cupy; cupy.show_config()' || true
 exit \$rc"
 }
 
@@ -257,6 +260,7 @@ if skipped:
     print(f'{len(skipped)} cuda tests skipped for want of a GPU, e.g. {skipped[:3]}')
     sys.exit(1)
 PY
+$PY -c 'import cupy; cupy.show_config()' || true
 exit \$rc"
   local xdist=""
   if "$PY" -c "import xdist" > /dev/null 2>&1; then
