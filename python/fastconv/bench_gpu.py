@@ -813,6 +813,7 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
             f"{r.torch_throughput:.2f}" if r.torch_throughput is not None else "",
             _fmt(r.speedup_torch, ".2f"),
             _err_text(r.max_err, r.mismatches, r.note.startswith("fastconv failed"))
+            + (f" ({r.explained} rounding)" if r.explained else "")
             + (" BAD" if r.bad and not r.note.startswith("fastconv failed") else ""),
             _err_text(r.torch_err, r.torch_mismatches)])
     widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
