@@ -4,20 +4,13 @@ importable. Inputs and case lists come from tests/test_boxes.py."""
 
 from __future__ import annotations
 
-import fastconv as fc
 import numpy as np
 import pytest
+
+import fastconv as fc
 from fastconv import reference as ref
-from test_boxes import (
-    DTYPES,
-    FORMATS,
-    SIZES,
-    assert_indices,
-    clustered_boxes,
-    random_boxes,
-    random_scores,
-    scalar_type,
-)
+from test_boxes import (DTYPES, FORMATS, SIZES, assert_indices, clustered_boxes, random_boxes,
+                        random_scores, scalar_type)
 
 try:  # present wherever the cuda-marked tests run (fastconv.cuda.is_available needs it)
     import cupy as cp

@@ -8,9 +8,10 @@ uses the CPU suite's derived tolerance. Cases, inputs and seeds come from tests/
 
 from __future__ import annotations
 
-import fastconv as fc
 import numpy as np
 import pytest
+
+import fastconv as fc
 from fastconv import reference as ref
 from test_pool import CASES, DTYPES, geometry, rand, seed_of, tolerance, window
 
