@@ -83,6 +83,13 @@ __device__ __forceinline__ int64_t count_1d(const PoolDev& g, int d, int64_t o,
   return (end < g.in[d] ? end : g.in[d]) - lo;
 }
 
+// a / b for non-negative a, b > 0: 32-bit division when both fit (the common case; a 64-bit
+// division costs several times more and the kernels do a few per element).
+__device__ __forceinline__ int64_t div_nonneg(int64_t a, int64_t b) {
+  if (((a | b) >> 32) == 0) return static_cast<uint32_t>(a) / static_cast<uint32_t>(b);
+  return a / b;
+}
+
 // Splits a flat in-plane offset into per-dim coordinates (row-major, last dim fastest).
 template <int D>
 __device__ __forceinline__ void split(const PoolDev& g, const int64_t* extent, int64_t flat,
@@ -91,7 +98,7 @@ __device__ __forceinline__ void split(const PoolDev& g, const int64_t* extent, i
 #pragma unroll
   for (int d = kMaxPoolDims - 1; d >= 0; --d) {
     if (d >= dims) continue;
-    const int64_t q = flat / extent[d];
+    const int64_t q = div_nonneg(flat, extent[d]);
     coord[d] = flat - q * extent[d];
     flat = q;
   }
@@ -119,7 +126,7 @@ __global__ void max_pool_forward_kernel(PoolDev g, const T* __restrict__ x, T* _
   const int64_t total = g.planes * g.out_plane;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
        t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t plane = t / g.out_plane;
+    const int64_t plane = div_nonneg(t, g.out_plane);
     int64_t o[K], lo[K], hi[K], cur[K];
     split<D>(g, g.out, t - plane * g.out_plane, o);
     int64_t first = 0;  // offset of the window's first input cell
@@ -161,7 +168,7 @@ __global__ void avg_pool_forward_kernel(PoolDev g, const T* __restrict__ x, T* _
   const int64_t total = g.planes * g.out_plane;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
        t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t plane = t / g.out_plane;
+    const int64_t plane = div_nonneg(t, g.out_plane);
     int64_t o[K], lo[K], hi[K], cur[K];
     split<D>(g, g.out, t - plane * g.out_plane, o);
     int64_t count = 1;
@@ -193,7 +200,7 @@ __global__ void avg_pool_backward_kernel(PoolDev g, const T* __restrict__ dy,
   const int64_t total = g.planes * g.in_plane;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total;
        t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t plane = t / g.in_plane;
+    const int64_t plane = div_nonneg(t, g.in_plane);
     int64_t i[K], first[K], stop[K], cur[K];
     split<D>(g, g.in, t - plane * g.in_plane, i);
     bool empty = false;
@@ -203,8 +210,8 @@ __global__ void avg_pool_backward_kernel(PoolDev g, const T* __restrict__ dy,
       // Output o covers i when o*s <= i + pb < o*s + k.
       const int64_t s = g.stride[d], reach = i[d] + g.pad_before[d];
       const int64_t lo_num = reach - g.kernel[d] + 1;
-      first[d] = lo_num <= 0 ? 0 : (lo_num + s - 1) / s;
-      const int64_t l = reach / s + 1;
+      first[d] = lo_num <= 0 ? 0 : div_nonneg(lo_num + s - 1, s);
+      const int64_t l = div_nonneg(reach, s) + 1;
       stop[d] = l < g.out[d] ? l : g.out[d];
       empty |= first[d] >= stop[d];
       cur[d] = first[d];
@@ -251,7 +258,7 @@ __global__ void scatter_keys_kernel(const int64_t* __restrict__ indices, int64_t
                                     uint64_t* __restrict__ keys, int64_t* __restrict__ values) {
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count;
        j += int64_t(gridDim.x) * blockDim.x) {
-    keys[j] = static_cast<uint64_t>((j / out_plane) * in_plane + indices[j]);
+    keys[j] = static_cast<uint64_t>(div_nonneg(j, out_plane) * in_plane + indices[j]);
     values[j] = j;
   }
 }
