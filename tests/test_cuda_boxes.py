@@ -384,3 +384,67 @@ def test_extension_rejects_bad_input_directly():
     with pytest.raises(ValueError, match=r"needs max_output"):
         _cuda.nms_fixed(boxes, scores, 0.5, None, None, cp.empty(2, cp.int64),
                         cp.empty(1, cp.int64), gpu_workspace, stream)
+
+
+# ----------------------------------------------------------------------------------------
+# Timings (printed, not asserted beyond sanity: the targets are for a human to read)
+# ----------------------------------------------------------------------------------------
+
+def gpu_time_ms(fn, reps=10) -> float:
+    fn()  # warm-up (CuPy pool, lazy module loading)
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    for _ in range(reps):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return cp.cuda.get_elapsed_time(start, stop) / reps
+
+
+def test_report_nms_timings(capsys):
+    """Targets (H100): nms ~0.5 ms at 10k boxes, ~8 ms at 100k, >= 2x torchvision at 10k."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for n in (10_000, 100_000):
+        boxes = gpu(random_boxes(rng, n, np.float32, scale=1000.0, size=100.0))
+        scores = gpu(random_scores(rng, n, np.float32))
+        labels = gpu(rng.integers(0, 1000, n))
+        t_nms = gpu_time_ms(lambda: fc.nms(boxes, scores, 0.5))
+        t_fixed = gpu_time_ms(lambda: fc.nms(boxes, scores, 0.5, max_output=1000,
+                                             fixed_size=True))
+        t_batched = gpu_time_ms(lambda: fc.batched_nms(boxes, scores, labels, 0.5))
+        line = (f"n={n}: nms {t_nms:.3f} ms, nms fixed_size {t_fixed:.3f} ms, "
+                f"batched_nms (1000 labels) {t_batched:.3f} ms")
+        try:
+            import torch
+            import torchvision
+
+            tb, ts = torch.as_tensor(boxes, device="cuda"), torch.as_tensor(scores, device="cuda")
+            tl = torch.as_tensor(labels, device="cuda")
+            t_tv = gpu_time_ms(lambda: torchvision.ops.nms(tb, ts, 0.5))
+            t_tvb = gpu_time_ms(lambda: torchvision.ops.batched_nms(tb, ts, tl, 0.5))
+            line += (f"; torchvision nms {t_tv:.3f} ms ({t_tv / t_nms:.2f}x), "
+                     f"batched {t_tvb:.3f} ms ({t_tvb / t_batched:.2f}x)")
+        except Exception as error:  # torch/torchvision missing or without CUDA
+            line += f"; torchvision not timed ({type(error).__name__})"
+        lines.append(line)
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert all(len(line) > 0 for line in lines)
+
+
+def test_report_box_iou_bandwidth(capsys):
+    """Target: box_iou output writes at >= 70% of device-to-device copy bandwidth."""
+    rng = np.random.default_rng(1)
+    a = gpu(random_boxes(rng, 8192, np.float32))
+    b = gpu(random_boxes(rng, 8192, np.float32))
+    out_bytes = 8192 * 8192 * 4
+    src, dst = cp.empty(out_bytes, cp.uint8), cp.empty(out_bytes, cp.uint8)
+    t_copy = gpu_time_ms(lambda: cp.copyto(dst, src))  # reads + writes 2x the bytes
+    t_iou = gpu_time_ms(lambda: fc.box_iou(a, b))
+    copy_bw = 2 * out_bytes / t_copy / 1e6
+    iou_bw = out_bytes / t_iou / 1e6
+    with capsys.disabled():
+        print(f"\nbox_iou 8192x8192 float32: {t_iou:.3f} ms, {iou_bw:.0f} GB/s written; "
+              f"copy {copy_bw:.0f} GB/s; ratio {iou_bw / copy_bw:.2f}")
+    assert t_iou > 0

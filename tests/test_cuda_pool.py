@@ -286,3 +286,46 @@ def test_extension_rejects_bad_input_directly():
     with pytest.raises(ValueError, match=r"at least one spatial dim"):
         _cuda.avg_pool_forward(cp.zeros((1, 4), cp.float32), out, (2,), (2,), (0,), (0,),
                                False, True, gpu_workspace, stream)
+
+
+# ----------------------------------------------------------------------------------------
+# Timings (printed for a human; target: >= 70% of device-to-device copy bandwidth)
+# ----------------------------------------------------------------------------------------
+
+def gpu_time_ms(fn, reps=10) -> float:
+    fn()
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    for _ in range(reps):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return cp.cuda.get_elapsed_time(start, stop) / reps
+
+
+def test_report_pool_bandwidth(capsys):
+    x = cp.asarray(rand((32, 64, 112, 112), np.float32, 3))
+    src, dst = cp.empty_like(x), cp.empty_like(x)
+    t_copy = gpu_time_ms(lambda: cp.copyto(dst, src))
+    copy_bw = 2 * x.nbytes / t_copy / 1e6
+    y, idx = fc.max_pool(x, 3, stride=2, padding=1, return_indices=True)
+    a = fc.avg_pool(x, 2)
+    cases = {
+        "max_pool 3/2/1 + indices": (lambda: fc.max_pool(x, 3, stride=2, padding=1,
+                                                         return_indices=True),
+                                     x.nbytes + y.nbytes + idx.nbytes),
+        "max_pool 2/2": (lambda: fc.max_pool(x, 2), x.nbytes + a.nbytes),
+        "avg_pool 2/2": (lambda: fc.avg_pool(x, 2), x.nbytes + a.nbytes),
+        "avg_pool_backward 2/2": (lambda: fc.avg_pool_backward(a, x.shape, 2),
+                                  x.nbytes + a.nbytes),
+        "max_pool_backward 3/2/1": (lambda: fc.max_pool_backward(y, idx, x.shape),
+                                    x.nbytes + y.nbytes + idx.nbytes),
+    }
+    lines = [f"copy: {copy_bw:.0f} GB/s"]
+    for name, (fn, nbytes) in cases.items():
+        t = gpu_time_ms(fn)
+        bw = nbytes / t / 1e6
+        lines.append(f"{name}: {t:.3f} ms, {bw:.0f} GB/s ({bw / copy_bw:.2f} of copy)")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert copy_bw > 0
