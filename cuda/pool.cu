@@ -20,14 +20,16 @@
 //        partial sum over the last dim, added to the total), so no atomics and the result is
 //        deterministic and equal to the CPU's.
 //   max: max_pool_backward receives no geometry (only dy, indices, dx), so it cannot find
-//        the windows covering a cell. A scatter with float atomics would be
-//        order-dependent once a cell takes three or more contributions, so instead the
-//        (plane, index) keys are stably radix-sorted with their output positions as
-//        payload; each run of equal keys is then summed by one thread in increasing output
-//        order, starting from 0 -- the CPU's order, hence the CPU's bits. Indices are
-//        validated first (as on the CPU, before anything is written), which costs one
-//        device->host read of the first bad position: max_pool_backward synchronizes the
-//        stream once.
+//        the windows covering a cell, and float atomics would make sums of three or more
+//        terms order-dependent (and float32 atomics flush subnormals). Instead: one pass
+//        validates the indices and counts the hits of every cell (integer atomics, exact);
+//        a second stores the cells hit once directly (0 + dy, as the CPU) and queues the
+//        positions of cells hit more often; those are radix-sorted by position and then
+//        stably by cell, and one thread per run sums it in increasing position order from
+//        0 -- the CPU's order, hence the CPU's bits. Non-overlapping pooling (kernel <=
+//        stride) never queues anything. Raising ValueError on a bad index, like the CPU,
+//        needs the validation result on the host: max_pool_backward synchronizes the stream
+//        once (the same read returns the queue length the sorts need).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -239,27 +241,61 @@ __global__ void avg_pool_backward_kernel(PoolDev g, const T* __restrict__ dy,
 }
 
 // ---------------------------------------------------------------------------------------
-// max_pool_backward: validate, sort (plane, index) keys, sum runs.
+// max_pool_backward: count hits per cell; single-hit cells store directly, the rest are
+// sorted by (cell, position) and summed run by run.
 // ---------------------------------------------------------------------------------------
 
-// first_bad <- the smallest flat position holding an index outside [0, in_plane).
-__global__ void find_bad_index_kernel(const int64_t* __restrict__ indices, int64_t count,
-                                      int64_t in_plane, long long* first_bad) {
+// Validates every index (first_bad <- the smallest position of one outside [0, in_plane))
+// and counts the hits of every dx cell (hits saturate far below wrap-around: see caller).
+__global__ void count_hits_kernel(const int64_t* __restrict__ indices, int64_t count,
+                                  int64_t out_plane, int64_t in_plane, long long* first_bad,
+                                  unsigned* __restrict__ hits) {
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count;
        j += int64_t(gridDim.x) * blockDim.x) {
     const int64_t v = indices[j];
-    if (v < 0 || v >= in_plane) atomicMin(first_bad, static_cast<long long>(j));
+    if (v < 0 || v >= in_plane) {
+      atomicMin(first_bad, static_cast<long long>(j));
+      continue;
+    }
+    atomicAdd(hits + div_nonneg(j, out_plane) * in_plane + v, 1u);
   }
 }
 
-// key = global input offset of the target cell (plane * in_plane + index), value = j.
-__global__ void scatter_keys_kernel(const int64_t* __restrict__ indices, int64_t count,
-                                    int64_t out_plane, int64_t in_plane,
-                                    uint64_t* __restrict__ keys, int64_t* __restrict__ values) {
+// A cell hit once gets 0 + dy[j] (the CPU's sum of one term, -0 included) with a plain
+// store; a position whose cell is hit more often is queued (in any order: the sorts below
+// restore it) as (key = j, value = cell).
+template <typename T>
+__global__ void store_single_hits_kernel(const int64_t* __restrict__ indices, int64_t count,
+                                         int64_t out_plane, int64_t in_plane,
+                                         const unsigned* __restrict__ hits,
+                                         const T* __restrict__ dy, T* __restrict__ dx,
+                                         unsigned long long* queued,
+                                         uint64_t* __restrict__ queue_keys,
+                                         int64_t* __restrict__ queue_values) {
   for (int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; j < count;
        j += int64_t(gridDim.x) * blockDim.x) {
-    keys[j] = static_cast<uint64_t>(div_nonneg(j, out_plane) * in_plane + indices[j]);
-    values[j] = j;
+    const int64_t v = indices[j];
+    if (v < 0 || v >= in_plane) continue;  // reported by count_hits_kernel
+    const int64_t cell = div_nonneg(j, out_plane) * in_plane + v;
+    if (hits[cell] == 1) {
+      dx[cell] = T(0) + dy[j];
+    } else {
+      const unsigned long long slot = atomicAdd(queued, 1ull);
+      queue_keys[slot] = static_cast<uint64_t>(j);
+      queue_values[slot] = cell;
+    }
+  }
+}
+
+// (j, cell) sorted by j -> (cell, j), for the second, stable sort by cell.
+__global__ void swap_pairs_kernel(const uint64_t* __restrict__ keys_in,
+                                  const int64_t* __restrict__ values_in, int64_t count,
+                                  uint64_t* __restrict__ keys_out,
+                                  int64_t* __restrict__ values_out) {
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < count;
+       t += int64_t(gridDim.x) * blockDim.x) {
+    keys_out[t] = static_cast<uint64_t>(values_in[t]);
+    values_out[t] = static_cast<int64_t>(keys_in[t]);
   }
 }
 
@@ -456,45 +492,65 @@ void max_pool_backward_cuda(py::handle dy, py::handle indices, py::handle dx, py
   const cudaStream_t stream = as_stream(stream_handle);
   Workspace ws(alloc);
 
-  // Every index is checked before anything is written, as on the CPU: one kernel finds the
-  // first bad position, one small read brings it to the host (this is the op's only sync).
-  long long* first_bad = ws.get<long long>(1);
-  // 0x7f bytes make a huge positive sentinel (> any position) for atomicMin.
-  FC_CUDA_CHECK(cudaMemsetAsync(first_bad, 0x7f, sizeof(long long), stream));
-  find_bad_index_kernel<<<grid_for(count), kBlockThreads, 0, stream>>>(ip, count, in_plane,
-                                                                       first_bad);
+  // Hit counters are 32-bit; with fewer positions than 2^32 they cannot wrap.
+  FC_CHECK(count < (int64_t(1) << 32), "max_pool_backward: dy has ", count,
+           " elements; the CUDA kernel takes fewer than 2^32");
+  unsigned* hits = ws.get<unsigned>(dx_size);
+  // status[0]: first bad position (0x7f bytes: a sentinel above any position, for
+  // atomicMin); status[1]: number of queued positions.
+  long long* status = ws.get<long long>(2);
+  FC_CUDA_CHECK(cudaMemsetAsync(status, 0x7f, sizeof(long long), stream));
+  FC_CUDA_CHECK(cudaMemsetAsync(status + 1, 0, sizeof(long long), stream));
+  FC_CUDA_CHECK(cudaMemsetAsync(hits, 0, static_cast<size_t>(dx_size) * sizeof(unsigned),
+                                stream));
+  count_hits_kernel<<<grid_for(count), kBlockThreads, 0, stream>>>(ip, count, out_plane,
+                                                                   in_plane, status, hits);
   FC_LAUNCH_CHECK();
-  long long bad = 0;
-  {
-    py::gil_scoped_release release;
-    FC_CUDA_CHECK(cudaMemcpyAsync(&bad, first_bad, sizeof bad, cudaMemcpyDeviceToHost, stream));
-    FC_CUDA_CHECK(cudaStreamSynchronize(stream));
-  }
-  if (bad < count) {
-    int64_t value = 0;
-    FC_CUDA_CHECK(cudaMemcpyAsync(&value, ip + bad, sizeof value, cudaMemcpyDeviceToHost,
-                                  stream));
-    FC_CUDA_CHECK(cudaStreamSynchronize(stream));
-    FC_CHECK(false, "max_pool_backward: indices must lie in [0, ", in_plane,
-             ") (the spatial size of one plane of dx shape ", tuple_str(dx_shape), "), got ",
-             value, " at flat position ", bad, " of indices shape ", tuple_str(dy_shape));
-  }
-
+  // The queue of (key, value) pairs for the positions of multi-hit cells (worst case: all).
+  uint64_t* keys = ws.get<uint64_t>(count);
+  int64_t* values = ws.get<int64_t>(count);
   dispatch_float(dya, "dy", [&](auto zero) {
     using T = decltype(zero);
     const T* dyp = input_ptr<T>(dya, "dy");
     T* dxp = output_ptr<T>(dxa, "dx");
     FC_CUDA_CHECK(cudaMemsetAsync(dxp, 0, static_cast<size_t>(dx_size) * sizeof(T), stream));
-    uint64_t* keys = ws.get<uint64_t>(2 * count);
-    int64_t* values = ws.get<int64_t>(2 * count);
-    scatter_keys_kernel<<<grid_for(count), kBlockThreads, 0, stream>>>(ip, count, out_plane,
-                                                                       in_plane, keys, values);
+    store_single_hits_kernel<T><<<grid_for(count), kBlockThreads, 0, stream>>>(
+        ip, count, out_plane, in_plane, hits, dyp, dxp,
+        reinterpret_cast<unsigned long long*>(status + 1), keys, values);
     FC_LAUNCH_CHECK();
-    // Keys are < dx_size, so only its bits need sorting.
-    stable_sort_pairs(ws, keys, keys + count, values, values + count, count,
+    // One read brings back the first bad index and the queue length: the op's only sync.
+    // As on the CPU, a bad index raises ValueError; dx (the op's output) may then hold
+    // partial results, but nothing outside it is ever written.
+    long long host[2] = {0, 0};
+    {
+      py::gil_scoped_release release;
+      FC_CUDA_CHECK(cudaMemcpyAsync(host, status, sizeof host, cudaMemcpyDeviceToHost, stream));
+      FC_CUDA_CHECK(cudaStreamSynchronize(stream));
+    }
+    const long long bad = host[0], queued = host[1];
+    if (bad < count) {
+      int64_t value = 0;
+      FC_CUDA_CHECK(cudaMemcpyAsync(&value, ip + bad, sizeof value, cudaMemcpyDeviceToHost,
+                                    stream));
+      FC_CUDA_CHECK(cudaStreamSynchronize(stream));
+      FC_CHECK(false, "max_pool_backward: indices must lie in [0, ", in_plane,
+               ") (the spatial size of one plane of dx shape ", tuple_str(dx_shape), "), got ",
+               value, " at flat position ", bad, " of indices shape ", tuple_str(dy_shape));
+    }
+    if (queued == 0) return;
+    // Sort by position, then stably by cell: each cell's run lists its positions in
+    // increasing order, the CPU's summation order.
+    uint64_t* keys2 = ws.get<uint64_t>(queued);
+    int64_t* values2 = ws.get<int64_t>(queued);
+    stable_sort_pairs(ws, keys, keys2, values, values2, queued,
+                      bits_for(static_cast<uint64_t>(count - 1)), stream);
+    swap_pairs_kernel<<<grid_for(queued), kBlockThreads, 0, stream>>>(keys2, values2, queued,
+                                                                      keys, values);
+    FC_LAUNCH_CHECK();
+    stable_sort_pairs(ws, keys, keys2, values, values2, queued,
                       bits_for(static_cast<uint64_t>(dx_size - 1)), stream);
-    sum_runs_kernel<T><<<grid_for(count), kBlockThreads, 0, stream>>>(
-        keys + count, values + count, count, static_cast<uint64_t>(dx_size), dyp, dxp);
+    sum_runs_kernel<T><<<grid_for(queued), kBlockThreads, 0, stream>>>(
+        keys2, values2, queued, static_cast<uint64_t>(dx_size), dyp, dxp);
     FC_LAUNCH_CHECK();
   });
 }
