@@ -406,18 +406,23 @@ __global__ void gather_sorted_kernel(const T* __restrict__ boxes,
 
 // Tile (row block blockIdx.y, column block blockIdx.x) of the suppression mask: thread t
 // computes the word of row 64*rb + t, bit j set when IoU(row, column 64*cb + j) >= thr for a
-// later column of the same segment. Lower-triangle tiles and (batched) tiles whose first
-// column's label is above the last row's label are skipped: no same-label pair lies there.
+// later column of the same segment. Lower-triangle tiles, (batched) tiles whose first
+// column's label is above the last row's label (no same-label pair lies there) and (nms)
+// tiles past the candidates are skipped; the greedy pass never reads them.
 template <typename T, bool kBatched>
 __global__ void __launch_bounds__(kMaskThreads)
-    nms_mask_kernel(const T* __restrict__ sorted, const uint64_t* __restrict__ segment, int64_t n,
-                    int64_t col_blocks, T thr, uint64_t* __restrict__ mask) {
+    nms_mask_kernel(const T* __restrict__ sorted, const uint64_t* __restrict__ segment,
+                    const uint8_t* __restrict__ cand, int64_t n, int64_t col_blocks, T thr,
+                    uint64_t* __restrict__ mask) {
   const int64_t rb = blockIdx.y, cb = blockIdx.x;
   if (cb < rb) return;
   const int64_t row0 = rb * kMaskThreads, col0 = cb * kMaskThreads;
   const int rows = static_cast<int>(imin(kMaskThreads, n - row0));
   const int cols = static_cast<int>(imin(kMaskThreads, n - col0));
   if (kBatched && segment[col0] > segment[row0 + rows - 1]) return;
+  // nms: candidates are a prefix of the order, and the greedy pass stops at the first
+  // non-candidate, so a tile whose first row or first column is not a candidate is unused.
+  if (!kBatched && (!cand[row0] || !cand[col0])) return;
   __shared__ T cx1[kMaskThreads], cy1[kMaskThreads], cx2[kMaskThreads], cy2[kMaskThreads],
       carea[kMaskThreads];
   __shared__ uint64_t cseg[kMaskThreads];
@@ -520,7 +525,8 @@ __device__ int64_t greedy_segment(const uint64_t* __restrict__ mask, int64_t col
   return kept;
 }
 
-// Block x handles the segments that start in rows [64x, 64x + 64) (nms: one segment, block 0).
+// Block x handles the segments that start in rows [64x, 64x + 64) (nms: one segment, block 0;
+// it always writes *count_out).
 template <bool kBatched>
 __global__ void __launch_bounds__(kGreedyThreads)
     nms_greedy_kernel(const uint64_t* __restrict__ mask, int64_t n, int64_t col_blocks,
@@ -533,22 +539,29 @@ __global__ void __launch_bounds__(kGreedyThreads)
   const int64_t last = imin(n, first + kMaskThreads);
   for (int64_t s = first; s < last; ++s) {
     if (kBatched ? (s > 0 && segment[s] == segment[s - 1]) : s > 0) continue;
-    int64_t e = n;
-    if (kBatched) {
-      // The segment ends at the first later row with another label (labels are sorted).
-      if (threadIdx.x == 0) seg_end = n;
-      __syncthreads();
-      const uint64_t label = segment[s];
-      for (int64_t b = s + 1; b < n; b += blockDim.x) {
-        const int64_t r = b + threadIdx.x;
-        if (r < n && segment[r] != label) atomicMin(&seg_end, static_cast<long long>(r));
-        __syncthreads();
-        const bool found = seg_end < n;
-        __syncthreads();  // every thread read seg_end before the next round may lower it
-        if (found) break;
-      }
-      e = seg_end;
+    // A label's candidates come first in its run: the segment is that prefix, ending at the
+    // first non-candidate or the next label. No candidate: nothing to keep.
+    if (!cand[s]) {
+      if (!kBatched && threadIdx.x == 0) *count_out = 0;
+      continue;
     }
+    if (threadIdx.x == 0) seg_end = n;
+    __syncthreads();
+    const uint64_t label = kBatched ? segment[s] : 0;
+    constexpr int kPerThread = 8;  // positions each thread tests per round (coalesced)
+    for (int64_t b = s + 1; b < n; b += int64_t(blockDim.x) * kPerThread) {
+      for (int q = 0; q < kPerThread; ++q) {
+        const int64_t r = b + q * int64_t(blockDim.x) + threadIdx.x;
+        if (r < n && (!cand[r] || (kBatched && segment[r] != label))) {
+          atomicMin(&seg_end, static_cast<long long>(r));
+        }
+      }
+      __syncthreads();
+      const bool found = seg_end < n;
+      __syncthreads();  // every thread read seg_end before the next round may lower it
+      if (found) break;
+    }
+    const int64_t e = seg_end;
     const int64_t kept =
         greedy_segment(mask, col_blocks, cand, order, s, e, limit, keep_out, kept_by_index,
                        removed);
@@ -684,11 +697,11 @@ void nms_launch(Workspace& ws, const T* boxes, const T* scores, const int64_t* l
   const T thr = static_cast<T>(p.iou_threshold);
   const dim3 tiles(static_cast<unsigned>(col_blocks), static_cast<unsigned>(col_blocks));
   if (labels) {
-    nms_mask_kernel<T, true><<<tiles, kMaskThreads, 0, stream>>>(sorted, segment, n, col_blocks,
-                                                                 thr, mask);
+    nms_mask_kernel<T, true><<<tiles, kMaskThreads, 0, stream>>>(sorted, segment, sorted_cand, n,
+                                                                 col_blocks, thr, mask);
   } else {
-    nms_mask_kernel<T, false><<<tiles, kMaskThreads, 0, stream>>>(sorted, nullptr, n,
-                                                                  col_blocks, thr, mask);
+    nms_mask_kernel<T, false><<<tiles, kMaskThreads, 0, stream>>>(sorted, nullptr, sorted_cand,
+                                                                  n, col_blocks, thr, mask);
   }
   FC_LAUNCH_CHECK();
 
