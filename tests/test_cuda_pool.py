@@ -269,7 +269,8 @@ def test_extension_rejects_bad_input_directly():
     x = cp.zeros((1, 1, 4, 4), cp.float32)
     out = cp.empty((1, 1, 2, 2), cp.float32)
     geo = ((2, 2), (2, 2), (0, 0), (0, 0), False)
-    with pytest.raises(ValueError, match=r"out has shape \(1, 1, 3, 3\), expected \(1, 1, 2, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"out has shape \(1, 1, 3, 3\), expected \(1, 1, 2, 2\)"):
         _cuda.max_pool_forward(x, cp.empty((1, 1, 3, 3), cp.float32), None, *geo,
                                gpu_workspace, stream)
     with pytest.raises(TypeError, match=r"out must have dtype float32"):
