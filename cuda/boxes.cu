@@ -454,7 +454,8 @@ __global__ void __launch_bounds__(kMaskThreads)
 // removed: shared bitset over words [s/64, (e-1)/64]. Writes kept indices (keep_out, in
 // order, nms) or marks them (kept_by_index, batched); returns the number kept.
 __device__ int64_t greedy_segment(const uint64_t* __restrict__ mask, int64_t col_blocks,
-                                  const uint8_t* __restrict__ cand, const int64_t* __restrict__ order,
+                                  const uint8_t* __restrict__ cand,
+                                  const int64_t* __restrict__ order,
                                   int64_t s, int64_t e, int64_t limit, int64_t* keep_out,
                                   uint8_t* kept_by_index, uint64_t* removed) {
   __shared__ uint64_t diag[kMaskThreads];

@@ -367,17 +367,18 @@ PoolDev make_pool_dev(const char* op, const Dims& x_shape, const Dims& kernel,
   return p;
 }
 
-// Launches kernel<D> with D = 1, 2, 3 specialized and 0 (generic) otherwise.
-#define FC_POOL_LAUNCH(KERNEL, TEMPLATE_PREFIX, N, STREAM, ...)                         \
-  do {                                                                                 \
-    const unsigned fc_blocks_ = grid_for(N);                                           \
-    switch (p.dims) {                                                                  \
-      case 1: KERNEL<TEMPLATE_PREFIX, 1><<<fc_blocks_, kBlockThreads, 0, STREAM>>>(__VA_ARGS__); break; \
-      case 2: KERNEL<TEMPLATE_PREFIX, 2><<<fc_blocks_, kBlockThreads, 0, STREAM>>>(__VA_ARGS__); break; \
-      case 3: KERNEL<TEMPLATE_PREFIX, 3><<<fc_blocks_, kBlockThreads, 0, STREAM>>>(__VA_ARGS__); break; \
-      default: KERNEL<TEMPLATE_PREFIX, 0><<<fc_blocks_, kBlockThreads, 0, STREAM>>>(__VA_ARGS__); break; \
-    }                                                                                  \
-    FC_LAUNCH_CHECK();                                                                 \
+// Launches KERNEL<T, D> with D = 1, 2, 3 specialized and 0 (generic) otherwise.
+#define FC_POOL_CASE(KERNEL, T, D, N, STREAM, ...) \
+  KERNEL<T, D><<<grid_for(N), kBlockThreads, 0, STREAM>>>(__VA_ARGS__)
+#define FC_POOL_LAUNCH(KERNEL, T, N, STREAM, ...)                              \
+  do {                                                                         \
+    switch (p.dims) {                                                          \
+      case 1: FC_POOL_CASE(KERNEL, T, 1, N, STREAM, __VA_ARGS__); break;       \
+      case 2: FC_POOL_CASE(KERNEL, T, 2, N, STREAM, __VA_ARGS__); break;       \
+      case 3: FC_POOL_CASE(KERNEL, T, 3, N, STREAM, __VA_ARGS__); break;       \
+      default: FC_POOL_CASE(KERNEL, T, 0, N, STREAM, __VA_ARGS__); break;      \
+    }                                                                          \
+    FC_LAUNCH_CHECK();                                                         \
   } while (0)
 
 template <typename T, int D>
