@@ -53,60 +53,6 @@ constexpr int64_t kMinTileColumns = 192;
 // Images with fewer output positions than this are multiplied several at a time.
 constexpr int64_t kFoldedColumns = 256;
 
-struct ConvGeom {
-  WindowGeom win;          // input (N, C, *in) against kernel (*kernel)
-  int64_t out_channels;    // K
-  int64_t groups;          // G
-  int64_t group_in;        // Cg = C / G
-  int64_t group_out;       // Kg = K / G
-  int64_t rows;            // R = Cg * prod(kernel)
-  int64_t positions;       // L = prod(out)
-  int64_t in_plane;        // prod(in)
-  // A 1x1 kernel with unit stride and no padding reads the input as its own column matrix.
-  bool pointwise;
-
-  Dims out_shape() const {
-    Dims s{win.batch, out_channels};
-    s.insert(s.end(), win.out.begin(), win.out.end());
-    return s;
-  }
-};
-
-ConvGeom make_conv_geom(const char* op, const Dims& x_shape, const Dims& w_shape,
-                        const Dims& stride, const Dims& pad_before, const Dims& pad_after,
-                        const Dims& dilation, int64_t groups) {
-  FC_CHECK(w_shape.size() >= 3, op, ": weight must be (K, C/groups, *kernel) with at least one "
-           "spatial dim, got shape ", tuple_str(w_shape));
-  FC_CHECK(x_shape.size() == w_shape.size(), op, ": input shape ", tuple_str(x_shape),
-           " must have ", w_shape.size(), " dims to match weight shape ", tuple_str(w_shape));
-  FC_CHECK(groups >= 1, op, ": groups must be positive, got ", groups);
-  const int64_t C = x_shape[1], K = w_shape[0];
-  FC_CHECK(C % groups == 0 && K % groups == 0 && K >= 1, op, ": groups=", groups,
-           " must divide the input channels (input shape ", tuple_str(x_shape),
-           ") and the output channels (weight shape ", tuple_str(w_shape), ")");
-  FC_CHECK(w_shape[1] == C / groups, op, ": weight shape ", tuple_str(w_shape), " needs C/groups = ",
-           C / groups, " in dim 1 for input shape ", tuple_str(x_shape), " and groups=", groups);
-  ConvGeom g;
-  g.win = make_window_geom(op, x_shape[0], C, Dims(x_shape.begin() + 2, x_shape.end()),
-                           Dims(w_shape.begin() + 2, w_shape.end()), stride, pad_before,
-                           pad_after, dilation, false, PadLimit::kConv);
-  g.out_channels = K;
-  g.groups = groups;
-  g.group_in = C / groups;
-  g.group_out = K / groups;
-  g.rows = checked_mul(g.group_in, g.win.kernel_volume(), "weight size");
-  checked_mul(K, g.rows, "weight size");
-  g.positions = g.win.out_plane();
-  g.in_plane = g.win.in_plane();
-  checked_mul(checked_mul(g.win.batch, K, "output size"), g.positions, "output size");
-  g.pointwise = true;
-  for (int64_t d = 0; d < g.win.dims(); ++d) {
-    g.pointwise = g.pointwise && g.win.kernel[d] == 1 && g.win.stride[d] == 1 &&
-                  g.win.pad_before[d] == 0 && g.win.pad_after[d] == 0;
-  }
-  return g;
-}
-
 // Output positions per tile: the column tile (rows x width) stays within kTileBytes, the
 // tiles of one image have equal widths, and when (jobs x tiles) would leave threads idle
 // or unevenly loaded the positions are cut further.

@@ -17,8 +17,9 @@ def test_info_reports_build_and_runtime() -> None:
     assert details["cpu_path"] in {"avx512", "avx2", "baseline"}
     assert details["threads"] >= 1
     assert details["compiler"]
-    assert details["cuda_available"] is False
-    assert "fastconv._cuda" in details["cuda_reason"]
+    assert details["cuda_available"] is fastconv.cuda.is_available()
+    assert bool(details["cuda_reason"]) is not fastconv.cuda.is_available()
+    assert details["cuda_build"].startswith("CUDA ") or details["cuda_build"] == "not built"
     text = fastconv.info()
     assert "cpu_path" in text and details["cpu_path"] in text
 
@@ -33,7 +34,25 @@ def test_disable_cpu_features_forces_a_lower_path(disabled: str, allowed: set) -
     assert out in allowed
 
 
-def test_cuda_is_reported_unavailable_without_the_backend() -> None:
-    assert fastconv.cuda.is_available() is False
-    with pytest.raises(RuntimeError, match="conv: got a GPU array"):
+def test_cuda_unavailable_raises_with_the_reason() -> None:
+    if fastconv.cuda.is_available():
+        fastconv.cuda.require("conv")  # no error where GPU kernels can run
+        return
+    with pytest.raises(RuntimeError, match="conv: got a GPU array, but .+"):
         fastconv.cuda.require("conv")
+
+
+def test_cuda_module_imports_and_reports_without_a_gpu() -> None:
+    """A CUDA build (CUDA runtime linked statically) imports anywhere and never raises when
+    asked about devices; without one, info() says why it was not built."""
+    build = fastconv.cuda.build_info()
+    if not build:
+        assert "fastconv._cuda" in fastconv.cuda.reason()
+        return
+    from fastconv import _cuda
+
+    count, why = _cuda.device_status()
+    assert count == len(build["devices"])
+    assert (count == 0) == bool(why)
+    assert build["architectures"]
+    assert build["cuda_runtime"] >= 12000

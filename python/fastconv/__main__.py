@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write header and results as JSON")
     bench.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     bench.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    bench.add_argument("--gpu", action="store_true",
+                       help="instead: fastconv on CuPy arrays against PyTorch CUDA (cuDNN, "
+                            "TF32 off) and torchvision.ops on the same device memory; needs "
+                            "a CUDA GPU (see fastconv.bench_gpu)")
     bench.add_argument("--models", action="store_true",
                        help="instead: forward time of whole networks (lenet5, vgg16, "
                             "resnet50) against their PyTorch twins")
@@ -60,12 +64,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                          __package__)
         module.main(argv[1:])
         return 0
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "info":
         from . import info
 
         print(info())
         return 0
+    if args.command == "bench" and args.gpu:
+        if args.models:
+            parser.error("--gpu and --models do not combine")
+        from .bench_gpu import main as run_gpu
+
+        mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+        return run_gpu(mode, args.op, use_torch=not args.no_torch, json_path=args.json,
+                       progress=not args.no_progress)
     if args.models:
         from .bench_models import run as run_models
 

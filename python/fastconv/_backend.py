@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import operator
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from . import cuda
+from . import _cpu, cuda
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -17,11 +17,13 @@ def _is_gpu_array(a: object) -> bool:
 
 
 def float_arrays(op: str, **arrays: Optional[object]) -> list:
-    """Check that every named array is a NumPy float32/float64 array of one common dtype.
+    """Check that the named arrays are float32/float64 arrays of one kind and one dtype.
 
-    Returns C-contiguous versions in argument order (None stays None). GPU arrays raise
-    RuntimeError while the CUDA backend is absent; mixing NumPy and GPU arrays, other
-    array types and other or mixed dtypes raise TypeError naming the argument.
+    All NumPy arrays (CPU) or all GPU arrays: CuPy arrays and any object exposing
+    `__cuda_array_interface__` (viewed as CuPy arrays without a copy). Returns C-contiguous
+    arrays in argument order (None stays None). Mixing host and GPU arrays, other array
+    types and other or mixed dtypes raise TypeError naming the argument; GPU arrays raise
+    RuntimeError with the reason when the CUDA backend cannot run here.
     """
     present = {name: a for name, a in arrays.items() if a is not None}
     gpu = [name for name, a in present.items() if _is_gpu_array(a)]
@@ -31,10 +33,19 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
                         "memory; pass all NumPy arrays or all GPU arrays")
     if gpu:
         cuda.require(op)
+        import cupy
+
+        xp: Any = cupy
+        kind = "GPU array"
+        arrays = {name: None if a is None else cupy.asarray(a) for name, a in arrays.items()}
+        present = {name: arrays[name] for name in present}
+    else:
+        xp = np
+        kind = "numpy.ndarray"
     dtype = None
     for name, a in present.items():
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+        if not isinstance(a, xp.ndarray):
+            raise TypeError(f"{op}: {name} must be a {kind}, got {type(a).__name__}")
         if a.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype} "
                             f"(shape {a.shape})")
@@ -44,7 +55,75 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
             first = next(iter(present))
             raise TypeError(f"{op}: {name} has dtype {a.dtype} but {first} has {dtype}; "
                             "pass one dtype")
-    return [None if a is None else np.ascontiguousarray(a) for a in arrays.values()]
+    return [None if a is None else xp.ascontiguousarray(a) for a in arrays.values()]
+
+
+def index_array(op: str, name: str, a: Any, like: Any) -> Any:
+    """`a` as a C-contiguous int64 array of the same kind (NumPy or GPU) as `like`."""
+    xp = array_module(like)
+    if _is_gpu_array(like):
+        if not _is_gpu_array(a):
+            raise TypeError(f"{op}: {name} must be a GPU array like the other arguments, got "
+                            f"{type(a).__name__}")
+        a = xp.asarray(a)
+    elif not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype == np.bool_ or a.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must have an integer dtype, got {a.dtype} "
+                        f"(shape {a.shape})")
+    return a
+
+
+def is_gpu(a: Any) -> bool:
+    """True for GPU arrays (as returned by `float_arrays`)."""
+    return _is_gpu_array(a)
+
+
+def array_module(a: Any) -> Any:
+    """numpy or cupy, whichever `a` belongs to."""
+    if _is_gpu_array(a):
+        import cupy
+
+        return cupy
+    return np
+
+
+def empty(like: Any, shape: Sequence[int], dtype: Any) -> Any:
+    """An uninitialized output of the caller's kind: NumPy, or CuPy (from CuPy's pool)."""
+    return array_module(like).empty(tuple(shape), dtype=dtype)
+
+
+def gpu_workspace(nbytes: int) -> Any:
+    """Temporary GPU memory for a kernel, from CuPy's pool on the current device."""
+    import cupy
+
+    return cupy.empty(int(nbytes), dtype=cupy.uint8)
+
+
+class _CudaKernels:
+    """fastconv._cuda with the caller's context: each kernel is called with the same
+    arguments as its fastconv._cpu twin plus, last, an allocator for temporary memory
+    (CuPy's pool) and CuPy's current stream, so work is ordered with the caller's."""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        import cupy
+
+        from . import _cuda  # type: ignore[attr-defined]
+
+        kernel = getattr(_cuda, name)
+
+        def launch(*args: Any) -> Any:
+            return kernel(*args, gpu_workspace, cupy.cuda.get_current_stream().ptr)
+
+        return launch
+
+
+_CUDA_KERNELS = _CudaKernels()
+
+
+def kernels(like: Any) -> Any:
+    """The kernel module for `like`'s kind: fastconv._cpu, or the CUDA kernels."""
+    return _CUDA_KERNELS if _is_gpu_array(like) else _cpu
 
 
 def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
@@ -60,12 +139,12 @@ def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
     return shape
 
 
-def check_dy(op: str, dy: np.ndarray, expected: tuple) -> None:
+def check_dy(op: str, dy: Any, expected: tuple) -> None:
     """A gradient must have exactly the shape of the forward output."""
     if dy.shape != expected:
         raise ValueError(f"{op}: dy has shape {dy.shape}, expected {expected} for this geometry")
 
 
-def check_nonempty(op: str, name: str, a: np.ndarray) -> None:
+def check_nonempty(op: str, name: str, a: Any) -> None:
     if a.size == 0:
         raise ValueError(f"{op}: {name} has a zero-size dim, shape {a.shape}")

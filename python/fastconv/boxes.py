@@ -3,6 +3,11 @@
 Boxes are (N, 4) float32/float64 arrays of (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2.
 Argument kinds, dtypes and shapes are checked here; the values (finite, not inverted,
 no NaN score) are checked by the C++ kernels in the same pass that reads them.
+
+Every op also takes CuPy arrays (or any `__cuda_array_interface__` object) and then runs on
+the GPU, on CuPy's current stream, returning CuPy arrays. GPU `box_iou`/`box_convert` read one
+validation flag back (one stream synchronization); GPU `nms`/`batched_nms` read the result
+length back (one synchronization) unless `fixed_size=True`, which never synchronizes.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from . import _cpu
-from ._backend import float_arrays
+from ._backend import array_module, empty, float_arrays, index_array, is_gpu, kernels
 from ._geometry import as_int
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
@@ -63,6 +68,22 @@ def _max_output(op: str, value: object) -> Optional[int]:
     return min(value, 2**63 - 1)
 
 
+def _fixed_size(op: str, boxes, max_output: Optional[int]):
+    """Empty (indices (M,), count (1,)) int64 arrays of `boxes`' kind for a fixed-size result."""
+    if max_output is None:
+        raise ValueError(f"{op}: fixed_size=True needs max_output (the result's length)")
+    xp = array_module(boxes)
+    return xp.empty(max_output, dtype=np.int64), xp.empty(1, dtype=np.int64)
+
+
+def _pad(keep: np.ndarray, indices: np.ndarray, count: np.ndarray) -> tuple:
+    """A CPU result in the fixed-size form: indices padded with -1, count its length."""
+    indices.fill(-1)
+    indices[:len(keep)] = keep
+    count[0] = len(keep)
+    return indices, count
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in a (N, 4) with every box in b (M, 4): an (N, M) array.
 
@@ -71,8 +92,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = float_arrays("box_iou", a=a, b=b)
     _check_boxes("box_iou", "a", a)
     _check_boxes("box_iou", "b", b)
-    out = np.empty((a.shape[0], b.shape[0]), dtype=a.dtype)
-    _cpu.box_iou(a, b, out)
+    out = empty(a, (a.shape[0], b.shape[0]), a.dtype)
+    kernels(a).box_iou(a, b, out)
     return out
 
 
@@ -87,20 +108,27 @@ def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
                              f" got {fmt!r}")
     (boxes,) = float_arrays("box_convert", boxes=boxes)
     _check_boxes("box_convert", "boxes", boxes)
-    out = np.empty(boxes.shape, dtype=boxes.dtype)
-    _cpu.box_convert(boxes, out, in_fmt, out_fmt)
+    out = empty(boxes, boxes.shape, boxes.dtype)
+    kernels(boxes).box_convert(boxes, out, in_fmt, out_fmt)
     return out
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5, *,
         score_threshold: Optional[float] = None,
-        max_output: Optional[int] = None) -> np.ndarray:
+        max_output: Optional[int] = None, fixed_size: bool = False):
     """Greedy non-max suppression; returns int64 indices of the kept boxes.
 
     Boxes with score <= score_threshold are dropped; then the highest-scoring box is kept
     and every remaining box with IoU >= iou_threshold with it is discarded, repeatedly.
     The result is ordered by decreasing score, equal scores lower index first, and holds
     at most max_output indices. Thresholds are rounded to the boxes' dtype first.
+
+    On GPU arrays the whole computation stays on the device; returning the variable-length
+    result reads its length back (one stream synchronization). With `fixed_size=True`
+    (needs max_output = M) it returns `(indices, count)` instead: indices (M,) int64 padded
+    with -1 and count (1,) int64, both arrays of the input's kind; on the GPU nothing
+    synchronizes, and invalid values (non-finite or inverted boxes, NaN scores) give
+    count -1 and all indices -1 rather than an exception.
     """
     thr = _iou_threshold("nms", iou_threshold)
     st = _score_threshold("nms", score_threshold)
@@ -108,23 +136,32 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5, *,
     boxes, scores = float_arrays("nms", boxes=boxes, scores=scores)
     _check_boxes("nms", "boxes", boxes)
     _check_length("nms", "scores", scores, boxes)
-    return _cpu.nms(boxes, scores, thr, st, mo)
+    if not fixed_size:
+        return kernels(boxes).nms(boxes, scores, thr, st, mo)
+    keep, count = _fixed_size("nms", boxes, mo)
+    if not is_gpu(boxes):
+        return _pad(_cpu.nms(boxes, scores, thr, st, mo), keep, count)
+    kernels(boxes).nms_fixed(boxes, scores, thr, st, mo, keep, count)
+    return keep, count
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
                 iou_threshold: float = 0.5, *, score_threshold: Optional[float] = None,
-                max_output: Optional[int] = None) -> np.ndarray:
+                max_output: Optional[int] = None, fixed_size: bool = False):
     """`nms` applied independently to the boxes of each label (any integer dtype).
 
     Returns int64 indices ordered by decreasing score (equal scores: lower index first),
-    at most max_output of them over all labels.
+    at most max_output of them over all labels. GPU arrays and `fixed_size` as in `nms`
+    (labels then must be a GPU integer array too).
     """
     op = "batched_nms"
     thr = _iou_threshold(op, iou_threshold)
     st = _score_threshold(op, score_threshold)
     mo = _max_output(op, max_output)
     boxes, scores = float_arrays(op, boxes=boxes, scores=scores)
-    if not isinstance(labels, np.ndarray):
+    if is_gpu(boxes):
+        labels = index_array(op, "labels", labels, like=boxes)
+    elif not isinstance(labels, np.ndarray):
         raise TypeError(f"{op}: labels must be a numpy.ndarray, got {type(labels).__name__}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"{op}: labels must have an integer dtype, got {labels.dtype} "
@@ -132,5 +169,11 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     _check_boxes(op, "boxes", boxes)
     _check_length(op, "scores", scores, boxes)
     _check_length(op, "labels", labels, boxes)
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    return _cpu.batched_nms(boxes, scores, labels, thr, st, mo)
+    labels = array_module(boxes).ascontiguousarray(labels, dtype=np.int64)
+    if not fixed_size:
+        return kernels(boxes).batched_nms(boxes, scores, labels, thr, st, mo)
+    keep, count = _fixed_size(op, boxes, mo)
+    if not is_gpu(boxes):
+        return _pad(_cpu.batched_nms(boxes, scores, labels, thr, st, mo), keep, count)
+    kernels(boxes).batched_nms_fixed(boxes, scores, labels, thr, st, mo, keep, count)
+    return keep, count

@@ -6,8 +6,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import _cpu
-from ._backend import check_dy, check_nonempty, float_arrays, full_shape
+from ._backend import (array_module, check_dy, check_nonempty, empty, float_arrays, full_shape,
+                       kernels)
 from ._geometry import IntOrTuple, Padding, Window, as_int, as_tuple, make_window
 
 
@@ -58,10 +58,11 @@ def conv(x: np.ndarray, w: np.ndarray, bias: Optional[np.ndarray] = None, *,
         raise ValueError(f"conv: bias must have shape ({w.shape[0]},) for w shape {w.shape}, "
                          f"got {bias.shape}")
     if flip:
-        w = np.ascontiguousarray(np.flip(w, axis=tuple(range(2, w.ndim))))
-    out = np.empty((x.shape[0], w.shape[0]) + win.out_size, dtype=x.dtype)
+        xp = array_module(w)
+        w = xp.ascontiguousarray(xp.flip(w, axis=tuple(range(2, w.ndim))))
+    out = empty(x, (x.shape[0], w.shape[0]) + win.out_size, x.dtype)
     _, stride_, pad_before, pad_after, dilation_ = win.cpp_args()
-    _cpu.conv_forward(x, w, bias, out, stride_, pad_before, pad_after, dilation_, groups)
+    kernels(x).conv_forward(x, w, bias, out, stride_, pad_before, pad_after, dilation_, groups)
     return out
 
 
@@ -79,9 +80,9 @@ def conv_backward_input(dy: np.ndarray, w: np.ndarray, input_shape: Sequence[int
     shape = full_shape(op, "input_shape", input_shape, w.ndim)
     win = _conv_window(op, shape, w.shape, stride, padding, dilation, groups, "input_shape")
     check_dy(op, dy, (shape[0], w.shape[0]) + win.out_size)
-    dx = np.empty(shape, dtype=dy.dtype)
+    dx = empty(dy, shape, dy.dtype)
     _, stride_, pad_before, pad_after, dilation_ = win.cpp_args()
-    _cpu.conv_backward_input(dy, w, dx, stride_, pad_before, pad_after, dilation_, groups)
+    kernels(dy).conv_backward_input(dy, w, dx, stride_, pad_before, pad_after, dilation_, groups)
     return dx
 
 
@@ -107,9 +108,9 @@ def conv_backward_weight(x: np.ndarray, dy: np.ndarray, kernel_size: IntOrTuple,
     w_shape = (dy.shape[1], x.shape[1] // groups) + kernel
     win = _conv_window(op, x.shape, w_shape, stride, padding, dilation, groups)
     check_dy(op, dy, (x.shape[0], dy.shape[1]) + win.out_size)
-    dw = np.empty(w_shape, dtype=x.dtype)
+    dw = empty(x, w_shape, x.dtype)
     _, stride_, pad_before, pad_after, dilation_ = win.cpp_args()
-    _cpu.conv_backward_weight(x, dy, dw, stride_, pad_before, pad_after, dilation_, groups)
+    kernels(x).conv_backward_weight(x, dy, dw, stride_, pad_before, pad_after, dilation_, groups)
     return dw
 
 
@@ -126,8 +127,8 @@ def im2col(x: np.ndarray, kernel_size: IntOrTuple, *, stride: IntOrTuple = 1,
     check_nonempty("im2col", "x", x)
     win = make_window("im2col", x.shape[2:], kernel_size, stride, padding, dilation)
     rows = x.shape[1] * int(np.prod(win.kernel))
-    cols = np.empty((x.shape[0], rows, int(np.prod(win.out_size))), dtype=x.dtype)
-    _cpu.im2col(x, cols, *win.cpp_args())
+    cols = empty(x, (x.shape[0], rows, int(np.prod(win.out_size))), x.dtype)
+    kernels(x).im2col(x, cols, *win.cpp_args())
     return cols
 
 
@@ -149,6 +150,6 @@ def col2im(cols: np.ndarray, output_size: IntOrTuple, kernel_size: IntOrTuple, *
     if cols.shape[1] % kvol or cols.shape[2] != positions:
         raise ValueError(f"col2im: cols shape {cols.shape} does not fit kernel_size {win.kernel}"
                          f" on output_size {size}: need (N, C*{kvol}, {positions})")
-    image = np.empty((cols.shape[0], cols.shape[1] // kvol) + size, dtype=cols.dtype)
-    _cpu.col2im(cols, image, *win.cpp_args())
+    image = empty(cols, (cols.shape[0], cols.shape[1] // kvol) + size, cols.dtype)
+    kernels(cols).col2im(cols, image, *win.cpp_args())
     return image

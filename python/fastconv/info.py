@@ -9,9 +9,21 @@ from . import _cpu, cuda
 from ._version import __version__
 
 
+def _cuda_build_text() -> str:
+    build = cuda.build_info()
+    if not build:
+        return "not built"
+    runtime = build["cuda_runtime"]
+    text = (f"CUDA {runtime // 1000}.{runtime % 1000 // 10} runtime (static), "
+            f"sm_{build['architectures'].replace(',', ', sm_')}")
+    devices = ", ".join(f"{d['name']} (sm {d['compute_capability']})" for d in build["devices"])
+    return f"{text}; devices: {devices or 'none'}"
+
+
 def info(as_dict: bool = False) -> "str | Dict[str, Any]":
     """Version, compiler, the CPU instruction-set path in use (avx512, avx2 or baseline),
-    OpenMP threads, and whether the CUDA backend was built (and why not).
+    OpenMP threads, the CUDA build (runtime version, target architectures, devices) and
+    whether GPU kernels can run (and why not).
 
     Returns a printable multi-line string, or the dict behind it with `as_dict=True`.
     """
@@ -24,6 +36,7 @@ def info(as_dict: bool = False) -> "str | Dict[str, Any]":
         "cpu_path": build["cpu_path"],
         "threads": build["max_threads"],
         "openmp": build["openmp"],
+        "cuda_build": _cuda_build_text(),
         "cuda_available": cuda.is_available(),
         "cuda_reason": cuda.reason(),
     }

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from .tensor import get_array_module
+
 __all__ = ["SGD", "Adam", "CosineAnnealingLR", "Optimizer", "StepLR"]
 
 ParamGroup = dict[str, Any]
@@ -79,9 +81,10 @@ def _check_nonnegative(name: str, value: Any) -> float:
 
 def _check_param(p: Any) -> None:
     data = getattr(p, "data", None)
-    if not isinstance(data, np.ndarray):
+    if not (isinstance(data, np.ndarray) or hasattr(data, "__cuda_array_interface__")):
         raise TypeError(
-            "params must be an iterable of parameters (objects with a NumPy array .data) "
+            "params must be an iterable of parameters (objects with a NumPy or CuPy array "
+            ".data) "
             f"or of dicts; got an element of type {type(p).__name__}"
         )
     if not np.issubdtype(data.dtype, np.floating):
@@ -183,7 +186,7 @@ class Optimizer:
         g = p.grad
         if g is None:
             return None
-        g = np.asarray(g)
+        g = get_array_module(p.data).asarray(g)
         if g.shape != p.data.shape:
             raise ValueError(
                 f"gradient shape {g.shape} does not match parameter shape {p.data.shape}"
@@ -257,7 +260,7 @@ class SGD(Optimizer):
                     state = self.state.setdefault(p, {})
                     buf = state.get("momentum_buffer")
                     if buf is None:
-                        buf = np.array(g, dtype=p.data.dtype, copy=True)
+                        buf = g.copy()
                         state["momentum_buffer"] = buf
                     else:
                         buf *= momentum
@@ -317,8 +320,9 @@ class Adam(Optimizer):
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_avg_sq"] = np.zeros_like(p.data)
+                    xp = get_array_module(p.data)
+                    state["exp_avg"] = xp.zeros_like(p.data)
+                    state["exp_avg_sq"] = xp.zeros_like(p.data)
                 exp_avg: np.ndarray = state["exp_avg"]
                 exp_avg_sq: np.ndarray = state["exp_avg_sq"]
                 state["step"] += 1

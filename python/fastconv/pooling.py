@@ -6,8 +6,8 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _cpu
-from ._backend import check_dy, float_arrays, full_shape
+from ._backend import (array_module, check_dy, empty, float_arrays, full_shape, index_array,
+                       kernels)
 from ._geometry import IntOrTuple, Padding, Window, make_window
 
 
@@ -44,9 +44,9 @@ def max_pool(x: np.ndarray, kernel_size: IntOrTuple, *, stride: Optional[IntOrTu
     (x,) = float_arrays("max_pool", x=x)
     win = _pool_window("max_pool", x.shape, kernel_size, stride, padding, ceil_mode)
     out_shape = x.shape[:2] + win.out_size
-    y = np.empty(out_shape, dtype=x.dtype)
-    indices = np.empty(out_shape, dtype=np.int64) if return_indices else None
-    _cpu.max_pool_forward(x, y, indices, *_geometry(win), bool(ceil_mode))
+    y = empty(x, out_shape, x.dtype)
+    indices = empty(x, out_shape, np.int64) if return_indices else None
+    kernels(x).max_pool_forward(x, y, indices, *_geometry(win), bool(ceil_mode))
     return (y, indices) if return_indices else y
 
 
@@ -61,8 +61,8 @@ def avg_pool(x: np.ndarray, kernel_size: IntOrTuple, *, stride: Optional[IntOrTu
     """
     (x,) = float_arrays("avg_pool", x=x)
     win = _pool_window("avg_pool", x.shape, kernel_size, stride, padding, ceil_mode)
-    y = np.empty(x.shape[:2] + win.out_size, dtype=x.dtype)
-    _cpu.avg_pool_forward(x, y, *_geometry(win), bool(ceil_mode), bool(count_include_pad))
+    y = empty(x, x.shape[:2] + win.out_size, x.dtype)
+    kernels(x).avg_pool_forward(x, y, *_geometry(win), bool(ceil_mode), bool(count_include_pad))
     return y
 
 
@@ -75,11 +75,7 @@ def max_pool_backward(dy: np.ndarray, indices: np.ndarray,
     """
     op = "max_pool_backward"
     (dy,) = float_arrays(op, dy=dy)
-    if not isinstance(indices, np.ndarray):
-        raise TypeError(f"{op}: indices must be a numpy.ndarray, got {type(indices).__name__}")
-    if indices.dtype == np.bool_ or not np.issubdtype(indices.dtype, np.integer):
-        raise TypeError(f"{op}: indices must have an integer dtype, got {indices.dtype} "
-                        f"(shape {indices.shape})")
+    indices = index_array(op, "indices", indices, like=dy)
     if dy.ndim < 3:
         raise ValueError(f"{op}: dy must be (N, C, *spatial) with at least one spatial dim, "
                          f"got shape {dy.shape}")
@@ -91,9 +87,10 @@ def max_pool_backward(dy: np.ndarray, indices: np.ndarray,
     if shape[:2] != dy.shape[:2]:
         raise ValueError(f"{op}: input_shape {shape} and dy shape {dy.shape} must agree in N "
                          "and C")
-    indices = np.ascontiguousarray(indices, dtype=np.int64)
-    dx = np.empty(shape, dtype=dy.dtype)
-    _cpu.max_pool_backward(dy, indices, dx)
+    xp = array_module(dy)
+    indices = xp.ascontiguousarray(indices, dtype=np.int64)
+    dx = empty(dy, shape, dy.dtype)
+    kernels(dy).max_pool_backward(dy, indices, dx)
     return dx
 
 
@@ -112,6 +109,6 @@ def avg_pool_backward(dy: np.ndarray, input_shape: Sequence[int], kernel_size: I
     shape = full_shape(op, "input_shape", input_shape, dy.ndim)
     win = _pool_window(op, shape, kernel_size, stride, padding, ceil_mode, "input_shape")
     check_dy(op, dy, shape[:2] + win.out_size)
-    dx = np.empty(shape, dtype=dy.dtype)
-    _cpu.avg_pool_backward(dy, dx, *_geometry(win), bool(ceil_mode), bool(count_include_pad))
+    dx = empty(dy, shape, dy.dtype)
+    kernels(dy).avg_pool_backward(dy, dx, *_geometry(win), bool(ceil_mode), bool(count_include_pad))
     return dx

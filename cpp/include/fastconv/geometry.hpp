@@ -58,4 +58,33 @@ WindowGeom make_window_geom(const char* op, int64_t batch, int64_t channels,
                             const std::vector<int64_t>& dilation, bool ceil_mode,
                             PadLimit pad_limit);
 
+// A convolution's geometry: the sliding window plus channels and groups. Shared by the CPU
+// and CUDA modules so both validate identically.
+struct ConvGeom {
+  WindowGeom win;          // input (N, C, *in) against kernel (*kernel)
+  int64_t out_channels;    // K
+  int64_t groups;          // G
+  int64_t group_in;        // Cg = C / G
+  int64_t group_out;       // Kg = K / G
+  int64_t rows;            // R = Cg * prod(kernel)
+  int64_t positions;       // L = prod(out)
+  int64_t in_plane;        // prod(in)
+  // A 1x1 kernel with unit stride and no padding reads the input as its own column matrix.
+  bool pointwise;
+
+  std::vector<int64_t> out_shape() const {
+    std::vector<int64_t> s{win.batch, out_channels};
+    s.insert(s.end(), win.out.begin(), win.out.end());
+    return s;
+  }
+};
+
+// Validates shapes (x (N, C, *in), w (K, C/groups, *kernel)), groups and the window, with
+// element counts checked against int64 overflow. `op` prefixes error messages.
+ConvGeom make_conv_geom(const char* op, const std::vector<int64_t>& x_shape,
+                        const std::vector<int64_t>& w_shape, const std::vector<int64_t>& stride,
+                        const std::vector<int64_t>& pad_before,
+                        const std::vector<int64_t>& pad_after,
+                        const std::vector<int64_t>& dilation, int64_t groups);
+
 }  // namespace fastconv

@@ -50,6 +50,12 @@ def _same_dtype(g: Any, like: Any) -> Any:
     return g if g.dtype == like.dtype else g.astype(like.dtype)
 
 
+def _flipped(a: Any, axes: tuple) -> Any:
+    """A contiguous copy of `a` reversed along `axes` (NumPy or CuPy, as `a`)."""
+    xp = get_array_module(a)
+    return xp.ascontiguousarray(xp.flip(a, axis=axes))
+
+
 # ----------------------------------------------------------------------------- conv / pool
 
 
@@ -66,15 +72,15 @@ def conv(x: Any, w: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0,
     kernel = w_data.shape[2:]
 
     def backward(g: Any) -> tuple:
-        g = np.ascontiguousarray(_same_dtype(g, x_data))
-        w_eff = np.ascontiguousarray(np.flip(w_data, axis=spatial)) if flip else w_data
+        g = _same_dtype(g, x_data)
+        w_eff = _flipped(w_data, spatial) if flip else w_data
         gx = gw = gb = None
         if x.requires_grad:
             gx = _conv_mod.conv_backward_input(g, w_eff, x_shape, **kw)
         if w.requires_grad:
             gw = _conv_mod.conv_backward_weight(x_data, g, kernel, **kw)
             if flip:
-                gw = np.ascontiguousarray(np.flip(gw, axis=spatial))
+                gw = _flipped(gw, spatial)
         if b is not None and b.requires_grad:
             gb = g.sum(axis=(0,) + tuple(range(2, g.ndim)))
         return gx, gw, gb
@@ -94,7 +100,7 @@ def max_pool(x: Any, kernel_size: Any, *, stride: Any = None, padding: Any = 0,
     x_data = x.data
 
     def backward(g: Any) -> tuple:
-        g = np.ascontiguousarray(_same_dtype(g, x_data))
+        g = _same_dtype(g, x_data)
         return (_pool_mod.max_pool_backward(g, idx, shape),)
 
     out = Tensor._make(y, [x], backward, "max_pool")
@@ -112,7 +118,7 @@ def avg_pool(x: Any, kernel_size: Any, *, stride: Any = None, padding: Any = 0,
     x_data = x.data
 
     def backward(g: Any) -> tuple:
-        g = np.ascontiguousarray(_same_dtype(g, x_data))
+        g = _same_dtype(g, x_data)
         return (_pool_mod.avg_pool_backward(g, shape, kernel_size, **kw),)
 
     return Tensor._make(y, [x], backward, "avg_pool")

@@ -1,0 +1,9 @@
+// CUDA conv kernels: not yet written.
+#include "fastconv_cuda/bindings.hpp"
+#include "fastconv_cuda/common.hpp"
+
+namespace fastconv::cuda {
+
+void bind_conv(py::module_& m) { (void)m; }
+
+}  // namespace fastconv::cuda
