@@ -96,15 +96,15 @@ void conv_backward_weight_py(py::handle x, py::handle dy, py::handle dw, const D
 
 // Test hook: forces the kernel family so every path can be checked on the same cases.
 std::string set_conv_path(const std::string& name) {
-  static const char* const names[] = {"auto", "gemm", "gemm_large", "direct"};
+  static const char* const names[] = {"auto", "gemm", "gemm_wide", "gemm_large", "direct"};
   const std::string previous = names[static_cast<int>(conv_path_override())];
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 5; ++i) {
     if (name == names[i]) {
       conv_path_override() = static_cast<ConvPath>(i);
       return previous;
     }
   }
-  FC_CHECK(false, "_set_conv_path: path must be 'auto', 'gemm', 'gemm_large' or 'direct', got '",
+  FC_CHECK(false, "_set_conv_path: path must be 'auto', 'gemm', 'gemm_wide', 'gemm_large' or 'direct', got '",
            name, "'");
   return previous;
 }
@@ -126,7 +126,7 @@ void bind_conv(py::module_& m) {
         py::arg("dilation"), py::arg("groups"), py::arg("alloc"), py::arg("stream"),
         "out (K, C/groups, *kernel) <- gradient of conv with respect to its weight.");
   m.def("_set_conv_path", &set_conv_path, py::arg("path"),
-        "Testing: force the conv kernels ('auto', 'gemm', 'gemm_large', 'direct'); returns "
+        "Testing: force the conv kernels ('auto', 'gemm' (64x64 tiles), 'gemm_wide' (64x128), 'gemm_large' (128x128), 'direct'); returns "
         "the previous setting.");
 }
 

@@ -1,11 +1,11 @@
 """CUDA conv, conv_backward_input and conv_backward_weight on CuPy arrays.
 
 Every case of the CPU tests (tests/test_conv.py's CASES) runs through every CUDA kernel
-path (the auto choice, the 64- and 128-wide implicit GEMMs, the direct kernels) and is
-checked against the float64 NumPy reference with the summation-rounding bound the CPU
-tests use, and against fastconv's CPU result; PyTorch CUDA (TF32 off) is a third opinion.
-Extra cases hit the GEMM tiles' tails, groups, depthwise, 1x1, 4-D, a ResNet-50 3x3 layer,
-non-default streams, determinism and argument errors.
+path (the auto choice, the 64x64, 64x128 and 128x128 implicit GEMM tiles, the direct
+kernels) and is checked against the float64 NumPy reference with the summation-rounding
+bound the CPU tests use, and against fastconv's CPU result; PyTorch CUDA (TF32 off) is a
+third opinion. Extra cases hit the GEMM tiles' tails, groups, depthwise, 1x1, 4-D and 8-D,
+a ResNet-50 3x3 layer, non-default streams, determinism and argument errors.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from test_conv import (
 pytestmark = pytest.mark.cuda
 
 DTYPES = [np.float32, np.float64]
-PATHS = ["auto", "gemm", "gemm_large", "direct"]
+PATHS = ["auto", "gemm", "gemm_wide", "gemm_large", "direct"]
 
 # Shapes the CPU cases (at most 9 channels per group) do not reach: GEMM-sized groups with
 # tails in every tile dim, groups of 16, depthwise with a channel multiplier, 1x1, 3-D,

@@ -3,7 +3,8 @@
 // groups, depthwise, tails) and every kernel path. Build and run:
 //   g++ -std=c++20 -O1 -g -fsanitize=address,undefined -I cuda/include -I cpp/include
 //       cuda/emu/conv_emu_test.cpp -o /tmp/conv_emu && /tmp/conv_emu
-// (or -fsanitize=thread for races on shared memory). Exit status 0 when every case passes.
+// (or -fsanitize=thread for races on shared memory). Arguments: [random cases] [first last).
+// Exit status 0 when every case passes.
 #include "cuda_emu.hpp"
 // The emulation must come first: the kernel headers use its keywords.
 #include "fastconv_cuda/conv_kernels.cuh"
@@ -236,9 +237,12 @@ int main(int argc, char** argv) {
                    {1, 1, 1, 1, 1, 1, 1, 2}, {0, 0, 0, 0, 1, 0, 0, 1}, {0, 0, 0, 0, 0, 0, 0, 0},
                    {1, 1, 1, 1, 1, 1, 1, 1}});
   for (int i = 0; i < count; ++i) cases.push_back(random_case(1 + i % 3, i % 2 ? 12 : 3, 9));
-  const ConvPath paths[] = {ConvPath::kAuto, ConvPath::kGemm, ConvPath::kGemmLarge,
-                            ConvPath::kDirect};
-  for (size_t i = 0; i < cases.size(); ++i) {
+  const ConvPath paths[] = {ConvPath::kAuto, ConvPath::kGemm, ConvPath::kGemmWide,
+                            ConvPath::kGemmLarge, ConvPath::kDirect};
+  // Optional [first, last) case range, e.g. to keep a ThreadSanitizer run short.
+  const size_t first = argc > 2 ? std::atoi(argv[2]) : 0;
+  const size_t last = argc > 3 ? std::min<size_t>(std::atoi(argv[3]), cases.size()) : cases.size();
+  for (size_t i = first; i < last; ++i) {
     for (ConvPath path : paths) {
       // Every emulated __syncthreads wakes 256 host threads: keep the block-per-element
       // direct weight gradient to small layers.

@@ -19,8 +19,11 @@
 //   backward weight  dW[g*Kg+m, r] = sum_(n,pos) dy[n, g*Kg+m, pos] * X_col[r, (n, pos)]
 //                    the (n, pos) reduction is split across blocks (split-K) into partial
 //                    buffers summed in slice order by a second kernel: deterministic.
-// Each output element is one sequential FMA chain over its reduction index in increasing
-// order, so every result is identical run to run (and between the GEMM and direct paths).
+// Forward and input-gradient elements are one FMA chain over the reduction index in
+// increasing order in every kernel family (a padding tap adds an exact +0 in the GEMMs and
+// is skipped by the direct kernels), so GEMM and direct results are bit-identical. Weight-
+// gradient sums use a fixed split (GEMM) or tree (direct) order. Nothing uses atomics, so
+// every result is identical run to run.
 //
 // GEMM kernels: 256 threads, a BM x BN output tile per block, the reduction walked in chunks
 // of kChunk. Each chunk's A (weights or dy) and B (gathered input) tiles are read from
@@ -29,9 +32,12 @@
 // grid owns rows ty + i*16 and columns tx + j*16 of the tile (i < TM, j < TN): the strided
 // ownership keeps shared-memory reads conflict-free and the epilogue's stores coalesced.
 // Tiles are walked by a block-stride loop over a 1-D grid, so any tile count is covered.
+// Tile shapes (choose_tile): 128x128 (8x8 per thread) and 64x128 (4x8) for float32 layers
+// large enough to fill the device, 64x64 (4x4) for float64 and small layers.
 //
 // Per-row facts of the reduction index (channel offset, tap offset per dim) come from a
-// small table built by build_row_tables, so the gathers never divide; the per-column facts
+// small table built by build_row_tables, so the gathers do not decode the reduction index
+// (the input gradient still divides by the stride when it is not 1); the per-column facts
 // (image, window start) are decoded once per tile (forward, backward input) or stepped
 // incrementally (backward weight, whose columns are the reduction).
 //
@@ -658,7 +664,7 @@ conv_bwd_weight_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __r
 
 // Which kernels a conv uses. kAuto picks by shape; the others exist for tests, so that the
 // same cases run through every path.
-enum class ConvPath { kAuto, kGemm, kGemmLarge, kDirect };
+enum class ConvPath { kAuto, kGemm, kGemmWide, kGemmLarge, kDirect };
 
 inline ConvPath& conv_path_override() {
   static ConvPath path = ConvPath::kAuto;
@@ -670,30 +676,57 @@ inline unsigned blocks_for_tiles(int64_t tiles) {
   return static_cast<unsigned>(tiles < 1 ? 1 : (tiles > (int64_t(1) << 24) ? (int64_t(1) << 24) : tiles));
 }
 
-constexpr int64_t kThinRows = 8;  // fewer GEMM rows than this: the direct kernels
-constexpr int64_t kWaveTiles = 132;  // large float tiles only when they fill about one wave
+enum class Tile { kDirect, k64x64, k64x128, k128x128 };
 
-// Tile size for an M x Ncols GEMM per group: 0 direct, 64 or 128.
-inline int choose_tile(bool is_float, int64_t M, int64_t Ncols, int64_t groups) {
-  const ConvPath forced = conv_path_override();
-  if (forced == ConvPath::kDirect) return 0;
-  if (forced == ConvPath::kGemm) return 64;
-  if (forced == ConvPath::kGemmLarge) return is_float ? 128 : 64;
-  if (M < kThinRows) return 0;
-  const int64_t large_tiles = ((M + 127) / 128) * ((Ncols + 127) / 128) * groups;
-  return is_float && M >= 64 && large_tiles >= kWaveTiles ? 128 : 64;
+constexpr int64_t kThinRows = 8;     // fewer GEMM rows than this: the direct kernels
+constexpr int64_t kWaveTiles = 132;  // wide tiles only when they fill about one wave (H100)
+
+// Tile for an M x Ncols GEMM per group. float64 always uses 64 x 64 (4 x 4 doubles per
+// thread). float32 uses 8 columns per thread (BN = 128) when that still gives a wave of
+// blocks, and 128 rows only when M is not better served by 64 (M = 64 or 96 would leave a
+// 128-row tile a quarter to half idle).
+inline Tile choose_tile(bool is_float, int64_t M, int64_t Ncols, int64_t groups) {
+  switch (conv_path_override()) {
+    case ConvPath::kDirect: return Tile::kDirect;
+    case ConvPath::kGemm: return Tile::k64x64;
+    case ConvPath::kGemmWide: return is_float ? Tile::k64x128 : Tile::k64x64;
+    case ConvPath::kGemmLarge: return is_float ? Tile::k128x128 : Tile::k64x64;
+    case ConvPath::kAuto: break;
+  }
+  if (M < kThinRows) return Tile::kDirect;
+  if (!is_float) return Tile::k64x64;
+  const bool tall = M > 64 && (M % 128 == 0 || M > 192);
+  const int64_t bm = tall ? 128 : 64;
+  const int64_t wide_tiles = ((M + bm - 1) / bm) * ((Ncols + 127) / 128) * groups;
+  if (wide_tiles < kWaveTiles) return Tile::k64x64;
+  return tall ? Tile::k128x128 : Tile::k64x128;
 }
 
-template <typename T, int BM>
-struct GemmShape;  // (BM, BN, TM, TN) per element type and tile size
-template <typename T>
-struct GemmShape<T, 64> {
-  static constexpr int BM = 64, BN = 64, TM = 4, TN = 4;
+template <int BM_, int BN_, int TM_, int TN_>
+struct GemmShape {
+  static constexpr int BM = BM_, BN = BN_, TM = TM_, TN = TN_;
 };
-template <>
-struct GemmShape<float, 128> {
-  static constexpr int BM = 128, BN = 128, TM = 8, TN = 8;
-};
+
+// Calls direct() or gemm(GemmShape<...>{}) for the chosen tile; float64 instantiates only
+// the 64 x 64 shape (the others would need 128+ double accumulators per thread).
+template <typename T, class Direct, class Gemm>
+void dispatch_tile(Tile tile, Direct&& direct, Gemm&& gemm) {
+  if (tile == Tile::kDirect) {
+    direct();
+    return;
+  }
+  if constexpr (sizeof(T) == 4) {
+    if (tile == Tile::k128x128) {
+      gemm(GemmShape<128, 128, 8, 8>{});
+      return;
+    }
+    if (tile == Tile::k64x128) {
+      gemm(GemmShape<64, 128, 4, 8>{});
+      return;
+    }
+  }
+  gemm(GemmShape<64, 64, 4, 4>{});
+}
 
 template <typename T, class Workspace, class Launch>
 void conv_forward_run(const ConvParams& p, const T* x, const T* w, const T* bias, T* y,
@@ -712,17 +745,11 @@ void conv_forward_run(const ConvParams& p, const T* x, const T* w, const T* bias
            y, p, static_cast<const int64_t*>(roff), static_cast<const int64_t*>(tapoff), tm, tn,
            tiles);
   };
-  switch (choose_tile(sizeof(T) == 4, p.Kg, J, p.G)) {
-    case 0:
-      launch(&conv_fwd_direct<T>, blocks_for(p.N * p.K * p.L), x, w, bias, y, p,
-             static_cast<const int64_t*>(roff), static_cast<const int64_t*>(tapoff));
-      break;
-    case 128:
-      if constexpr (sizeof(T) == 4) gemm(GemmShape<T, 128>{});
-      break;
-    default:
-      gemm(GemmShape<T, 64>{});
-  }
+  auto direct = [&] {
+    launch(&conv_fwd_direct<T>, blocks_for(p.N * p.K * p.L), x, w, bias, y, p,
+           static_cast<const int64_t*>(roff), static_cast<const int64_t*>(tapoff));
+  };
+  dispatch_tile<T>(choose_tile(sizeof(T) == 4, p.Kg, J, p.G), direct, gemm);
 }
 
 template <typename T, class Workspace, class Launch>
@@ -743,18 +770,12 @@ void conv_backward_input_run(const ConvParams& p, const T* dy, const T* w, T* dx
            dx, p, static_cast<const int64_t*>(woff), static_cast<const int64_t*>(dyoff),
            static_cast<const int64_t*>(tapoff), tm, tn, tiles);
   };
-  switch (choose_tile(sizeof(T) == 4, p.Cg, J, p.G)) {
-    case 0:
-      launch(&conv_bwd_input_direct<T>, blocks_for(p.N * p.C * p.P), dy, w, dx, p,
-             static_cast<const int64_t*>(woff), static_cast<const int64_t*>(dyoff),
-             static_cast<const int64_t*>(tapoff));
-      break;
-    case 128:
-      if constexpr (sizeof(T) == 4) gemm(GemmShape<T, 128>{});
-      break;
-    default:
-      gemm(GemmShape<T, 64>{});
-  }
+  auto direct = [&] {
+    launch(&conv_bwd_input_direct<T>, blocks_for(p.N * p.C * p.P), dy, w, dx, p,
+           static_cast<const int64_t*>(woff), static_cast<const int64_t*>(dyoff),
+           static_cast<const int64_t*>(tapoff));
+  };
+  dispatch_tile<T>(choose_tile(sizeof(T) == 4, p.Cg, J, p.G), direct, gemm);
 }
 
 constexpr int64_t kSplitTargetBlocks = 264;  // about two waves of 132 SMs
@@ -802,17 +823,11 @@ void conv_backward_weight_run(const ConvParams& p, const T* x, const T* dy, T* d
       launch(&sum_splits<T>, blocks_for(count), static_cast<const T*>(target), splits, count, dw);
     }
   };
-  switch (choose_tile(sizeof(T) == 4, p.Kg, p.R, p.G)) {
-    case 0:
-      launch(&conv_bwd_weight_direct<T>, blocks_for_tiles(count), x, dy, dw, p,
-             static_cast<const int64_t*>(roff), static_cast<const int64_t*>(tapoff));
-      break;
-    case 128:
-      if constexpr (sizeof(T) == 4) gemm(GemmShape<T, 128>{});
-      break;
-    default:
-      gemm(GemmShape<T, 64>{});
-  }
+  auto direct = [&] {
+    launch(&conv_bwd_weight_direct<T>, blocks_for_tiles(count), x, dy, dw, p,
+           static_cast<const int64_t*>(roff), static_cast<const int64_t*>(tapoff));
+  };
+  dispatch_tile<T>(choose_tile(sizeof(T) == 4, p.Kg, p.R, p.G), direct, gemm);
 }
 
 }  // namespace fastconv::cuda
