@@ -200,13 +200,21 @@ def test_against_torch_cuda(cp, case: ConvCase, dtype) -> None:
         assert_within_rounding(theirs.astype(dtype), ex, mag, terms, d)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_resnet_3x3_layer(cp, dtype) -> None:
-    """ResNet-50 stage-1 3x3 conv (64 -> 64 channels, 56x56, batch 2): the fast tile path.
-    The GPU's worst error against float64 stays within a few times the CPU kernel's."""
+@pytest.mark.parametrize("dtype,forced", [(np.float32, "auto"), (np.float32, "gemm_wide"),
+                                          (np.float32, "gemm_large"), (np.float64, "auto")])
+def test_resnet_3x3_layer(cp, dtype, forced) -> None:
+    """ResNet-50 stage-1 3x3 conv (64 -> 64 channels, 56x56, batch 2) through the float32
+    tile shapes. The GPU's worst error against float64 stays within a few times the CPU
+    kernel's (and PyTorch CUDA's)."""
+    from fastconv import _cuda
+
     case = ConvCase(2, 64, 64, (56, 56), (3, 3), (1, 1), 1, (1, 1), 1, True)
-    y = check_forward(cp, case, dtype)
-    check_backward(cp, case, dtype)
+    previous = _cuda._set_conv_path(forced)
+    try:
+        y = check_forward(cp, case, dtype)
+        check_backward(cp, case, dtype)
+    finally:
+        _cuda._set_conv_path(previous)
     x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
     exact, magnitude = reference_conv(case, x, w, b)
     y_cpu = fastconv.conv(x, w, b, **conv_kwargs(case))
