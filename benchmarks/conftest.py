@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv.bench import measure_roofs
 from fastconv.bench_cases import Case, Problem, cases
 
 MODE = os.environ.get("FASTCONV_BENCH_MODE", "full")
@@ -40,6 +41,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
+def roofs() -> Dict[str, float]:
+    """The machine's float32 FMA peak (GFLOP/s) and copy bandwidth (GB/s), measured once;
+    throughputs are also reported as a percentage of the roof of their unit."""
+    peak, copy = measure_roofs("smoke" if MODE == "smoke" else "full")
+    return {"GFLOP/s": peak, "GB/s": copy}
+
+
+@pytest.fixture(scope="session")
 def _problems() -> Dict[str, Problem]:
     # Holds only the current case: the full set of inputs would not fit in memory.
     return {}
@@ -56,8 +65,9 @@ def _problem(store: Dict[str, Problem], case: Case) -> Problem:
 
 
 @pytest.fixture
-def run_case(benchmark: Any, _problems: Dict[str, Problem]) -> Callable[[Case, str], None]:
-    """Benchmark `case` with one backend; throughput goes to extra_info."""
+def run_case(benchmark: Any, _problems: Dict[str, Problem],
+             roofs: Dict[str, float]) -> Callable[[Case, str], None]:
+    """Benchmark `case` with one backend; throughput and % of its roof go to extra_info."""
 
     def run(case: Case, backend: str) -> None:
         problem = _problem(_problems, case)
@@ -89,5 +99,6 @@ def run_case(benchmark: Any, _problems: Dict[str, Problem]) -> Callable[[Case, s
         if benchmark.stats is not None and problem.unit:
             rate = problem.work / benchmark.stats.stats.median / 1e9
             benchmark.extra_info[problem.unit] = round(rate, 3)
+            benchmark.extra_info["% of roof"] = round(100 * rate / roofs[problem.unit], 1)
 
     return run

@@ -8,20 +8,26 @@
 // loops are tap-major: leading-dim taps outermost in row-major order, then last-dim taps,
 // then every output that tap reaches (a closed-form range). Each window still sees its
 // cells in row-major scan order (so the first maximum wins), and the innermost loop runs
-// over independent outputs, which pipelines and vectorizes. The average-pool adjoint is a
-// gather over the outputs covering each input cell, so it needs no atomics either.
+// over independent outputs, which pipelines and vectorizes (stride-2 windows with
+// deinterleaving vector loads, see simd/pool_rows.inl). The average-pool adjoint runs per
+// input row over the outputs covering it, so it needs no atomics either.
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
+#include <utility>
 #include <limits>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
+#include "fastconv/gemm.hpp"
 #include "fastconv/geometry.hpp"
 #include "fastconv/pyarray.hpp"
 
@@ -135,27 +141,39 @@ std::vector<InTable> make_in_tables(const PoolPlan& p) {
   return tabs;
 }
 
-// Calls visit(offset) for every point of the box [lo, hi) over `dims` dims, in row-major
-// order, with offset = sum(coord[d] * pitch[d]). A box with no leading dims has one point.
-template <typename Visit>
-void for_each_in_box(int64_t dims, const int64_t* lo, const int64_t* hi, const int64_t* pitch,
-                     int64_t* cur, Visit&& visit) {
-  for (int64_t d = 0; d < dims; ++d) {
-    if (lo[d] >= hi[d]) return;
-    cur[d] = lo[d];
+#define FC_INLINE inline __attribute__((always_inline))
+
+// Walks the points of the box [lo, hi) over `dims` dims in row-major order, with
+// offset() = sum(coord[d] * pitch[d]); a box with no leading dims has one point. A plain
+// loop rather than a visitor, so it inlines into the per-instruction-set kernel copies.
+struct BoxCursor {
+  int64_t dims;
+  const int64_t *lo, *hi, *pitch;
+  int64_t* cur;
+  bool valid = true;
+
+  FC_INLINE BoxCursor(int64_t dims_, const int64_t* lo_, const int64_t* hi_,
+                      const int64_t* pitch_, int64_t* cur_)
+      : dims(dims_), lo(lo_), hi(hi_), pitch(pitch_), cur(cur_) {
+    for (int64_t d = 0; d < dims; ++d) {
+      valid = valid && lo[d] < hi[d];
+      cur[d] = lo[d];
+    }
   }
-  while (true) {
+  FC_INLINE int64_t offset() const {
     int64_t off = 0;
     for (int64_t d = 0; d < dims; ++d) off += cur[d] * pitch[d];
-    visit(off);
+    return off;
+  }
+  FC_INLINE void advance() {
     int64_t d = dims - 1;
     while (d >= 0 && ++cur[d] == hi[d]) {
       cur[d] = lo[d];
       --d;
     }
-    if (d < 0) return;
+    valid = d >= 0;
   }
-}
+};
 
 // Leading output coordinates of output row `row` of a plane.
 void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
@@ -165,148 +183,126 @@ void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
   }
 }
 
-// Index is the type winners are tracked in: int32 next to float32 keeps compare mask and
-// select the same width, so the inner loop vectorizes; rows are widened to int64 at the end.
-template <typename T, typename Index, bool kIndex>
-void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
-  const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
-  const int64_t taps = p.g.kernel.back(), s = p.g.stride.back();
-  const OutTable& last = p.out_tab.back();
+// Leading coordinates of `row` and the input box [lo, hi) they select, per leading dim.
+FC_INLINE void row_box(const PoolPlan& p, int64_t row, int64_t* coord, int64_t* lo,
+                       int64_t* hi) {
+  row_coords(p.g.out, row, coord);
+  for (int64_t d = 0; d < p.lead_dims(); ++d) {
+    lo[d] = p.out_tab[d].lo[coord[d]];
+    hi[d] = p.out_tab[d].hi[coord[d]];
+  }
+}
+
+// Inputs and the count divisors behind the average-pool adjoint.
+struct AvgBackwardPlan {
+  const PoolPlan* pool;
+  std::vector<InTable> in_tab;  // per dim: the outputs covering each input coordinate
+  std::vector<double> last_count;  // divisor share of the last dim, per output coordinate
+  bool count_include_pad;
+};
+
+// The row kernels, once per instruction set (see simd/pool_rows.inl). The dispatch picks the
+// copy for the path the GEMM dispatch selected at import, so FASTCONV_DISABLE_CPU_FEATURES
+// lowers pooling too.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+Isa selected_isa() {
+  static const Isa isa = [] {
+    const std::string name = gemm_kernels().isa;
+    return name == "avx512" ? Isa::kAvx512 : name == "avx2" ? Isa::kAvx2 : Isa::kBaseline;
+  }();
+  return isa;
+}
+
+// The kernels have internal linkage, so the vector-argument ABI notes do not apply.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")
+namespace avx512 {
+#define FC_POOL_VEC_BYTES 64
+#include "simd/pool_rows.inl"
+#undef FC_POOL_VEC_BYTES
+}  // namespace avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+#define FC_POOL_VEC_BYTES 32
+#include "simd/pool_rows.inl"
+#undef FC_POOL_VEC_BYTES
+}  // namespace avx2
+#pragma GCC pop_options
+
+namespace baseline {
+#define FC_POOL_VEC_BYTES 16
+#include "simd/pool_rows.inl"
+#undef FC_POOL_VEC_BYTES
+}  // namespace baseline
+#pragma GCC diagnostic pop
+
+// The three copies of one kernel's entry point, for run_jobs.
+#define FC_PER_ISA(...) &avx512::__VA_ARGS__::run, &avx2::__VA_ARGS__::run, &baseline::__VA_ARGS__::run
+
+// Runs the selected copy of a kernel, fn(args..., begin, end), on every OpenMP thread over
+// its static share of `jobs`; every job is computed on its own, so the split never changes
+// a result.
+template <typename Fn, typename... Args>
+void run_jobs(int64_t jobs, Fn avx512_fn, Fn avx2_fn, Fn baseline_fn, Args... args) {
+  const Isa isa = selected_isa();
+  const Fn fn = isa == Isa::kAvx512 ? avx512_fn : isa == Isa::kAvx2 ? avx2_fn : baseline_fn;
 #pragma omp parallel
   {
-    Dims coord(lead), lo(lead), hi(lead), cur(lead);
-    std::vector<Index> pos(kIndex ? p.out_last : 0);
-#pragma omp for schedule(static)
-    for (int64_t job = 0; job < p.planes() * rows; ++job) {
-      const int64_t plane = job / rows, row = job % rows;
-      row_coords(p.g.out, row, coord.data());
-      int64_t first = 0;  // offset of the first input row of every window in this row
-      for (int64_t d = 0; d < lead; ++d) {
-        lo[d] = p.out_tab[d].lo[coord[d]];
-        hi[d] = p.out_tab[d].hi[coord[d]];
-        first += lo[d] * p.in_pitch[d];
-      }
-      const T* src_plane = x + plane * p.in_plane;
-      T* out = y + plane * p.out_plane + row * p.out_last;
-      // Seed every window with its first input cell; revisiting that cell below cannot
-      // replace it (neither greater nor a new NaN), so the scan stays first-wins.
-      for (int64_t o = 0; o < p.out_last; ++o) {
-        out[o] = src_plane[first + last.lo[o]];
-        if (kIndex) pos[o] = static_cast<Index>(first + last.lo[o]);
-      }
-      // Tap-major: for a fixed tap the outputs are independent, so the loop pipelines
-      // instead of chaining one compare after another; per output the taps still come
-      // in row-major scan order.
-      for_each_in_box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data(),
-                      [&](int64_t off) {
-        const T* src = src_plane + off;
-        for (int64_t j = 0; j < taps; ++j) {
-          const int64_t shift = p.tap_shift[j];
-          for (int64_t o = p.tap_lo[j]; o < p.tap_hi[j]; ++o) {
-            const int64_t i = o * s + shift;
-            const T v = src[i], best = out[o];
-            // v wins when greater, or when it is a NaN and best is not: the first NaN stays.
-            const bool take = !(v <= best) & (best == best);
-            out[o] = take ? v : best;
-            if (kIndex) pos[o] = take ? static_cast<Index>(off + i) : pos[o];
-          }
-        }
-      });
-      if (kIndex) {
-        int64_t* idx = indices + plane * p.out_plane + row * p.out_last;
-        std::copy(pos.begin(), pos.end(), idx);
-      }
-    }
+    const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t share = jobs / threads, extra = jobs % threads;
+    const int64_t begin = t * share + std::min(t, extra);
+    const int64_t end = begin + share + (t < extra ? 1 : 0);
+    if (begin < end) fn(args..., begin, end);
   }
+}
+
+template <typename T>
+void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
+  const int64_t jobs = p.planes() * (p.out_plane / p.out_last);
+  const bool stride2 = p.g.stride.back() == 2;
+  const bool narrow = sizeof(T) == 4 && p.in_plane <= std::numeric_limits<int32_t>::max();
+  if (!indices) {
+    if (stride2) return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, false, 2>), &p, x, y, indices);
+    return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, false, 0>), &p, x, y, indices);
+  }
+  if (narrow) {
+    if (stride2) return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int32_t, true, 2>), &p, x, y, indices);
+    return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int32_t, true, 0>), &p, x, y, indices);
+  }
+  if (stride2) return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, true, 2>), &p, x, y, indices);
+  run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, true, 0>), &p, x, y, indices);
 }
 
 template <typename T>
 void avg_pool_impl(const PoolPlan& p, const T* x, T* y, bool count_include_pad) {
-  const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
-  const int64_t taps = p.g.kernel.back(), s = p.g.stride.back();
-  const OutTable& last = p.out_tab.back();
-#pragma omp parallel
-  {
-    Dims coord(lead), lo(lead), hi(lead), cur(lead);
-    // Sums in double: float32 averages round once, at the end.
-    std::vector<double> acc(p.out_last);
-#pragma omp for schedule(static)
-    for (int64_t job = 0; job < p.planes() * rows; ++job) {
-      const int64_t plane = job / rows, row = job % rows;
-      row_coords(p.g.out, row, coord.data());
-      int64_t lead_count = 1;
-      for (int64_t d = 0; d < lead; ++d) {
-        const OutTable& t = p.out_tab[d];
-        lo[d] = t.lo[coord[d]];
-        hi[d] = t.hi[coord[d]];
-        lead_count *= count_include_pad ? t.padded[coord[d]] : hi[d] - lo[d];
-      }
-      std::fill(acc.begin(), acc.end(), 0.0);
-      const T* src_plane = x + plane * p.in_plane;
-      for_each_in_box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data(),
-                      [&](int64_t off) {
-        const T* src = src_plane + off;
-        for (int64_t j = 0; j < taps; ++j) {
-          const int64_t shift = p.tap_shift[j];
-          for (int64_t o = p.tap_lo[j]; o < p.tap_hi[j]; ++o) acc[o] += src[o * s + shift];
-        }
-      });
-      T* out = y + plane * p.out_plane + row * p.out_last;
-      for (int64_t o = 0; o < p.out_last; ++o) {
-        const int64_t c = count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o];
-        out[o] = static_cast<T>(acc[o] / static_cast<double>(lead_count * c));
-      }
-    }
+  const int64_t jobs = p.planes() * (p.out_plane / p.out_last);
+  if (p.g.stride.back() == 2) {
+    return run_jobs(jobs, FC_PER_ISA(AvgPoolRows<T, 2>), &p, x, y, count_include_pad);
   }
+  run_jobs(jobs, FC_PER_ISA(AvgPoolRows<T, 0>), &p, x, y, count_include_pad);
 }
 
-// The adjoint of avg_pool_impl as a gather: each input row sums dy / count over the box of
-// outputs whose windows cover it, so jobs write disjoint rows and need no atomics.
 template <typename T>
 void avg_pool_backward_impl(const PoolPlan& p, const T* dy, T* dx, bool count_include_pad) {
-  const int64_t lead = p.lead_dims(), rows = p.in_plane / p.in_last;
-  const std::vector<InTable> in_tab = make_in_tables(p);
-  const OutTable& last_out = p.out_tab.back();
-  const InTable& last_in = in_tab.back();
-  Dims last_count(p.out_last);
+  AvgBackwardPlan plan{&p, make_in_tables(p), std::vector<double>(p.out_last),
+                       count_include_pad};
+  const OutTable& last = p.out_tab.back();
   for (int64_t o = 0; o < p.out_last; ++o) {
-    last_count[o] = count_include_pad ? last_out.padded[o] : last_out.hi[o] - last_out.lo[o];
+    // Counts are far below 2^53, so the product with the leading share stays exact.
+    plan.last_count[o] =
+        static_cast<double>(count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o]);
   }
-#pragma omp parallel
-  {
-    Dims coord(lead), lo(lead), hi(lead), cur(lead);
-    std::vector<double> acc(p.in_last), scaled(p.out_last);
-#pragma omp for schedule(static)
-    for (int64_t job = 0; job < p.planes() * rows; ++job) {
-      const int64_t plane = job / rows, row = job % rows;
-      row_coords(p.g.in, row, coord.data());
-      for (int64_t d = 0; d < lead; ++d) {
-        lo[d] = in_tab[d].first[coord[d]];
-        hi[d] = in_tab[d].last[coord[d]];
-      }
-      std::fill(acc.begin(), acc.end(), 0.0);
-      const T* grad_plane = dy + plane * p.out_plane;
-      for_each_in_box(lead, lo.data(), hi.data(), p.out_pitch.data(), cur.data(),
-                      [&](int64_t off) {
-        int64_t lead_count = 1;
-        for (int64_t d = 0; d < lead; ++d) {
-          const OutTable& t = p.out_tab[d];
-          lead_count *= count_include_pad ? t.padded[cur[d]] : t.hi[cur[d]] - t.lo[cur[d]];
-        }
-        const T* grad = grad_plane + off;
-        for (int64_t o = 0; o < p.out_last; ++o) {
-          scaled[o] = static_cast<double>(grad[o]) / static_cast<double>(lead_count * last_count[o]);
-        }
-        for (int64_t i = 0; i < p.in_last; ++i) {
-          double s = 0;
-          for (int64_t o = last_in.first[i]; o < last_in.last[i]; ++o) s += scaled[o];
-          acc[i] += s;
-        }
-      });
-      T* out = dx + plane * p.in_plane + row * p.in_last;
-      for (int64_t i = 0; i < p.in_last; ++i) out[i] = static_cast<T>(acc[i]);
-    }
+  const int64_t jobs = p.planes() * (p.in_plane / p.in_last);
+  if (p.g.stride.back() == 2) {
+    return run_jobs(jobs, FC_PER_ISA(AvgPoolBackwardRows<T, 2>), &plan, dy, dx);
   }
+  run_jobs(jobs, FC_PER_ISA(AvgPoolBackwardRows<T, 0>), &plan, dy, dx);
 }
 
 const int64_t* index_input(const py::array& a, const char* name) {
@@ -344,13 +340,7 @@ void max_pool_forward_py(const py::array& x, py::array& out,
     T* yp = output_ptr<T>(out, "out");
     int64_t* ip = indices ? index_output(*indices, "indices") : nullptr;
     py::gil_scoped_release release;
-    if (!ip) {
-      max_pool_impl<T, int64_t, false>(p, xp, yp, nullptr);
-    } else if (sizeof(T) == 4 && p.in_plane <= std::numeric_limits<int32_t>::max()) {
-      max_pool_impl<T, int32_t, true>(p, xp, yp, ip);
-    } else {
-      max_pool_impl<T, int64_t, true>(p, xp, yp, ip);
-    }
+    max_pool_impl(p, xp, yp, ip);
   });
 }
 

@@ -665,3 +665,63 @@ def test_extension_rejects_read_only_output():
     out.flags.writeable = False
     with pytest.raises(ValueError, match=r"out must be writeable"):
         _cpu.avg_pool_forward(X, out, *K2, False, True)
+
+
+# ----------------------------------------------------------------------------------------
+# Wide rows: the stride-2 vector paths (up to 16 float32 lanes per tap pass, so rows need
+# well over 32 cells), their ends at the row edge, ties, NaNs, padding and ceil_mode
+# ----------------------------------------------------------------------------------------
+
+WIDE_CASES = [
+    pytest.param((2, 3, 5, 71), (2, 2), 2, 0, False, id="2d-k2-w71"),
+    pytest.param((2, 3, 5, 112), (2, 2), 2, 0, False, id="2d-k2-w112"),
+    pytest.param((2, 3, 5, 113), (3, 3), 2, 1, False, id="2d-k3-p1-w113"),
+    pytest.param((2, 3, 6, 100), (3, 3), 2, 0, True, id="2d-k3-ceil-w100"),
+    pytest.param((1, 2, 77), (3,), 2, ((0, 1),), True, id="1d-k3-asym-ceil-w77"),
+    pytest.param((1, 2, 3, 4, 66), (2, 2, 2), 2, 0, False, id="3d-k2-w66"),
+    pytest.param((1, 2, 3, 5, 97), (3, 3, 3), 2, 1, True, id="3d-k3-p1-ceil-w97"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", WIDE_CASES)
+def test_wide_stride2_rows_match_reference(shape, kernel, stride, padding, ceil_mode, dtype):
+    win = window(shape, kernel, stride, padding, ceil_mode)
+    x = rand(shape, dtype, seed_of("wide", shape, kernel, padding, ceil_mode, dtype), ties=True)
+    flat = x.reshape(-1)
+    flat[::37] = np.nan  # NaNs at scattered lanes: the first one in a window wins
+    y, idx = fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         return_indices=True)
+    ry, ridx = ref.max_pool(x, *geometry(win), ceil_mode)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(
+        fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode), ry)
+
+    x = rand(shape, dtype, seed_of("wide-avg", shape, kernel, padding, ceil_mode, dtype))
+    dy = rand(y.shape, dtype, seed_of("wide-dy", shape, kernel, padding, ceil_mode, dtype))
+    tol = tolerance(dtype, int(np.prod(kernel)))
+    for count_include_pad in (True, False):
+        y = fc.avg_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                        count_include_pad=count_include_pad)
+        ry = ref.avg_pool(x.astype(np.float64), *geometry(win), ceil_mode, count_include_pad)
+        np.testing.assert_allclose(y, ry, **tol, err_msg=f"count_include_pad={count_include_pad}")
+        dx = fc.avg_pool_backward(dy, shape, kernel, stride=stride, padding=padding,
+                                  ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+        rdx = ref.avg_pool_backward(dy.astype(np.float64), shape, *geometry(win), ceil_mode,
+                                    count_include_pad)
+        np.testing.assert_allclose(dx, rdx, **tol, err_msg=f"count_include_pad={count_include_pad}")
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", WIDE_CASES[:4])
+def test_wide_stride2_rows_match_torch(shape, kernel, stride, padding, ceil_mode):
+    x = rand(shape, np.float32, seed_of("wide-torch", shape, kernel, padding, ceil_mode))
+    tx = torch.from_numpy(x)
+    y, idx = fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         return_indices=True)
+    ty, tidx = F.max_pool2d(tx, kernel, stride, padding, ceil_mode=ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    y = fc.avg_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    ty = F.avg_pool2d(tx, kernel, stride, padding, ceil_mode=ceil_mode)
+    np.testing.assert_allclose(y, ty.numpy(), **tolerance(np.float32, int(np.prod(kernel))))

@@ -6,6 +6,7 @@ one table. Entry point: `python -m fastconv bench` (see `__main__.py`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -16,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 import fastconv
+from . import _cpu
 from .bench_cases import Case, Problem, cases
 
 # Per-call timing budget in seconds and repetition cap, per mode.
@@ -24,6 +26,8 @@ BUDGETS = {"smoke": (0.01, 3), "quick": (0.1, 20), "full": (0.3, 50)}
 NUMPY_BUDGET_SHARE = 0.5
 
 UNAVAILABLE = (NotImplementedError,)
+# Seconds of the FMA-peak probe and megabytes of the copy-bandwidth probe, per mode.
+ROOF_PROBES = {"smoke": (0.05, 32), "quick": (0.3, 256), "full": (0.5, 256)}
 
 
 @dataclass
@@ -35,7 +39,8 @@ class Result:
     shape: str
     unit: str
     fastconv_ms: Optional[float] = None
-    throughput: Optional[float] = None
+    throughput: Optional[float] = None  # in `unit`: GFLOP/s or GB/s (bytes read + written)
+    roof_pct: Optional[float] = None  # throughput in % of the FMA peak or copy bandwidth
     numpy_ms: Optional[float] = None
     speedup_numpy: Optional[float] = None
     torch_ms: Optional[float] = None
@@ -184,6 +189,43 @@ def run_case(case: Case, mode: str, torch: Optional[Any]) -> Result:
     return res
 
 
+def measure_copy_bandwidth(megabytes: int, repeats: int = 5) -> float:
+    """GB/s (bytes read + written) of the best of `repeats` NumPy copies of `megabytes` MB
+    between two buffers that are already paged in, as a DRAM roof for memory-bound ops."""
+    src = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    dst = np.zeros_like(src)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * src.nbytes / best / 1e9
+
+
+def measure_roofs(mode: str) -> Tuple[float, float]:
+    """(float32 FMA peak in GFLOP/s on all fastconv threads, copy bandwidth in GB/s)."""
+    seconds, megabytes = ROOF_PROBES[mode]
+    _cpu.measure_fma_peak(seconds / 4)  # wakes the threads and the clocks up
+    return _cpu.measure_fma_peak(seconds), measure_copy_bandwidth(megabytes)
+
+
+def roof_percent(res: Result, fma_peak: float, copy_bandwidth: float) -> Optional[float]:
+    """Throughput of `res` in % of the roof of its kind (compute: FMA peak; memory: copy)."""
+    if res.throughput is None:
+        return None
+    roof = {"GFLOP/s": fma_peak, "GB/s": copy_bandwidth}.get(res.unit)
+    return 100.0 * res.throughput / roof if roof else None
+
+
+def torch_geomean(results: Sequence[Result], op: str = "conv") -> Optional[float]:
+    """Geometric mean of fastconv ms / torch ms over the cases of `op` timed by both."""
+    ratios = [r.fastconv_ms / r.torch_ms for r in results
+              if r.op == op and r.fastconv_ms and r.torch_ms]
+    if not ratios:
+        return None
+    return math.exp(sum(math.log(v) for v in ratios) / len(ratios))
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -195,8 +237,10 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def header(mode: str, torch: Optional[Any], torch_wanted: bool) -> Dict[str, Any]:
-    """The machine and software the numbers were taken on."""
+def header(mode: str, torch: Optional[Any], torch_wanted: bool,
+           roofs: Tuple[Optional[float], Optional[float]] = (None, None)) -> Dict[str, Any]:
+    """The machine and software the numbers were taken on; `roofs` is (FMA peak GFLOP/s,
+    copy GB/s) as `measure_roofs` returns them, or None where not measured."""
     details = fastconv.info(as_dict=True)
     if torch is not None:
         torch_text = torch.__version__
@@ -214,6 +258,8 @@ def header(mode: str, torch: Optional[Any], torch_wanted: bool) -> Dict[str, Any
         "torch": torch_text,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
         "python": platform.python_version(),
+        "fma_peak_gflops": roofs[0],
+        "copy_gbps": roofs[1],
     }
 
 
@@ -238,6 +284,9 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
         f"fastconv {head['fastconv']} benchmark ({head['mode']}), {head['date']}",
         f"machine: {head['cpu']}, {head['cores']} cores; fastconv cpu_path {head['cpu_path']}, "
         f"{head['threads']} OpenMP threads",
+        f"roofs: float32 FMA peak {_fmt(head.get('fma_peak_gflops'), '.0f')} GFLOP/s "
+        f"({head['threads']} threads, {head['cpu_path']}); copy bandwidth "
+        f"{_fmt(head.get('copy_gbps'), '.1f')} GB/s (read + write)",
         f"numpy {head['numpy']}; torch {head['torch']}"
         + (f" with torch.set_num_threads({head['torch_threads']}) to match fastconv"
            if head["torch_threads"] is not None else ""),
@@ -245,11 +294,16 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
         "float64 reference (idx: index mismatches)",
         "",
     ]
-    titles = ["op", "case", "shape", "fastconv ms", "throughput", "numpy ms", "x numpy",
-              "torch ms", "x torch", "max err"]
-    rows = [[r.op, r.case, r.shape, _fmt(r.fastconv_ms, ".3f"),
-             f"{r.throughput:.2f} {r.unit}" if r.throughput is not None else "",
-             _fmt(r.numpy_ms, ".3f"), _fmt(r.speedup_numpy, ".1f"),
+    titles = ["op", "case", "shape", "fastconv ms", "GFLOP/s", "% peak", "GB/s", "% copy bw",
+              "numpy ms", "x numpy", "torch ms", "x torch", "max err"]
+
+    def rate(r: Result, unit: str) -> List[str]:
+        if r.unit != unit or r.throughput is None:
+            return ["", ""]
+        return [format(r.throughput, ".2f"), _fmt(r.roof_pct, ".0f")]
+
+    rows = [[r.op, r.case, r.shape, _fmt(r.fastconv_ms, ".3f"), *rate(r, "GFLOP/s"),
+             *rate(r, "GB/s"), _fmt(r.numpy_ms, ".3f"), _fmt(r.speedup_numpy, ".1f"),
              _fmt(r.torch_ms, ".3f"), _fmt(r.speedup_torch, ".2f"), _err_text(r)]
             for r in results]
     widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
@@ -262,6 +316,11 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
     lines.append(line(titles))
     lines.append(line(["-" * w for w in widths]))
     lines.extend(line(row) for row in rows)
+    geomean = torch_geomean(results)
+    if geomean is not None:
+        count = sum(1 for r in results if r.op == "conv" and r.fastconv_ms and r.torch_ms)
+        lines.append(f"conv forward vs torch: geometric mean of fastconv ms / torch ms = "
+                     f"{geomean:.3f} over {count} cases ({1 / geomean:.2f}x)")
     failures = [f"{r.op}[{r.case}]: {r.note}" for r in results if "failed" in r.note]
     return "\n".join(lines + failures)
 
@@ -279,12 +338,15 @@ def run(mode: str = "full", ops: Optional[Sequence[str]] = None, use_torch: bool
     selected = cases(mode, ops)
     threads = int(fastconv.info(as_dict=True)["threads"])
     torch = import_torch(threads) if use_torch else None
-    head = header(mode, torch, use_torch)
+    roofs = measure_roofs(mode)
+    head = header(mode, torch, use_torch, roofs)
     results = []
     bar = tqdm(selected, desc="bench", unit="case", disable=not progress, leave=False)
     for case in bar:
         bar.set_postfix_str(case.id)
-        results.append(run_case(case, mode, torch))
+        res = run_case(case, mode, torch)
+        res.roof_pct = roof_percent(res, *roofs)
+        results.append(res)
     bar.close()
     echo(format_table(head, results))
     if json_path:

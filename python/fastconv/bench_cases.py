@@ -182,13 +182,16 @@ _CONV_LAYERS = [
     ("vgg16_conv5", (8, 1), 512, 512, (14, 14), (3, 3), 1, 1, 1, np.float32, False),
     ("resnet50_stem", (8, 1), 3, 64, (224, 224), (7, 7), 2, 3, 1, np.float32, False),
     ("resnet50_3x3", (8, 1), 64, 64, (56, 56), (3, 3), 1, 1, 1, np.float32, True),
+    ("resnet_3x3_128", (8, 1), 128, 128, (28, 28), (3, 3), 1, 1, 1, np.float32, False),
     ("resnet50_1x1", (8, 1), 256, 64, (56, 56), (1, 1), 1, 0, 1, np.float32, False),
     ("inception_5x5", (8, 1), 192, 32, (28, 28), (5, 5), 1, 2, 1, np.float32, False),
     ("depthwise_3x3", (8, 1), 256, 256, (28, 28), (3, 3), 1, 1, 256, np.float32, True),
-    # 3-D: the float64 reference materializes N*C*27*32^3 windows, so batch 2 keeps it in RAM.
-    ("conv3d_3x3x3", (2, 1), 16, 32, (32, 32, 32), (3, 3, 3), 1, 1, 1, np.float32, True),
+    # 3-D: the float64 reference materializes N*C*27*32^3 windows (0.9 GB at batch 8).
+    ("conv3d_3x3x3", (8, 1), 16, 32, (32, 32, 32), (3, 3, 3), 1, 1, 1, np.float32, True),
     ("conv1d_k7", (8, 1), 64, 64, (4096,), (7,), 1, 3, 1, np.float32, True),
     ("resnet50_3x3_f64", (8, 1), 64, 64, (56, 56), (3, 3), 1, 1, 1, np.float64, False),
+    ("resnet50_1x1_f64", (8, 1), 256, 64, (56, 56), (1, 1), 1, 0, 1, np.float64, False),
+    ("conv1d_k7_f64", (8, 1), 64, 64, (4096,), (7,), 1, 3, 1, np.float64, False),
 ]
 
 _CONV_SMOKE = ("smoke_2d", 2, 4, 8, (12, 12), (3, 3), 1, 1, 1, np.float32)
@@ -363,7 +366,8 @@ _POOL_LAYERS = [
     ("vgg_2x2", (8, 64, 112, 112), (1, 64, 112, 112), (2, 2), 2, 0, False),
     ("resnet_3x3s2", (8, 64, 112, 112), (1, 64, 112, 112), (3, 3), 2, 1, False),
     ("inception_3x3s2_ceil", (8, 192, 56, 56), (1, 192, 56, 56), (3, 3), 2, 0, True),
-    ("pool3d_2x2x2", (2, 32, 32, 32, 32), (1, 32, 32, 32, 32), (2, 2, 2), 2, 0, False),
+    # As many elements as the 2-D layers above (6.4 M per batch of 8).
+    ("pool3d_2x2x2", (8, 32, 16, 56, 56), (1, 32, 16, 56, 56), (2, 2, 2), 2, 0, False),
 ]
 
 
