@@ -19,6 +19,7 @@
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
+#include "fastconv/conv_direct.hpp"
 #include "fastconv/gemm.hpp"
 #include "fastconv/geometry.hpp"
 #include "fastconv/im2col.hpp"
@@ -128,6 +129,9 @@ void add_bias(const T* bias, int64_t rows, int64_t width, T* out, int64_t ld) {
 
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  if (conv_direct_applies(g.win, g.out_channels, g.groups)) {
+    return conv_direct_forward(g.win, g.out_channels, g.groups, x, w, bias, y);
+  }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
   // Weights are packed once per call into the GEMM's panel layout and shared by all jobs.
   const int64_t padded = round_up_rows(Kg);

@@ -1,0 +1,150 @@
+// Direct convolution: when it applies, how a call is cut into jobs, and which instruction-set
+// build of simd/conv_direct.inl runs them.
+#include "fastconv/conv_direct.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "fastconv/gemm.hpp"
+
+namespace fastconv {
+
+namespace {
+
+// Prepared input per job: small enough to stay in L2 while the job sweeps it once per
+// output channel of its group.
+constexpr int64_t kScratchBytes = int64_t(1) << 18;
+
+// Zeros after each prepared row, so a vector chunk may read past the row's end (at most
+// one widest vector, 64 bytes).
+template <typename T>
+constexpr int64_t kRowSlack = 64 / sizeof(T);
+
+template <typename T>
+struct DirectKernels {
+  using Fn = void (*)(const DirectConvPlan&, int64_t, const T*, const T*, const T*, T*, T*);
+  Fn forward;
+};
+
+// The same instruction set as the GEMM (cpu_features.cpp), so that
+// FASTCONV_DISABLE_CPU_FEATURES steers both.
+template <typename T>
+DirectKernels<T> pick_kernels();
+
+template <>
+DirectKernels<float> pick_kernels<float>() {
+  const char* isa = gemm_kernels().isa;
+  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f32};
+  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f32};
+  return {baseline::direct_forward_f32};
+}
+
+template <>
+DirectKernels<double> pick_kernels<double>() {
+  const char* isa = gemm_kernels().isa;
+  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f64};
+  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f64};
+  return {baseline::direct_forward_f64};
+}
+
+template <typename T>
+const DirectKernels<T>& kernels() {
+  static const DirectKernels<T> table = pick_kernels<T>();
+  return table;
+}
+
+// Scratch values one job needs when it covers `block_rows` outputs of dim 0 (the layout of
+// forward_1d / forward_nd in simd/conv_direct.inl).
+template <typename T>
+int64_t scratch_for(const WindowGeom& g, int64_t group_in, int64_t block_rows, int64_t phases,
+                    int64_t* phase_len) {
+  const int64_t last = g.dims() - 1;
+  auto reach = [&](int64_t e) { return (g.kernel[e] - 1) * g.dilation[e]; };
+  const int64_t width = last == 0 ? block_rows : g.out[last];
+  *phase_len = width + reach(last) / g.stride[last] + kRowSlack<T>;
+  int64_t rows = 1;
+  for (int64_t e = 0; e < last; ++e) {
+    const int64_t outputs = e == 0 ? block_rows : g.out[e];
+    const int64_t prepared = (outputs - 1) * g.stride[e] + reach(e) + 1;
+    rows *= e == last - 1 ? prepared : e == 0 ? std::min(g.in[0], prepared) : g.in[e];
+  }
+  return group_in * rows * phases * *phase_len;
+}
+
+template <typename T>
+DirectConvPlan make_plan(const WindowGeom& g, int64_t out_channels, int64_t groups) {
+  DirectConvPlan p;
+  p.win = &g;
+  p.out_channels = out_channels;
+  p.groups = groups;
+  p.group_in = g.channels / groups;
+  p.group_out = out_channels / groups;
+  const int64_t last = g.dims() - 1;
+  const int64_t stride = g.stride[last], dilation = g.dilation[last];
+  p.phases = std::min(stride, (g.kernel[last] - 1) * dilation + 1);
+
+  // Enough jobs to balance the threads when the batch and groups alone do not; in 1-D the
+  // blocks cut the only (innermost) dim, so they stay whole multiples of a vector chunk.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t base_jobs = g.batch * groups, extent = g.out[0];
+  const int64_t chunk = last == 0 ? std::min<int64_t>(extent, 64) : 1;
+  int64_t rows = extent;
+  if (base_jobs < 4 * threads) {
+    const int64_t wanted = (4 * threads + base_jobs - 1) / base_jobs;
+    rows = std::max(chunk, (extent + wanted - 1) / wanted);
+  }
+  int64_t phase_len = 0;
+  while (rows > chunk &&
+         scratch_for<T>(g, p.group_in, rows, p.phases, &phase_len) * int64_t(sizeof(T)) >
+             kScratchBytes) {
+    rows = std::max(chunk, rows / 2);
+  }
+  if (last == 0) rows = std::min(extent, (rows + chunk - 1) / chunk * chunk);
+  p.block_rows = rows;
+  p.blocks = (extent + rows - 1) / rows;
+  p.scratch_elems = scratch_for<T>(g, p.group_in, rows, p.phases, &phase_len);
+  p.phase_len = phase_len;
+  p.tap_offset.resize(g.kernel[last]);
+  for (int64_t b = 0; b < g.kernel[last]; ++b) {
+    p.tap_offset[b] = (b * dilation) % stride * phase_len + (b * dilation) / stride;
+  }
+  return p;
+}
+
+// Reused per thread across calls: no per-call allocation or page faults.
+template <typename T>
+T* scratch(int64_t count) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
+  return buffer.data();
+}
+
+}  // namespace
+
+bool conv_direct_applies(const WindowGeom& win, int64_t out_channels, int64_t groups) {
+  (void)out_channels;
+  const int64_t group_in = win.channels / groups;
+  return group_in * win.kernel_volume() <= 32;
+}
+
+template <typename T>
+void conv_direct_forward(const WindowGeom& win, int64_t out_channels, int64_t groups, const T* x,
+                         const T* w, const T* bias, T* y) {
+  const DirectConvPlan plan = make_plan<T>(win, out_channels, groups);
+  const auto forward = kernels<T>().forward;
+  const int64_t jobs = win.batch * groups * plan.blocks;
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < jobs; ++job) {
+    forward(plan, job, x, w, bias, y, scratch<T>(plan.scratch_elems));
+  }
+}
+
+template void conv_direct_forward<float>(const WindowGeom&, int64_t, int64_t, const float*,
+                                         const float*, const float*, float*);
+template void conv_direct_forward<double>(const WindowGeom&, int64_t, int64_t, const double*,
+                                          const double*, const double*, double*);
+
+}  // namespace fastconv
