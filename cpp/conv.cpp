@@ -210,6 +210,9 @@ int64_t channel_block(int64_t channels, int64_t jobs) {
 
 template <typename T>
 void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  if (conv_direct_backward_input_applies(g.win, g.out_channels, g.groups)) {
+    return conv_direct_backward_input(g.win, g.out_channels, g.groups, dy, w, dx);
+  }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
   const int64_t kvol = g.win.kernel_volume();
   const int64_t cblock = channel_block(Cg, g.win.batch * G);

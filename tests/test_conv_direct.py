@@ -1,6 +1,7 @@
-"""The direct convolution kernels (cpp/conv_direct.cpp): layers with few input channels per
-group, which conv.cpp routes away from im2col + GEMM. Every shape here has
-C/groups * prod(kernel) small enough to take the direct path; results are checked against
+"""The direct convolution kernels (cpp/conv_direct.cpp): layers with few channels per group,
+which conv.cpp routes away from im2col + GEMM. Every shape here has at most 8 output channels
+per group and C/groups * prod(kernel) <= 27, so it takes the direct path (as does its input
+gradient, for unit strides and (K/groups) * prod(kernel) <= 160); results are checked against
 the float64 NumPy reference and PyTorch, over 1-D/2-D/3-D (and 4-D) geometry, both dtypes,
 vector tails, job splits and padding on every side."""
 
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 
 import fastconv
-from _helpers import assert_within_rounding
-from test_conv import (ConvCase, call_conv, make_inputs, reduction_terms, reference_conv,
-                       torch_conv)
+from fastconv import reference
+from _helpers import assert_within_rounding, random_array
+from test_conv import (ConvCase, call_conv, geometry, make_inputs, reduction_terms,
+                       reference_conv, torch_conv, torch_grads)
 
 DTYPES = [np.float32, np.float64]
 
@@ -93,7 +95,6 @@ def test_direct_forward_matches_reference_and_torch(case: ConvCase, dtype) -> No
 
 def test_four_spatial_dims() -> None:
     """Dims before the last two keep only real input rows and drop their padded taps."""
-    from fastconv import reference
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 4, 4, 3, 5, 19))
     w = rng.standard_normal((8, 1, 2, 1, 3, 3))
@@ -130,3 +131,35 @@ def test_direct_result_does_not_depend_on_thread_count(tmp_path) -> None:
     subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, env=env)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
                                   fastconv.conv(x, w, padding=(1, 2), groups=2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES[::2], ids=str)
+def test_direct_backward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
+    """With unit strides conv_backward_input runs the direct kernels on dy (the swapped
+    problem has K/groups input channels per group and C/groups outputs)."""
+    x, w, _ = make_inputs(case, dtype, seed=31)
+    win = geometry(case)
+    dy = random_array(np.random.default_rng(32),
+                      (case.batch, case.out_channels) + win.out_size, dtype)
+    kwargs = dict(stride=case.stride, padding=case.padding, dilation=case.dilation,
+                  groups=case.groups)
+    dx = fastconv.conv_backward_input(dy, w, x.shape, **kwargs)
+    dw = fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs)
+    np.testing.assert_array_equal(fastconv.conv_backward_input(dy, w, x.shape, **kwargs), dx)
+    np.testing.assert_array_equal(fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs),
+                                  dw)
+
+    args = (win.stride, win.pad_before, win.pad_after, win.dilation, case.groups)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    dx_exact = reference.conv_backward_input(dy64, w64, x.shape, *args)
+    dx_mag = reference.conv_backward_input(np.abs(dy64), np.abs(w64), x.shape, *args)
+    dw_exact = reference.conv_backward_weight(x64, dy64, case.kernel, *args)
+    dw_mag = reference.conv_backward_weight(np.abs(x64), np.abs(dy64), case.kernel, *args)
+    terms_dx = case.out_channels // case.groups * int(np.prod(case.kernel))
+    terms_dw = case.batch * int(np.prod(win.out_size))
+    assert_within_rounding(dx, dx_exact, dx_mag, terms_dx, np.dtype(dtype))
+    assert_within_rounding(dw, dw_exact, dw_mag, terms_dw, np.dtype(dtype))
+    dx_t, dw_t = torch_grads(case, x, w, dy)
+    assert_within_rounding(dx_t, dx_exact, dx_mag, terms_dx, np.dtype(dtype))
+    assert_within_rounding(dw_t, dw_exact, dw_mag, terms_dw, np.dtype(dtype))

@@ -1,7 +1,7 @@
 // Direct convolution (no column matrix) for layers whose GEMM would be a sliver: grouped
 // convolutions with few channels per group (depthwise, with or without a channel
 // multiplier) and dense convolutions over very few input channels (LeNet C1, 1-D signals).
-// conv.cpp asks conv_direct_applies() first and falls back to im2col + GEMM otherwise.
+// conv.cpp asks the *_applies() functions first and falls back to im2col + GEMM otherwise.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +22,16 @@ bool conv_direct_applies(const WindowGeom& win, int64_t out_channels, int64_t gr
 template <typename T>
 void conv_direct_forward(const WindowGeom& win, int64_t out_channels, int64_t groups, const T* x,
                          const T* w, const T* bias, T* y);
+
+// conv_backward_input through the direct kernels: for unit strides, where the gradient is
+// itself a direct-friendly convolution of dy.
+bool conv_direct_backward_input_applies(const WindowGeom& win, int64_t out_channels,
+                                         int64_t groups);
+
+// dx (N, C, *in) = gradient of conv_direct_forward's y with respect to x, given dy (N, K, *out).
+template <typename T>
+void conv_direct_backward_input(const WindowGeom& win, int64_t out_channels, int64_t groups,
+                                const T* dy, const T* w, T* dx);
 
 // How one call is cut into jobs, and where each job finds its inputs. A job owns one image n,
 // one group g and a block of the first output dim; it copies the input rows it reads into a
