@@ -260,13 +260,13 @@ void forward_1d(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
 // written out as zero rows, so all of its taps are valid for every row and a register block
 // can hold several consecutive rows. The dims before P (3-D and up) keep only their real
 // input rows; their taps are checked per output position.
+// Copies the job's input into `scratch`, leaves its layout in ws (prepared index i of outer
+// dim e holds padded coordinate origin[e] + i) and returns the stride between channels.
 template <typename T>
-void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int64_t a1,
-                const T* x, const T* w, const T* bias, T* y, T* scratch) {
+int64_t prepare_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int64_t a1,
+                   const T* x, T* scratch, Workspace& ws) {
   const WindowGeom& g = *p.win;
-  const int64_t dims = g.dims(), last = dims - 1, rows_dim = dims - 2;
-  Workspace& ws = workspace();
-  // Prepared index i of outer dim e holds padded coordinate origin[e] + i.
+  const int64_t last = g.dims() - 1, rows_dim = last - 1;
   std::vector<int64_t>&origin = ws.origin, &extent = ws.extent, &stride = ws.prepared_stride;
   origin.resize(last);
   extent.resize(last);
@@ -293,8 +293,8 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
   for (int64_t e = last - 2; e >= 0; --e) stride[e] = stride[e + 1] * extent[e + 1];
   const int64_t channel_stride = stride[0] * extent[0];
 
-  // Copy: dims before the rows dim hold only real input, so they are walked as they are;
-  // along the rows dim the rows outside the input become zero rows.
+  // Dims before the rows dim hold only real input, so they are walked as they are; along
+  // the rows dim the rows outside the input become zero rows.
   make_row_layout(p, 0, ws.layout);
   const int64_t in_last = g.in[last], in_plane = g.in_plane();
   const int64_t rows = extent[rows_dim];
@@ -319,13 +319,24 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
       for (int64_t e = rows_dim - 1; e >= 0 && ++idx[e] == extent[e]; --e) idx[e] = 0;
     }
   }
+  return channel_stride;
+}
 
+// Calls visit(out_row, input_offset, rows) once per output position of dims [0, P) in the
+// job, with ws.outer_input / ws.outer_weight holding the taps of dims [0, P] that land in
+// the input (all taps of dim P). out_row is the flat index of the position's first output
+// row, input_offset where its window starts in the prepared input, rows how many rows
+// (consecutive along dim P) it has.
+template <typename Visit>
+void walk_nd(const DirectConvPlan& p, int64_t a0, int64_t a1, Workspace& ws, Visit&& visit) {
+  const WindowGeom& g = *p.win;
+  const int64_t dims = g.dims(), last = dims - 1, rows_dim = last - 1;
+  const std::vector<int64_t>&origin = ws.origin, &stride = ws.prepared_stride;
   std::vector<int64_t>& weight_stride = ws.weight_stride;
   weight_stride.resize(dims);
   weight_stride[last] = 1;
   for (int64_t e = last - 1; e >= 0; --e) weight_stride[e] = weight_stride[e + 1] * g.kernel[e + 1];
-  // Output positions in dims [0, P): the first runs over the job's block (when it is not
-  // the rows dim), the others in full.
+  // The first dim runs over the job's block (when it is not the rows dim), the others in full.
   std::vector<int64_t>&pos = ws.pos, &lo = ws.lo, &hi = ws.hi, &tap = ws.tap;
   pos.assign(rows_dim, 0);
   lo.resize(rows_dim);
@@ -334,11 +345,7 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
   if (rows_dim > 0) pos[0] = a0;
   const int64_t rows_begin = rows_dim == 0 ? a0 : 0;
   const int64_t rows_count = (rows_dim == 0 ? a1 : g.out[rows_dim]) - rows_begin;
-  const int64_t width = g.out[last], out_plane = g.out_plane();
-  const int64_t block = lines_per_block<T>(width);
-  const int64_t weights_per_output = p.group_in * g.kernel_volume();
   for (;;) {
-    // Taps of dims [0, P) that land in the input at this position; all taps of dim P.
     ws.outer_input.clear();
     ws.outer_weight.clear();
     bool any = true;
@@ -372,18 +379,8 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
 
     int64_t out_row = 0;
     for (int64_t e = 0; e < rows_dim; ++e) out_row = out_row * g.out[e] + pos[e];
-    out_row = out_row * g.out[rows_dim] + rows_begin;
-    const T* input = scratch + (rows_begin * g.stride[rows_dim] - origin[rows_dim]) * stride[rows_dim];
-    for (int64_t k = 0; k < p.group_out; ++k) {
-      const int64_t channel = grp * p.group_out + k;
-      Sweep<T> s{input, w + channel * weights_per_output, bias ? bias + channel : nullptr,
-                 y + (n * p.out_channels + channel) * out_plane + out_row * width, p.group_in,
-                 channel_stride, g.kernel_volume(), g.kernel[last], p.tap_offset.data(),
-                 ws.outer_input.data(), ws.outer_weight.data(),
-                 static_cast<int64_t>(ws.outer_input.size()),
-                 Lines{g.stride[rows_dim] * stride[rows_dim], 0, 0, width}};
-      sweep_lines(s, rows_count, block, width);
-    }
+    visit(out_row * g.out[rows_dim] + rows_begin,
+          (rows_begin * g.stride[rows_dim] - origin[rows_dim]) * stride[rows_dim], rows_count);
 
     int64_t e = rows_dim - 1;
     for (; e >= 0; --e) {
@@ -392,6 +389,31 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
     }
     if (e < 0) return;
   }
+}
+
+template <typename T>
+void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int64_t a1,
+                const T* x, const T* w, const T* bias, T* y, T* scratch) {
+  const WindowGeom& g = *p.win;
+  const int64_t last = g.dims() - 1, rows_dim = last - 1;
+  Workspace& ws = workspace();
+  const int64_t channel_stride = prepare_nd(p, n, grp, a0, a1, x, scratch, ws);
+  const int64_t width = g.out[last], out_plane = g.out_plane();
+  const int64_t block = lines_per_block<T>(width);
+  const int64_t weights_per_output = p.group_in * g.kernel_volume();
+  const Lines lines{g.stride[rows_dim] * ws.prepared_stride[rows_dim], 0, 0, width};
+  walk_nd(p, a0, a1, ws, [&](int64_t out_row, int64_t input_offset, int64_t rows) {
+    for (int64_t k = 0; k < p.group_out; ++k) {
+      const int64_t channel = grp * p.group_out + k;
+      Sweep<T> s{scratch + input_offset, w + channel * weights_per_output,
+                 bias ? bias + channel : nullptr,
+                 y + (n * p.out_channels + channel) * out_plane + out_row * width, p.group_in,
+                 channel_stride, g.kernel_volume(), g.kernel[last], p.tap_offset.data(),
+                 ws.outer_input.data(), ws.outer_weight.data(),
+                 static_cast<int64_t>(ws.outer_input.size()), lines};
+      sweep_lines(s, rows, block, width);
+    }
+  });
 }
 
 template <typename T>
