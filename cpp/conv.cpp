@@ -239,6 +239,9 @@ void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx)
 
 template <typename T>
 void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  if (conv_direct_backward_weight_applies(g.win, g.out_channels, g.groups)) {
+    return conv_direct_backward_weight(g.win, g.out_channels, g.groups, x, dy, dw);
+  }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
   const int64_t N = g.win.batch;
   const int64_t kvol = g.win.kernel_volume();

@@ -25,8 +25,8 @@ constexpr int64_t kRowSlack = 64 / sizeof(T);
 
 template <typename T>
 struct DirectKernels {
-  using Fn = void (*)(const DirectConvPlan&, int64_t, const T*, const T*, const T*, T*, T*);
-  Fn forward;
+  void (*forward)(const DirectConvPlan&, int64_t, const T*, const T*, const T*, T*, T*);
+  void (*weight_grad)(const DirectConvPlan&, int64_t, const T*, const T*, T*, T*);
 };
 
 // The same instruction set as the GEMM (cpu_features.cpp), so that
@@ -37,17 +37,17 @@ DirectKernels<T> pick_kernels();
 template <>
 DirectKernels<float> pick_kernels<float>() {
   const char* isa = gemm_kernels().isa;
-  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f32};
-  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f32};
-  return {baseline::direct_forward_f32};
+  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f32, avx512::direct_weight_grad_f32};
+  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f32, avx2::direct_weight_grad_f32};
+  return {baseline::direct_forward_f32, baseline::direct_weight_grad_f32};
 }
 
 template <>
 DirectKernels<double> pick_kernels<double>() {
   const char* isa = gemm_kernels().isa;
-  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f64};
-  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f64};
-  return {baseline::direct_forward_f64};
+  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f64, avx512::direct_weight_grad_f64};
+  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f64, avx2::direct_weight_grad_f64};
+  return {baseline::direct_forward_f64, baseline::direct_weight_grad_f64};
 }
 
 template <typename T>
@@ -75,13 +75,15 @@ int64_t scratch_for(const WindowGeom& g, int64_t group_in, int64_t block_rows, i
 }
 
 template <typename T>
-DirectConvPlan make_plan(const WindowGeom& g, int64_t out_channels, int64_t groups) {
+DirectConvPlan make_plan(const WindowGeom& g, int64_t out_channels, int64_t groups,
+                         int64_t images_per_job) {
   DirectConvPlan p;
   p.win = &g;
   p.out_channels = out_channels;
   p.groups = groups;
   p.group_in = g.channels / groups;
   p.group_out = out_channels / groups;
+  p.images_per_job = images_per_job;
   const int64_t last = g.dims() - 1;
   const int64_t stride = g.stride[last], dilation = g.dilation[last];
   p.phases = std::min(stride, (g.kernel[last] - 1) * dilation + 1);
@@ -89,7 +91,8 @@ DirectConvPlan make_plan(const WindowGeom& g, int64_t out_channels, int64_t grou
   // Enough jobs to balance the threads when the batch and groups alone do not; in 1-D the
   // blocks cut the only (innermost) dim, so they stay whole multiples of a vector chunk.
   const int64_t threads = omp_get_max_threads();
-  const int64_t base_jobs = g.batch * groups, extent = g.out[0];
+  const int64_t base_jobs = (g.batch + images_per_job - 1) / images_per_job * groups;
+  const int64_t extent = g.out[0];
   const int64_t chunk = last == 0 ? std::min<int64_t>(extent, 64) : 1;
   int64_t rows = extent;
   if (base_jobs < 4 * threads) {
@@ -143,7 +146,7 @@ bool conv_direct_applies(const WindowGeom& win, int64_t out_channels, int64_t gr
 template <typename T>
 void conv_direct_forward(const WindowGeom& win, int64_t out_channels, int64_t groups, const T* x,
                          const T* w, const T* bias, T* y) {
-  const DirectConvPlan plan = make_plan<T>(win, out_channels, groups);
+  const DirectConvPlan plan = make_plan<T>(win, out_channels, groups, 1);
   const auto forward = kernels<T>().forward;
   const int64_t jobs = win.batch * groups * plan.blocks;
 #pragma omp parallel for schedule(static)
@@ -201,6 +204,47 @@ template void conv_direct_backward_input<float>(const WindowGeom&, int64_t, int6
                                                 const float*, const float*, float*);
 template void conv_direct_backward_input<double>(const WindowGeom&, int64_t, int64_t,
                                                  const double*, const double*, double*);
+
+bool conv_direct_backward_weight_applies(const WindowGeom& win, int64_t out_channels,
+                                          int64_t groups) {
+  return conv_direct_applies(win, out_channels, groups);
+}
+
+template <typename T>
+void conv_direct_backward_weight(const WindowGeom& win, int64_t out_channels, int64_t groups,
+                                 const T* x, const T* dy, T* dw) {
+  // Images per job: enough jobs for every thread, few enough partial gradients to add.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t chunks = std::min(win.batch, std::max<int64_t>(1, (4 * threads + groups - 1) / groups));
+  const int64_t per_job = (win.batch + chunks - 1) / chunks;
+  const DirectConvPlan plan = make_plan<T>(win, out_channels, groups, per_job);
+  const auto weight_grad = kernels<T>().weight_grad;
+  const int64_t jobs_per_group = (win.batch + per_job - 1) / per_job * plan.blocks;
+  const int64_t jobs = jobs_per_group * groups;
+  const int64_t group_size = plan.group_out * plan.group_in * win.kernel_volume();
+  std::vector<T> partial(jobs * group_size);
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < jobs; ++job) {
+    weight_grad(plan, job, x, dy, partial.data() + job * group_size, scratch<T>(plan.scratch_elems));
+  }
+  // Job = (chunk * groups + group) * blocks + block: add each group's partials in job order.
+#pragma omp parallel for schedule(static)
+  for (int64_t grp = 0; grp < groups; ++grp) {
+    T* out = dw + grp * group_size;
+    std::fill(out, out + group_size, T(0));
+    for (int64_t chunk = 0; chunk < jobs_per_group / plan.blocks; ++chunk) {
+      for (int64_t block = 0; block < plan.blocks; ++block) {
+        const T* src = partial.data() + ((chunk * groups + grp) * plan.blocks + block) * group_size;
+        for (int64_t i = 0; i < group_size; ++i) out[i] += src[i];
+      }
+    }
+  }
+}
+
+template void conv_direct_backward_weight<float>(const WindowGeom&, int64_t, int64_t,
+                                                 const float*, const float*, float*);
+template void conv_direct_backward_weight<double>(const WindowGeom&, int64_t, int64_t,
+                                                  const double*, const double*, double*);
 
 template void conv_direct_forward<float>(const WindowGeom&, int64_t, int64_t, const float*,
                                          const float*, const float*, float*);

@@ -429,6 +429,104 @@ void forward_job(const DirectConvPlan& p, int64_t job, const T* x, const T* w, c
   }
 }
 
+// acc[c * kernel_volume + tap] (one vector each) += the products of one dy row (`dy_row`,
+// zero past the row's end) with the prepared input under every tap.
+template <typename T>
+void accumulate_row(const T* input, int64_t channel_stride, int64_t channels,
+                    const int64_t* outer_input, const int64_t* outer_weight, int64_t outer_taps,
+                    const DirectConvPlan& p, const T* dy_row, int64_t vectors, T* acc) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  const int64_t kernel_last = p.win->kernel.back(), kernel_volume = p.win->kernel_volume();
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t t = 0; t < outer_taps; ++t) {
+      const T* row = input + c * channel_stride + outer_input[t];
+      T* out = acc + (c * kernel_volume + outer_weight[t]) * lanes;
+      for (int64_t b = 0; b < kernel_last; ++b) {
+        const T* src = row + p.tap_offset[b];
+        V sum = {};
+        for (int64_t v = 0; v < vectors; ++v) {
+          V xv, gv;
+          std::memcpy(&xv, src + v * lanes, sizeof(V));
+          std::memcpy(&gv, dy_row + v * lanes, sizeof(V));
+          sum += gv * xv;
+        }
+        V total;
+        std::memcpy(&total, out + b * lanes, sizeof(V));
+        total += sum;
+        std::memcpy(out + b * lanes, &total, sizeof(V));
+      }
+    }
+  }
+}
+
+template <typename T>
+std::vector<T>& weight_grad_buffer() {
+  thread_local std::vector<T> buffer;
+  return buffer;
+}
+
+// One job of the weight gradient: images [n0, n1) of one group and one block of dim 0,
+// summed into `partial` (group_out x group_in x prod(kernel)).
+template <typename T>
+void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* dy, T* partial,
+                     T* scratch) {
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  const WindowGeom& g = *p.win;
+  const int64_t dims = g.dims(), last = dims - 1;
+  const int64_t block = job % p.blocks, grp = job / p.blocks % p.groups;
+  const int64_t n0 = job / (p.blocks * p.groups) * p.images_per_job;
+  const int64_t n1 = std::min(g.batch, n0 + p.images_per_job);
+  const int64_t a0 = block * p.block_rows, a1 = std::min(g.out[0], a0 + p.block_rows);
+  const int64_t width = dims == 1 ? a1 - a0 : g.out[last];
+  const int64_t vectors = (width + lanes - 1) / lanes;
+  const int64_t per_channel = p.group_in * g.kernel_volume();
+  const int64_t out_plane = g.out_plane();
+  std::vector<T>& buffer = weight_grad_buffer<T>();
+  buffer.assign((p.group_out * per_channel + vectors) * lanes, T(0));
+  T* acc = buffer.data();
+  T* dy_row = acc + p.group_out * per_channel * lanes;
+  // dy_row past `width` stays zero, so the last vector adds nothing from beyond the row.
+  auto load_dy = [&](const T* src) { std::copy(src, src + width, dy_row); };
+  Workspace& ws = workspace();
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* dy_first = dy + (n * p.out_channels + grp * p.group_out) * out_plane;
+    if (dims == 1) {
+      const int64_t row_elems = p.phases * p.phase_len;
+      make_row_layout(p, a0, ws.layout);
+      for (int64_t c = 0; c < p.group_in; ++c) {
+        prepare_row(x + (n * g.channels + grp * p.group_in + c) * g.in[0], ws.layout,
+                    scratch + c * row_elems);
+      }
+      const int64_t zero = 0;
+      for (int64_t k = 0; k < p.group_out; ++k) {
+        load_dy(dy_first + k * out_plane + a0);
+        accumulate_row(scratch, row_elems, p.group_in, &zero, &zero, 1, p, dy_row, vectors,
+                       acc + k * per_channel * lanes);
+      }
+      continue;
+    }
+    const int64_t channel_stride = prepare_nd(p, n, grp, a0, a1, x, scratch, ws);
+    const int64_t line_step = g.stride[last - 1] * ws.prepared_stride[last - 1];
+    walk_nd(p, a0, a1, ws, [&](int64_t out_row, int64_t input_offset, int64_t rows) {
+      const int64_t taps = static_cast<int64_t>(ws.outer_input.size());
+      for (int64_t k = 0; k < p.group_out; ++k) {
+        for (int64_t r = 0; r < rows; ++r) {
+          load_dy(dy_first + k * out_plane + (out_row + r) * width);
+          accumulate_row(scratch + input_offset + r * line_step, channel_stride, p.group_in,
+                         ws.outer_input.data(), ws.outer_weight.data(), taps, p, dy_row, vectors,
+                         acc + k * per_channel * lanes);
+        }
+      }
+    });
+  }
+  for (int64_t i = 0; i < p.group_out * per_channel; ++i) {
+    T sum = 0;
+    for (int64_t l = 0; l < lanes; ++l) sum += acc[i * lanes + l];
+    partial[i] = sum;
+  }
+}
+
 }  // namespace
 
 void direct_forward_f32(const DirectConvPlan& p, int64_t job, const float* x, const float* w,
@@ -439,6 +537,16 @@ void direct_forward_f32(const DirectConvPlan& p, int64_t job, const float* x, co
 void direct_forward_f64(const DirectConvPlan& p, int64_t job, const double* x, const double* w,
                         const double* bias, double* y, double* scratch) {
   forward_job(p, job, x, w, bias, y, scratch);
+}
+
+void direct_weight_grad_f32(const DirectConvPlan& p, int64_t job, const float* x,
+                            const float* dy, float* partial, float* scratch) {
+  weight_grad_job(p, job, x, dy, partial, scratch);
+}
+
+void direct_weight_grad_f64(const DirectConvPlan& p, int64_t job, const double* x,
+                            const double* dy, double* partial, double* scratch) {
+  weight_grad_job(p, job, x, dy, partial, scratch);
 }
 
 }  // namespace FC_DIRECT_NS

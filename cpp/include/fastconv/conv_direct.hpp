@@ -33,10 +33,22 @@ template <typename T>
 void conv_direct_backward_input(const WindowGeom& win, int64_t out_channels, int64_t groups,
                                 const T* dy, const T* w, T* dx);
 
-// How one call is cut into jobs, and where each job finds its inputs. A job owns one image n,
-// one group g and a block of the first output dim; it copies the input rows it reads into a
-// scratch buffer laid out so that every tap of the innermost dim reads unit-stride, zero-padded
-// memory, then sweeps its output rows with the accumulators in registers.
+// conv_backward_weight through the direct kernels (same rule as the forward pass).
+bool conv_direct_backward_weight_applies(const WindowGeom& win, int64_t out_channels,
+                                          int64_t groups);
+
+// dw (K, C/groups, *kernel) = gradient of conv_direct_forward's y with respect to w, given
+// x and dy. Each job sums its images into its own partial dw and the partials are added in
+// job order, so the result is fixed for a given thread count.
+template <typename T>
+void conv_direct_backward_weight(const WindowGeom& win, int64_t out_channels, int64_t groups,
+                                 const T* x, const T* dy, T* dw);
+
+// How one call is cut into jobs, and where each job finds its inputs. A job owns
+// images_per_job images (1 in the forward pass), one group g and a block of the first
+// output dim; it copies the input rows it reads into a scratch buffer laid out so that every
+// tap of the innermost dim reads unit-stride, zero-padded memory, then sweeps its output rows
+// with the accumulators in registers.
 struct DirectConvPlan {
   const WindowGeom* win;
   int64_t out_channels;  // K
@@ -44,7 +56,8 @@ struct DirectConvPlan {
   int64_t group_in;      // Cg
   int64_t group_out;     // Kg
   int64_t block_rows;    // outputs of dim 0 per job
-  int64_t blocks;        // jobs per (image, group)
+  int64_t blocks;        // jobs per (images, group)
+  int64_t images_per_job;
   // Innermost dim of the scratch: the padded input row, split by stride into `phases`
   // rows of `phase_len`, so that phase p, index i holds padded position (j0 + i)*stride + p
   // for the job's first output j0. Tap b of the innermost dim then starts at
@@ -63,6 +76,10 @@ struct DirectConvPlan {
                           const float* w, const float* bias, float* y, float* scratch);   \
   void direct_forward_f64(const DirectConvPlan&, int64_t job, const double* x,            \
                           const double* w, const double* bias, double* y, double* scratch); \
+  void direct_weight_grad_f32(const DirectConvPlan&, int64_t job, const float* x,         \
+                              const float* dy, float* partial, float* scratch);           \
+  void direct_weight_grad_f64(const DirectConvPlan&, int64_t job, const double* x,        \
+                              const double* dy, double* partial, double* scratch);        \
   }
 FC_DECLARE_DIRECT_TARGET(baseline)
 FC_DECLARE_DIRECT_TARGET(avx2)
