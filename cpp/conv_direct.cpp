@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -18,15 +19,16 @@ namespace {
 // output channel of its group.
 constexpr int64_t kScratchBytes = int64_t(1) << 18;
 
-// Zeros after each prepared row, so a vector chunk may read past the row's end (at most
-// one widest vector, 64 bytes).
+// Values per 64 bytes, the widest vector and a cache line. Each prepared row ends with at
+// least this many zeros, so a vector chunk may read past the row's end, and rows start on
+// cache lines, so that the loads of a row's first tap never straddle two.
 template <typename T>
-constexpr int64_t kRowSlack = 64 / sizeof(T);
+constexpr int64_t kLine = 64 / sizeof(T);
 
 template <typename T>
 struct DirectKernels {
-  void (*forward)(const DirectConvPlan&, int64_t, const T*, const T*, const T*, T*, T*);
-  void (*weight_grad)(const DirectConvPlan&, int64_t, const T*, const T*, T*, T*);
+  void (*forward)(const DirectConvPlan&, int64_t, int64_t, const T*, const T*, const T*, T*, T*);
+  void (*weight_grad)(const DirectConvPlan&, int64_t, int64_t, const T*, const T*, T*, T*);
 };
 
 // The same instruction set as the GEMM (cpu_features.cpp), so that
@@ -64,7 +66,7 @@ int64_t scratch_for(const WindowGeom& g, int64_t group_in, int64_t block_rows, i
   const int64_t last = g.dims() - 1;
   auto reach = [&](int64_t e) { return (g.kernel[e] - 1) * g.dilation[e]; };
   const int64_t width = last == 0 ? block_rows : g.out[last];
-  *phase_len = width + reach(last) / g.stride[last] + kRowSlack<T>;
+  *phase_len = (width + reach(last) / g.stride[last] + 2 * kLine<T> - 1) / kLine<T> * kLine<T>;
   int64_t rows = 1;
   for (int64_t e = 0; e < last; ++e) {
     const int64_t outputs = e == 0 ? block_rows : g.out[e];
@@ -117,12 +119,19 @@ DirectConvPlan make_plan(const WindowGeom& g, int64_t out_channels, int64_t grou
   return p;
 }
 
+// Inside a parallel region: where this thread's contiguous share of `jobs` begins
+// (offset 0) or ends (offset 1), as schedule(static) would cut it.
+int64_t thread_share(int64_t jobs, int64_t offset) {
+  return jobs * (omp_get_thread_num() + offset) / omp_get_num_threads();
+}
+
 // Reused per thread across calls: no per-call allocation or page faults.
 template <typename T>
 T* scratch(int64_t count) {
   thread_local std::vector<T> buffer;
-  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(count);
-  return buffer.data();
+  if (static_cast<int64_t>(buffer.size()) < count + kLine<T>) buffer.resize(count + kLine<T>);
+  const std::uintptr_t past_line = reinterpret_cast<std::uintptr_t>(buffer.data()) % 64;
+  return buffer.data() + (past_line == 0 ? 0 : (64 - past_line) / sizeof(T));
 }
 
 }  // namespace
@@ -149,9 +158,10 @@ void conv_direct_forward(const WindowGeom& win, int64_t out_channels, int64_t gr
   const DirectConvPlan plan = make_plan<T>(win, out_channels, groups, 1);
   const auto forward = kernels<T>().forward;
   const int64_t jobs = win.batch * groups * plan.blocks;
-#pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < jobs; ++job) {
-    forward(plan, job, x, w, bias, y, scratch<T>(plan.scratch_elems));
+#pragma omp parallel
+  {
+    const int64_t first = thread_share(jobs, 0), last = thread_share(jobs, 1);
+    if (first < last) forward(plan, first, last, x, w, bias, y, scratch<T>(plan.scratch_elems));
   }
 }
 
@@ -223,9 +233,12 @@ void conv_direct_backward_weight(const WindowGeom& win, int64_t out_channels, in
   const int64_t jobs = jobs_per_group * groups;
   const int64_t group_size = plan.group_out * plan.group_in * win.kernel_volume();
   std::vector<T> partial(jobs * group_size);
-#pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < jobs; ++job) {
-    weight_grad(plan, job, x, dy, partial.data() + job * group_size, scratch<T>(plan.scratch_elems));
+#pragma omp parallel
+  {
+    const int64_t first = thread_share(jobs, 0), last = thread_share(jobs, 1);
+    if (first < last) {
+      weight_grad(plan, first, last, x, dy, partial.data(), scratch<T>(plan.scratch_elems));
+    }
   }
   // Job = (chunk * groups + group) * blocks + block: add each group's partials in job order.
 #pragma omp parallel for schedule(static)

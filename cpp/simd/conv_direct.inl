@@ -120,6 +120,8 @@ struct Workspace {
   std::vector<int64_t> outer_input, outer_weight;
 };
 
+// Looked up once per call and thread: thread_local access in a shared library goes through
+// __tls_get_addr, which is slow enough to show up when paid once per job.
 Workspace& workspace() {
   thread_local Workspace ws;
   return ws;
@@ -238,10 +240,10 @@ int64_t lines_per_block(int64_t width) {
 // group's output channels, which all read the same input.
 template <typename T>
 void forward_1d(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int64_t a1,
-                const T* x, const T* w, const T* bias, T* y, T* scratch) {
+                const T* x, const T* w, const T* bias, T* y, T* scratch, Workspace& ws) {
   const WindowGeom& g = *p.win;
   const int64_t row_elems = p.phases * p.phase_len;
-  RowLayout& layout = workspace().layout;
+  RowLayout& layout = ws.layout;
   make_row_layout(p, a0, layout);
   for (int64_t c = 0; c < p.group_in; ++c) {
     prepare_row(x + (n * g.channels + grp * p.group_in + c) * g.in[0], layout,
@@ -393,10 +395,9 @@ void walk_nd(const DirectConvPlan& p, int64_t a0, int64_t a1, Workspace& ws, Vis
 
 template <typename T>
 void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int64_t a1,
-                const T* x, const T* w, const T* bias, T* y, T* scratch) {
+                const T* x, const T* w, const T* bias, T* y, T* scratch, Workspace& ws) {
   const WindowGeom& g = *p.win;
   const int64_t last = g.dims() - 1, rows_dim = last - 1;
-  Workspace& ws = workspace();
   const int64_t channel_stride = prepare_nd(p, n, grp, a0, a1, x, scratch, ws);
   const int64_t width = g.out[last], out_plane = g.out_plane();
   const int64_t block = lines_per_block<T>(width);
@@ -418,14 +419,14 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
 
 template <typename T>
 void forward_job(const DirectConvPlan& p, int64_t job, const T* x, const T* w, const T* bias,
-                 T* y, T* scratch) {
+                 T* y, T* scratch, Workspace& ws) {
   const int64_t block = job % p.blocks, grp = job / p.blocks % p.groups;
   const int64_t n = job / (p.blocks * p.groups);
   const int64_t a0 = block * p.block_rows, a1 = std::min(p.win->out[0], a0 + p.block_rows);
   if (p.win->dims() == 1) {
-    forward_1d(p, n, grp, a0, a1, x, w, bias, y, scratch);
+    forward_1d(p, n, grp, a0, a1, x, w, bias, y, scratch, ws);
   } else {
-    forward_nd(p, n, grp, a0, a1, x, w, bias, y, scratch);
+    forward_nd(p, n, grp, a0, a1, x, w, bias, y, scratch, ws);
   }
 }
 
@@ -470,7 +471,7 @@ std::vector<T>& weight_grad_buffer() {
 // summed into `partial` (group_out x group_in x prod(kernel)).
 template <typename T>
 void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* dy, T* partial,
-                     T* scratch) {
+                     T* scratch, Workspace& ws) {
   constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
   const WindowGeom& g = *p.win;
   const int64_t dims = g.dims(), last = dims - 1;
@@ -488,7 +489,6 @@ void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* 
   T* dy_row = acc + p.group_out * per_channel * lanes;
   // dy_row past `width` stays zero, so the last vector adds nothing from beyond the row.
   auto load_dy = [&](const T* src) { std::copy(src, src + width, dy_row); };
-  Workspace& ws = workspace();
   for (int64_t n = n0; n < n1; ++n) {
     const T* dy_first = dy + (n * p.out_channels + grp * p.group_out) * out_plane;
     if (dims == 1) {
@@ -529,24 +529,35 @@ void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* 
 
 }  // namespace
 
-void direct_forward_f32(const DirectConvPlan& p, int64_t job, const float* x, const float* w,
-                        const float* bias, float* y, float* scratch) {
-  forward_job(p, job, x, w, bias, y, scratch);
+void direct_forward_f32(const DirectConvPlan& p, int64_t first, int64_t last, const float* x,
+                        const float* w, const float* bias, float* y, float* scratch) {
+  Workspace& ws = workspace();
+  for (int64_t job = first; job < last; ++job) forward_job(p, job, x, w, bias, y, scratch, ws);
 }
 
-void direct_forward_f64(const DirectConvPlan& p, int64_t job, const double* x, const double* w,
-                        const double* bias, double* y, double* scratch) {
-  forward_job(p, job, x, w, bias, y, scratch);
+void direct_forward_f64(const DirectConvPlan& p, int64_t first, int64_t last, const double* x,
+                        const double* w, const double* bias, double* y, double* scratch) {
+  Workspace& ws = workspace();
+  for (int64_t job = first; job < last; ++job) forward_job(p, job, x, w, bias, y, scratch, ws);
 }
 
-void direct_weight_grad_f32(const DirectConvPlan& p, int64_t job, const float* x,
+void direct_weight_grad_f32(const DirectConvPlan& p, int64_t first, int64_t last, const float* x,
                             const float* dy, float* partial, float* scratch) {
-  weight_grad_job(p, job, x, dy, partial, scratch);
+  Workspace& ws = workspace();
+  const int64_t size = p.group_out * p.group_in * p.win->kernel_volume();
+  for (int64_t job = first; job < last; ++job) {
+    weight_grad_job(p, job, x, dy, partial + job * size, scratch, ws);
+  }
 }
 
-void direct_weight_grad_f64(const DirectConvPlan& p, int64_t job, const double* x,
-                            const double* dy, double* partial, double* scratch) {
-  weight_grad_job(p, job, x, dy, partial, scratch);
+void direct_weight_grad_f64(const DirectConvPlan& p, int64_t first, int64_t last,
+                            const double* x, const double* dy, double* partial,
+                            double* scratch) {
+  Workspace& ws = workspace();
+  const int64_t size = p.group_out * p.group_in * p.win->kernel_volume();
+  for (int64_t job = first; job < last; ++job) {
+    weight_grad_job(p, job, x, dy, partial + job * size, scratch, ws);
+  }
 }
 
 }  // namespace FC_DIRECT_NS
