@@ -112,20 +112,15 @@ void prepare_row(const T* src, const RowLayout& l, T* dst) {
   }
 }
 
-// Per-thread index arrays of one job, kept across jobs and calls so that a job allocates
-// nothing.
+// Index arrays of one job, kept across the jobs of one thread so that a job allocates
+// nothing. Each thread's job range gets its own on the stack: a thread_local one would be
+// reached through __tls_get_addr, which GCC re-derives after every call once it has
+// propagated the object's address into the helpers.
 struct Workspace {
   RowLayout layout;
   std::vector<int64_t> origin, extent, prepared_stride, weight_stride, pos, lo, hi, tap;
   std::vector<int64_t> outer_input, outer_weight;
 };
-
-// Looked up once per call and thread: thread_local access in a shared library goes through
-// __tls_get_addr, which is slow enough to show up when paid once per job.
-Workspace& workspace() {
-  thread_local Workspace ws;
-  return ws;
-}
 
 // The outputs one register block computes at once: up to kMaxLines "lines" (output rows of
 // one channel, or output channels of one row) that differ by fixed steps in the prepared
@@ -461,17 +456,11 @@ void accumulate_row(const T* input, int64_t channel_stride, int64_t channels,
   }
 }
 
-template <typename T>
-std::vector<T>& weight_grad_buffer() {
-  thread_local std::vector<T> buffer;
-  return buffer;
-}
-
 // One job of the weight gradient: images [n0, n1) of one group and one block of dim 0,
 // summed into `partial` (group_out x group_in x prod(kernel)).
 template <typename T>
 void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* dy, T* partial,
-                     T* scratch, Workspace& ws) {
+                     T* scratch, Workspace& ws, std::vector<T>& buffer) {
   constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
   const WindowGeom& g = *p.win;
   const int64_t dims = g.dims(), last = dims - 1;
@@ -483,7 +472,6 @@ void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* 
   const int64_t vectors = (width + lanes - 1) / lanes;
   const int64_t per_channel = p.group_in * g.kernel_volume();
   const int64_t out_plane = g.out_plane();
-  std::vector<T>& buffer = weight_grad_buffer<T>();
   buffer.assign((p.group_out * per_channel + vectors) * lanes, T(0));
   T* acc = buffer.data();
   T* dy_row = acc + p.group_out * per_channel * lanes;
@@ -531,32 +519,34 @@ void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* 
 
 void direct_forward_f32(const DirectConvPlan& p, int64_t first, int64_t last, const float* x,
                         const float* w, const float* bias, float* y, float* scratch) {
-  Workspace& ws = workspace();
+  Workspace ws;
   for (int64_t job = first; job < last; ++job) forward_job(p, job, x, w, bias, y, scratch, ws);
 }
 
 void direct_forward_f64(const DirectConvPlan& p, int64_t first, int64_t last, const double* x,
                         const double* w, const double* bias, double* y, double* scratch) {
-  Workspace& ws = workspace();
+  Workspace ws;
   for (int64_t job = first; job < last; ++job) forward_job(p, job, x, w, bias, y, scratch, ws);
 }
 
 void direct_weight_grad_f32(const DirectConvPlan& p, int64_t first, int64_t last, const float* x,
                             const float* dy, float* partial, float* scratch) {
-  Workspace& ws = workspace();
+  Workspace ws;
+  std::vector<float> buffer;
   const int64_t size = p.group_out * p.group_in * p.win->kernel_volume();
   for (int64_t job = first; job < last; ++job) {
-    weight_grad_job(p, job, x, dy, partial + job * size, scratch, ws);
+    weight_grad_job(p, job, x, dy, partial + job * size, scratch, ws, buffer);
   }
 }
 
 void direct_weight_grad_f64(const DirectConvPlan& p, int64_t first, int64_t last,
                             const double* x, const double* dy, double* partial,
                             double* scratch) {
-  Workspace& ws = workspace();
+  Workspace ws;
+  std::vector<double> buffer;
   const int64_t size = p.group_out * p.group_in * p.win->kernel_volume();
   for (int64_t job = first; job < last; ++job) {
-    weight_grad_job(p, job, x, dy, partial + job * size, scratch, ws);
+    weight_grad_job(p, job, x, dy, partial + job * size, scratch, ws, buffer);
   }
 }
 
