@@ -147,8 +147,14 @@ T* scratch(int64_t count) {
 // channels: it reuses each loaded input for 6 outputs, where the direct kernel loads about
 // once per multiply-add. Below that the tile is mostly padding, and the direct kernel wins
 // at every reduction length measured (R = C/groups * prod(kernel) up to 144).
+// The prepared input also writes out the padding of the last two dims, so layers padded
+// far beyond their input (a huge dilation with "same") stay on the GEMM path, which never
+// materializes padding.
 bool conv_direct_applies(const WindowGeom& win, int64_t out_channels, int64_t groups) {
   const int64_t group_in = win.channels / groups, group_out = out_channels / groups;
+  for (int64_t e = 0; e < win.dims(); ++e) {
+    if (win.pad_before[e] + win.pad_after[e] > win.in[e] + 64) return false;
+  }
   return group_out <= 8 && group_in * win.kernel_volume() <= 160;
 }
 

@@ -163,3 +163,17 @@ def test_direct_backward_matches_reference_and_torch(case: ConvCase, dtype) -> N
     dx_t, dw_t = torch_grads(case, x, w, dy)
     assert_within_rounding(dx_t, dx_exact, dx_mag, terms_dx, np.dtype(dtype))
     assert_within_rounding(dw_t, dw_exact, dw_mag, terms_dw, np.dtype(dtype))
+
+
+def test_padding_far_beyond_the_input_stays_correct() -> None:
+    """A dilation of 2**40 pads ~2**40 cells; no path may materialize them."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 5))
+    w = rng.standard_normal((2, 1, 2))
+    b = rng.standard_normal(2)
+    # "same" puts 2**39 cells on each side: both taps of every window read padding.
+    y = fastconv.conv(x, w, b, padding="same", dilation=2**40, groups=2)
+    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None], (1, 2, 5)))
+    # All the padding after: the first tap reads the input, the second the padding.
+    y = fastconv.conv(x, w, padding=((0, 2**40),), dilation=2**40, groups=2)
+    np.testing.assert_allclose(y, x * w[None, :, 0, :1], rtol=1e-15, atol=0)
