@@ -25,6 +25,7 @@
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
+#include "fastconv/conv_direct.hpp"
 #include "fastconv/gemm.hpp"
 #include "fastconv/geometry.hpp"
 #include "fastconv/im2col.hpp"
@@ -367,6 +368,9 @@ void forward_shifted(const ConvGeom& g, const T* x, const T* packed, const T* bi
 
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  if (conv_direct_applies(g.win, g.out_channels, g.groups)) {
+    return conv_direct_forward(g.win, g.out_channels, g.groups, x, w, bias, y);
+  }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
   // Weights are packed once per call into the GEMM's panel layout and shared by all jobs.
   const int64_t padded = round_up_rows(Kg);
@@ -499,6 +503,9 @@ void backward_input_by_forward(const ConvGeom& g, const T* dy, const T* w, T* dx
 
 template <typename T>
 void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  if (conv_direct_backward_input_applies(g.win, g.out_channels, g.groups)) {
+    return conv_direct_backward_input(g.win, g.out_channels, g.groups, dy, w, dx);
+  }
   if (backward_input_as_forward(g)) {
     backward_input_by_forward(g, dy, w, dx);
     return;
@@ -591,6 +598,9 @@ void backward_weight_shifted(const ConvGeom& g, const T* x, const T* dy, T* dw) 
 
 template <typename T>
 void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  if (conv_direct_backward_weight_applies(g.win, g.out_channels, g.groups)) {
+    return conv_direct_backward_weight(g.win, g.out_channels, g.groups, x, dy, dw);
+  }
   if (shifted_applies(g) && g.group_out >= gemm_kernels().panel_rows) {
     backward_weight_shifted(g, x, dy, dw);
     return;
