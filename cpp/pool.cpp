@@ -56,11 +56,13 @@ struct PoolPlan {
   int64_t in_plane = 0, out_plane = 0;
   int64_t in_last = 0, out_last = 0;  // extents of the last spatial dim
   Dims in_pitch, out_pitch;           // element step of each spatial dim within a plane
-  // Per last-dim tap j: the outputs [tap_lo, tap_hi) for which that tap is an input cell,
-  // and the input coordinate of output 0 under it (o * stride + tap_shift).
+  // Per last-dim tap that can reach the input (in tap order): the outputs [tap_lo, tap_hi)
+  // for which that tap is an input cell, and the input coordinate of output 0 under it
+  // (o * stride + tap_shift).
   Dims tap_lo, tap_hi, tap_shift;
 
   int64_t lead_dims() const { return g.dims() - 1; }
+  int64_t taps() const { return static_cast<int64_t>(tap_shift.size()); }
   int64_t planes() const { return g.batch * g.channels; }
 };
 
@@ -105,18 +107,23 @@ PoolPlan make_plan(const char* op, const Dims& x_shape, const Dims& kernel, cons
       t.padded[o] = std::min(start + k, n + g.pad_after[d]) - start;
     }
   }
-  const int64_t d = g.dims() - 1, s = g.stride[d], n = g.in[d];
-  p.tap_lo.resize(g.kernel[d]);
-  p.tap_hi.resize(g.kernel[d]);
-  p.tap_shift.resize(g.kernel[d]);
-  for (int64_t j = 0; j < g.kernel[d]; ++j) {
-    const int64_t shift = j - g.pad_before[d];
+  // Only taps that some window places on an input cell get an entry: j in [j0, j1), where
+  // j - pad_before spans [-(out-1)*stride, n). That range is at most 2n long (pooling pads
+  // are at most kernel/2 per side), so a kernel of 2^40 cells costs nothing here.
+  const int64_t d = g.dims() - 1, s = g.stride[d], n = g.in[d], pb = g.pad_before[d];
+  const int64_t j0 = std::max<int64_t>(0, pb - (p.out_last - 1) * s);
+  const int64_t j1 = std::max(j0, std::min(g.kernel[d], pb + n));
+  p.tap_lo.resize(j1 - j0);
+  p.tap_hi.resize(j1 - j0);
+  p.tap_shift.resize(j1 - j0);
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t shift = j - pb;
     // Valid o satisfy 0 <= o*s + shift <= n - 1.
     const int64_t lo = shift >= 0 ? 0 : (-shift + s - 1) / s;
     const int64_t hi = n - 1 - shift < 0 ? 0 : std::min(p.out_last, (n - 1 - shift) / s + 1);
-    p.tap_lo[j] = std::min(lo, p.out_last);
-    p.tap_hi[j] = std::max(p.tap_lo[j], hi);
-    p.tap_shift[j] = shift;
+    p.tap_lo[j - j0] = std::min(lo, p.out_last);
+    p.tap_hi[j - j0] = std::max(p.tap_lo[j - j0], hi);
+    p.tap_shift[j - j0] = shift;
   }
   return p;
 }

@@ -725,3 +725,21 @@ def test_wide_stride2_rows_match_torch(shape, kernel, stride, padding, ceil_mode
     y = fc.avg_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
     ty = F.avg_pool2d(tx, kernel, stride, padding, ceil_mode=ceil_mode)
     np.testing.assert_allclose(y, ty.numpy(), **tolerance(np.float32, int(np.prod(kernel))))
+
+
+@pytest.mark.parametrize("stride", [1, 2**40])
+def test_huge_kernel_with_same_padding_covers_the_whole_row(stride: int) -> None:
+    """A kernel of 2**40 cells ("same" padding keeps it legal) must not size anything by the
+    kernel: every window covers the whole input row."""
+    x = np.random.default_rng(7).standard_normal((2, 3, 5))
+    y, idx = fc.max_pool(x, 2**40, stride=stride, padding="same", return_indices=True)
+    out = 5 if stride == 1 else 1
+    assert y.shape == (2, 3, out)
+    np.testing.assert_array_equal(y, np.repeat(x.max(axis=-1, keepdims=True), out, axis=-1))
+    np.testing.assert_array_equal(idx, np.repeat(x.argmax(axis=-1)[..., None], out, axis=-1))
+    avg = fc.avg_pool(x, 2**40, stride=stride, padding="same", count_include_pad=False)
+    np.testing.assert_allclose(avg, np.repeat(x.mean(axis=-1, keepdims=True), out, axis=-1),
+                               rtol=1e-12)
+    dx = fc.avg_pool_backward(np.ones_like(avg), x.shape, 2**40, stride=stride,
+                                    padding="same", count_include_pad=False)
+    np.testing.assert_allclose(dx, np.full(x.shape, out / 5), rtol=1e-12)

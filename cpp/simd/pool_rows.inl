@@ -123,7 +123,7 @@ struct MaxPoolRows {
     constexpr int W = kVecBytes / sizeof(T);
     const PoolPlan& p = *plan;
     const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
-    const int64_t taps = p.g.kernel.back();
+    const int64_t taps = p.taps();
     const int64_t s = kStride ? kStride : p.g.stride.back();
     const OutTable& last = p.out_tab.back();
     Dims coord(lead), lo(lead), hi(lead), cur(lead);
@@ -186,7 +186,7 @@ struct AvgPoolRows {
     constexpr int W = kVecBytes / sizeof(T);
     const PoolPlan& p = *plan;
     const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
-    const int64_t taps = p.g.kernel.back(), n = p.in_last;
+    const int64_t taps = p.taps(), n = p.in_last;
     const int64_t s = kStride ? kStride : p.g.stride.back();
     const OutTable& last = p.out_tab.back();
     Dims coord(lead), lo(lead), hi(lead), cur(lead);
@@ -264,7 +264,7 @@ struct AvgPoolBackwardRows {
         for (int64_t o = 0; o < p.out_last; ++o) {
           scaled[o] = static_cast<double>(grad[o]) / (lead_count * last_count[o]);
         }
-        for (int64_t j = p.g.kernel.back() - 1; j >= 0; --j) {
+        for (int64_t j = p.taps() - 1; j >= 0; --j) {
           const int64_t shift = p.tap_shift[j];
           int64_t o = p.tap_lo[j];
           if constexpr (kStride == 2) {
