@@ -22,6 +22,7 @@
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
 #include "fastconv/gemm.hpp"
+#include "fastconv/nms_params.hpp"
 #include "fastconv/pyarray.hpp"
 
 
@@ -347,21 +348,6 @@ void box_convert_py(const py::array& boxes, py::array& out, const std::string& i
 // nms / batched_nms
 // ---------------------------------------------------------------------------------------
 
-struct NmsParams {
-  double iou_threshold;
-  std::optional<double> score_threshold;
-  std::optional<int64_t> max_output;
-};
-
-void check_params(const char* op, const NmsParams& p) {
-  FC_CHECK(std::isfinite(p.iou_threshold), op, ": iou_threshold must be finite, got ",
-           p.iou_threshold);
-  FC_CHECK(!p.score_threshold || !std::isnan(*p.score_threshold), op,
-           ": score_threshold must not be NaN");
-  FC_CHECK(!p.max_output || *p.max_output >= 0, op, ": max_output must be >= 0, got ",
-           p.max_output.value_or(0));
-}
-
 // Box coordinates gathered in processing order (structure of arrays), so the inner
 // suppression loop reads contiguous memory. The greedy pass compacts these arrays in place
 // per label range, hence mutable; pos maps an entry back to its position in the order.
@@ -461,7 +447,7 @@ py::array_t<int64_t> nms_py(const py::array& boxes, const py::array& scores, dou
                             std::optional<double> score_threshold,
                             std::optional<int64_t> max_output) {
   const NmsParams p{iou_threshold, score_threshold, max_output};
-  check_params("nms", p);
+  check_nms_params("nms", p);
   const int64_t n = check_boxes_shape("nms", boxes, "boxes");
   check_lengths("nms", boxes, scores, "scores");
   return dispatch_float(float_dtype(boxes, "boxes"), [&](auto zero) {
@@ -521,7 +507,7 @@ py::array_t<int64_t> batched_nms_py(const py::array& boxes, const py::array& sco
                                     std::optional<double> score_threshold,
                                     std::optional<int64_t> max_output) {
   const NmsParams p{iou_threshold, score_threshold, max_output};
-  check_params("batched_nms", p);
+  check_nms_params("batched_nms", p);
   const int64_t n = check_boxes_shape("batched_nms", boxes, "boxes");
   check_lengths("batched_nms", boxes, scores, "scores");
   check_lengths("batched_nms", boxes, labels, "labels");

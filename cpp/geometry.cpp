@@ -139,6 +139,40 @@ ConvGeom make_conv_geom(const char* op, const std::vector<int64_t>& x_shape,
   return g;
 }
 
+WindowGeom make_image_geom(const char* op, const std::vector<int64_t>& image_shape,
+                           const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                           const std::vector<int64_t>& pad_before,
+                           const std::vector<int64_t>& pad_after,
+                           const std::vector<int64_t>& dilation) {
+  FC_CHECK(image_shape.size() >= 3, op, ": the image must be (N, C, *spatial) with at least one "
+           "spatial dim, got shape ", tuple_str(image_shape));
+  return make_window_geom(op, image_shape[0], image_shape[1],
+                          std::vector<int64_t>(image_shape.begin() + 2, image_shape.end()),
+                          kernel, stride, pad_before, pad_after, dilation, false,
+                          PadLimit::kConv);
+}
+
+ScatterPlanes make_scatter_planes(const char* op, const std::vector<int64_t>& dy_shape,
+                                  const std::vector<int64_t>& dx_shape) {
+  FC_CHECK(dx_shape.size() >= 3 && dy_shape.size() == dx_shape.size(), op, ": dx shape ",
+           tuple_str(dx_shape), " and dy shape ", tuple_str(dy_shape),
+           " must both be (N, C, *spatial) with the same number of dims");
+  FC_CHECK(dy_shape[0] == dx_shape[0] && dy_shape[1] == dx_shape[1], op, ": dy shape ",
+           tuple_str(dy_shape), " and dx shape ", tuple_str(dx_shape), " must agree in N and C");
+  for (size_t d = 0; d < dx_shape.size(); ++d) {
+    FC_CHECK(dx_shape[d] >= 1 && dy_shape[d] >= 1, op, ": zero-size dim in dy shape ",
+             tuple_str(dy_shape), " or dx shape ", tuple_str(dx_shape));
+  }
+  ScatterPlanes s{checked_mul(dx_shape[0], dx_shape[1], "number of planes"), 1, 1};
+  for (size_t d = 2; d < dx_shape.size(); ++d) {
+    s.in_plane = checked_mul(s.in_plane, dx_shape[d], "input size");
+    s.out_plane = checked_mul(s.out_plane, dy_shape[d], "output size");
+  }
+  checked_mul(s.planes, s.in_plane, "dx size");
+  checked_mul(s.planes, s.out_plane, "dy size");
+  return s;
+}
+
 }  // namespace fastconv
 
 // Exposed so the Python layer's copy of the formula can be tested against this one.

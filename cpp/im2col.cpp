@@ -192,21 +192,10 @@ namespace {
 
 using Dims = std::vector<int64_t>;
 
-// Geometry of an image tensor `image` (N, C, *spatial) under the given window parameters.
-WindowGeom image_geom(const char* op, const Dims& image_shape, const Dims& kernel,
-                      const Dims& stride, const Dims& pad_before, const Dims& pad_after,
-                      const Dims& dilation) {
-  FC_CHECK(image_shape.size() >= 3, op, ": the image must be (N, C, *spatial) with at least one "
-           "spatial dim, got shape ", tuple_str(image_shape));
-  return make_window_geom(op, image_shape[0], image_shape[1],
-                          Dims(image_shape.begin() + 2, image_shape.end()), kernel, stride,
-                          pad_before, pad_after, dilation, false, PadLimit::kConv);
-}
-
 void im2col_py(const py::array& x, py::array& cols, const Dims& kernel, const Dims& stride,
                const Dims& pad_before, const Dims& pad_after, const Dims& dilation) {
   const WindowGeom g =
-      image_geom("im2col", shape_of(x), kernel, stride, pad_before, pad_after, dilation);
+      make_image_geom("im2col", shape_of(x), kernel, stride, pad_before, pad_after, dilation);
   const int64_t rows = g.channels * g.kernel_volume(), L = g.out_plane();
   check_shape(cols, {g.batch, rows, L}, "cols");
   dispatch_float(float_dtype(x, "x"), [&](auto zero) {
@@ -238,7 +227,7 @@ void im2col_py(const py::array& x, py::array& cols, const Dims& kernel, const Di
 void col2im_py(const py::array& cols, py::array& x, const Dims& kernel, const Dims& stride,
                const Dims& pad_before, const Dims& pad_after, const Dims& dilation) {
   const WindowGeom g =
-      image_geom("col2im", shape_of(x), kernel, stride, pad_before, pad_after, dilation);
+      make_image_geom("col2im", shape_of(x), kernel, stride, pad_before, pad_after, dilation);
   const int64_t rows = g.channels * g.kernel_volume(), L = g.out_plane();
   check_shape(cols, {g.batch, rows, L}, "cols");
   dispatch_float(float_dtype(cols, "cols"), [&](auto zero) {

@@ -383,23 +383,9 @@ void avg_pool_backward_py(const py::array& dy, py::array& dx, const Dims& kernel
 
 void max_pool_backward_py(const py::array& dy, const py::array& indices, py::array& dx) {
   const Dims dy_shape = shape_of(dy), dx_shape = shape_of(dx);
-  FC_CHECK(dx_shape.size() >= 3 && dy_shape.size() == dx_shape.size(),
-           "max_pool_backward: dx shape ", tuple_str(dx_shape), " and dy shape ",
-           tuple_str(dy_shape), " must both be (N, C, *spatial) with the same number of dims");
-  FC_CHECK(dy_shape[0] == dx_shape[0] && dy_shape[1] == dx_shape[1],
-           "max_pool_backward: dy shape ", tuple_str(dy_shape), " and dx shape ",
-           tuple_str(dx_shape), " must agree in N and C");
-  for (size_t d = 0; d < dx_shape.size(); ++d) {
-    FC_CHECK(dx_shape[d] >= 1 && dy_shape[d] >= 1, "max_pool_backward: zero-size dim in dy shape ",
-             tuple_str(dy_shape), " or dx shape ", tuple_str(dx_shape));
-  }
+  const ScatterPlanes s = make_scatter_planes("max_pool_backward", dy_shape, dx_shape);
   check_shape(indices, dy_shape, "indices");
-  const int64_t planes = dx_shape[0] * dx_shape[1];
-  int64_t in_plane = 1, out_plane = 1;
-  for (size_t d = 2; d < dx_shape.size(); ++d) {
-    in_plane = checked_mul(in_plane, dx_shape[d], "input size");
-    out_plane = checked_mul(out_plane, dy_shape[d], "output size");
-  }
+  const int64_t planes = s.planes, in_plane = s.in_plane, out_plane = s.out_plane;
   const int64_t* ip = index_input(indices, "indices");
   const int64_t count = planes * out_plane;
   // Every index is checked before anything is written: a bad one must not corrupt memory.

@@ -50,6 +50,7 @@
 #include <string>
 
 #include "fastconv/geometry.hpp"
+#include "fastconv/nms_params.hpp"
 #include "fastconv_cuda/bindings.hpp"
 #include "fastconv_cuda/common.hpp"
 #include "radix_sort.cuh"
@@ -609,21 +610,6 @@ __global__ void finalize_fixed_kernel(const long long* status, int64_t n, int64_
   if (blockIdx.x == 0 && threadIdx.x == 0) *count = -1;
 }
 
-struct NmsParams {
-  double iou_threshold;
-  std::optional<double> score_threshold;
-  std::optional<int64_t> max_output;
-};
-
-void check_params(const char* op, const NmsParams& p) {
-  FC_CHECK(std::isfinite(p.iou_threshold), op, ": iou_threshold must be finite, got ",
-           p.iou_threshold);
-  FC_CHECK(!p.score_threshold || !std::isnan(*p.score_threshold), op,
-           ": score_threshold must not be NaN");
-  FC_CHECK(!p.max_output || *p.max_output >= 0, op, ": max_output must be >= 0, got ",
-           p.max_output.value_or(0));
-}
-
 // Runs the whole pipeline on the stream; keep_out receives up to `limit` indices and
 // status[kCount] their number. Nothing synchronizes.
 template <typename T>
@@ -731,7 +717,7 @@ struct NmsArgs {
 
 NmsArgs nms_args(const char* op, py::handle boxes, py::handle scores,
                  std::optional<py::handle> labels, const NmsParams& p) {
-  check_params(op, p);
+  check_nms_params(op, p);
   NmsArgs a;
   a.boxes = device_array(boxes, "boxes");
   a.scores = device_array(scores, "scores");

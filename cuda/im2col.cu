@@ -12,24 +12,12 @@ namespace fastconv::cuda {
 
 namespace {
 
-// Geometry of an image tensor (N, C, *spatial) under the given window parameters, checked
-// as the CPU binding does.
-WindowGeom image_geom(const char* op, const Dims& image_shape, const Dims& kernel,
-                      const Dims& stride, const Dims& pad_before, const Dims& pad_after,
-                      const Dims& dilation) {
-  FC_CHECK(image_shape.size() >= 3, op, ": the image must be (N, C, *spatial) with at least one "
-           "spatial dim, got shape ", tuple_str(image_shape));
-  return make_window_geom(op, image_shape[0], image_shape[1],
-                          Dims(image_shape.begin() + 2, image_shape.end()), kernel, stride,
-                          pad_before, pad_after, dilation, false, PadLimit::kConv);
-}
-
 void im2col_py(py::handle x, py::handle cols, const Dims& kernel, const Dims& stride,
                const Dims& pad_before, const Dims& pad_after, const Dims& dilation,
                py::object alloc, uintptr_t stream) {
   (void)alloc;  // no temporary memory needed
   const DeviceArray xa = device_array(x, "x"), ca = device_array(cols, "cols");
-  const WindowGeom g = image_geom("im2col", xa.shape, kernel, stride, pad_before, pad_after,
+  const WindowGeom g = make_image_geom("im2col", xa.shape, kernel, stride, pad_before, pad_after,
                                   dilation);
   const ConvParams p = window_params("im2col", g);
   check_shape(ca, {p.N, p.R, p.L}, "cols");
@@ -46,7 +34,7 @@ void col2im_py(py::handle cols, py::handle x, const Dims& kernel, const Dims& st
                py::object alloc, uintptr_t stream) {
   (void)alloc;
   const DeviceArray ca = device_array(cols, "cols"), xa = device_array(x, "output");
-  const WindowGeom g = image_geom("col2im", xa.shape, kernel, stride, pad_before, pad_after,
+  const WindowGeom g = make_image_geom("col2im", xa.shape, kernel, stride, pad_before, pad_after,
                                   dilation);
   const ConvParams p = window_params("col2im", g);
   check_shape(ca, {p.N, p.R, p.L}, "cols");

@@ -87,4 +87,24 @@ ConvGeom make_conv_geom(const char* op, const std::vector<int64_t>& x_shape,
                         const std::vector<int64_t>& pad_after,
                         const std::vector<int64_t>& dilation, int64_t groups);
 
+// The window geometry of an image (N, C, *spatial) as im2col and col2im read it (the
+// convolution padding limit), after checking that the shape has a spatial dim.
+WindowGeom make_image_geom(const char* op, const std::vector<int64_t>& image_shape,
+                           const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                           const std::vector<int64_t>& pad_before,
+                           const std::vector<int64_t>& pad_after,
+                           const std::vector<int64_t>& dilation);
+
+// The shapes max_pool_backward scatters between: dy (N, C, *out) into dx (N, C, *in).
+struct ScatterPlanes {
+  int64_t planes;     // N * C
+  int64_t in_plane;   // prod(in): the range of a flat index
+  int64_t out_plane;  // prod(out)
+};
+
+// Checks dy and dx agree in rank, N and C and have no zero-size dim, with every count
+// checked against int64 overflow.
+ScatterPlanes make_scatter_planes(const char* op, const std::vector<int64_t>& dy_shape,
+                                  const std::vector<int64_t>& dx_shape);
+
 }  // namespace fastconv
