@@ -31,6 +31,49 @@ MatrixView<T> view_of(const py::array& a, const char* name) {
           a.strides(1) / int64_t(sizeof(T))};
 }
 
+// Rows of A at most this many (a fully connected layer at batch 1 to 4) skip the packed
+// GEMM: the product is bound by reading B, which the dot/axpy loops below stream once, where
+// the GEMM would first copy all of B into its panel layout.
+constexpr int64_t kStreamedRows = 4;
+
+template <typename T>
+void streamed_product(int64_t m, int64_t n, int64_t k, MatrixView<T> a, MatrixView<T> b,
+                      T* c) {
+  if (b.row_stride == 1) {
+    // Column j of B is contiguous (B is a transposed row-major weight, x @ W.T): one dot
+    // product per output, each summed in one fixed order by one thread.
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < n; ++j) {
+      const T* bj = b.data + j * b.col_stride;
+      for (int64_t i = 0; i < m; ++i) {
+        const T* ai = a.data + i * a.row_stride;
+        T acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t p = 0; p < k; ++p) acc += ai[p * a.col_stride] * bj[p];
+        c[i * n + j] = acc;
+      }
+    }
+    return;
+  }
+  // Otherwise rows of B run along j: accumulate a[i, p] * B[p, j-block] over p.
+  constexpr int64_t kBlock = 256;
+#pragma omp parallel for schedule(static)
+  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
+    const int64_t len = std::min(kBlock, n - j0);
+    T acc[kBlock];
+    for (int64_t i = 0; i < m; ++i) {
+      std::fill(acc, acc + len, T(0));
+      for (int64_t p = 0; p < k; ++p) {
+        const T ap = a.data[i * a.row_stride + p * a.col_stride];
+        const T* row = b.data + p * b.row_stride + j0 * b.col_stride;
+#pragma omp simd
+        for (int64_t jj = 0; jj < len; ++jj) acc[jj] += ap * row[jj * b.col_stride];
+      }
+      std::copy(acc, acc + len, c + i * n + j0);
+    }
+  }
+}
+
 void matmul_py(const py::array& a, const py::array& b, py::array& out) {
   check_ndim(a, 2, "a");
   check_ndim(b, 2, "b");
@@ -43,6 +86,10 @@ void matmul_py(const py::array& a, const py::array& b, py::array& out) {
     const MatrixView<T> av = view_of<T>(a, "a"), bv = view_of<T>(b, "b");
     T* c = output_ptr<T>(out, "out");
     py::gil_scoped_release release;
+    if (m <= kStreamedRows) {
+      streamed_product(m, n, k, av, bv, c);
+      return;
+    }
     // Row blocks when there are enough rows, else column blocks; each output element is
     // summed by one job in one order, so the thread count never changes the result.
     const int64_t threads = omp_get_max_threads();

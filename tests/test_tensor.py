@@ -541,3 +541,29 @@ def test_array_protocol(rng) -> None:
     assert np.asarray(t) is a
     assert np.array(t) is not a and np.array_equal(np.array(t), a)
     assert np.asarray(t, dtype=np.float32).dtype == np.float32
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 9])
+@pytest.mark.parametrize("b_layout", ["transposed", "row_major", "strided"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_matmul_every_path_and_layout(m: int, b_layout: str, dtype, rng) -> None:
+    """_cpu.matmul: the streamed few-row loops (m <= 4, both orientations of B) and the
+    packed GEMM, on every view layout, against float64 NumPy."""
+    from fastconv import _cpu
+
+    k, n = 301, 517
+    a = rng.standard_normal((m, k)).astype(dtype)
+    if b_layout == "transposed":    # x @ W.T: columns of B contiguous
+        b = rng.standard_normal((n, k)).astype(dtype).T
+    elif b_layout == "row_major":
+        b = rng.standard_normal((k, n)).astype(dtype)
+    else:                           # neither stride is 1
+        b = rng.standard_normal((2 * k, 3 * n)).astype(dtype)[::2, ::3]
+    out = np.empty((m, n), dtype=dtype)
+    _cpu.matmul(a, b, out)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    bound = np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64)
+    assert np.all(np.abs(out - expected) <= 4 * k * np.finfo(dtype).eps * bound)
+    again = np.empty_like(out)
+    _cpu.matmul(a, b, again)
+    np.testing.assert_array_equal(out, again)

@@ -17,7 +17,7 @@ import numpy as np
 import importlib
 
 from .. import pooling as _pool_mod
-from ..tensor import Tensor, _norm_dims, get_array_module
+from ..tensor import Tensor, _norm_dims, get_array_module, is_grad_enabled
 
 _conv_mod = importlib.import_module("..conv", __package__)
 
@@ -148,12 +148,19 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
 # ----------------------------------------------------------------------------- activations
 
 
-def relu(x: Any) -> Tensor:
+def relu(x: Any, inplace: bool = False) -> Tensor:
+    """max(x, 0) elementwise (NaN stays NaN, as torch). With `inplace` and nothing recorded
+    for backward (no_grad, or x needs no gradient), x's data is overwritten and x returned,
+    saving a full-size allocation per layer in inference; otherwise a new Tensor."""
     x = _tensor("relu", "x", x)
     xp = get_array_module(x.data)
+    if not (is_grad_enabled() and x.requires_grad):
+        if inplace:
+            xp.maximum(x.data, 0, out=x.data)
+            return x
+        return Tensor(xp.maximum(x.data, 0))
     mask = x.data > 0
-    return Tensor._make(xp.where(mask, x.data, xp.zeros((), dtype=x.dtype)), [x],
-                        lambda g: (g * mask,), "relu")
+    return Tensor._make(xp.maximum(x.data, 0), [x], lambda g: (g * mask,), "relu")
 
 
 def sigmoid(x: Any) -> Tensor:
@@ -460,6 +467,17 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
                              "training")
         mean, var = rm.astype(data.dtype, copy=False), rv.astype(data.dtype, copy=False)
     inv_std = (1.0 / xp.sqrt(var + eps)).astype(data.dtype, copy=False)
+    if not training and not (is_grad_enabled()
+                             and any(t is not None and t.requires_grad for t in (x, w, b))):
+        # Inference: one per-channel affine map, x * scale + shift, in two passes over x
+        # instead of four full-size temporaries.
+        scale = inv_std if w is None else inv_std * w.data.astype(data.dtype, copy=False)
+        shift = -mean * scale
+        if b is not None:
+            shift = shift + b.data.astype(data.dtype, copy=False)
+        out = data * scale.reshape(bshape)
+        out += shift.reshape(bshape)
+        return Tensor(out)
     xhat = (data - mean.reshape(bshape)) * inv_std.reshape(bshape)
     w_data = None if w is None else w.data.astype(data.dtype, copy=False)
     out = xhat

@@ -644,14 +644,16 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    """max(x, 0) elementwise, any shape. `inplace` is accepted for torch compatibility and
-    ignored: fastconv's autograd needs the input kept."""
+    """max(x, 0) elementwise, any shape. With `inplace=True` the input is overwritten when
+    nothing is recorded for backward (inference); while recording, a new tensor is made,
+    since fastconv's autograd keeps the input."""
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
+        self.inplace = bool(inplace)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.relu(x)
+        return F.relu(x, inplace=self.inplace)
 
 
 class Sigmoid(Module):
