@@ -18,8 +18,8 @@ import pytest
 import fastconv
 from fastconv import reference
 from _helpers import assert_within_rounding, random_array
-from test_conv import (ConvCase, call_conv, geometry, make_inputs, reduction_terms,
-                       reference_conv, torch_conv, torch_grads)
+from test_conv import (ConvCase, call_conv, check_backward, geometry, make_inputs,
+                       reduction_terms, reference_conv, torch_conv)
 
 DTYPES = [np.float32, np.float64]
 
@@ -150,19 +150,7 @@ def test_direct_backward_matches_reference_and_torch(case: ConvCase, dtype) -> N
     np.testing.assert_array_equal(fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs),
                                   dw)
 
-    args = (win.stride, win.pad_before, win.pad_after, win.dilation, case.groups)
-    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
-    dx_exact = reference.conv_backward_input(dy64, w64, x.shape, *args)
-    dx_mag = reference.conv_backward_input(np.abs(dy64), np.abs(w64), x.shape, *args)
-    dw_exact = reference.conv_backward_weight(x64, dy64, case.kernel, *args)
-    dw_mag = reference.conv_backward_weight(np.abs(x64), np.abs(dy64), case.kernel, *args)
-    terms_dx = case.out_channels // case.groups * int(np.prod(case.kernel))
-    terms_dw = case.batch * int(np.prod(win.out_size))
-    assert_within_rounding(dx, dx_exact, dx_mag, terms_dx, np.dtype(dtype))
-    assert_within_rounding(dw, dw_exact, dw_mag, terms_dw, np.dtype(dtype))
-    dx_t, dw_t = torch_grads(case, x, w, dy)
-    assert_within_rounding(dx_t, dx_exact, dx_mag, terms_dx, np.dtype(dtype))
-    assert_within_rounding(dw_t, dw_exact, dw_mag, terms_dw, np.dtype(dtype))
+    check_backward(case, x, w, dy, dx, dw)
 
 
 def test_padding_far_beyond_the_input_stays_correct() -> None:
