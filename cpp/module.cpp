@@ -15,6 +15,7 @@ PYBIND11_MODULE(_cpu, m) {
   fastconv::bind_pool(m);
   fastconv::bind_boxes(m);
   fastconv::bind_matmul(m);
+  fastconv::bind_elementwise(m);
   fastconv::bind_peak(m);
   m.def("build_info", [] {
     py::dict info;

@@ -573,3 +573,23 @@ def test_tiny_cnn_learns_with_plain_sgd() -> None:
         for p in params:
             p.data -= 0.2 * p.grad
     assert loss_fn().item() < 0.5 * first
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 4, 7), (2, 3, 5, 6), (1, 2, 3, 4, 5)])
+def test_channel_affine_kernel_equals_numpy(dtype, shape) -> None:
+    """The eval-mode batch-norm kernel rounds exactly as NumPy's x * scale + shift."""
+    from fastconv import _cpu
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(dtype)
+    scale = rng.standard_normal(shape[1]).astype(dtype)
+    shift = rng.standard_normal(shape[1]).astype(dtype)
+    out = np.empty_like(x)
+    _cpu.channel_affine(x, scale, shift, out)
+    bshape = (1, shape[1]) + (1,) * (len(shape) - 2)
+    np.testing.assert_array_equal(out, x * scale.reshape(bshape) + shift.reshape(bshape))
+    with pytest.raises(ValueError, match=r"scale has shape"):
+        _cpu.channel_affine(x, scale[:-1], shift, out)
+    with pytest.raises(TypeError, match=r"shift must have dtype"):
+        _cpu.channel_affine(x, scale, shift.astype(np.float16), out)

@@ -10,5 +10,6 @@ void bind_im2col(pybind11::module_& m);
 void bind_pool(pybind11::module_& m);
 void bind_boxes(pybind11::module_& m);
 void bind_matmul(pybind11::module_& m);
+void bind_elementwise(pybind11::module_& m);
 void bind_peak(pybind11::module_& m);
 }  // namespace fastconv

@@ -16,6 +16,7 @@ import numpy as np
 
 import importlib
 
+from .. import _cpu
 from .. import pooling as _pool_mod
 from ..tensor import Tensor, _norm_dims, get_array_module, is_grad_enabled
 
@@ -25,6 +26,8 @@ __all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "sigmoid", "tanh", 
            "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout", "batch_norm",
            "local_response_norm", "flatten", "concat", "cat", "pad"]
 
+
+_AFFINE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _tensor(op: str, name: str, value: Any, optional: bool = False) -> Optional[Tensor]:
     if value is None:
@@ -475,6 +478,11 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
         shift = -mean * scale
         if b is not None:
             shift = shift + b.data.astype(data.dtype, copy=False)
+        if isinstance(data, np.ndarray) and data.dtype in _AFFINE_DTYPES:
+            out = np.empty_like(data, order="C")
+            _cpu.channel_affine(np.ascontiguousarray(data), np.ascontiguousarray(scale),
+                                np.ascontiguousarray(shift), out)
+            return Tensor(out)
         out = data * scale.reshape(bshape)
         out += shift.reshape(bshape)
         return Tensor(out)
