@@ -12,7 +12,8 @@ from . import _cpu, cuda
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _is_gpu_array(a: object) -> bool:
+def is_gpu(a: Any) -> bool:
+    """True for GPU arrays: anything exposing `__cuda_array_interface__`."""
     return hasattr(a, "__cuda_array_interface__")
 
 
@@ -26,7 +27,7 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
     RuntimeError with the reason when the CUDA backend cannot run here.
     """
     present = {name: a for name, a in arrays.items() if a is not None}
-    gpu = [name for name, a in present.items() if _is_gpu_array(a)]
+    gpu = [name for name, a in present.items() if is_gpu(a)]
     if gpu and len(gpu) != len(present):
         host = [name for name in present if name not in gpu]
         raise TypeError(f"{op}: {', '.join(gpu)} on the GPU but {', '.join(host)} in host "
@@ -61,8 +62,8 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
 def index_array(op: str, name: str, a: Any, like: Any) -> Any:
     """`a` as a C-contiguous int64 array of the same kind (NumPy or GPU) as `like`."""
     xp = array_module(like)
-    if _is_gpu_array(like):
-        if not _is_gpu_array(a):
+    if is_gpu(like):
+        if not is_gpu(a):
             raise TypeError(f"{op}: {name} must be a GPU array like the other arguments, got "
                             f"{type(a).__name__}")
         a = xp.asarray(a)
@@ -74,14 +75,9 @@ def index_array(op: str, name: str, a: Any, like: Any) -> Any:
     return a
 
 
-def is_gpu(a: Any) -> bool:
-    """True for GPU arrays (as returned by `float_arrays`)."""
-    return _is_gpu_array(a)
-
-
 def array_module(a: Any) -> Any:
     """numpy or cupy, whichever `a` belongs to."""
-    if _is_gpu_array(a):
+    if is_gpu(a):
         import cupy
 
         return cupy
@@ -123,7 +119,7 @@ _CUDA_KERNELS = _CudaKernels()
 
 def kernels(like: Any) -> Any:
     """The kernel module for `like`'s kind: fastconv._cpu, or the CUDA kernels."""
-    return _CUDA_KERNELS if _is_gpu_array(like) else _cpu
+    return _CUDA_KERNELS if is_gpu(like) else _cpu
 
 
 def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
