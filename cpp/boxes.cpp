@@ -443,28 +443,6 @@ Index nms_impl(const T* boxes, const T* scores, int64_t n, const NmsParams& p) {
   return result;
 }
 
-py::array_t<int64_t> nms_py(const py::array& boxes, const py::array& scores, double iou_threshold,
-                            std::optional<double> score_threshold,
-                            std::optional<int64_t> max_output) {
-  const NmsParams p{iou_threshold, score_threshold, max_output};
-  check_nms_params("nms", p);
-  const int64_t n = check_boxes_shape("nms", boxes, "boxes");
-  check_lengths("nms", boxes, scores, "scores");
-  return dispatch_float(float_dtype(boxes, "boxes"), [&](auto zero) {
-    using T = decltype(zero);
-    const T* b = input_ptr<T>(boxes, "boxes");
-    const T* s = input_ptr<T>(scores, "scores");
-    check_boxes_values("nms", b, n, "boxes");
-    check_scores_values("nms", s, n);
-    Index result;
-    {
-      py::gil_scoped_release release;
-      result = nms_impl(b, s, n, p);
-    }
-    return to_array(result);
-  });
-}
-
 template <typename T>
 Index batched_nms_impl(const T* boxes, const T* scores, const int64_t* labels, int64_t n,
                        const NmsParams& p) {
@@ -502,34 +480,50 @@ Index batched_nms_impl(const T* boxes, const T* scores, const int64_t* labels, i
   return result;
 }
 
-py::array_t<int64_t> batched_nms_py(const py::array& boxes, const py::array& scores,
-                                    const py::array& labels, double iou_threshold,
-                                    std::optional<double> score_threshold,
-                                    std::optional<int64_t> max_output) {
-  const NmsParams p{iou_threshold, score_threshold, max_output};
-  check_nms_params("batched_nms", p);
-  const int64_t n = check_boxes_shape("batched_nms", boxes, "boxes");
-  check_lengths("batched_nms", boxes, scores, "scores");
-  check_lengths("batched_nms", boxes, labels, "labels");
-  if (!labels.dtype().is(py::dtype::of<int64_t>())) {
-    throw py::type_error(concat("batched_nms: labels must have dtype int64, got ",
-                                dtype_name(labels)));
+// nms and batched_nms share their argument checks; labels == nullptr means one label.
+py::array_t<int64_t> run_nms(const char* op, const py::array& boxes, const py::array& scores,
+                             const py::array* labels, const NmsParams& p) {
+  check_nms_params(op, p);
+  const int64_t n = check_boxes_shape(op, boxes, "boxes");
+  check_lengths(op, boxes, scores, "scores");
+  const int64_t* lab = nullptr;
+  if (labels) {
+    check_lengths(op, boxes, *labels, "labels");
+    if (!labels->dtype().is(py::dtype::of<int64_t>())) {
+      throw py::type_error(concat(op, ": labels must have dtype int64, got ",
+                                  dtype_name(*labels)));
+    }
+    FC_CHECK(labels->flags() & py::array::c_style, op, ": labels must be C-contiguous");
+    lab = static_cast<const int64_t*>(labels->data());
   }
-  FC_CHECK(labels.flags() & py::array::c_style, "batched_nms: labels must be C-contiguous");
-  const int64_t* lab = static_cast<const int64_t*>(labels.data());
   return dispatch_float(float_dtype(boxes, "boxes"), [&](auto zero) {
     using T = decltype(zero);
     const T* b = input_ptr<T>(boxes, "boxes");
     const T* s = input_ptr<T>(scores, "scores");
-    check_boxes_values("batched_nms", b, n, "boxes");
-    check_scores_values("batched_nms", s, n);
+    check_boxes_values(op, b, n, "boxes");
+    check_scores_values(op, s, n);
     Index result;
     {
       py::gil_scoped_release release;
-      result = batched_nms_impl(b, s, lab, n, p);
+      result = lab ? batched_nms_impl(b, s, lab, n, p) : nms_impl(b, s, n, p);
     }
     return to_array(result);
   });
+}
+
+py::array_t<int64_t> nms_py(const py::array& boxes, const py::array& scores, double iou_threshold,
+                            std::optional<double> score_threshold,
+                            std::optional<int64_t> max_output) {
+  return run_nms("nms", boxes, scores, nullptr,
+                 NmsParams{iou_threshold, score_threshold, max_output});
+}
+
+py::array_t<int64_t> batched_nms_py(const py::array& boxes, const py::array& scores,
+                                    const py::array& labels, double iou_threshold,
+                                    std::optional<double> score_threshold,
+                                    std::optional<int64_t> max_output) {
+  return run_nms("batched_nms", boxes, scores, &labels,
+                 NmsParams{iou_threshold, score_threshold, max_output});
 }
 
 }  // namespace
