@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "fastconv/bindings.hpp"
+#include "fastconv/box_format.hpp"
 #include "fastconv/check.hpp"
 #include "fastconv/gemm.hpp"
 #include "fastconv/nms_params.hpp"
@@ -230,20 +231,6 @@ void box_iou_py(const py::array& a, const py::array& b, py::array& out) {
 // ---------------------------------------------------------------------------------------
 // box_convert
 // ---------------------------------------------------------------------------------------
-
-enum class Fmt { kXyxy, kXywh, kCxcywh };
-
-Fmt parse_fmt(const std::string& s, const char* name) {
-  if (s == "xyxy") return Fmt::kXyxy;
-  if (s == "xywh") return Fmt::kXywh;
-  if (s == "cxcywh") return Fmt::kCxcywh;
-  throw std::invalid_argument(concat("box_convert: ", name, " must be one of 'xyxy', 'xywh', "
-                                     "'cxcywh', got '", s, "'"));
-}
-
-const char* fmt_name(Fmt f) {
-  return f == Fmt::kXyxy ? "xyxy" : f == Fmt::kXywh ? "xywh" : "cxcywh";
-}
 
 // Every conversion goes through xyxy with these formulas; the reference uses the same ones.
 template <typename T>

@@ -49,6 +49,7 @@
 #include <optional>
 #include <string>
 
+#include "fastconv/box_format.hpp"
 #include "fastconv/geometry.hpp"
 #include "fastconv/nms_params.hpp"
 #include "fastconv_cuda/bindings.hpp"
@@ -244,20 +245,6 @@ void box_iou_cuda(py::handle a, py::handle b, py::handle out, py::object alloc,
 // ---------------------------------------------------------------------------------------
 // box_convert
 // ---------------------------------------------------------------------------------------
-
-enum class Fmt { kXyxy, kXywh, kCxcywh };
-
-Fmt parse_fmt(const std::string& s, const char* name) {
-  if (s == "xyxy") return Fmt::kXyxy;
-  if (s == "xywh") return Fmt::kXywh;
-  if (s == "cxcywh") return Fmt::kCxcywh;
-  throw std::invalid_argument(concat("box_convert: ", name, " must be one of 'xyxy', 'xywh', "
-                                     "'cxcywh', got '", s, "'"));
-}
-
-const char* fmt_name(Fmt f) {
-  return f == Fmt::kXyxy ? "xyxy" : f == Fmt::kXywh ? "xywh" : "cxcywh";
-}
 
 // One thread per box; the CPU's formulas through xyxy, explicitly rounded.
 template <typename T>
