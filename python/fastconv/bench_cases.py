@@ -468,13 +468,20 @@ def all_cases() -> List[Case]:
     return _conv_cases() + _unfold_cases() + _pool_cases() + _box_cases()
 
 
-def cases(mode: str = "full", ops: Optional[Sequence[str]] = None) -> List[Case]:
-    """The cases of one mode ("smoke", "quick" or "full"), optionally only some ops."""
+def select(candidates: Sequence[Any], op_order: Sequence[str], mode: str,
+           ops: Optional[Sequence[str]]) -> List[Any]:
+    """The candidates (anything with .op and .modes) of one mode ("smoke", "quick" or
+    "full"), optionally only some ops, ordered by op as in `op_order`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    unknown = sorted(set(ops or ()) - set(OPS))
+    unknown = sorted(set(ops or ()) - set(op_order))
     if unknown:
-        raise ValueError(f"unknown op(s) {unknown}; choose from {list(OPS)}")
-    chosen = [c for c in all_cases() if mode in c.modes and (not ops or c.op in ops)]
-    order: Dict[str, int] = {op: i for i, op in enumerate(OPS)}
+        raise ValueError(f"unknown op(s) {unknown}; choose from {list(op_order)}")
+    chosen = [c for c in candidates if mode in c.modes and (not ops or c.op in ops)]
+    order: Dict[str, int] = {op: i for i, op in enumerate(op_order)}
     return sorted(chosen, key=lambda c: order[c.op])
+
+
+def cases(mode: str = "full", ops: Optional[Sequence[str]] = None) -> List[Case]:
+    """The cases of one mode ("smoke", "quick" or "full"), optionally only some ops."""
+    return select(all_cases(), OPS, mode, ops)

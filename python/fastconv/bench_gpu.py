@@ -38,7 +38,8 @@ import numpy as np
 
 import fastconv
 
-MODES = ("smoke", "quick", "full")
+from .bench_cases import select
+
 # Largest acceptable relative error of a float result against the float64 reference.
 # A wrong index or a missed term gives O(1); honest rounding of a few thousand float32
 # products gives ~1e-6 relative to the largest output.
@@ -581,14 +582,7 @@ def all_cases() -> List[Case]:
 
 def cases(mode: str = "full", ops: Optional[Sequence[str]] = None) -> List[Case]:
     """The cases of one mode, optionally only some ops, in table order."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    unknown = sorted(set(ops or ()) - set(OPS))
-    if unknown:
-        raise ValueError(f"unknown op(s) {unknown}; choose from {list(OPS)}")
-    chosen = [c for c in all_cases() if mode in c.modes and (not ops or c.op in ops)]
-    order = {op: i for i, op in enumerate(OPS)}
-    return sorted(chosen, key=lambda c: order[c.op])
+    return select(all_cases(), OPS, mode, ops)
 
 
 # ------------------------------------------------------------------------------------------
