@@ -85,8 +85,14 @@ def array_module(a: Any) -> Any:
 
 
 def empty(like: Any, shape: Sequence[int], dtype: Any) -> Any:
-    """An uninitialized output of the caller's kind: NumPy, or CuPy (from CuPy's pool)."""
-    return array_module(like).empty(tuple(shape), dtype=dtype)
+    """An uninitialized C-contiguous output of the caller's kind: CuPy (from CuPy's pool),
+    or NumPy, from 128 KiB on in memory reused from released outputs (`_cpu.host_empty`),
+    so that a layer's output does not page-fault in fresh memory on every call."""
+    if is_gpu(like):
+        import cupy
+
+        return cupy.empty(tuple(shape), dtype=dtype)
+    return _cpu.host_empty(tuple(shape), np.dtype(dtype))
 
 
 def gpu_workspace(nbytes: int) -> Any:

@@ -12,4 +12,5 @@ void bind_boxes(pybind11::module_& m);
 void bind_matmul(pybind11::module_& m);
 void bind_elementwise(pybind11::module_& m);
 void bind_peak(pybind11::module_& m);
+void bind_host_cache(pybind11::module_& m);
 }  // namespace fastconv
