@@ -17,6 +17,7 @@ def test_info_reports_build_and_runtime() -> None:
     assert details["cpu_path"] in {"avx512", "avx2", "baseline"}
     assert details["threads"] >= 1
     assert details["compiler"]
+    assert "limit 1024 MiB" in details["host_cache"]
     assert details["cuda_available"] is fastconv.cuda.is_available()
     assert bool(details["cuda_reason"]) is not fastconv.cuda.is_available()
     assert details["cuda_build"].startswith("CUDA ") or details["cuda_build"] == "not built"

@@ -20,9 +20,17 @@ def _cuda_build_text() -> str:
     return f"{text}; devices: {devices or 'none'}"
 
 
+def _host_cache_text() -> str:
+    stats = _cpu.host_cache_stats()
+    if stats["limit_bytes"] == 0:
+        return "off (FASTCONV_HOST_CACHE_MB=0)"
+    return (f"{stats['idle_bytes'] / 2**20:.1f} MiB idle in {stats['idle_blocks']} blocks, "
+            f"limit {stats['limit_bytes'] / 2**20:.0f} MiB")
+
+
 def info(as_dict: bool = False) -> "str | Dict[str, Any]":
     """Version, compiler, the CPU instruction-set path in use (avx512, avx2 or baseline),
-    OpenMP threads, the CUDA build (runtime version, target architectures, devices) and
+    OpenMP threads, the host output cache (idle MiB kept / limit), the CUDA build (runtime version, target architectures, devices) and
     whether GPU kernels can run (and why not).
 
     Returns a printable multi-line string, or the dict behind it with `as_dict=True`.
@@ -36,6 +44,7 @@ def info(as_dict: bool = False) -> "str | Dict[str, Any]":
         "cpu_path": build["cpu_path"],
         "threads": build["max_threads"],
         "openmp": build["openmp"],
+        "host_cache": _host_cache_text(),
         "cuda_build": _cuda_build_text(),
         "cuda_available": cuda.is_available(),
         "cuda_reason": cuda.reason(),
