@@ -34,7 +34,8 @@ GemmKernels select() {
                       __builtin_cpu_supports("avx512bw") && allowed("AVX512F");
 #define FC_GEMM_TABLE(ns) \
   {ns::gemm_f32, ns::gemm_f64, ns::pack_f32, ns::pack_f64, ns::packed_f32, ns::packed_f64, \
-   ns::panels_f32, ns::panels_f64, ns::shifted_f32, ns::shifted_f64, #ns, ns::panel_rows,   \
+   ns::panels_f32, ns::panels_f64, ns::shifted_f32, ns::shifted_f64, ns::dot_f32, ns::dot_f64, \
+   #ns, ns::panel_rows,                                                                      \
    ns::panel_cols_f32, ns::panel_cols_f64}
   if (avx512) return FC_GEMM_TABLE(avx512);
   if (avx2) return FC_GEMM_TABLE(avx2);

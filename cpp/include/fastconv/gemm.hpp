@@ -64,6 +64,19 @@ template <typename T>
 using GemmPackedFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, MatrixView<T> b,
                               T* c, int64_t ldc, bool accumulate);
 
+// C[m x n] (+)= sum over `count` items of A_item * B_item^T with A row-major (rows
+// a.row_stride apart, contiguous along the depth k) and row j of B at b.base + b.offsets[j];
+// item t's operands lie t * a_stride and t * b_stride values further on. Both operands run
+// along the depth, so they are read in place without packing.
+struct DotBatch {
+  int64_t count = 1;
+  int64_t a_stride = 0;
+  int64_t b_stride = 0;
+};
+template <typename T>
+using GemmDotFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a, ShiftedRows<T> b,
+                           T* c, int64_t ldc, bool accumulate, DotBatch batch);
+
 struct GemmKernels {
   GemmFn<float> f32;
   GemmFn<double> f64;
@@ -75,6 +88,8 @@ struct GemmKernels {
   GemmPanelsFn<double> panels_f64;
   GemmShiftedFn<float> shifted_f32;
   GemmShiftedFn<double> shifted_f64;
+  GemmDotFn<float> dot_f32;
+  GemmDotFn<double> dot_f64;
   const char* isa;         // "avx512", "avx2" or "baseline"
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
@@ -145,6 +160,17 @@ inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
   gemm_kernels().shifted_f64(m, n, k, a, packed_a, b, c, ldc, accumulate);
 }
 
+// C[m x n] (+)= sum over the batch of A * B^T, both read along the depth (see GemmDotFn).
+inline void gemm_dot(int64_t m, int64_t n, int64_t k, MatrixView<float> a, ShiftedRows<float> b,
+                     float* c, int64_t ldc, bool accumulate, DotBatch batch) {
+  gemm_kernels().dot_f32(m, n, k, a, b, c, ldc, accumulate, batch);
+}
+inline void gemm_dot(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
+                     ShiftedRows<double> b, double* c, int64_t ldc, bool accumulate,
+                     DotBatch batch) {
+  gemm_kernels().dot_f64(m, n, k, a, b, c, ldc, accumulate, batch);
+}
+
 // One entry per instruction-set build of simd/gemm.inl.
 #define FC_DECLARE_GEMM_TARGET(ns)                                                          \
   namespace ns {                                                                            \
@@ -166,6 +192,10 @@ inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
                    ShiftedRows<float>, float*, int64_t, bool);                              \
   void shifted_f64(int64_t, int64_t, int64_t, MatrixView<double>, const PackedA<double>*,   \
                    ShiftedRows<double>, double*, int64_t, bool);                            \
+  void dot_f32(int64_t, int64_t, int64_t, MatrixView<float>, ShiftedRows<float>, float*,    \
+               int64_t, bool, DotBatch);                                                    \
+  void dot_f64(int64_t, int64_t, int64_t, MatrixView<double>, ShiftedRows<double>, double*, \
+               int64_t, bool, DotBatch);                                                    \
   extern const int64_t panel_rows, panel_cols_f32, panel_cols_f64;                          \
   }
 FC_DECLARE_GEMM_TARGET(baseline)
