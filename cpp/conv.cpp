@@ -259,9 +259,13 @@ void pad_group(const ConvGeom& g, const ShiftedGeom& s, const T* image, int64_t 
                   dst + phase * phase_step + c * channel_step + at + pb_last);
         continue;
       }
-      for (int64_t i = 0; i < n_last; ++i) {
-        const int64_t q = i + pb_last;
-        dst[(phase + q % s_last) * phase_step + c * channel_step + at + q / s_last] = in_row[i];
+      // Phase p of the last dim takes every s_last-th cell from the first one whose padded
+      // coordinate i + pb_last is p modulo s_last: strided reads, consecutive writes.
+      for (int64_t p = 0; p < s_last; ++p) {
+        const int64_t first = ((p - pb_last) % s_last + s_last) % s_last;
+        T* const out =
+            dst + (phase + p) * phase_step + c * channel_step + at + (first + pb_last) / s_last;
+        for (int64_t i = first, o = 0; i < n_last; i += s_last, ++o) out[o] = in_row[i];
       }
     }
   }
