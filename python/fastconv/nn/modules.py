@@ -30,10 +30,11 @@ __all__ = [
 
 ForwardHook = Callable[["Module", Tuple[Any, ...], Any], None]
 
-# id(module) -> its qualified name, set for the duration of one top-level call so a failing
-# layer can say where it sits in the model without every module storing its own path.
-_call_names: contextvars.ContextVar[Optional[Dict[int, str]]] = contextvars.ContextVar(
-    "fastconv_nn_call_names", default=None)
+# The module of the current top-level call, so that a failing layer can say where it sits
+# in the model without every module storing its own path. The path is looked up only when
+# a layer fails: walking the tree on every call cost more than a small layer's kernel.
+_call_root: contextvars.ContextVar[Optional["Module"]] = contextvars.ContextVar(
+    "fastconv_nn_call_root", default=None)
 
 
 class _LayerError(ValueError):
@@ -339,26 +340,25 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        names = _call_names.get()
-        token = None
-        if names is None:
-            names = {id(module): path for path, module in self.named_modules()}
-            token = _call_names.set(names)
+        root = _call_root.get()
+        token = _call_root.set(self) if root is None else None
         try:
             try:
                 out = self.forward(*args, **kwargs)
             except _LayerError:
                 raise
             except ValueError as exc:
-                path = names.get(id(self), "")
+                path = next((path for path, module in (root or self).named_modules()
+                             if module is self), "")
                 where = f"{path} ({type(self).__name__})" if path else type(self).__name__
                 raise _LayerError(f"{where}: {exc}") from exc
-            for hook in list(self._forward_hooks.values()):
-                hook(self, args, out)
+            if self._forward_hooks:
+                for hook in list(self._forward_hooks.values()):
+                    hook(self, args, out)
             return out
         finally:
             if token is not None:
-                _call_names.reset(token)
+                _call_root.reset(token)
 
     def extra_repr(self) -> str:
         return ""
