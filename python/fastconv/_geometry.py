@@ -121,9 +121,15 @@ _PLAIN_LEAVES = frozenset((int, str, type(None)))
 
 
 def _plain(value: object) -> bool:
-    if type(value) is tuple:
-        return all(map(_plain, value))  # type: ignore[arg-type]
-    return type(value) in _PLAIN_LEAVES
+    if type(value) is not tuple:
+        return type(value) in _PLAIN_LEAVES
+    for item in value:  # type: ignore[attr-defined]
+        if type(item) is tuple:
+            if not _plain(item):
+                return False
+        elif type(item) not in _PLAIN_LEAVES:
+            return False
+    return True
 
 
 def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
