@@ -120,12 +120,14 @@ _WINDOWS_LIMIT = 4096
 _PLAIN_LEAVES = frozenset((int, str, type(None)))
 
 
-def _plain(value: object) -> bool:
+def plain(value: object) -> bool:
+    """True for exact ints, strings, None and (nested) tuples of them: values that are
+    hashable, cannot change in place, and equal only values of the same types."""
     if type(value) is not tuple:
         return type(value) in _PLAIN_LEAVES
     for item in value:  # type: ignore[attr-defined]
         if type(item) is tuple:
-            if not _plain(item):
+            if not plain(item):
                 return False
         elif type(item) not in _PLAIN_LEAVES:
             return False
@@ -141,7 +143,7 @@ def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
     convolution one (dilation * (kernel_size - 1) per side); stride=None means kernel_size.
     """
     key = (in_size, kernel_size, stride, padding, dilation)
-    if _plain(key) and type(ceil_mode) is bool and type(pool) is bool:
+    if plain(key) and type(ceil_mode) is bool and type(pool) is bool:
         key += (ceil_mode, pool)
         window = _WINDOWS.get(key)
         if window is None:
