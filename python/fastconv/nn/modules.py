@@ -17,6 +17,7 @@ from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Op
 import numpy as np
 
 from .. import _cpu
+from .._backend import empty
 from .. import random as _random
 from .._geometry import IntOrTuple, Padding, as_tuple, make_window, plain
 from ..tensor import Parameter, Tensor, is_grad_enabled
@@ -523,7 +524,7 @@ class Conv(Module):
             self._last = _remember(key, (self.stride, self.padding, self.dilation, self.groups),
                                    y.shape, win.cpp_args()[1:])
             return y
-        out = np.empty(last.out_shape, data.dtype)
+        out = empty(data, last.out_shape, data.dtype)
         _cpu.conv_forward(np.ascontiguousarray(data), np.ascontiguousarray(w),
                           None if b is None else np.ascontiguousarray(b), out, *last.args,
                           self.groups)
@@ -615,7 +616,7 @@ class _MaxPoolNd(_PoolNd):
                                    self._pool_args(data))
             return y
         # Nothing is recorded, so the argmax indices the gradient would need are not made.
-        out = np.empty(last.out_shape, data.dtype)
+        out = empty(data, last.out_shape, data.dtype)
         _cpu.max_pool_forward(np.ascontiguousarray(data), out, None, *last.args,
                               bool(self.ceil_mode))
         return Tensor(out)
@@ -664,7 +665,7 @@ class _AvgPoolNd(_PoolNd):
             self._last = _remember(key, (self.kernel_size, self.stride, self.padding), y.shape,
                                    self._pool_args(data))
             return y
-        out = np.empty(last.out_shape, data.dtype)
+        out = empty(data, last.out_shape, data.dtype)
         _cpu.avg_pool_forward(np.ascontiguousarray(data), out, *last.args,
                               bool(self.ceil_mode), bool(self.count_include_pad))
         return Tensor(out)
@@ -744,7 +745,7 @@ class Linear(Module):
                     bias.data.dtype != w.dtype or bias.data.shape != (w.shape[0],)))):
             return F.linear(x, weight, bias)
         # What F.linear computes, (x @ W.T) + b, without the Tensor steps in between.
-        out = np.empty((data.shape[0], w.shape[0]), data.dtype)
+        out = empty(data, (data.shape[0], w.shape[0]), data.dtype)
         _cpu.matmul(data, w.T, out)
         if bias is not None:
             out += bias.data
