@@ -221,6 +221,7 @@ struct AvgPoolRows {
     // register width, and GCC keeps such vectors in memory.
     constexpr int H = W / 2;
     using Half = Lanes<T, H>;
+    const bool high_half = p.out_last > H;  // rows of at most H outputs skip the second
     typename Half::DMask last_count[2] = {};
     for (int64_t o = 0; o < std::min<int64_t>(W, p.out_last); ++o) {
       last_count[o / H][o % H] = count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o];
@@ -250,7 +251,9 @@ struct AvgPoolRows {
                 break;
               }
               sum_low += short_row_tap<T, H>(at, 0, p.tap_lo[j], p.tap_hi[j], p.out_last);
-              sum_high += short_row_tap<T, H>(at, H, p.tap_lo[j], p.tap_hi[j], p.out_last);
+              if (high_half) {
+                sum_high += short_row_tap<T, H>(at, H, p.tap_lo[j], p.tap_hi[j], p.out_last);
+              }
             }
           }
           if (inside) {
@@ -260,10 +263,12 @@ struct AvgPoolRows {
             T mean[W];
             const Vec low = __builtin_convertvector(
                 sum_low / __builtin_convertvector(last_count[0] * lead_count, DVec), Vec);
-            const Vec high = __builtin_convertvector(
-                sum_high / __builtin_convertvector(last_count[1] * lead_count, DVec), Vec);
             std::memcpy(mean, &low, sizeof low);
-            std::memcpy(mean + H, &high, sizeof high);
+            if (high_half) {
+              const Vec high = __builtin_convertvector(
+                  sum_high / __builtin_convertvector(last_count[1] * lead_count, DVec), Vec);
+              std::memcpy(mean + H, &high, sizeof high);
+            }
             for (int64_t o = 0; o < p.out_last; ++o) out[o] = mean[o];
             continue;
           }
