@@ -257,7 +257,7 @@ struct AvgPoolRows {
             }
           }
           if (inside) {
-            // Lanes past the row divide 0 by 0; their NaN is dropped with them.
+            // Lanes past the row divide by a zero count; their inf or NaN is dropped.
             using DVec = typename Half::DVec;
             using Vec = typename Half::Vec;
             T mean[W];
