@@ -51,8 +51,8 @@ constexpr int64_t kMinChunkPanels = 3;
 // split across threads instead.
 constexpr int64_t kMinTileColumns = 192;
 
-// Images with fewer output positions than this are multiplied several at a time.
-constexpr int64_t kFoldedColumns = 256;
+// Images with at most this many output positions are multiplied several at a time.
+constexpr int64_t kFoldedColumns = 128;
 // Below this many output positions per image (LeNet's C5: 1), folding images into one
 // GEMM beats the shifted-window path even though it copies columns; measured at 7x7
 // outputs (49 positions, ResNet's last stage) the shifted path is ~10% faster.
@@ -385,6 +385,102 @@ void forward_shifted(const ConvGeom& g, const T* x, const T* packed, const T* bi
   }
 }
 
+// Input offset within one channel plane of the cell under tap t at output position l,
+// at [l * kvol + t], or -1 where the tap lands in the padding.
+Dims fold_offsets(const ConvGeom& g) {
+  const WindowGeom& w = g.win;
+  const int64_t dims = w.dims(), kvol = w.kernel_volume(), L = g.positions;
+  Dims offsets(L * kvol);
+  Dims pos(dims), tap(dims);
+  for (int64_t l = 0; l < L; ++l) {
+    for (int64_t d = dims - 1, rest = l; d >= 0; --d) {
+      pos[d] = rest % w.out[d];
+      rest /= w.out[d];
+    }
+    for (int64_t t = 0; t < kvol; ++t) {
+      for (int64_t d = dims - 1, rest = t; d >= 0; --d) {
+        tap[d] = rest % w.kernel[d];
+        rest /= w.kernel[d];
+      }
+      int64_t offset = 0;
+      for (int64_t d = 0; d < dims && offset >= 0; ++d) {
+        const int64_t i = pos[d] * w.stride[d] + tap[d] * w.dilation[d] - w.pad_before[d];
+        offset = (i < 0 || i >= w.in[d]) ? -1 : offset * w.in[d] + i;
+      }
+      offsets[l * kvol + t] = offset;
+    }
+  }
+  return offsets;
+}
+
+// Columns [j0, j1) of one group's folded column matrix (column j: image j / L, position
+// j % L) gathered straight into the GEMM's B panels, the last one zero-padded.
+template <typename T>
+void gather_folded_panels(const ConvGeom& g, const int64_t* offsets, const T* x, int64_t grp,
+                          int64_t j0, int64_t j1, T* panels) {
+  const int64_t L = g.positions, R = g.rows, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
+  const int64_t image_size = g.win.channels * g.in_plane;
+  const int64_t width = j1 - j0, padded_width = (width + nr - 1) / nr * nr;
+  for (int64_t j = width; j < padded_width; ++j) {
+    T* dst = panels + j / nr * R * nr + j % nr;
+    for (int64_t r = 0; r < R; ++r) dst[r * nr] = T(0);
+  }
+  for (int64_t j = j0; j < j1; ++j) {
+    const int64_t col = j - j0;
+    T* const dst = panels + col / nr * R * nr + col % nr;
+    const T* const image = x + j / L * image_size + grp * g.group_in * g.in_plane;
+    const int64_t* const tap_offsets = offsets + j % L * kvol;
+    for (int64_t c = 0; c < g.group_in; ++c) {
+      const T* channel = image + c * g.in_plane;
+      T* row = dst + c * kvol * nr;
+      for (int64_t t = 0; t < kvol; ++t) {
+        const int64_t at = tap_offsets[t];
+        row[t * nr] = at >= 0 ? channel[at] : T(0);
+      }
+    }
+  }
+}
+
+// Few output positions per image and a batch (LeNet's C5 has one position, late ResNet
+// stages a few): a GEMM per image would be a sliver a few columns wide, so the columns of
+// all images are placed side by side and cut into tiles, one GEMM each. Each value is
+// gathered once through a per-(position, tap) offset table; splitting runs per image and
+// row (im2col_block) cost more than the multiply here.
+template <typename T>
+void forward_folded(const ConvGeom& g, const T* x, const T* packed, const T* bias, T* y) {
+  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
+  const int64_t columns = g.win.batch * L, nr = panel_cols<T>(), padded = round_up_rows(Kg);
+  const Dims offsets = fold_offsets(g);
+  // Tiles whose panels stay in L2, and enough (group, tile) jobs for every thread, in a
+  // multiple of the thread count while that count is small.
+  const int64_t threads = omp_get_max_threads();
+  const int64_t tile_columns =
+      std::max<int64_t>(nr, kChunkBytes / (R * int64_t(sizeof(T))) / nr * nr);
+  int64_t tiles = std::max((columns + tile_columns - 1) / tile_columns, (threads + G - 1) / G);
+  if (G * tiles < 4 * threads) tiles = ((G * tiles + threads - 1) / threads * threads + G - 1) / G;
+  // Widths in whole vectors, so that each micro-tile runs on full registers.
+  const int64_t tile = std::min(columns, ((columns + tiles - 1) / tiles + 15) / 16 * 16);
+  tiles = (columns + tile - 1) / tile;
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < G * tiles; ++job) {
+    const int64_t grp = job / tiles, j0 = job % tiles * tile, j1 = std::min(columns, j0 + tile);
+    const int64_t width = j1 - j0;
+    T* const panels = scratch<T>(R * ((width + nr - 1) / nr * nr));
+    T* const result = scratch<T, 1>(Kg * width);
+    gather_folded_panels(g, offsets.data(), x, grp, j0, j1, panels);
+    gemm(Kg, width, R, PackedA<T>{packed + grp * padded * R, padded}, panels, result, width,
+         false);
+    const T* const group_bias = bias ? bias + grp * Kg : nullptr;
+    for (int64_t j = j0; j < j1; ++j) {
+      T* out = y + (j / L * g.out_channels + grp * Kg) * L + j % L;
+      const T* src = result + (j - j0);
+      for (int64_t k = 0; k < Kg; ++k) {
+        out[k * L] = group_bias ? src[k * width] + group_bias[k] : src[k * width];
+      }
+    }
+  }
+}
+
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   if (conv_direct_applies(g.win, g.out_channels, g.groups)) {
@@ -401,40 +497,15 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
   T* const packed = packed_storage.data();
   pack_weights(g, w, packed);
   const int64_t image_size = g.win.channels * g.in_plane;
-  // Few output positions per image (late ResNet stages, LeNet's C3/C5): a GEMM per image
-  // would be a sliver a few columns wide, so the columns of several images are placed side
-  // by side and multiplied at once.
+  // Images whose GEMMs would be narrow, with more images than threads, share their GEMMs.
   const int64_t threads = omp_get_max_threads();
-  const int64_t batch_block =
-      std::min({N, std::max<int64_t>(1, kFoldedColumns / L),
-                std::max<int64_t>(1, (N * G + threads - 1) / threads)});
-  const bool fold = batch_block > 1 && L < kFoldBeforeShifted;
-  if (!fold && shifted_applies(g)) {
+  const bool foldable = N > 1 && L <= kFoldedColumns && N * G > threads;
+  if (!(foldable && L < kFoldBeforeShifted) && shifted_applies(g)) {
     forward_shifted(g, x, packed, bias, y);
     return;
   }
-  if (batch_block > 1) {
-    const int64_t blocks = (N + batch_block - 1) / batch_block;
-#pragma omp parallel for schedule(static)
-    for (int64_t job = 0; job < blocks * G; ++job) {
-      const int64_t grp = job % G, n0 = job / G * batch_block;
-      const int64_t count = std::min(batch_block, N - n0), width = count * L;
-      T* cols = scratch<T>(R * width + Kg * width);
-      T* result = cols + R * width;
-      for (int64_t i = 0; i < count; ++i) {
-        im2col_block(g.win, x + (n0 + i) * image_size, grp * g.group_in, (grp + 1) * g.group_in,
-                     0, L, cols + i * L, width);
-      }
-      gemm(Kg, width, R, PackedA<T>{packed + grp * padded * R, padded},
-           MatrixView<T>{cols, width, 1}, result, width, false);
-      for (int64_t i = 0; i < count; ++i) {
-        T* out = y + ((n0 + i) * g.out_channels + grp * Kg) * L;
-        for (int64_t k = 0; k < Kg; ++k) {
-          std::copy(result + k * width + i * L, result + k * width + (i + 1) * L, out + k * L);
-        }
-        if (bias) add_bias(bias + grp * Kg, Kg, L, out, L);
-      }
-    }
+  if (foldable) {
+    forward_folded(g, x, packed, bias, y);
     return;
   }
 

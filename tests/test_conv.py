@@ -414,3 +414,36 @@ def test_forward_does_not_depend_on_the_thread_count() -> None:
                                       capture_output=True).stdout)
     assert len(outputs[0]) == 64 * 14 * 14 * 4
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+# ----------------------------------------------------------------------------------------
+# Small layers with a batch (few output positions per image): the images share GEMMs
+# whose columns are gathered through an offset table. More images than threads, and more
+# than 8 output channels per group so that one image alone takes a GEMM path too.
+# ----------------------------------------------------------------------------------------
+
+FOLDED_CASES = [
+    ConvCase(9, 16, 120, (5, 5), (5, 5), (1, 1), 0, (1, 1), 1, True),  # LeNet C5
+    ConvCase(9, 4, 10, (6, 6), (3, 3), (2, 2), 1, (1, 1), 1, True),
+    ConvCase(9, 3, 12, (7, 5), (2, 3), (1, 1), ((1, 0), (0, 2)), (2, 1), 1, False),
+    ConvCase(9, 6, 27, (4, 4), (3, 3), (1, 1), 0, (1, 1), 3, True),
+    ConvCase(9, 5, 11, (12,), (3,), (3,), "same", (1,), 1, True),
+    ConvCase(9, 2, 10, (4, 4, 4), (2, 2, 2), (2, 2, 2), 0, (1, 1, 1), 1, True),
+    ConvCase(9, 3, 10, (20, 20), (2, 2), (3, 3), 0, (1, 1), 1, True),  # 49 positions
+    ConvCase(9, 3, 9, (3, 3), (5, 5), (1, 1), 2, (1, 1), 1, False),  # windows mostly padding
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", FOLDED_CASES, ids=str)
+def test_folded_small_layers(case: ConvCase, dtype) -> None:
+    x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
+    y = call_conv(case, x, w, b)
+    exact, magnitude = reference_conv(case, x, w, b)
+    assert_within_rounding(y, exact, magnitude, reduction_terms(case), np.dtype(dtype))
+    np.testing.assert_allclose(y, torch_conv(case, x, w, b), rtol=1e-4 if dtype == np.float32
+                               else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+    # The same micro-kernel sums each output in the same order either way, so the shared
+    # GEMMs give exactly what each image gives alone.
+    alone = np.concatenate([call_conv(case, x[i:i + 1], w, b) for i in range(case.batch)])
+    np.testing.assert_array_equal(y, alone)

@@ -75,3 +75,18 @@ def test_extent_limit_is_enforced_in_both() -> None:
     with pytest.raises(ValueError, match="dilation"):
         _cpu.output_size([10], [2**40], [1], [0], [0], [2**40], False, False)
     assert np.int64(MAX_EXTENT) > 0
+
+
+def test_memoized_windows_still_check_argument_types() -> None:
+    """A window validated once is reused for equal arguments, but never for an argument of
+    another type that compares equal (True == 1), and never after a failure."""
+    first = make_window("conv", (9, 9), (3, 3), 1, 1)
+    assert make_window("conv", (9, 9), (3, 3), 1, 1) == first
+    with pytest.raises(TypeError, match="stride"):
+        make_window("conv", (9, 9), (3, 3), True, 1)
+    with pytest.raises(TypeError, match="padding"):
+        make_window("conv", (9, 9), (3, 3), 1, (True, 1))
+    assert make_window("conv", (9, 9), (3, 3), np.int64(1), 1) == first
+    for _ in range(2):
+        with pytest.raises(ValueError, match="padding"):
+            make_window("conv", (9, 9), (3, 3), 1, 3)

@@ -397,3 +397,49 @@ def test_custom_module_attributes():
         net(1)
     with pytest.raises(AttributeError, match="missing"):
         net.missing  # noqa: B018
+
+
+def test_inference_calls_reuse_validated_geometry_and_match_the_functional_ops() -> None:
+    """Layers called again on a validated shape without recording run straight through
+    their kernels; results equal the functional ops bit for bit, and any change of input
+    shape, dtype or layer geometry is validated again."""
+    import fastconv.nn.functional as F
+
+    rng = np.random.default_rng(3)
+    conv = nn.Conv2d(3, 9, 3, padding=1)
+    avg, mx = nn.AvgPool2d(2), nn.MaxPool2d(3, stride=2, padding=1)
+    lin, tanh = nn.Linear(12, 5), nn.Tanh()
+    with fastconv.no_grad():
+        for shape in [(4, 3, 8, 8), (4, 3, 8, 8), (2, 3, 6, 10), (2, 3, 6, 10)]:
+            x = Tensor(rng.standard_normal(shape).astype(np.float32))
+            np.testing.assert_array_equal(
+                conv(x).data, F.conv(x, conv.weight, conv.bias, padding=1).data)
+            np.testing.assert_array_equal(avg(x).data, F.avg_pool(x, 2).data)
+            np.testing.assert_array_equal(mx(x).data,
+                                          F.max_pool(x, 3, stride=2, padding=1).data)
+            np.testing.assert_array_equal(tanh(x).data, np.tanh(x.data))
+        flat = Tensor(rng.standard_normal((7, 12)).astype(np.float32))
+        for _ in range(2):
+            np.testing.assert_array_equal(lin(flat).data,
+                                          F.linear(flat, lin.weight, lin.bias).data)
+        x = Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32))
+        conv(x)
+        conv.stride, conv.padding = (2, 2), 0  # a changed layer is validated again
+        assert conv(x).shape == (2, 9, 3, 3)
+        conv.padding = [1, 1]  # mutable arguments are never remembered
+        assert conv(x).shape == (2, 9, 4, 4)
+        conv.padding[0] = 0
+        assert conv(x).shape == (2, 9, 3, 4)
+        conv.padding = 5  # too much padding for a 3x3 kernel: still an error
+        with pytest.raises(ValueError, match="padding"):
+            conv(x)
+        with pytest.raises(ValueError, match="input channels"):
+            conv(Tensor(np.zeros((2, 4, 8, 8), np.float32)))
+        with pytest.raises(TypeError):
+            avg(Tensor(np.zeros((2, 3, 8, 8), np.int32)))
+        x64 = Tensor(rng.standard_normal((2, 3, 8, 8)))
+        np.testing.assert_array_equal(avg(x64).data, F.avg_pool(x64, 2).data)
+    # Recording for backward takes the functional path, gradients included.
+    x = Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), requires_grad=True)
+    avg(x).sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(x.shape, 0.25, np.float32))

@@ -743,3 +743,39 @@ def test_huge_kernel_with_same_padding_covers_the_whole_row(stride: int) -> None
     dx = fc.avg_pool_backward(np.ones_like(avg), x.shape, 2**40, stride=stride,
                                     padding="same", count_include_pad=False)
     np.testing.assert_allclose(dx, np.full(x.shape, out / 5), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------
+# Short stride-2 rows (at most one vector of outputs, as LeNet's 14 and 5): sums kept in
+# registers, lanes past the row dropped, the last rows of the array on the general path
+# ----------------------------------------------------------------------------------------
+
+SHORT_CASES = [
+    pytest.param((5, 6, 28, 28), 2, None, 0, False, id="lenet-s2"),
+    pytest.param((5, 16, 10, 10), 2, None, 0, False, id="lenet-s4"),
+    pytest.param((3, 4, 9, 31), 2, 2, 0, True, id="ceil-w31"),
+    pytest.param((3, 4, 9, 29), 3, 2, 1, False, id="k3-p1-w29"),
+    pytest.param((2, 3, 8, 17), (2, 3), 2, ((1, 0), (0, 1)), True, id="asym-ceil"),
+    pytest.param((2, 3, 5, 6, 12), 2, 2, 1, False, id="3d-p1"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", SHORT_CASES)
+def test_short_stride2_rows(shape, kernel, stride, padding, ceil_mode, dtype):
+    x = rand(shape, dtype, seed_of("short", shape, kernel, padding, ceil_mode, dtype))
+    win = window(shape, kernel, stride, padding, ceil_mode)
+    for count_include_pad in (True, False):
+        y = fc.avg_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                        count_include_pad=count_include_pad)
+        ry = ref.avg_pool(x.astype(np.float64), *geometry(win), ceil_mode, count_include_pad)
+        if dtype == np.float32 and np.prod(win.kernel) <= 4:
+            # A few float32 values sum exactly in float64, so the mean rounds exactly as
+            # the reference's does.
+            np.testing.assert_array_equal(y, ry.astype(dtype))
+        else:
+            np.testing.assert_allclose(y, ry, **tolerance(dtype, int(np.prod(win.kernel))))
+        if len(shape) == 4 and count_include_pad and win.pad_before == win.pad_after:
+            ty = F.avg_pool2d(torch.from_numpy(x), win.kernel, win.stride, win.pad_before,
+                              ceil_mode=ceil_mode).numpy()
+            np.testing.assert_allclose(y, ty, **tolerance(dtype, int(np.prod(win.kernel))))

@@ -19,6 +19,7 @@ struct Lanes {
   typedef T Vec __attribute__((vector_size(W * sizeof(T))));
   typedef LaneInt<T> IVec __attribute__((vector_size(W * sizeof(T))));
   typedef double DVec __attribute__((vector_size(W * sizeof(double))));
+  typedef int64_t DMask __attribute__((vector_size(W * sizeof(double))));  // DVec's lanes
 
   template <typename V, typename E>
   static FC_INLINE V load(const E* p) {
@@ -179,6 +180,23 @@ struct MaxPoolRows {
   }
 };
 
+// Lanes [first, first + H) of one stride-2 tap's values over a short row (lane o reads
+// row[2 o]), in double, zero in the lanes outside [lo, hi) that the tap does not reach.
+template <typename T, int H>
+FC_INLINE typename Lanes<T, H>::DVec short_row_tap(const T* row, int64_t first, int64_t lo,
+                                                   int64_t hi, int64_t out_last) {
+  using L = Lanes<T, H>;
+  using DVec = typename L::DVec;
+  using Mask = typename L::DMask;
+  DVec v = __builtin_convertvector(L::evens(row + 2 * first), DVec);
+  if (lo > first || hi < std::min<int64_t>(out_last, first + H)) {
+    constexpr Mask kLane = Lanes<double, H>::ramp(std::make_integer_sequence<int, H>{}, 1);
+    const Mask lane = kLane + first;
+    v = reinterpret_cast<DVec>(reinterpret_cast<Mask>(v) & ((lane >= lo) & (lane < hi)));
+  }
+  return v;
+}
+
 template <typename T, int kStride>
 struct AvgPoolRows {
   static void run(const PoolPlan* plan, const T* x, T* y, bool count_include_pad,
@@ -193,15 +211,70 @@ struct AvgPoolRows {
     // Sums in double: float32 averages round once, at the end.
     std::vector<double> acc_buf(p.out_last);
     double* __restrict acc = acc_buf.data();
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t plane = job / rows, row = job % rows;
+    // Short stride-2 rows (LeNet's 14 and 5 outputs) keep the whole row's sums in
+    // registers: one vector step per tap instead of a scalar loop, and no round trip of
+    // the sums through memory between taps. Lanes past the row read whatever follows it
+    // in the input (never past the array) and are dropped.
+    const bool short_rows = kStride == 2 && p.out_last <= W;
+    const T* const x_end = x + p.planes() * p.in_plane;
+    // Two halves of native width: a single double vector of W lanes would be twice the
+    // register width, and GCC keeps such vectors in memory.
+    constexpr int H = W / 2;
+    using Half = Lanes<T, H>;
+    const bool high_half = p.out_last > H;  // rows of at most H outputs skip the second
+    typename Half::DMask last_count[2] = {};
+    for (int64_t o = 0; o < std::min<int64_t>(W, p.out_last); ++o) {
+      last_count[o / H][o % H] = count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o];
+    }
+    for (int64_t job = begin, plane = begin / rows, row = begin % rows; job < end;
+         ++job, row = row + 1 == rows ? 0 : row + 1, plane += row == 0) {
       row_box(p, row, coord.data(), lo.data(), hi.data());
       int64_t lead_count = 1;
       for (int64_t d = 0; d < lead; ++d) {
         lead_count *= count_include_pad ? p.out_tab[d].padded[coord[d]] : hi[d] - lo[d];
       }
-      for (int64_t o = 0; o < p.out_last; ++o) acc[o] = 0.0;
       const T* src_plane = x + plane * p.in_plane;
+      T* __restrict out = y + plane * p.out_plane + row * p.out_last;
+      if constexpr (kStride == 2) {
+        if (short_rows) {
+          // Each lane adds the same values in the same order as the general loop below
+          // (masked lanes add +0.0, which changes no sum that starts at +0.0).
+          typename Half::DVec sum_low{}, sum_high{};
+          bool inside = true;
+          for (BoxCursor box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data());
+               box.valid && inside; box.advance()) {
+            const T* src = src_plane + box.offset();
+            for (int64_t j = 0; j < taps; ++j) {
+              const T* at = src + p.tap_shift[j];
+              if (at < x || x_end - at < 2 * W) {
+                inside = false;
+                break;
+              }
+              sum_low += short_row_tap<T, H>(at, 0, p.tap_lo[j], p.tap_hi[j], p.out_last);
+              if (high_half) {
+                sum_high += short_row_tap<T, H>(at, H, p.tap_lo[j], p.tap_hi[j], p.out_last);
+              }
+            }
+          }
+          if (inside) {
+            // Lanes past the row divide by a zero count; their inf or NaN is dropped.
+            using DVec = typename Half::DVec;
+            using Vec = typename Half::Vec;
+            T mean[W];
+            const Vec low = __builtin_convertvector(
+                sum_low / __builtin_convertvector(last_count[0] * lead_count, DVec), Vec);
+            std::memcpy(mean, &low, sizeof low);
+            if (high_half) {
+              const Vec high = __builtin_convertvector(
+                  sum_high / __builtin_convertvector(last_count[1] * lead_count, DVec), Vec);
+              std::memcpy(mean + H, &high, sizeof high);
+            }
+            for (int64_t o = 0; o < p.out_last; ++o) out[o] = mean[o];
+            continue;
+          }
+        }
+      }
+      for (int64_t o = 0; o < p.out_last; ++o) acc[o] = 0.0;
       for (BoxCursor box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data()); box.valid;
            box.advance()) {
         const int64_t off = box.offset();
@@ -216,7 +289,6 @@ struct AvgPoolRows {
           for (; o < p.tap_hi[j]; ++o) acc[o] += src[o * s + shift];
         }
       }
-      T* __restrict out = y + plane * p.out_plane + row * p.out_last;
       for (int64_t o = 0; o < p.out_last; ++o) {
         const int64_t c = count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o];
         out[o] = static_cast<T>(acc[o] / static_cast<double>(lead_count * c));

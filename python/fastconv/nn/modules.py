@@ -16,9 +16,11 @@ from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Op
 
 import numpy as np
 
+from .. import _cpu
+from .._backend import empty
 from .. import random as _random
-from .._geometry import IntOrTuple, Padding, as_tuple
-from ..tensor import Parameter, Tensor
+from .._geometry import IntOrTuple, Padding, as_tuple, make_window, plain
+from ..tensor import Parameter, Tensor, is_grad_enabled
 from . import functional as F
 
 __all__ = [
@@ -30,10 +32,11 @@ __all__ = [
 
 ForwardHook = Callable[["Module", Tuple[Any, ...], Any], None]
 
-# id(module) -> its qualified name, set for the duration of one top-level call so a failing
-# layer can say where it sits in the model without every module storing its own path.
-_call_names: contextvars.ContextVar[Optional[Dict[int, str]]] = contextvars.ContextVar(
-    "fastconv_nn_call_names", default=None)
+# The module of the current top-level call, so that a failing layer can say where it sits
+# in the model without every module storing its own path. The path is looked up only when
+# a layer fails: walking the tree on every call cost more than a small layer's kernel.
+_call_root: contextvars.ContextVar[Optional["Module"]] = contextvars.ContextVar(
+    "fastconv_nn_call_root", default=None)
 
 
 class _LayerError(ValueError):
@@ -339,26 +342,25 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        names = _call_names.get()
-        token = None
-        if names is None:
-            names = {id(module): path for path, module in self.named_modules()}
-            token = _call_names.set(names)
+        root = _call_root.get()
+        token = _call_root.set(self) if root is None else None
         try:
             try:
                 out = self.forward(*args, **kwargs)
             except _LayerError:
                 raise
             except ValueError as exc:
-                path = names.get(id(self), "")
+                path = next((path for path, module in (root or self).named_modules()
+                             if module is self), "")
                 where = f"{path} ({type(self).__name__})" if path else type(self).__name__
                 raise _LayerError(f"{where}: {exc}") from exc
-            for hook in list(self._forward_hooks.values()):
-                hook(self, args, out)
+            if self._forward_hooks:
+                for hook in list(self._forward_hooks.values()):
+                    hook(self, args, out)
             return out
         finally:
             if token is not None:
-                _call_names.reset(token)
+                _call_root.reset(token)
 
     def extra_repr(self) -> str:
         return ""
@@ -433,6 +435,42 @@ def _check_rank(x: Tensor, ranks: Sequence[int], what: str) -> None:
         raise ValueError(f"expected {expected} input {what}, got shape {tuple(x.shape)}")
 
 
+def _inference_input(x: Tensor, *params: Optional[Tensor]) -> Optional[np.ndarray]:
+    """x's NumPy array when nothing of this call is recorded for backward, else None: the
+    cases a layer may run straight through its kernel on geometry it validated before."""
+    data = x.data
+    if type(data) is not np.ndarray:
+        return None
+    if is_grad_enabled() and (x.requires_grad or
+                              any(p is not None and p.requires_grad for p in params)):
+        return None
+    return data
+
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _LastGeometry:
+    """A layer's last validated call: its key (input shape and dtype, the layer's geometry
+    arguments), the output shape and the kernel's geometry arguments. A network calls each
+    layer on the same shape every time, so the checks and normalization of the public op
+    run once; a call whose key differs in anything (a new input shape, a changed stride)
+    goes through the public op again. Only keys of exact ints, strings and tuples are kept,
+    so no argument can change in place behind the key."""
+
+    __slots__ = ("key", "out_shape", "args")
+
+    def __init__(self, key: tuple, out_shape: Tuple[int, ...], args: tuple) -> None:
+        self.key, self.out_shape, self.args = key, out_shape, args
+
+
+def _remember(key: tuple, geometry: tuple, out_shape: Tuple[int, ...],
+              args: tuple) -> Optional[_LastGeometry]:
+    """The memo of a validated call, unless the layer's `geometry` arguments could change in
+    place or stand for a value of another type (lists, NumPy integers, bools)."""
+    return _LastGeometry(key, out_shape, args) if plain(geometry) else None
+
+
 class Conv(Module):
     """N-D convolution layer: x (N, C_in, *spatial) -> (N, C_out, *out).
 
@@ -461,14 +499,36 @@ class Conv(Module):
         bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         self.weight = _uniform((out_channels, in_channels // groups) + self.kernel_size, bound)
         self.register_parameter("bias", _uniform((out_channels,), bound) if bias else None)
+        self._last: Optional[_LastGeometry] = None
 
     def forward(self, x: Tensor) -> Tensor:
         _check_rank(x, (self.ndim + 2,), "(N, C, *spatial)")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"expected {self.in_channels} input channels, got input shape "
                              f"{tuple(x.shape)}")
-        return F.conv(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                      dilation=self.dilation, groups=self.groups)
+        weight, bias = self.weight, self.bias
+        data = _inference_input(x, weight, bias)
+        if data is None:
+            return F.conv(x, weight, bias, stride=self.stride, padding=self.padding,
+                          dilation=self.dilation, groups=self.groups)
+        w = weight.data
+        b = None if bias is None else bias.data
+        key = (data.shape, data.dtype, w.shape, w.dtype, b is None, self.stride, self.padding,
+               self.dilation, self.groups)
+        last = self._last
+        if last is None or last.key != key:
+            y = F.conv(x, weight, bias, stride=self.stride, padding=self.padding,
+                       dilation=self.dilation, groups=self.groups)
+            win = make_window("conv", data.shape[2:], w.shape[2:], self.stride, self.padding,
+                              self.dilation)
+            self._last = _remember(key, (self.stride, self.padding, self.dilation, self.groups),
+                                   y.shape, win.cpp_args()[1:])
+            return y
+        out = empty(data, last.out_shape, data.dtype)
+        _cpu.conv_forward(np.ascontiguousarray(data), np.ascontiguousarray(w),
+                          None if b is None else np.ascontiguousarray(b), out, *last.args,
+                          self.groups)
+        return Tensor(out)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -515,6 +575,17 @@ class _PoolNd(Module):
         self.stride = stride
         self.padding = padding
         self.ceil_mode = ceil_mode
+        self._last: Optional[_LastGeometry] = None
+
+    def _pool_key(self, data: np.ndarray, *options: Any) -> tuple:
+        return (data.shape, data.dtype, self.kernel_size, self.stride, self.padding,
+                self.ceil_mode) + options
+
+    def _pool_args(self, data: np.ndarray) -> tuple:
+        """kernel, stride, pad_before, pad_after for the kernels, validated."""
+        win = make_window("pool", data.shape[2:], self.kernel_size, self.stride, self.padding,
+                          1, bool(self.ceil_mode), pool=True)
+        return win.cpp_args()[:4]
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
@@ -532,8 +603,23 @@ class _MaxPoolNd(_PoolNd):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_rank(x, (self.ndim + 2,), "(N, C, *spatial)")
-        return F.max_pool(x, self.kernel_size, stride=self.stride, padding=self.padding,
-                          ceil_mode=self.ceil_mode)
+        data = _inference_input(x)
+        if data is None:
+            return F.max_pool(x, self.kernel_size, stride=self.stride, padding=self.padding,
+                              ceil_mode=self.ceil_mode)
+        key = self._pool_key(data)
+        last = self._last
+        if last is None or last.key != key:
+            y = F.max_pool(x, self.kernel_size, stride=self.stride, padding=self.padding,
+                           ceil_mode=self.ceil_mode)
+            self._last = _remember(key, (self.kernel_size, self.stride, self.padding), y.shape,
+                                   self._pool_args(data))
+            return y
+        # Nothing is recorded, so the argmax indices the gradient would need are not made.
+        out = empty(data, last.out_shape, data.dtype)
+        _cpu.max_pool_forward(np.ascontiguousarray(data), out, None, *last.args,
+                              bool(self.ceil_mode))
+        return Tensor(out)
 
 
 class MaxPool1d(_MaxPoolNd):
@@ -566,8 +652,23 @@ class _AvgPoolNd(_PoolNd):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_rank(x, (self.ndim + 2,), "(N, C, *spatial)")
-        return F.avg_pool(x, self.kernel_size, stride=self.stride, padding=self.padding,
-                          ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+        data = _inference_input(x)
+        if data is None:
+            return F.avg_pool(x, self.kernel_size, stride=self.stride, padding=self.padding,
+                              ceil_mode=self.ceil_mode,
+                              count_include_pad=self.count_include_pad)
+        key = self._pool_key(data, self.count_include_pad)
+        last = self._last
+        if last is None or last.key != key:
+            y = F.avg_pool(x, self.kernel_size, stride=self.stride, padding=self.padding,
+                           ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
+            self._last = _remember(key, (self.kernel_size, self.stride, self.padding), y.shape,
+                                   self._pool_args(data))
+            return y
+        out = empty(data, last.out_shape, data.dtype)
+        _cpu.avg_pool_forward(np.ascontiguousarray(data), out, *last.args,
+                              bool(self.ceil_mode), bool(self.count_include_pad))
+        return Tensor(out)
 
 
 class AvgPool1d(_AvgPoolNd):
@@ -636,7 +737,19 @@ class Linear(Module):
         if not x.shape or x.shape[-1] != self.in_features:
             raise ValueError(f"expected input (*, {self.in_features}), got shape "
                              f"{tuple(x.shape)}")
-        return F.linear(x, self.weight, self.bias)
+        weight, bias = self.weight, self.bias
+        data = _inference_input(x, weight, bias)
+        w = weight.data
+        if (data is None or data.ndim != 2 or data.dtype != w.dtype or w.ndim != 2
+                or data.dtype not in _FLOAT_DTYPES or (bias is not None and (
+                    bias.data.dtype != w.dtype or bias.data.shape != (w.shape[0],)))):
+            return F.linear(x, weight, bias)
+        # What F.linear computes, (x @ W.T) + b, without the Tensor steps in between.
+        out = empty(data, (data.shape[0], w.shape[0]), data.dtype)
+        _cpu.matmul(data, w.T, out)
+        if bias is not None:
+            out += bias.data
+        return Tensor(out)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -667,6 +780,9 @@ class Tanh(Module):
     """tanh(x) elementwise, any shape."""
 
     def forward(self, x: Tensor) -> Tensor:
+        data = _inference_input(x)
+        if data is not None and data.dtype in _FLOAT_DTYPES:
+            return Tensor(np.tanh(data))
         return F.tanh(x)
 
 
