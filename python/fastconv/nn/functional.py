@@ -19,6 +19,7 @@ import importlib
 
 from .. import _cpu
 from .. import pooling as _pool_mod
+from .._backend import empty
 from ..tensor import Tensor, _norm_dims, get_array_module, is_grad_enabled
 
 _conv_mod = importlib.import_module("..conv", __package__)
@@ -162,9 +163,10 @@ def relu(x: Any, inplace: bool = False) -> Tensor:
         if inplace:
             xp.maximum(x.data, 0, out=x.data)
             return x
-        return Tensor(xp.maximum(x.data, 0))
+        return Tensor(xp.maximum(x.data, 0, out=empty(x.data, x.shape, x.dtype)))
     mask = x.data > 0
-    return Tensor._make(xp.maximum(x.data, 0), [x], lambda g: (g * mask,), "relu")
+    return Tensor._make(xp.maximum(x.data, 0, out=empty(x.data, x.shape, x.dtype)), [x],
+                        lambda g: (g * mask,), "relu")
 
 
 def sigmoid(x: Any) -> Tensor:
@@ -180,7 +182,7 @@ def sigmoid(x: Any) -> Tensor:
 def tanh(x: Any) -> Tensor:
     x = _tensor("tanh", "x", x)
     _float("tanh", "x", x)
-    out = get_array_module(x.data).tanh(x.data)
+    out = get_array_module(x.data).tanh(x.data, out=empty(x.data, x.shape, x.dtype))
     return Tensor._make(out, [x], lambda g: (g * (1 - out * out),), "tanh")
 
 
@@ -480,7 +482,7 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
         if b is not None:
             shift = shift + b.data.astype(data.dtype, copy=False)
         if isinstance(data, np.ndarray) and data.dtype in _AFFINE_DTYPES:
-            out = np.empty_like(data, order="C")
+            out = empty(data, data.shape, data.dtype)
             _cpu.channel_affine(np.ascontiguousarray(data), np.ascontiguousarray(scale),
                                 np.ascontiguousarray(shift), out)
             return Tensor(out)
