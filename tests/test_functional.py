@@ -171,6 +171,55 @@ def test_activations(name, rng) -> None:
     gradcheck(getattr(F, name), [x])
 
 
+@pytest.mark.parametrize("cpu_path", ["", "AVX512F", "AVX512F,AVX2"])
+def test_tanh_kernel_within_4_ulp_on_every_cpu_path(cpu_path: str) -> None:
+    """_cpu.tanh (libmvec vector variants, several threads) against float64 NumPy and
+    torch: uniform over the saturating range, tiny and subnormal-adjacent values, specials,
+    a length spanning several parallel chunks plus a ragged end, and in place."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np, torch
+from fastconv import _cpu
+rng = np.random.default_rng()
+for dt in (np.float32, np.float64):
+    x = np.concatenate([rng.uniform(-12, 12, 100003), rng.standard_normal(9000) * 1e-3,
+                        np.logspace(-37, 1, 999), [np.nan, np.inf, -np.inf, 0.0, -0.0]])
+    x = x.astype(dt)
+    out = np.full_like(x, 7.0)
+    _cpu.tanh(x, out)
+    exact = np.tanh(x.astype(np.float64))
+    finite = np.isfinite(x)
+    ulp = np.spacing(np.abs(exact[finite]).astype(dt)).astype(np.float64)
+    err = np.abs(out[finite].astype(np.float64) - exact[finite]) / ulp
+    assert err.max() <= 4, (dt, err.max())
+    assert np.isnan(out[-5]) and out[-4] == 1 and out[-3] == -1
+    assert out[-2] == 0 and not np.signbit(out[-2]) and np.signbit(out[-1])
+    np.testing.assert_allclose(out, torch.tanh(torch.from_numpy(x)).numpy(),
+                               rtol=8 * np.finfo(dt).eps, atol=0)
+    inplace = x.copy()
+    _cpu.tanh(inplace, inplace)
+    np.testing.assert_array_equal(inplace, out)
+print("ok")
+"""
+    env = dict(os.environ, FASTCONV_DISABLE_CPU_FEATURES=cpu_path)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_tanh_of_strided_input_and_bad_out() -> None:
+    x = np.random.default_rng().standard_normal((6, 8)).astype(np.float32)
+    view = Tensor(x[:, ::2])
+    np.testing.assert_allclose(F.tanh(view).data, np.tanh(x[:, ::2]), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="out"):
+        fastconv._cpu.tanh(x, np.empty((6, 7), np.float32))
+    with pytest.raises(TypeError):
+        fastconv._cpu.tanh(x, np.empty((6, 8), np.float64))
+
+
 def test_sigmoid_extremes_do_not_overflow() -> None:
     x = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0])
     out = F.sigmoid(x).data

@@ -29,7 +29,8 @@ __all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "sigmoid", "tanh", 
            "local_response_norm", "flatten", "concat", "cat", "pad"]
 
 
-_AFFINE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Dtypes of the _cpu elementwise kernels (channel_affine, tanh).
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _tensor(op: str, name: str, value: Any, optional: bool = False) -> Optional[Tensor]:
     if value is None:
@@ -182,7 +183,11 @@ def sigmoid(x: Any) -> Tensor:
 def tanh(x: Any) -> Tensor:
     x = _tensor("tanh", "x", x)
     _float("tanh", "x", x)
-    out = get_array_module(x.data).tanh(x.data, out=empty(x.data, x.shape, x.dtype))
+    out = empty(x.data, x.shape, x.dtype)
+    if isinstance(x.data, np.ndarray) and x.dtype in _KERNEL_DTYPES:
+        _cpu.tanh(np.ascontiguousarray(x.data), out)  # on every thread; NumPy uses one
+    else:
+        get_array_module(x.data).tanh(x.data, out=out)
     return Tensor._make(out, [x], lambda g: (g * (1 - out * out),), "tanh")
 
 
@@ -481,7 +486,7 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
         shift = -mean * scale
         if b is not None:
             shift = shift + b.data.astype(data.dtype, copy=False)
-        if isinstance(data, np.ndarray) and data.dtype in _AFFINE_DTYPES:
+        if isinstance(data, np.ndarray) and data.dtype in _KERNEL_DTYPES:
             out = empty(data, data.shape, data.dtype)
             _cpu.channel_affine(np.ascontiguousarray(data), np.ascontiguousarray(scale),
                                 np.ascontiguousarray(shift), out)

@@ -782,7 +782,9 @@ class Tanh(Module):
     def forward(self, x: Tensor) -> Tensor:
         data = _inference_input(x)
         if data is not None and data.dtype in _FLOAT_DTYPES:
-            return Tensor(np.tanh(data, out=empty(data, data.shape, data.dtype)))
+            out = empty(data, data.shape, data.dtype)
+            _cpu.tanh(np.ascontiguousarray(data), out)
+            return Tensor(out)
         return F.tanh(x)
 
 
