@@ -418,12 +418,13 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
 
 // ---- Plane kernels: one input plane per output plane (depthwise), 2-D, unit strides ----
 //
-// A register block is R output rows x NV vectors of one output plane. The R + K - 1 input
-// rows under it are read once each, every shifted vector feeding all (up to K) output rows
-// it touches, with the K x K weights broadcast in registers: about one load per K
-// multiply-adds instead of one per multiply-add. Loads are masked to the input's columns,
-// so the left and right padding read as zeros without a padded copy, and input rows in the
-// top or bottom padding are skipped.
+// Columns go in chunks of up to two vectors. The forward pass streams down the input rows
+// of a chunk with the K output rows an input row touches in registers, next to the K x K
+// broadcast weights: each shifted input vector is loaded once and feeds K multiply-adds
+// (instead of one load per multiply-add). The weight gradient keeps the K x K tap sums in
+// registers and walks blocks of dy rows, each input vector again feeding up to K taps.
+// Loads are masked to the input's columns, so the left and right padding read as zeros
+// without a padded copy, and input rows in the top or bottom padding are skipped.
 
 // Vector accesses limited to lanes [lo, hi): lanes outside read as zero and are never
 // written, and their memory is never touched.
@@ -543,33 +544,26 @@ __attribute__((always_inline)) inline void make_chunk_masks(const PlaneRef<T>& p
   }
 }
 
-// Accumulator sets per output: even kernel columns go to one, odd ones to the other, so that
-// the K taps one input row adds to an output form two short dependency chains instead of
-// one of K FMAs, which would leave the FMA units waiting on latency. Only AVX-512 has the
-// registers for both.
-constexpr int kPlaneSets = FC_VEC_BYTES == 64 ? 2 : 1;
-
 // The accumulators of the K output rows an input row touches, NV vectors each; output row
 // o lives in slot (o - a0) % K.
 template <typename T, int K, int NV>
-using RowWindow = typename Vec<T>::type[kPlaneSets][K][NV];
+using RowWindow = typename Vec<T>::type[K][NV];
 
-// Step s of plane_forward_chunk, with u = s % K known at compile time: input row
-// a0 - pad_top + s adds its K taps to outputs a0 + s - a (kernel row a), after output
-// a0 + s starts from the bias; output a0 + s - (K - 1) is then complete and stored.
+// Step s of plane_forward_chunk, with U = s % K known at compile time: input row
+// a0 - pad_top + s (`in_row`, its column j - pad_left at x + in_offset) adds its K taps to
+// outputs a0 + s - a (kernel row a), after output a0 + s starts from the bias; output
+// a0 + s - (K - 1) (at y + out_offset) is then complete and, when `store`, written.
+// Offsets rather than pointers: rows in the padding have no address.
 template <typename T, int K, int NV, int U>
 __attribute__((always_inline)) inline void plane_forward_step(
     const PlaneRef<T>& pl, const typename Vec<T>::type (&wv)[K][K], const ChunkMasks<T, K>& m,
-    T bias, int64_t a0, int64_t a1, int64_t s, int64_t j, RowWindow<T, K, NV>& acc, T* y) {
+    T bias, int64_t in_row, int64_t in_offset, int64_t out_offset, bool store,
+    RowWindow<T, K, NV>& acc, T* y) {
   using V = typename Vec<T>::type;
   constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
-  for (int v = 0; v < NV; ++v) {
-    acc[0][U][v] = bias - V{};
-    for (int set = 1; set < kPlaneSets; ++set) acc[set][U][v] = V{};
-  }
-  const int64_t in_row = a0 - pl.pad_top + s;
-  if (in_row >= 0 && in_row < pl.height) {
-    const T* row = pl.x + in_row * pl.width + j - pl.pad_left;
+  for (int v = 0; v < NV; ++v) acc[U][v] = bias - V{};
+  if (static_cast<uint64_t>(in_row) < static_cast<uint64_t>(pl.height)) {
+    const T* row = pl.x + in_offset;
     V xs[K][NV];
 #pragma GCC unroll 8
     for (int b = 0; b < K; ++b) {
@@ -580,29 +574,37 @@ __attribute__((always_inline)) inline void plane_forward_step(
 #pragma GCC unroll 8
       for (int a = 0; a < K; ++a) {
         for (int v = 0; v < NV; ++v) {
-          acc[b % kPlaneSets][(U - a + K) % K][v] += wv[a][b] * xs[b][v];
+          acc[(U - a + K) % K][v] += wv[a][b] * xs[b][v];
         }
       }
     }
   }
-  const int64_t done = a0 + s - (K - 1);
-  if (done >= a0 && done < a1) {
+  if (store) {
     constexpr int slot = (U + 1) % K;
     for (int v = 0; v < NV; ++v) {
-      V sum = acc[0][slot][v];
-      for (int set = 1; set < kPlaneSets; ++set) sum += acc[set][slot][v];
-      Masked<T>::store(y + done * pl.out_width + j + v * lanes, m.output[v], sum);
+      T* out = y + out_offset + v * lanes;
+      // In a chunk of kPlaneVectors, the first vector is whole.
+      if (NV == kPlaneVectors && v == 0) {
+        std::memcpy(out, &acc[slot][v], sizeof(V));
+      } else {
+        Masked<T>::store(out, m.output[v], acc[slot][v]);
+      }
     }
   }
 }
 
+// Steps s0 .. s0 + K - 1 (s0 a multiple of K), those below `steps`.
 template <typename T, int K, int NV, int... U>
 __attribute__((always_inline)) inline void plane_forward_steps(
     const PlaneRef<T>& pl, const typename Vec<T>::type (&wv)[K][K], const ChunkMasks<T, K>& m,
-    T bias, int64_t a0, int64_t a1, int64_t s0, int64_t steps, int64_t j,
+    T bias, int64_t s0, int64_t steps, int64_t in_row, int64_t in_offset, int64_t out_offset,
     RowWindow<T, K, NV>& acc, T* y, std::integer_sequence<int, U...>) {
-  ((s0 + U < steps ? plane_forward_step<T, K, NV, U>(pl, wv, m, bias, a0, a1, s0 + U, j, acc, y)
-                   : void()),
+  // Output a0 + s - (K - 1) exists from step K - 1 on.
+  ((s0 + U < steps
+        ? plane_forward_step<T, K, NV, U>(pl, wv, m, bias, in_row + U, in_offset + U * pl.width,
+                                          out_offset + U * pl.out_width,
+                                          s0 > 0 || U == K - 1, acc, y)
+        : void()),
    ...);
 }
 
@@ -625,9 +627,15 @@ void plane_forward_chunk(const PlaneRef<T>& pl, const T* w, T bias, int64_t a0, 
   // that no step reads an unset register.
   RowWindow<T, K, NV> acc = {};
   const int64_t steps = a1 - a0 + K - 1;
+  int64_t in_row = a0 - pl.pad_top;
+  int64_t in_offset = in_row * pl.width + j - pl.pad_left;
+  int64_t out_offset = (a0 - (K - 1)) * pl.out_width + j;
   for (int64_t s0 = 0; s0 < steps; s0 += K) {
-    plane_forward_steps<T, K, NV>(pl, wv, m, bias, a0, a1, s0, steps, j, acc, y,
-                                  std::make_integer_sequence<int, K>{});
+    plane_forward_steps<T, K, NV>(pl, wv, m, bias, s0, steps, in_row, in_offset, out_offset, acc,
+                                  y, std::make_integer_sequence<int, K>{});
+    in_row += K;
+    in_offset += K * pl.width;
+    out_offset += K * pl.out_width;
   }
 }
 
