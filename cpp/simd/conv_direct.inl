@@ -686,13 +686,26 @@ __attribute__((always_inline)) inline void plane_weight_block(const PlaneRef<T>&
   }
 }
 
+// sums[a][b] += the products of dy rows [a0, a1), columns [j, j + NV * lanes), with the
+// input under tap (a, b), one partial sum per vector lane. The sums and masks are worked on
+// as locals, which stay in registers; through the reference they would live in memory.
 template <typename T, int K, int NV>
-void plane_weight_chunk(const PlaneRef<T>& pl, const ChunkMasks<T, K>& m, const T* dy,
-                        int64_t a0, int64_t a1, int64_t j, typename Vec<T>::type (&acc)[K][K]) {
+void plane_weight_chunk(const PlaneRef<T>& pl, const T* dy, int64_t a0, int64_t a1, int64_t j,
+                        typename Vec<T>::type (&sums)[K][K]) {
+  using V = typename Vec<T>::type;
   constexpr int R = 4;
+  ChunkMasks<T, K> m;
+  make_chunk_masks(pl, j, m);
+  V acc[K][K];
+  for (int a = 0; a < K; ++a) {
+    for (int b = 0; b < K; ++b) acc[a][b] = sums[a][b];
+  }
   int64_t i = a0;
   for (; i + R <= a1; i += R) plane_weight_block<T, K, R, NV>(pl, m, dy, i, j, acc);
   for (; i < a1; ++i) plane_weight_block<T, K, 1, NV>(pl, m, dy, i, j, acc);
+  for (int a = 0; a < K; ++a) {
+    for (int b = 0; b < K; ++b) sums[a][b] = acc[a][b];
+  }
 }
 
 // acc[a][b] += the gradient of the K x K kernel (one lane-wise partial sum per vector lane)
@@ -701,13 +714,11 @@ template <typename T, int K>
 void plane_weight(const PlaneRef<T>& pl, const T* dy, int64_t a0, int64_t a1,
                   typename Vec<T>::type (&acc)[K][K]) {
   constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
-  ChunkMasks<T, K> m;
   for (int64_t j = 0; j < pl.out_width; j += kPlaneVectors * lanes) {
-    make_chunk_masks(pl, j, m);
     if (pl.out_width - j > lanes) {
-      plane_weight_chunk<T, K, 2>(pl, m, dy, a0, a1, j, acc);
+      plane_weight_chunk<T, K, 2>(pl, dy, a0, a1, j, acc);
     } else {
-      plane_weight_chunk<T, K, 1>(pl, m, dy, a0, a1, j, acc);
+      plane_weight_chunk<T, K, 1>(pl, dy, a0, a1, j, acc);
     }
   }
 }
