@@ -112,6 +112,11 @@ DirectConvPlan make_plan(const WindowGeom& g, int64_t out_channels, int64_t grou
   p.blocks = (extent + rows - 1) / rows;
   p.scratch_elems = scratch_for<T>(g, p.group_in, rows, p.phases, &phase_len);
   p.phase_len = phase_len;
+  p.plane_kernel = g.dims() == 2 && p.group_in == 1 && g.kernel[0] == g.kernel[1] &&
+                   g.kernel[0] <= kMaxPlaneKernel;
+  for (int64_t e = 0; e < g.dims(); ++e) {
+    p.plane_kernel = p.plane_kernel && g.stride[e] == 1 && g.dilation[e] == 1;
+  }
   p.tap_offset.resize(g.kernel[last]);
   for (int64_t b = 0; b < g.kernel[last]; ++b) {
     p.tap_offset[b] = (b * dilation) % stride * phase_len + (b * dilation) / stride;

@@ -82,6 +82,80 @@ CASES = [random_direct_case(seed) for seed in range(45)] + [
 ]
 
 
+def random_plane_case(seed: int) -> ConvCase:
+    """A 2-D layer for the plane kernels (one input channel per output channel, square
+    kernel of 1..7, unit strides and dilations): every kernel size, widths on both sides of
+    the vector and two-vector chunk boundaries of each instruction set (4, 8, 16 lanes),
+    heights from a single row up, every padding form."""
+    rng = np.random.default_rng(2000 + seed)
+    k = 1 + seed % 7
+    form = seed // 7 % 4
+    if form == 0:
+        padding: object = tuple((int(rng.integers(0, k)), int(rng.integers(0, k)))
+                                for _ in range(2))
+        pads = [sum(p) for p in padding]
+    elif form == 1:
+        padding, pads = "same", [k - 1, k - 1]
+    elif form == 2:
+        pad = int(rng.integers(0, k))
+        padding, pads = pad, [2 * pad, 2 * pad]
+    else:
+        padding, pads = "valid", [0, 0]
+    widths = [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 70]
+    height = int(rng.integers(max(1, k - pads[0]), k + 12))
+    width = max(int(rng.choice(widths)), k - pads[1])
+    groups = int(rng.integers(1, 5))
+    multiplier = int(rng.choice([1, 1, 2]))
+    return ConvCase(int(rng.integers(1, 4)), groups, multiplier * groups, (height, width),
+                    (k, k), (1, 1), padding, (1, 1), groups, bool(rng.random() < 0.5))
+
+
+PLANE_CASES = [random_plane_case(seed) for seed in range(56)] + [
+    # The depthwise layer of issue 5, and a plane taller and wider than one chunk.
+    ConvCase(2, 256, 256, (28, 28), (3, 3), (1, 1), 1, (1, 1), 256, True),
+    ConvCase(1, 2, 2, (131, 97), (5, 5), (1, 1), "same", (1, 1), 2, False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PLANE_CASES, ids=str)
+def test_plane_forward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
+    x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
+    y = call_conv(case, x, w, b)
+    exact, magnitude = reference_conv(case, x, w, b)
+    assert_within_rounding(y, exact, magnitude, reduction_terms(case), np.dtype(dtype))
+    assert_within_rounding(torch_conv(case, x, w, b).astype(dtype), exact, magnitude,
+                           reduction_terms(case), np.dtype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PLANE_CASES, ids=str)
+def test_plane_backward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
+    """conv_backward_input of a depthwise layer is itself a plane convolution (flipped
+    kernel); conv_backward_weight correlates each input plane with its dy plane."""
+    x, w, _ = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()) + 1)
+    win = geometry(case)
+    dy = random_array(np.random.default_rng(33),
+                      (case.batch, case.out_channels) + win.out_size, dtype)
+    kwargs = dict(stride=case.stride, padding=case.padding, dilation=case.dilation,
+                  groups=case.groups)
+    dx = fastconv.conv_backward_input(dy, w, x.shape, **kwargs)
+    dw = fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs)
+    check_backward(case, x, w, dy, dx, dw)
+
+
+@pytest.mark.parametrize("disabled", ["AVX512F", "AVX512F,AVX2"])
+def test_plane_kernels_on_the_lower_cpu_paths(disabled: str) -> None:
+    """The plane kernels use masked loads on AVX2 and lane-by-lane borders on the baseline:
+    rerun their tests with those paths forced."""
+    env = dict(os.environ, FASTCONV_DISABLE_CPU_FEATURES=disabled,
+               PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           __file__, "-k", "plane and (forward or backward)"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_direct_forward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
@@ -116,11 +190,12 @@ def test_direct_results_are_identical_run_to_run(dtype) -> None:
         np.testing.assert_array_equal(fastconv.conv(x, w, b, padding=1, groups=32), first)
 
 
-def test_direct_result_does_not_depend_on_thread_count(tmp_path) -> None:
+@pytest.mark.parametrize("kernel", [(3, 5), (3, 3)])  # general and plane kernels
+def test_direct_result_does_not_depend_on_thread_count(tmp_path, kernel) -> None:
     """Every output is summed in one fixed order, whichever job (and thread) computes it."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1, 2, 57, 301)).astype(np.float32)
-    w = rng.standard_normal((6, 1, 3, 5)).astype(np.float32)
+    w = rng.standard_normal((6, 1) + kernel).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "w.npy", w)
     script = ("import sys, numpy as np, fastconv; d = sys.argv[1]; "

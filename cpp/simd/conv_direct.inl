@@ -9,7 +9,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
+
+#include <immintrin.h>
 
 #include "fastconv/conv_direct.hpp"
 
@@ -412,13 +416,381 @@ void forward_nd(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int
   });
 }
 
+// ---- Plane kernels: one input plane per output plane (depthwise), 2-D, unit strides ----
+//
+// Columns go in chunks of up to two vectors. The forward pass streams down the input rows
+// of a chunk with the K output rows an input row touches in registers, next to the K x K
+// broadcast weights: each shifted input vector is loaded once and feeds K multiply-adds
+// (instead of one load per multiply-add). The weight gradient keeps the K x K tap sums in
+// registers and walks blocks of dy rows, each input vector again feeding up to K taps.
+// Loads are masked to the input's columns, so the left and right padding read as zeros
+// without a padded copy, and input rows in the top or bottom padding are skipped.
+
+// Vector accesses limited to lanes [lo, hi): lanes outside read as zero and are never
+// written, and their memory is never touched.
+#if FC_VEC_BYTES == 64
+template <typename T>
+struct Masked;
+template <>
+struct Masked<float> {
+  using Mask = __mmask16;
+  static Mask make(int64_t lo, int64_t hi) {
+    return hi <= lo ? Mask(0) : Mask(((uint32_t(1) << hi) - 1) & ~((uint32_t(1) << lo) - 1));
+  }
+  static Vec<float>::type load(const float* p, Mask m) {
+    return (Vec<float>::type)_mm512_maskz_loadu_ps(m, p);
+  }
+  static void store(float* p, Mask m, Vec<float>::type v) { _mm512_mask_storeu_ps(p, m, (__m512)v); }
+};
+template <>
+struct Masked<double> {
+  using Mask = __mmask8;
+  static Mask make(int64_t lo, int64_t hi) {
+    return hi <= lo ? Mask(0) : Mask(((uint32_t(1) << hi) - 1) & ~((uint32_t(1) << lo) - 1));
+  }
+  static Vec<double>::type load(const double* p, Mask m) {
+    return (Vec<double>::type)_mm512_maskz_loadu_pd(m, p);
+  }
+  static void store(double* p, Mask m, Vec<double>::type v) {
+    _mm512_mask_storeu_pd(p, m, (__m512d)v);
+  }
+};
+#elif FC_VEC_BYTES == 32
+template <typename T>
+struct Masked;
+template <>
+struct Masked<float> {
+  using Mask = __m256i;
+  static Mask make(int64_t lo, int64_t hi) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_and_si256(_mm256_cmpgt_epi32(lane, _mm256_set1_epi32(int(lo) - 1)),
+                            _mm256_cmpgt_epi32(_mm256_set1_epi32(int(hi)), lane));
+  }
+  static Vec<float>::type load(const float* p, Mask m) {
+    return (Vec<float>::type)_mm256_maskload_ps(p, m);
+  }
+  static void store(float* p, Mask m, Vec<float>::type v) { _mm256_maskstore_ps(p, m, (__m256)v); }
+};
+template <>
+struct Masked<double> {
+  using Mask = __m256i;
+  static Mask make(int64_t lo, int64_t hi) {
+    const __m256i lane = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_and_si256(_mm256_cmpgt_epi64(lane, _mm256_set1_epi64x(lo - 1)),
+                            _mm256_cmpgt_epi64(_mm256_set1_epi64x(hi), lane));
+  }
+  static Vec<double>::type load(const double* p, Mask m) {
+    return (Vec<double>::type)_mm256_maskload_pd(p, m);
+  }
+  static void store(double* p, Mask m, Vec<double>::type v) {
+    _mm256_maskstore_pd(p, m, (__m256d)v);
+  }
+};
+#else
+// No masked loads before AVX: whole vectors are plain accesses, the rest go lane by lane.
+template <typename T>
+struct Masked {
+  struct Mask {
+    int64_t lo, hi;
+  };
+  static constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  static Mask make(int64_t lo, int64_t hi) { return {std::max<int64_t>(lo, 0), std::min(hi, lanes)}; }
+  static typename Vec<T>::type load(const T* p, Mask m) {
+    typename Vec<T>::type v = {};
+    if (m.lo == 0 && m.hi == lanes) {
+      std::memcpy(&v, p, sizeof(v));
+    } else {
+      for (int64_t i = m.lo; i < m.hi; ++i) v[i] = p[i];
+    }
+    return v;
+  }
+  static void store(T* p, Mask m, typename Vec<T>::type v) {
+    for (int64_t i = m.lo; i < m.hi; ++i) p[i] = v[i];
+  }
+};
+#endif
+
+// A column chunk is up to kPlaneVectors vectors wide.
+constexpr int kPlaneVectors = 2;
+
+// One plane of the input and its output, with the geometry the plane kernels need.
+template <typename T>
+struct PlaneRef {
+  const T* x;  // input plane, height x width
+  int64_t height, width, pad_top, pad_left;
+  int64_t out_width;
+};
+
+// Masks of one column chunk [j, j + NV * lanes): input[b][v] for the vector v of tap b,
+// output[v] for the outputs that exist.
+template <typename T, int K>
+struct ChunkMasks {
+  typename Masked<T>::Mask input[K][kPlaneVectors];
+  typename Masked<T>::Mask output[kPlaneVectors];
+};
+
+template <typename T, int K>
+__attribute__((always_inline)) inline void make_chunk_masks(const PlaneRef<T>& pl, int64_t j,
+                                                            ChunkMasks<T, K>& m) {
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  for (int v = 0; v < kPlaneVectors; ++v) {
+    const int64_t out_col = j + v * lanes;
+    m.output[v] = Masked<T>::make(0, std::clamp<int64_t>(pl.out_width - out_col, 0, lanes));
+    for (int b = 0; b < K; ++b) {
+      const int64_t col = out_col + b - pl.pad_left;  // input column of lane 0
+      m.input[b][v] = Masked<T>::make(std::clamp<int64_t>(-col, 0, lanes),
+                                      std::clamp<int64_t>(pl.width - col, 0, lanes));
+    }
+  }
+}
+
+// The accumulators of the K output rows an input row touches, NV vectors each; output row
+// o lives in slot (o - a0) % K.
+template <typename T, int K, int NV>
+using RowWindow = typename Vec<T>::type[K][NV];
+
+// Step s of plane_forward_chunk, with U = s % K known at compile time: input row
+// a0 - pad_top + s (`in_row`, its column j - pad_left at x + in_offset) adds its K taps to
+// outputs a0 + s - a (kernel row a), after output a0 + s starts from the bias; output
+// a0 + s - (K - 1) (at y + out_offset) is then complete and, when `store`, written.
+// Offsets rather than pointers: rows in the padding have no address.
+template <typename T, int K, int NV, int U>
+__attribute__((always_inline)) inline void plane_forward_step(
+    const PlaneRef<T>& pl, const typename Vec<T>::type (&wv)[K][K], const ChunkMasks<T, K>& m,
+    T bias, int64_t in_row, int64_t in_offset, int64_t out_offset, bool store,
+    RowWindow<T, K, NV>& acc, T* y) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  for (int v = 0; v < NV; ++v) acc[U][v] = bias - V{};
+  if (static_cast<uint64_t>(in_row) < static_cast<uint64_t>(pl.height)) {
+    const T* row = pl.x + in_offset;
+    V xs[K][NV];
+#pragma GCC unroll 8
+    for (int b = 0; b < K; ++b) {
+      for (int v = 0; v < NV; ++v) xs[b][v] = Masked<T>::load(row + b + v * lanes, m.input[b][v]);
+    }
+#pragma GCC unroll 8
+    for (int b = 0; b < K; ++b) {
+#pragma GCC unroll 8
+      for (int a = 0; a < K; ++a) {
+        for (int v = 0; v < NV; ++v) {
+          acc[(U - a + K) % K][v] += wv[a][b] * xs[b][v];
+        }
+      }
+    }
+  }
+  if (store) {
+    constexpr int slot = (U + 1) % K;
+    for (int v = 0; v < NV; ++v) {
+      T* out = y + out_offset + v * lanes;
+      // In a chunk of kPlaneVectors, the first vector is whole.
+      if (NV == kPlaneVectors && v == 0) {
+        std::memcpy(out, &acc[slot][v], sizeof(V));
+      } else {
+        Masked<T>::store(out, m.output[v], acc[slot][v]);
+      }
+    }
+  }
+}
+
+// Steps s0 .. s0 + K - 1 (s0 a multiple of K), those below `steps`.
+template <typename T, int K, int NV, int... U>
+__attribute__((always_inline)) inline void plane_forward_steps(
+    const PlaneRef<T>& pl, const typename Vec<T>::type (&wv)[K][K], const ChunkMasks<T, K>& m,
+    T bias, int64_t s0, int64_t steps, int64_t in_row, int64_t in_offset, int64_t out_offset,
+    RowWindow<T, K, NV>& acc, T* y, std::integer_sequence<int, U...>) {
+  // Output a0 + s - (K - 1) exists from step K - 1 on.
+  ((s0 + U < steps
+        ? plane_forward_step<T, K, NV, U>(pl, wv, m, bias, in_row + U, in_offset + U * pl.width,
+                                          out_offset + U * pl.out_width,
+                                          s0 > 0 || U == K - 1, acc, y)
+        : void()),
+   ...);
+}
+
+// Output rows [a0, a1), columns [j, j + NV * lanes) of one plane from the kernel w (K x K),
+// streaming down the input rows with the K output rows in flight held in registers: each
+// input vector is loaded once per chunk and feeds all K x K products it takes part in.
+// The weights and masks are this function's own locals: the output stores may alias any
+// float in memory, so values reached through a pointer would be reloaded after every store.
+template <typename T, int K, int NV>
+void plane_forward_chunk(const PlaneRef<T>& pl, const T* w, T bias, int64_t a0, int64_t a1,
+                         int64_t j, T* y) {
+  using V = typename Vec<T>::type;
+  V wv[K][K];
+  for (int a = 0; a < K; ++a) {
+    for (int b = 0; b < K; ++b) wv[a][b] = w[a * K + b] - V{};
+  }
+  ChunkMasks<T, K> m;
+  make_chunk_masks(pl, j, m);
+  // Slots of rows before a0 take products that are never stored; they start at zero so
+  // that no step reads an unset register.
+  RowWindow<T, K, NV> acc = {};
+  const int64_t steps = a1 - a0 + K - 1;
+  int64_t in_row = a0 - pl.pad_top;
+  int64_t in_offset = in_row * pl.width + j - pl.pad_left;
+  int64_t out_offset = (a0 - (K - 1)) * pl.out_width + j;
+  for (int64_t s0 = 0; s0 < steps; s0 += K) {
+    plane_forward_steps<T, K, NV>(pl, wv, m, bias, s0, steps, in_row, in_offset, out_offset, acc,
+                                  y, std::make_integer_sequence<int, K>{});
+    in_row += K;
+    in_offset += K * pl.width;
+    out_offset += K * pl.out_width;
+  }
+}
+
+// Output rows [a0, a1) of one plane from the kernel w (K x K).
+template <typename T, int K>
+void plane_forward(const PlaneRef<T>& pl, const T* w, T bias, int64_t a0, int64_t a1, T* y) {
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  for (int64_t j = 0; j < pl.out_width; j += kPlaneVectors * lanes) {
+    if (pl.out_width - j > lanes) {
+      plane_forward_chunk<T, K, 2>(pl, w, bias, a0, a1, j, y);
+    } else {
+      plane_forward_chunk<T, K, 1>(pl, w, bias, a0, a1, j, y);
+    }
+  }
+}
+
+// acc[a][b] += the products of dy rows [i0, i0 + R), columns [j, j + NV * lanes), with the
+// input under tap (a, b).
+template <typename T, int K, int R, int NV>
+__attribute__((always_inline)) inline void plane_weight_block(const PlaneRef<T>& pl,
+                                                              const ChunkMasks<T, K>& m,
+                                                              const T* dy, int64_t i0, int64_t j,
+                                                              typename Vec<T>::type (&acc)[K][K]) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  V grad[R][NV];
+  for (int r = 0; r < R; ++r) {
+    for (int v = 0; v < NV; ++v) {
+      grad[r][v] = Masked<T>::load(dy + (i0 + r) * pl.out_width + j + v * lanes, m.output[v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int t = 0; t < R + K - 1; ++t) {
+    const int64_t in_row = i0 - pl.pad_top + t;
+    if (in_row < 0 || in_row >= pl.height) continue;
+    const T* row = pl.x + in_row * pl.width + j - pl.pad_left;
+#pragma GCC unroll 8
+    for (int b = 0; b < K; ++b) {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) {
+        const V xv = Masked<T>::load(row + b + v * lanes, m.input[b][v]);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          if (t - r >= 0 && t - r < K) acc[t - r][b] += grad[r][v] * xv;
+        }
+      }
+    }
+  }
+}
+
+// sums[a][b] += the products of dy rows [a0, a1), columns [j, j + NV * lanes), with the
+// input under tap (a, b), one partial sum per vector lane. The sums and masks are worked on
+// as locals, which stay in registers; through the reference they would live in memory.
+template <typename T, int K, int NV>
+void plane_weight_chunk(const PlaneRef<T>& pl, const T* dy, int64_t a0, int64_t a1, int64_t j,
+                        typename Vec<T>::type (&sums)[K][K]) {
+  using V = typename Vec<T>::type;
+  constexpr int R = 4;
+  ChunkMasks<T, K> m;
+  make_chunk_masks(pl, j, m);
+  V acc[K][K];
+  for (int a = 0; a < K; ++a) {
+    for (int b = 0; b < K; ++b) acc[a][b] = sums[a][b];
+  }
+  int64_t i = a0;
+  for (; i + R <= a1; i += R) plane_weight_block<T, K, R, NV>(pl, m, dy, i, j, acc);
+  for (; i < a1; ++i) plane_weight_block<T, K, 1, NV>(pl, m, dy, i, j, acc);
+  for (int a = 0; a < K; ++a) {
+    for (int b = 0; b < K; ++b) sums[a][b] = acc[a][b];
+  }
+}
+
+// acc[a][b] += the gradient of the K x K kernel (one lane-wise partial sum per vector lane)
+// from dy rows [a0, a1) of one plane (dy is the output plane's gradient, pl.out_width wide).
+template <typename T, int K>
+void plane_weight(const PlaneRef<T>& pl, const T* dy, int64_t a0, int64_t a1,
+                  typename Vec<T>::type (&acc)[K][K]) {
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  for (int64_t j = 0; j < pl.out_width; j += kPlaneVectors * lanes) {
+    if (pl.out_width - j > lanes) {
+      plane_weight_chunk<T, K, 2>(pl, dy, a0, a1, j, acc);
+    } else {
+      plane_weight_chunk<T, K, 1>(pl, dy, a0, a1, j, acc);
+    }
+  }
+}
+
+template <typename T>
+PlaneRef<T> plane_ref(const DirectConvPlan& p, const T* x) {
+  const WindowGeom& g = *p.win;
+  return {x, g.in[0], g.in[1], g.pad_before[0], g.pad_before[1], g.out[1]};
+}
+
+// Forward job of a plane plan: output channel k of image n reads input channel k / group_out.
+template <typename T, int K>
+void plane_forward_job(const DirectConvPlan& p, int64_t n, int64_t grp, int64_t a0, int64_t a1,
+                       const T* x, const T* w, const T* bias, T* y) {
+  const WindowGeom& g = *p.win;
+  const PlaneRef<T> pl = plane_ref(p, x + (n * g.channels + grp) * g.in_plane());
+  for (int64_t k = grp * p.group_out; k < (grp + 1) * p.group_out; ++k) {
+    plane_forward<T, K>(pl, w + k * K * K, bias ? bias[k] : T(0), a0, a1,
+                        y + (n * p.out_channels + k) * g.out_plane());
+  }
+}
+
+// Weight-gradient job of a plane plan: images [n0, n1), rows [a0, a1), into
+// partial (group_out x K x K).
+template <typename T, int K>
+void plane_weight_job(const DirectConvPlan& p, int64_t n0, int64_t n1, int64_t grp, int64_t a0,
+                      int64_t a1, const T* x, const T* dy, T* partial) {
+  using V = typename Vec<T>::type;
+  constexpr int64_t lanes = FC_VEC_BYTES / sizeof(T);
+  const WindowGeom& g = *p.win;
+  for (int64_t k = 0; k < p.group_out; ++k) {
+    const int64_t channel = grp * p.group_out + k;
+    V acc[K][K] = {};
+    for (int64_t n = n0; n < n1; ++n) {
+      plane_weight<T, K>(plane_ref(p, x + (n * g.channels + grp) * g.in_plane()),
+                         dy + (n * p.out_channels + channel) * g.out_plane(), a0, a1, acc);
+    }
+    for (int a = 0; a < K; ++a) {
+      for (int b = 0; b < K; ++b) {
+        T sum = 0;
+        for (int64_t l = 0; l < lanes; ++l) sum += acc[a][b][l];
+        partial[(k * K + a) * K + b] = sum;
+      }
+    }
+  }
+}
+
+// Calls f(std::integral_constant<int, K>{}) for the plan's kernel size k (1..kMaxPlaneKernel).
+template <typename F>
+void with_kernel_size(int64_t k, F&& f) {
+  switch (k) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    default: f(std::integral_constant<int, 7>{}); break;
+  }
+}
+
 template <typename T>
 void forward_job(const DirectConvPlan& p, int64_t job, const T* x, const T* w, const T* bias,
                  T* y, T* scratch, Workspace& ws) {
   const int64_t block = job % p.blocks, grp = job / p.blocks % p.groups;
   const int64_t n = job / (p.blocks * p.groups);
   const int64_t a0 = block * p.block_rows, a1 = std::min(p.win->out[0], a0 + p.block_rows);
-  if (p.win->dims() == 1) {
+  if (p.plane_kernel) {
+    with_kernel_size(p.win->kernel[0], [&](auto k) {
+      plane_forward_job<T, decltype(k)::value>(p, n, grp, a0, a1, x, w, bias, y);
+    });
+  } else if (p.win->dims() == 1) {
     forward_1d(p, n, grp, a0, a1, x, w, bias, y, scratch, ws);
   } else {
     forward_nd(p, n, grp, a0, a1, x, w, bias, y, scratch, ws);
@@ -468,6 +840,12 @@ void weight_grad_job(const DirectConvPlan& p, int64_t job, const T* x, const T* 
   const int64_t n0 = job / (p.blocks * p.groups) * p.images_per_job;
   const int64_t n1 = std::min(g.batch, n0 + p.images_per_job);
   const int64_t a0 = block * p.block_rows, a1 = std::min(g.out[0], a0 + p.block_rows);
+  if (p.plane_kernel) {
+    with_kernel_size(g.kernel[0], [&](auto k) {
+      plane_weight_job<T, decltype(k)::value>(p, n0, n1, grp, a0, a1, x, dy, partial);
+    });
+    return;
+  }
   const int64_t width = dims == 1 ? a1 - a0 : g.out[last];
   const int64_t vectors = (width + lanes - 1) / lanes;
   const int64_t per_channel = p.group_in * g.kernel_volume();

@@ -67,7 +67,14 @@ struct DirectConvPlan {
   int64_t phase_len;
   std::vector<int64_t> tap_offset;
   int64_t scratch_elems;  // per job
+  // Each output plane reads one input plane (C/groups == 1) through a square kernel of at
+  // most kMaxPlaneKernel taps a side, with unit strides and dilations, in 2-D: the jobs then
+  // read the input in place (masked vector loads at the borders, no scratch) with the
+  // kernel's weights held in registers.
+  bool plane_kernel;
 };
+
+constexpr int64_t kMaxPlaneKernel = 7;
 
 // Jobs [first, last) of the plan, single-threaded; `scratch` holds plan.scratch_elems values.
 // The weight gradient writes job j's partial sum (K/groups x C/groups x prod(kernel)) at
