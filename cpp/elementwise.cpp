@@ -1,11 +1,13 @@
 // Elementwise maps for the network layer, on every thread where NumPy runs one: the
-// per-channel affine map of eval-mode batch norm (one pass, where NumPy would make two and
-// a temporary; same arithmetic as NumPy's x * scale + shift, no contraction) and tanh
-// (vectorized per instruction set in simd/activations.inl).
+// per-channel affine map of eval-mode batch norm, optionally followed by a residual add and
+// a ReLU (one pass where NumPy would make up to four; same arithmetic, no contraction), and
+// tanh (vectorized per instruction set in simd/activations.inl).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstring>
+#include <optional>
 
 #include "fastconv/activations.hpp"
 #include "fastconv/bindings.hpp"
@@ -17,21 +19,31 @@ namespace fastconv {
 
 namespace {
 
-template <typename T>
-void channel_affine_impl(const T* x, const T* scale, const T* shift, T* out, int64_t planes,
-                         int64_t channels, int64_t plane) {
+// out = x * scale[c] + shift[c], then + residual, then max(., 0): the ops of the unfused
+// sequence in their order, each rounded, so the results are bitwise those of batch norm,
+// the add and the ReLU run one after another.
+template <typename T, bool with_residual, bool relu>
+void channel_affine_impl(const T* x, const T* scale, const T* shift, const T* residual, T* out,
+                         int64_t planes, int64_t channels, int64_t plane) {
 #pragma omp parallel for schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const T s = scale[p % channels], t = shift[p % channels];
     const T* src = x + p * plane;
+    const T* add = with_residual ? residual + p * plane : nullptr;
     T* dst = out + p * plane;
 #pragma omp simd
-    for (int64_t i = 0; i < plane; ++i) dst[i] = src[i] * s + t;
+    for (int64_t i = 0; i < plane; ++i) {
+      T v = src[i] * s + t;
+      if constexpr (with_residual) v = v + add[i];
+      // NaN stays NaN, as in torch.relu and np.maximum.
+      if constexpr (relu) v = v < T(0) ? T(0) : v;
+      dst[i] = v;
+    }
   }
 }
 
 void channel_affine_py(const py::array& x, const py::array& scale, const py::array& shift,
-                       py::array& out) {
+                       py::array& out, const std::optional<py::array>& residual, bool relu) {
   const std::vector<int64_t> shape = shape_of(x);
   FC_CHECK(shape.size() >= 2, "channel_affine: x must be (N, C, ...), got shape ",
            tuple_str(shape));
@@ -39,6 +51,7 @@ void channel_affine_py(const py::array& x, const py::array& scale, const py::arr
   check_shape(scale, {channels}, "scale");
   check_shape(shift, {channels}, "shift");
   check_shape(out, shape, "out");
+  if (residual) check_shape(*residual, shape, "residual");
   int64_t plane = 1;
   for (size_t d = 2; d < shape.size(); ++d) plane *= shape[d];
   dispatch_float(float_dtype(x, "x"), [&](auto zero) {
@@ -46,9 +59,19 @@ void channel_affine_py(const py::array& x, const py::array& scale, const py::arr
     const T* xp = input_ptr<T>(x, "x");
     const T* sp = input_ptr<T>(scale, "scale");
     const T* tp = input_ptr<T>(shift, "shift");
+    const T* rp = residual ? input_ptr<T>(*residual, "residual") : nullptr;
     T* op = output_ptr<T>(out, "out");
+    const int64_t planes = shape[0] * channels;
     py::gil_scoped_release release;
-    channel_affine_impl(xp, sp, tp, op, shape[0] * channels, channels, plane);
+    if (rp != nullptr && relu) {
+      channel_affine_impl<T, true, true>(xp, sp, tp, rp, op, planes, channels, plane);
+    } else if (rp != nullptr) {
+      channel_affine_impl<T, true, false>(xp, sp, tp, rp, op, planes, channels, plane);
+    } else if (relu) {
+      channel_affine_impl<T, false, true>(xp, sp, tp, rp, op, planes, channels, plane);
+    } else {
+      channel_affine_impl<T, false, false>(xp, sp, tp, rp, op, planes, channels, plane);
+    }
   });
 }
 
@@ -97,8 +120,9 @@ void tanh_py(const py::array& x, py::array& out) {
 
 void bind_elementwise(py::module_& m) {
   m.def("channel_affine", &channel_affine_py, py::arg("x"), py::arg("scale"), py::arg("shift"),
-        py::arg("out"),
-        "out (N, C, ...) <- x * scale[c] + shift[c]; out may be x itself.");
+        py::arg("out"), py::arg("residual") = py::none(), py::arg("relu") = false,
+        "out (N, C, ...) <- x * scale[c] + shift[c] (+ residual, same shape as x) (then "
+        "max(., 0) with relu); out may be x or residual itself.");
   m.def("tanh", &tanh_py, py::arg("x"), py::arg("out"),
         "out <- tanh(x) elementwise, any shape (C-contiguous); out may be x itself.");
 }

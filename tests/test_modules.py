@@ -443,3 +443,67 @@ def test_inference_calls_reuse_validated_geometry_and_match_the_functional_ops()
     x = Tensor(rng.standard_normal((2, 3, 8, 8)).astype(np.float32), requires_grad=True)
     avg(x).sum().backward()
     np.testing.assert_allclose(x.grad, np.full(x.shape, 0.25, np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_residual", [False, True])
+@pytest.mark.parametrize("with_relu", [False, True])
+def test_batch_norm_forward_then_equals_the_separate_ops(dtype, with_residual,
+                                                         with_relu) -> None:
+    """The fused inference pass is bitwise the sequence bn -> add -> ReLU (NaN kept)."""
+    rng = np.random.default_rng()
+    bn = nn.BatchNorm2d(6)
+    bn.weight.data[...] = rng.uniform(0.5, 1.5, 6)
+    bn.bias.data[...] = rng.normal(0, 0.3, 6)
+    bn.running_mean[...] = rng.normal(0, 0.2, 6)
+    bn.running_var[...] = rng.uniform(0.5, 2.0, 6)
+    if dtype == np.float64:
+        bn.double()
+    bn.eval()
+    x = rng.standard_normal((3, 6, 7, 5)).astype(dtype)
+    x[0, 1, 2, 3] = np.nan
+    residual = Tensor(rng.standard_normal(x.shape).astype(dtype)) if with_residual else None
+    relu = nn.ReLU(inplace=True) if with_relu else None
+    with fastconv.no_grad():
+        fused = bn.forward_then(Tensor(x), residual, relu).data
+        expected = bn(Tensor(x))
+        if residual is not None:
+            expected = expected + residual
+        if relu is not None:
+            expected = nn.ReLU()(expected)
+    np.testing.assert_array_equal(fused, expected.data)
+    assert np.isnan(fused[0, 1, 2, 3])
+    if with_relu:
+        assert (fused[~np.isnan(fused)] >= 0).all()
+
+
+def test_batch_norm_forward_then_falls_back_when_training_or_hooked() -> None:
+    rng = np.random.default_rng()
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    residual = rng.standard_normal(x.shape).astype(np.float32)
+    bn, relu = nn.BatchNorm2d(3), nn.ReLU()
+
+    # Training: batch statistics, running stats updated, gradients through all three ops.
+    xt, rt = Tensor(x, requires_grad=True), Tensor(residual, requires_grad=True)
+    out = bn.forward_then(xt, rt, relu)
+    out.sum().backward()
+    ref_bn = nn.BatchNorm2d(3)
+    xr, rr = Tensor(x, requires_grad=True), Tensor(residual, requires_grad=True)
+    ref = relu(ref_bn(xr) + rr)
+    ref.sum().backward()
+    np.testing.assert_array_equal(out.data, ref.data)
+    np.testing.assert_array_equal(xt.grad, xr.grad)
+    np.testing.assert_array_equal(rt.grad, rr.grad)
+    np.testing.assert_array_equal(bn.running_mean, ref_bn.running_mean)
+
+    # Eval with a hook on the activation: the hook still sees the ReLU's call.
+    bn.eval()
+    seen = []
+    relu.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    with fastconv.no_grad():
+        bn.forward_then(Tensor(x), Tensor(residual), relu)
+    assert seen == [x.shape]
+
+    # A residual of another shape is the add's error, as without fusion.
+    with fastconv.no_grad(), pytest.raises(ValueError):
+        bn.forward_then(Tensor(x), Tensor(residual[:, :, :4]), None)

@@ -1,5 +1,7 @@
 """ResNet-18/34/50/101/152 (He et al. 2015) as torchvision's v1.5: in Bottleneck the
-stride sits on the 3x3 conv. Module and parameter names are torchvision's."""
+stride sits on the 3x3 conv. Module and parameter names are torchvision's. Each batch norm
+runs with what follows it (residual add, ReLU) through BatchNorm.forward_then: one pass
+over the activation in inference, the separate ops when training."""
 
 from __future__ import annotations
 
@@ -44,9 +46,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out = self.bn1.forward_then(self.conv1(x), activation=self.relu)
+        return self.bn2.forward_then(self.conv2(out), identity, self.relu)
 
 
 class Bottleneck(nn.Module):
@@ -73,10 +74,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out = self.bn1.forward_then(self.conv1(x), activation=self.relu)
+        out = self.bn2.forward_then(self.conv2(out), activation=self.relu)
+        return self.bn3.forward_then(self.conv3(out), identity, self.relu)
 
 
 Block = Union[Type[BasicBlock], Type[Bottleneck]]
@@ -125,7 +125,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.bn1.forward_then(self.conv1(x), activation=self.relu))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(flatten(self.avgpool(x)))
 

@@ -427,6 +427,28 @@ def _stat_array(op: str, name: str, value: Any, channels: int) -> Any:
     return arr
 
 
+def _eval_scale_shift(xp: Any, dtype: Any, mean: Any, var: Any, w: Optional[Tensor],
+                      b: Optional[Tensor], eps: float) -> tuple:
+    """Per-channel (scale, shift) of eval-mode batch norm: x * scale + shift, in `dtype`."""
+    inv_std = (1.0 / xp.sqrt(var + eps)).astype(dtype, copy=False)
+    scale = inv_std if w is None else inv_std * w.data.astype(dtype, copy=False)
+    shift = -mean * scale
+    if b is not None:
+        shift = shift + b.data.astype(dtype, copy=False)
+    return scale, shift
+
+
+def _channel_affine(data: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+                    residual: Optional[np.ndarray] = None, relu: bool = False) -> np.ndarray:
+    """data * scale[c] + shift[c] (+ residual) (then ReLU) in one multi-threaded pass;
+    data (N, C, ...) float32/float64 NumPy, residual of the same shape and dtype."""
+    out = empty(data, data.shape, data.dtype)
+    _cpu.channel_affine(np.ascontiguousarray(data), np.ascontiguousarray(scale),
+                        np.ascontiguousarray(shift), out,
+                        None if residual is None else np.ascontiguousarray(residual), relu)
+    return out
+
+
 def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
                bias: Any = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
@@ -477,23 +499,17 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
             raise ValueError(f"{op}: running_mean and running_var are needed when not "
                              "training")
         mean, var = rm.astype(data.dtype, copy=False), rv.astype(data.dtype, copy=False)
-    inv_std = (1.0 / xp.sqrt(var + eps)).astype(data.dtype, copy=False)
     if not training and not (is_grad_enabled()
                              and any(t is not None and t.requires_grad for t in (x, w, b))):
         # Inference: one per-channel affine map, x * scale + shift, in two passes over x
         # instead of four full-size temporaries.
-        scale = inv_std if w is None else inv_std * w.data.astype(data.dtype, copy=False)
-        shift = -mean * scale
-        if b is not None:
-            shift = shift + b.data.astype(data.dtype, copy=False)
+        scale, shift = _eval_scale_shift(xp, data.dtype, mean, var, w, b, eps)
         if isinstance(data, np.ndarray) and data.dtype in _KERNEL_DTYPES:
-            out = empty(data, data.shape, data.dtype)
-            _cpu.channel_affine(np.ascontiguousarray(data), np.ascontiguousarray(scale),
-                                np.ascontiguousarray(shift), out)
-            return Tensor(out)
+            return Tensor(_channel_affine(data, scale, shift))
         out = data * scale.reshape(bshape)
         out += shift.reshape(bshape)
         return Tensor(out)
+    inv_std = (1.0 / xp.sqrt(var + eps)).astype(data.dtype, copy=False)
     xhat = (data - mean.reshape(bshape)) * inv_std.reshape(bshape)
     w_data = None if w is None else w.data.astype(data.dtype, copy=False)
     out = xhat

@@ -883,6 +883,35 @@ class _BatchNorm(Module):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             use_batch_stats, momentum, self.eps)
 
+    def forward_then(self, x: Tensor, residual: Optional[Tensor] = None,
+                     activation: Optional["Module"] = None) -> Tensor:
+        """activation(self(x) + residual), residual and activation optional: in inference
+        on NumPy float arrays (eval mode, running statistics, nothing recorded, no forward
+        hooks on self or activation, an nn.ReLU activation) one pass over x, whose results
+        are bitwise those of the separate ops; otherwise the ops one after another."""
+        data = _inference_input(x, self.weight, self.bias, residual)
+        fusable = (data is not None and not self.training and self.running_mean is not None
+                   and data.dtype in _FLOAT_DTYPES and not self._forward_hooks
+                   and data.ndim >= 2 and data.shape[1] == self.num_features
+                   and (activation is None or (type(activation) is ReLU
+                                               and not activation._forward_hooks))
+                   and (residual is None or (type(residual.data) is np.ndarray
+                                             and residual.shape == x.shape
+                                             and residual.dtype == x.dtype)))
+        if not fusable:
+            out = self(x)
+            if residual is not None:
+                out = out + residual
+            return out if activation is None else activation(out)
+        _check_rank(x, self.ranks, self.what)
+        mean = self.running_mean.astype(data.dtype, copy=False)
+        var = self.running_var.astype(data.dtype, copy=False)
+        scale, shift = F._eval_scale_shift(np, data.dtype, mean, var, self.weight, self.bias,
+                                           self.eps)
+        return Tensor(F._channel_affine(data, scale, shift,
+                                        None if residual is None else residual.data,
+                                        activation is not None))
+
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
