@@ -17,9 +17,8 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from _helpers import assert_within_rounding, random_array
-from test_conv import (ConvCase, call_conv, check_backward, geometry, make_inputs,
-                       reduction_terms, reference_conv, torch_conv)
+from _helpers import random_array
+from test_conv import ConvCase, check_backward, check_forward, geometry, make_inputs
 
 DTYPES = [np.float32, np.float64]
 
@@ -120,12 +119,7 @@ PLANE_CASES = [random_plane_case(seed) for seed in range(56)] + [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", PLANE_CASES, ids=str)
 def test_plane_forward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
-    x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
-    y = call_conv(case, x, w, b)
-    exact, magnitude = reference_conv(case, x, w, b)
-    assert_within_rounding(y, exact, magnitude, reduction_terms(case), np.dtype(dtype))
-    assert_within_rounding(torch_conv(case, x, w, b).astype(dtype), exact, magnitude,
-                           reduction_terms(case), np.dtype(dtype))
+    check_forward(case, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -159,12 +153,7 @@ def test_plane_kernels_on_the_lower_cpu_paths(disabled: str) -> None:
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_direct_forward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
-    x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
-    y = call_conv(case, x, w, b)
-    exact, magnitude = reference_conv(case, x, w, b)
-    assert_within_rounding(y, exact, magnitude, reduction_terms(case), np.dtype(dtype))
-    assert_within_rounding(torch_conv(case, x, w, b).astype(dtype), exact, magnitude,
-                           reduction_terms(case), np.dtype(dtype))
+    check_forward(case, dtype)
 
 
 def test_four_spatial_dims() -> None:
