@@ -648,8 +648,9 @@ void spread_columns(const ConvGeom& g, const ShiftedGeom& s, const T* dy, T* dst
 // Stride-1 weight gradient: dW_g (Kg x R) = sum_n dy'[n, g] (Kg x columns) * B^T, where
 // dy' is dy in padded coordinates and B[r][j] = padded input[offset(r) + j]: both operands
 // run along the positions, so the product is taken as dot products read in place, or for
-// many output channels as a GEMM that gathers B^T while packing (kDotMaxOutputs). Jobs own column blocks of dW (and batch chunks, summed after in
-// chunk order), so the result does not depend on scheduling.
+// many output channels as a GEMM that gathers B^T while packing (kDotMaxOutputs). Jobs own
+// column blocks of dW (and batch chunks, summed after in chunk order), so the result does
+// not depend on scheduling.
 template <typename T>
 void backward_weight_shifted(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   const ShiftedGeom s = make_shifted_geom(g);
