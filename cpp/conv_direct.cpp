@@ -117,6 +117,7 @@ DirectConvPlan make_plan(const WindowGeom& g, int64_t out_channels, int64_t grou
   for (int64_t e = 0; e < g.dims(); ++e) {
     p.plane_kernel = p.plane_kernel && g.stride[e] == 1 && g.dilation[e] == 1;
   }
+  if (p.plane_kernel) p.scratch_elems = 0;  // plane jobs read the input in place
   p.tap_offset.resize(g.kernel[last]);
   for (int64_t b = 0; b < g.kernel[last]; ++b) {
     p.tap_offset[b] = (b * dilation) % stride * phase_len + (b * dilation) / stride;
