@@ -183,18 +183,23 @@ def check_backward(case: ConvCase, x: np.ndarray, w: np.ndarray, dy: np.ndarray,
     assert_within_rounding(dw_t, dw_exact, dw_mag, terms_dw, np.dtype(dtype))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_conv_backward(case: ConvCase, dtype) -> None:
-    x, w, _ = make_inputs(case, dtype, seed=11)
+def run_backward(case: ConvCase, dtype, input_seed: int, dy_seed: int) -> tuple:
+    """Random x, w, dy for the case and fastconv's (dx, dw): (x, w, dy, dx, dw, kwargs)."""
+    x, w, _ = make_inputs(case, dtype, seed=input_seed)
     win = geometry(case)
-    rng = np.random.default_rng(12)
-    dy = random_array(rng, (case.batch, case.out_channels) + win.out_size, dtype)
+    dy = random_array(np.random.default_rng(dy_seed),
+                      (case.batch, case.out_channels) + win.out_size, dtype)
     kwargs = dict(stride=case.stride, padding=case.padding, dilation=case.dilation,
                   groups=case.groups)
     dx = fastconv.conv_backward_input(dy, w, x.shape, **kwargs)
     dw = fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs)
+    return x, w, dy, dx, dw, kwargs
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_conv_backward(case: ConvCase, dtype) -> None:
+    x, w, dy, dx, dw, _ = run_backward(case, dtype, input_seed=11, dy_seed=12)
     check_backward(case, x, w, dy, dx, dw)
 
 

@@ -17,8 +17,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from _helpers import random_array
-from test_conv import ConvCase, check_backward, check_forward, geometry, make_inputs
+from test_conv import ConvCase, check_backward, check_forward, run_backward
 
 DTYPES = [np.float32, np.float64]
 
@@ -127,14 +126,9 @@ def test_plane_forward_matches_reference_and_torch(case: ConvCase, dtype) -> Non
 def test_plane_backward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
     """conv_backward_input of a depthwise layer is itself a plane convolution (flipped
     kernel); conv_backward_weight correlates each input plane with its dy plane."""
-    x, w, _ = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()) + 1)
-    win = geometry(case)
-    dy = random_array(np.random.default_rng(33),
-                      (case.batch, case.out_channels) + win.out_size, dtype)
-    kwargs = dict(stride=case.stride, padding=case.padding, dilation=case.dilation,
-                  groups=case.groups)
-    dx = fastconv.conv_backward_input(dy, w, x.shape, **kwargs)
-    dw = fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs)
+    x, w, dy, dx, dw, _ = run_backward(case, dtype,
+                                       input_seed=zlib.crc32(str(case).encode()) + 1,
+                                       dy_seed=33)
     check_backward(case, x, w, dy, dx, dw)
 
 
@@ -202,14 +196,7 @@ def test_direct_result_does_not_depend_on_thread_count(tmp_path, kernel) -> None
 def test_direct_backward_matches_reference_and_torch(case: ConvCase, dtype) -> None:
     """With unit strides conv_backward_input runs the direct kernels on dy (the swapped
     problem has K/groups input channels per group and C/groups outputs)."""
-    x, w, _ = make_inputs(case, dtype, seed=31)
-    win = geometry(case)
-    dy = random_array(np.random.default_rng(32),
-                      (case.batch, case.out_channels) + win.out_size, dtype)
-    kwargs = dict(stride=case.stride, padding=case.padding, dilation=case.dilation,
-                  groups=case.groups)
-    dx = fastconv.conv_backward_input(dy, w, x.shape, **kwargs)
-    dw = fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs)
+    x, w, dy, dx, dw, kwargs = run_backward(case, dtype, input_seed=31, dy_seed=32)
     np.testing.assert_array_equal(fastconv.conv_backward_input(dy, w, x.shape, **kwargs), dx)
     np.testing.assert_array_equal(fastconv.conv_backward_weight(x, dy, case.kernel, **kwargs),
                                   dw)
