@@ -129,12 +129,9 @@ struct Sweeps {
 
 template <typename T>
 const Sweeps<T>& selected_sweeps() {
-  static const Sweeps<T> sweeps = [] {
-    const std::string isa = gemm_kernels().isa;
-    if (isa == "avx512") return Sweeps<T>{iou_row_avx512<T>, suppress_avx512<T>};
-    if (isa == "avx2") return Sweeps<T>{iou_row_avx2<T>, suppress_avx2<T>};
-    return Sweeps<T>{iou_row_baseline<T>, suppress_baseline<T>};
-  }();
+  static const Sweeps<T> sweeps{
+      for_cpu_path(iou_row_avx512<T>, iou_row_avx2<T>, iou_row_baseline<T>),
+      for_cpu_path(suppress_avx512<T>, suppress_avx2<T>, suppress_baseline<T>)};
   return sweeps;
 }
 

@@ -31,25 +31,23 @@ struct DirectKernels {
   void (*weight_grad)(const DirectConvPlan&, int64_t, int64_t, const T*, const T*, T*, T*);
 };
 
-// The same instruction set as the GEMM (cpu_features.cpp), so that
-// FASTCONV_DISABLE_CPU_FEATURES steers both.
 template <typename T>
 DirectKernels<T> pick_kernels();
 
 template <>
 DirectKernels<float> pick_kernels<float>() {
-  const char* isa = gemm_kernels().isa;
-  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f32, avx512::direct_weight_grad_f32};
-  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f32, avx2::direct_weight_grad_f32};
-  return {baseline::direct_forward_f32, baseline::direct_weight_grad_f32};
+  return {for_cpu_path(avx512::direct_forward_f32, avx2::direct_forward_f32,
+                       baseline::direct_forward_f32),
+          for_cpu_path(avx512::direct_weight_grad_f32, avx2::direct_weight_grad_f32,
+                       baseline::direct_weight_grad_f32)};
 }
 
 template <>
 DirectKernels<double> pick_kernels<double>() {
-  const char* isa = gemm_kernels().isa;
-  if (std::strcmp(isa, "avx512") == 0) return {avx512::direct_forward_f64, avx512::direct_weight_grad_f64};
-  if (std::strcmp(isa, "avx2") == 0) return {avx2::direct_forward_f64, avx2::direct_weight_grad_f64};
-  return {baseline::direct_forward_f64, baseline::direct_weight_grad_f64};
+  return {for_cpu_path(avx512::direct_forward_f64, avx2::direct_forward_f64,
+                       baseline::direct_forward_f64),
+          for_cpu_path(avx512::direct_weight_grad_f64, avx2::direct_weight_grad_f64,
+                       baseline::direct_weight_grad_f64)};
 }
 
 template <typename T>

@@ -6,8 +6,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <cstring>
 #include <optional>
+#include <type_traits>
 
 #include "fastconv/activations.hpp"
 #include "fastconv/bindings.hpp"
@@ -78,20 +78,13 @@ void channel_affine_py(const py::array& x, const py::array& scale, const py::arr
 // Values per parallel job: large enough that a job outweighs waking a thread.
 constexpr int64_t kTanhChunk = int64_t(1) << 15;
 
-// The build of the instruction set the GEMM uses (cpu_features.cpp), so that
-// FASTCONV_DISABLE_CPU_FEATURES steers both.
 template <typename T>
 void tanh_run(const T* x, T* y, int64_t count) {
   static const auto kernel = [] {
-    const char* isa = gemm_kernels().isa;
     if constexpr (std::is_same_v<T, float>) {
-      if (std::strcmp(isa, "avx512") == 0) return avx512::tanh_f32;
-      if (std::strcmp(isa, "avx2") == 0) return avx2::tanh_f32;
-      return baseline::tanh_f32;
+      return for_cpu_path(avx512::tanh_f32, avx2::tanh_f32, baseline::tanh_f32);
     } else {
-      if (std::strcmp(isa, "avx512") == 0) return avx512::tanh_f64;
-      if (std::strcmp(isa, "avx2") == 0) return avx2::tanh_f64;
-      return baseline::tanh_f64;
+      return for_cpu_path(avx512::tanh_f64, avx2::tanh_f64, baseline::tanh_f64);
     }
   }();
   const int64_t chunks = (count + kTanhChunk - 1) / kTanhChunk;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 namespace fastconv {
 
@@ -99,6 +100,16 @@ struct GemmKernels {
 // The kernels for the best instruction set this processor supports, chosen once.
 // FASTCONV_DISABLE_CPU_FEATURES (comma-separated, e.g. "AVX512F,AVX2") forces a lower path.
 const GemmKernels& gemm_kernels();
+
+// Of one function compiled once per instruction set, the build for the path the GEMM runs
+// on, so that FASTCONV_DISABLE_CPU_FEATURES steers every kernel family alike.
+template <typename Fn>
+Fn for_cpu_path(Fn avx512_build, Fn avx2_build, Fn baseline_build) {
+  const char* isa = gemm_kernels().isa;
+  if (std::strcmp(isa, "avx512") == 0) return avx512_build;
+  if (std::strcmp(isa, "avx2") == 0) return avx2_build;
+  return baseline_build;
+}
 
 inline int64_t round_up_rows(int64_t m) {
   const int64_t rows = gemm_kernels().panel_rows;
