@@ -37,3 +37,18 @@ def torch_pad_arg(before: Sequence[int], after: Sequence[int]) -> Tuple[int, ...
 def random_array(rng: np.random.Generator, shape: Sequence[int], dtype) -> np.ndarray:
     """Fresh standard-normal data (never all zero) in `dtype`."""
     return rng.standard_normal(tuple(shape)).astype(dtype)
+
+
+def gpu_time_ms(fn, reps: int = 10) -> float:
+    """Mean milliseconds of fn() on the current CuPy stream, by CUDA events, after one
+    warm-up call (CuPy's pool, lazy module loading)."""
+    import cupy as cp
+
+    fn()
+    start, stop = cp.cuda.Event(), cp.cuda.Event()
+    start.record()
+    for _ in range(reps):
+        fn()
+    stop.record()
+    stop.synchronize()
+    return cp.cuda.get_elapsed_time(start, stop) / reps

@@ -9,6 +9,7 @@ import pytest
 
 import fastconv as fc
 from fastconv import reference as ref
+from _helpers import gpu_time_ms
 from test_boxes import (DTYPES, FORMATS, SIZES, assert_indices, clustered_boxes, random_boxes,
                         random_scores, scalar_type)
 
@@ -389,17 +390,6 @@ def test_extension_rejects_bad_input_directly():
 # ----------------------------------------------------------------------------------------
 # Timings (printed, not asserted beyond sanity: the targets are for a human to read)
 # ----------------------------------------------------------------------------------------
-
-def gpu_time_ms(fn, reps=10) -> float:
-    fn()  # warm-up (CuPy pool, lazy module loading)
-    start, stop = cp.cuda.Event(), cp.cuda.Event()
-    start.record()
-    for _ in range(reps):
-        fn()
-    stop.record()
-    stop.synchronize()
-    return cp.cuda.get_elapsed_time(start, stop) / reps
-
 
 def test_report_nms_timings(capsys):
     """Targets (H100): nms ~0.5 ms at 10k boxes, ~8 ms at 100k, >= 2x torchvision at 10k."""

@@ -13,6 +13,7 @@ import pytest
 
 import fastconv as fc
 from fastconv import reference as ref
+from _helpers import gpu_time_ms
 from test_pool import CASES, DTYPES, geometry, rand, seed_of, tolerance, window
 
 try:  # present wherever the cuda-marked tests run (fastconv.cuda.is_available needs it)
@@ -292,17 +293,6 @@ def test_extension_rejects_bad_input_directly():
 # ----------------------------------------------------------------------------------------
 # Timings (printed for a human; target: >= 70% of device-to-device copy bandwidth)
 # ----------------------------------------------------------------------------------------
-
-def gpu_time_ms(fn, reps=10) -> float:
-    fn()
-    start, stop = cp.cuda.Event(), cp.cuda.Event()
-    start.record()
-    for _ in range(reps):
-        fn()
-    stop.record()
-    stop.synchronize()
-    return cp.cuda.get_elapsed_time(start, stop) / reps
-
 
 def test_report_pool_bandwidth(capsys):
     x = cp.asarray(rand((32, 64, 112, 112), np.float32, 3))
