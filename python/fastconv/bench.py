@@ -18,7 +18,7 @@ import numpy as np
 
 import fastconv
 from . import _cpu
-from .bench_cases import Case, Problem, cases
+from .bench_cases import Case, Problem, cases, error_cell, fmt_value
 
 # Per-call timing budget in seconds and repetition cap, per mode.
 BUDGETS = {"smoke": (0.01, 3), "quick": (0.1, 20), "full": (0.3, 50)}
@@ -263,30 +263,15 @@ def header(mode: str, torch: Optional[Any], torch_wanted: bool,
     }
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _err_text(res: Result) -> str:
-    if res.note.startswith("fastconv failed"):
-        return "FAILED"
-    parts = []
-    if res.max_err is not None:
-        parts.append(format(res.max_err, ".1e"))
-    if res.mismatches is not None:
-        parts.append(f"{res.mismatches} idx")
-    return ", ".join(parts) or "n/a"
-
-
 def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
     """The header lines and the aligned results table."""
     lines = [
         f"fastconv {head['fastconv']} benchmark ({head['mode']}), {head['date']}",
         f"machine: {head['cpu']}, {head['cores']} cores; fastconv cpu_path {head['cpu_path']}, "
         f"{head['threads']} OpenMP threads",
-        f"roofs: float32 FMA peak {_fmt(head.get('fma_peak_gflops'), '.0f')} GFLOP/s "
+        f"roofs: float32 FMA peak {fmt_value(head.get('fma_peak_gflops'), '.0f')} GFLOP/s "
         f"({head['threads']} threads, {head['cpu_path']}); copy bandwidth "
-        f"{_fmt(head.get('copy_gbps'), '.1f')} GB/s (read + write)",
+        f"{fmt_value(head.get('copy_gbps'), '.1f')} GB/s (read + write)",
         f"numpy {head['numpy']}; torch {head['torch']}"
         + (f" with torch.set_num_threads({head['torch_threads']}) to match fastconv"
            if head["torch_threads"] is not None else ""),
@@ -300,11 +285,11 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
     def rate(r: Result, unit: str) -> List[str]:
         if r.unit != unit or r.throughput is None:
             return ["", ""]
-        return [format(r.throughput, ".2f"), _fmt(r.roof_pct, ".0f")]
+        return [format(r.throughput, ".2f"), fmt_value(r.roof_pct, ".0f")]
 
-    rows = [[r.op, r.case, r.shape, _fmt(r.fastconv_ms, ".3f"), *rate(r, "GFLOP/s"),
-             *rate(r, "GB/s"), _fmt(r.numpy_ms, ".3f"), _fmt(r.speedup_numpy, ".1f"),
-             _fmt(r.torch_ms, ".3f"), _fmt(r.speedup_torch, ".2f"), _err_text(r)]
+    rows = [[r.op, r.case, r.shape, fmt_value(r.fastconv_ms, ".3f"), *rate(r, "GFLOP/s"),
+             *rate(r, "GB/s"), fmt_value(r.numpy_ms, ".3f"), fmt_value(r.speedup_numpy, ".1f"),
+             fmt_value(r.torch_ms, ".3f"), fmt_value(r.speedup_torch, ".2f"), error_cell(r.max_err, r.mismatches, r.note.startswith("fastconv failed"))]
             for r in results]
     widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
     numeric = set(range(3, len(titles)))

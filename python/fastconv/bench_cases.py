@@ -468,6 +468,23 @@ def all_cases() -> List[Case]:
     return _conv_cases() + _unfold_cases() + _pool_cases() + _box_cases()
 
 
+def fmt_value(value: Optional[float], spec: str) -> str:
+    """A table cell: the value in `spec`, or n/a."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def error_cell(err: Optional[float], mismatches: Optional[int], failed: bool = False) -> str:
+    """The max-error cell of the CPU and GPU tables: relative error and index mismatches."""
+    if failed:
+        return "FAILED"
+    parts = []
+    if err is not None:
+        parts.append(format(err, ".1e"))
+    if mismatches is not None:
+        parts.append(f"{mismatches} idx")
+    return ", ".join(parts) or "n/a"
+
+
 def select(candidates: Sequence[Any], op_order: Sequence[str], mode: str,
            ops: Optional[Sequence[str]]) -> List[Any]:
     """The candidates (anything with .op and .modes) of one mode ("smoke", "quick" or

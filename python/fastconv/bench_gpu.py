@@ -38,7 +38,7 @@ import numpy as np
 
 import fastconv
 
-from .bench_cases import select
+from .bench_cases import error_cell, fmt_value, select
 
 # Largest acceptable relative error of a float result against the float64 reference.
 # A wrong index or a missed term gives O(1); honest rounding of a few thousand float32
@@ -764,21 +764,6 @@ def run_case(env: Env, case: Case, mode: str, copy_gbs: float, check: bool = Tru
     return res
 
 
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _err_text(err: Optional[float], mismatches: Optional[int], failed: bool = False) -> str:
-    if failed:
-        return "FAILED"
-    parts = []
-    if err is not None:
-        parts.append(format(err, ".1e"))
-    if mismatches is not None:
-        parts.append(f"{mismatches} idx")
-    return ", ".join(parts) or "n/a"
-
-
 def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
     """Header lines, the aligned table, and the list of bad rows."""
     lines = [
@@ -800,16 +785,16 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
     rows = []
     for r in results:
         rows.append([
-            r.op, r.case, r.shape, _fmt(r.fastconv_ms, ".3f"),
+            r.op, r.case, r.shape, fmt_value(r.fastconv_ms, ".3f"),
             f"{r.throughput:.2f} {r.unit}" if r.throughput is not None else "",
-            _fmt(r.pct_copy, ".0f") if r.unit == "GB/s" else "",
-            _fmt(r.torch_ms, ".3f"),
+            fmt_value(r.pct_copy, ".0f") if r.unit == "GB/s" else "",
+            fmt_value(r.torch_ms, ".3f"),
             f"{r.torch_throughput:.2f}" if r.torch_throughput is not None else "",
-            _fmt(r.speedup_torch, ".2f"),
-            _err_text(r.max_err, r.mismatches, r.note.startswith("fastconv failed"))
+            fmt_value(r.speedup_torch, ".2f"),
+            error_cell(r.max_err, r.mismatches, r.note.startswith("fastconv failed"))
             + (f" ({r.explained} rounding)" if r.explained else "")
             + (" BAD" if r.bad and not r.note.startswith("fastconv failed") else ""),
-            _err_text(r.torch_err, r.torch_mismatches)])
+            error_cell(r.torch_err, r.torch_mismatches)])
     widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
 
     def line(cells: Sequence[str]) -> str:
