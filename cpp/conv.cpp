@@ -119,20 +119,49 @@ void pack_weights(const ConvGeom& g, const T* w, T* packed) {
   }
 }
 
+// Weights of at least this many bytes are read in place by the forward GEMM instead of
+// being packed each call: packing is a memory-bound copy, and for VGG's 512 x 4608 layer
+// (9.4 MB) it took 10% of the layer's time; a GEMM reads large weights from L3 either way.
+constexpr int64_t kInPlaceWeightBytes = int64_t(1) << 21;
+
+// The forward's weights as every group's left GEMM operand: packed into panels, or read in
+// place (PackedA::row_stride).
+template <typename T>
+struct ForwardWeights {
+  const T* data;
+  int64_t group_step;   // values from one group's weights to the next
+  int64_t padded_rows;  // PackedA::padded_rows when packed
+  int64_t row_stride;   // PackedA::row_stride: 0 when packed
+
+  PackedA<T> group(int64_t grp, int64_t first_row = 0) const {
+    return PackedA<T>{data + grp * group_step, padded_rows, first_row, row_stride};
+  }
+};
+
+template <typename T>
+ForwardWeights<T> forward_weights(const ConvGeom& g, const T* w, std::vector<T>& storage) {
+  const int64_t R = g.rows, Kg = g.group_out;
+  if (g.out_channels * R * int64_t(sizeof(T)) >= kInPlaceWeightBytes) {
+    return ForwardWeights<T>{w, Kg * R, Kg, R};
+  }
+  const int64_t padded = round_up_rows(Kg);
+  storage.resize(g.groups * padded * R);
+  pack_weights(g, w, storage.data());
+  return ForwardWeights<T>{storage.data(), padded * R, padded, 0};
+}
+
 // Forward for output positions [l0, l1) and output channels [k0, k1) of one (image, group):
 // the column matrix is built straight into the GEMM's B-panel layout a few panels at a
 // time, so each chunk is written and read back while it is still in L2 and the GEMM skips
 // its own packing pass.
 template <typename T>
-void forward_tile(const ConvGeom& g, const T* image, int64_t grp, const T* packed_group,
+void forward_tile(const ConvGeom& g, const T* image, int64_t grp, const PackedA<T>& a,
                   int64_t k0, int64_t k1, int64_t l0, int64_t l1, T* out) {
   const int64_t R = g.rows, L = g.positions, nr = panel_cols<T>();
-  const int64_t padded = round_up_rows(g.group_out);
   const int64_t c0 = grp * g.group_in, c1 = c0 + g.group_in;
   const int64_t panel_bytes = R * nr * int64_t(sizeof(T));
   const int64_t chunk = std::max<int64_t>(kMinChunkPanels, kChunkBytes / panel_bytes) * nr;
   T* const panels = scratch<T>(R * std::min(chunk, (l1 - l0 + nr - 1) / nr * nr));
-  const PackedA<T> a{packed_group, padded, k0};
   for (int64_t j0 = l0; j0 < l1; j0 += chunk) {
     const int64_t j1 = std::min(l1, j0 + chunk);
     for (int64_t p0 = j0; p0 < j1; p0 += nr) {
@@ -324,7 +353,8 @@ void forward_shifted_tile(const ConvGeom& g, const ShiftedGeom& s, const int64_t
   const int64_t chunk =
       std::max<int64_t>(1, kChunkBytes / (rows * nr * int64_t(sizeof(T)))) * nr;
   T* const result = scratch<T, 1>(rows * std::min(chunk, j1 - j0));
-  const PackedA<T> a{weights.data, weights.padded_rows, k0};
+  PackedA<T> a = weights;
+  a.first_row = k0;
   for (int64_t c0 = j0; c0 < j1; c0 += chunk) {
     const int64_t c1 = std::min(j1, c0 + chunk);
     gemm(rows, c1 - c0, g.rows, MatrixView<T>{}, &a,
@@ -362,11 +392,11 @@ JobGrid job_grid(int64_t images, int64_t columns, int64_t rows, int64_t nr) {
 }
 
 template <typename T>
-void forward_shifted(const ConvGeom& g, const T* x, const T* packed, const T* bias, T* y) {
+void forward_shifted(const ConvGeom& g, const T* x, const ForwardWeights<T>& weights,
+                     const T* bias, T* y) {
   const ShiftedGeom s = make_shifted_geom(g);
   const Dims offsets = shifted_offsets(g, s);
   const int64_t images = g.win.batch * g.groups, Kg = g.group_out, G = g.groups;
-  const int64_t padded = round_up_rows(Kg);
   const JobGrid grid = job_grid(images, s.columns, Kg, panel_cols<T>());
   // The padded input of an (image, group) is built once per thread and call: a thread's
   // jobs are consecutive under the static schedule, so it keeps the last one it built.
@@ -387,8 +417,7 @@ void forward_shifted(const ConvGeom& g, const T* x, const T* packed, const T* bi
       built_call = call;
       built_image = image;
     }
-    forward_shifted_tile(g, s, offsets.data(), padded_input,
-                         PackedA<T>{packed + grp * padded * g.rows, padded}, k0, k1, j0, j1,
+    forward_shifted_tile(g, s, offsets.data(), padded_input, weights.group(grp), k0, k1, j0, j1,
                          bias ? bias + grp * Kg : nullptr,
                          y + (n * g.out_channels + grp * Kg) * g.positions);
   }
@@ -456,9 +485,10 @@ void gather_folded_panels(const ConvGeom& g, const int64_t* offsets, const T* x,
 // gathered once through a per-(position, tap) offset table; splitting runs per image and
 // row (im2col_block) cost more than the multiply here.
 template <typename T>
-void forward_folded(const ConvGeom& g, const T* x, const T* packed, const T* bias, T* y) {
+void forward_folded(const ConvGeom& g, const T* x, const ForwardWeights<T>& weights,
+                    const T* bias, T* y) {
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
-  const int64_t columns = g.win.batch * L, nr = panel_cols<T>(), padded = round_up_rows(Kg);
+  const int64_t columns = g.win.batch * L, nr = panel_cols<T>();
   const Dims offsets = fold_offsets(g);
   // Tiles whose panels stay in L2, and enough (group, tile) jobs for every thread, in a
   // multiple of the thread count while that count is small.
@@ -477,8 +507,7 @@ void forward_folded(const ConvGeom& g, const T* x, const T* packed, const T* bia
     T* const panels = scratch<T>(R * ((width + nr - 1) / nr * nr));
     T* const result = scratch<T, 1>(Kg * width);
     gather_folded_panels(g, offsets.data(), x, grp, j0, j1, panels);
-    gemm(Kg, width, R, PackedA<T>{packed + grp * padded * R, padded}, panels, result, width,
-         false);
+    gemm(Kg, width, R, weights.group(grp), panels, result, width, false);
     const T* const group_bias = bias ? bias + grp * Kg : nullptr;
     for (int64_t j = j0; j < j1; ++j) {
       T* out = y + (j / L * g.out_channels + grp * Kg) * L + j % L;
@@ -496,25 +525,21 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
     return conv_direct_forward(g.win, g.out_channels, g.groups, x, w, bias, y);
   }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
-  // Weights are packed once per call into the GEMM's panel layout and shared by all jobs.
-  const int64_t padded = round_up_rows(Kg);
   // (Held by the calling thread and reused across calls; the jobs see it through a plain
   // pointer, since naming a thread_local inside the parallel region would give each
   // worker its own empty copy.)
   thread_local std::vector<T> packed_storage;
-  packed_storage.resize(G * padded * R);
-  T* const packed = packed_storage.data();
-  pack_weights(g, w, packed);
+  const ForwardWeights<T> weights = forward_weights(g, w, packed_storage);
   const int64_t image_size = g.win.channels * g.in_plane;
   // Images whose GEMMs would be narrow, with more images than threads, share their GEMMs.
   const int64_t threads = omp_get_max_threads();
   const bool foldable = N > 1 && L <= kFoldedColumns && N * G > threads;
   if (!(foldable && L < kFoldBeforeShifted) && shifted_applies(g)) {
-    forward_shifted(g, x, packed, bias, y);
+    forward_shifted(g, x, weights, bias, y);
     return;
   }
   if (foldable) {
-    forward_folded(g, x, packed, bias, y);
+    forward_folded(g, x, weights, bias, y);
     return;
   }
 
@@ -540,13 +565,12 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
     if (k0 >= k1) continue;
     const T* input = x + n * image_size;
     T* out = y + (n * g.out_channels + grp * Kg) * L;
-    const T* packed_group = packed + grp * padded * R;
+    const PackedA<T> group_weights = weights.group(grp, k0);
     if (g.pointwise) {
       const MatrixView<T> cols{input + grp * g.group_in * g.in_plane + l0, L, 1};
-      gemm(k1 - k0, width, R, PackedA<T>{packed_group, padded, k0}, cols,
-           out + k0 * L + l0, L, false);
+      gemm(k1 - k0, width, R, group_weights, cols, out + k0 * L + l0, L, false);
     } else {
-      forward_tile(g, input, grp, packed_group, k0, k1, l0, l1, out);
+      forward_tile(g, input, grp, group_weights, k0, k1, l0, l1, out);
     }
     if (bias) add_bias(bias + grp * Kg + k0, k1 - k0, width, out + k0 * L + l0, L);
   }

@@ -168,12 +168,19 @@ void pack_b_shifted_columns(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc
 // `nv` vectors of the B panel doing work (a narrow tail panel costs what it uses).
 // B row p is at b + p * kNR (a packed panel) or, with `offsets`, at b + offsets[p] (shifted
 // windows read in place: lanes past `cols` read neighbouring values and are dropped).
-template <typename T, int nv, bool in_place>
-inline void micro_kernel(int64_t kc, const T* a, const T* b, const int64_t* offsets, T* c,
-                         int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
+// With `a_rows`, A is read in place: row i of the panel at a + i * lda (rows past `rows`
+// repeat the last one, and their results are dropped).
+template <typename T, int nv, bool in_place, bool a_rows>
+inline void micro_kernel(int64_t kc, const T* a, int64_t lda, const T* b,
+                         const int64_t* offsets, T* c, int64_t ldc, int64_t rows, int64_t cols,
+                         bool accumulate) {
   using V = typename Vec<T>::type;
   constexpr int64_t width = kWidth<T>;
   constexpr int64_t nr = kNR<T>;
+  const T* a_row[kMR];
+  if constexpr (a_rows) {
+    for (int64_t i = 0; i < kMR; ++i) a_row[i] = a + std::min(i, rows - 1) * lda;
+  }
   V acc[kMR][nv];
 #pragma GCC unroll 8
   for (int64_t i = 0; i < kMR; ++i) {
@@ -188,7 +195,7 @@ inline void micro_kernel(int64_t kc, const T* a, const T* b, const int64_t* offs
     for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b_row + v * width, sizeof(V));
 #pragma GCC unroll 8
     for (int64_t i = 0; i < kMR; ++i) {
-      const T ai = a[p * kMR + i];
+      const T ai = a_rows ? a_row[i][p] : a[p * kMR + i];
 #pragma GCC unroll 3
       for (int v = 0; v < nv; ++v) acc[i][v] += bv[v] * ai;
     }
@@ -218,16 +225,17 @@ inline void micro_kernel(int64_t kc, const T* a, const T* b, const int64_t* offs
 }
 
 // Picks the micro-kernel by how many vectors of the B panel hold real columns.
-template <typename T, bool in_place>
-inline void micro_tile(int64_t kc, const T* a, const T* b, const int64_t* offsets, T* c,
-                       int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
+template <typename T, bool in_place, bool a_rows>
+inline void micro_tile(int64_t kc, const T* a, int64_t lda, const T* b, const int64_t* offsets,
+                       T* c, int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
   constexpr int64_t width = kWidth<T>;
   if (cols > 2 * width) {
-    micro_kernel<T, kNV, in_place>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, kNV, in_place, a_rows>(kc, a, lda, b, offsets, c, ldc, rows, cols,
+                                           accumulate);
   } else if (cols > width) {
-    micro_kernel<T, 2, in_place>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 2, in_place, a_rows>(kc, a, lda, b, offsets, c, ldc, rows, cols, accumulate);
   } else {
-    micro_kernel<T, 1, in_place>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 1, in_place, a_rows>(kc, a, lda, b, offsets, c, ldc, rows, cols, accumulate);
   }
 }
 
@@ -288,7 +296,14 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
         const T* a_block;
-        if (packed) {
+        // Distance between consecutive A panels of the block, and between the rows of one
+        // panel when A is read in place (0: packed panels).
+        int64_t a_panel_step = kMR * kc, lda = 0;
+        if (packed && packed->row_stride) {
+          lda = packed->row_stride;
+          a_panel_step = kMR * lda;
+          a_block = packed->data + (packed->first_row + ic) * lda + pc;
+        } else if (packed) {
           a_block = packed->data + pc * packed->padded_rows + (packed->first_row + ic) * kc;
         } else {
           pack_a(mc, kc, a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride,
@@ -301,12 +316,19 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
           for (int64_t jr = 0; jr < nc; jr += nr) {
             T* const c_tile = c + (ic + ir) * ldc + jc + jr;
             const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
-            if (in_place) {
-              micro_tile<T, true>(kc, a_block + ir * kc, b_block + jr, offsets, c_tile, ldc,
-                                  rows, cols, acc);
+            const T* const a_panel = a_block + ir / kMR * a_panel_step;
+            if (in_place && lda) {
+              micro_tile<T, true, true>(kc, a_panel, lda, b_block + jr, offsets, c_tile, ldc,
+                                        rows, cols, acc);
+            } else if (in_place) {
+              micro_tile<T, true, false>(kc, a_panel, 0, b_block + jr, offsets, c_tile, ldc,
+                                         rows, cols, acc);
+            } else if (lda) {
+              micro_tile<T, false, true>(kc, a_panel, lda, b_block + jr * panel_step, nullptr,
+                                         c_tile, ldc, rows, cols, acc);
             } else {
-              micro_tile<T, false>(kc, a_block + ir * kc, b_block + jr * panel_step, nullptr,
-                                   c_tile, ldc, rows, cols, acc);
+              micro_tile<T, false, false>(kc, a_panel, 0, b_block + jr * panel_step, nullptr,
+                                          c_tile, ldc, rows, cols, acc);
             }
           }
         }

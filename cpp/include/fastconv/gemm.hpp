@@ -43,6 +43,9 @@ struct PackedA {
   int64_t padded_rows;    // round_up_rows(m) of the packed matrix
   int64_t first_row = 0;  // a product may use rows [first_row, first_row + its m), where
                           // first_row is a multiple of GemmKernels::panel_rows
+  // Nonzero: `data` is A itself, unpacked and row-major with rows this far apart, which the
+  // micro-kernel reads in place (for weights too large to be worth copying every call).
+  int64_t row_stride = 0;
 };
 
 template <typename T>
