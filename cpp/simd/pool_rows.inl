@@ -64,12 +64,11 @@ struct Lanes {
   }
 };
 
-// Lanes q, q + 2, ... of a D-lane double vector, for one half (h) of a pair of them, take
-// consecutive lanes of the first operand (from h * D/2); the other lanes take lane 0 of the
-// second operand (index D). It spreads D/2 values over every other lane of D.
+// Lane l takes lane first + l/2 of the first operand for even l and of the second operand
+// (D + first + l/2) for odd l: it interleaves half of two vectors.
 template <typename IVec, int D, int... I>
-constexpr IVec spread_mask(std::integer_sequence<int, I...>, int q, int h) {
-  return IVec{(I % 2 == q ? h * (D / 2) + I / 2 : D)...};
+constexpr IVec interleave_mask(std::integer_sequence<int, I...>, int first) {
+  return IVec{(I % 2 == 0 ? first + I / 2 : D + first + I / 2)...};
 }
 
 // Stores the int32 or int64 lanes of a position vector as int64; int32 lanes are widened
@@ -284,16 +283,20 @@ struct AvgPoolRows {
 };
 
 // dy / count of output rows, in double, for the average-pool adjoint. An input row reads
-// the rows of its box of output rows, and neighbouring input rows share most of them, so
-// rows are cached: slot (coord_d mod extent_d) per leading dim, with extent_d the widest
-// box in dim d, never evicts a row that the current box still needs.
+// the rows of its box of output rows, and other input rows share them, so rows are cached
+// in slots (coord_d mod extent_d, per leading dim). Input rows come in row-major order, so
+// along dim 0 a row is shared by neighbours only (extent: the widest box there), while the
+// inner dims come round again for the next coordinate of an outer one (extent: the whole
+// output extent). A row the current box needs is never evicted, and each is computed
+// about once per job.
 struct ScaledRows {
   Dims extent, slot_pitch;
   std::vector<int64_t> tag;   // plane * out rows + row of each slot, or -1
   std::vector<double> rows;   // slots of `pitch` doubles
   int64_t pitch;
 
-  ScaledRows(const AvgPlan& a) : extent(a.pool->lead_dims()), slot_pitch(a.pool->lead_dims()) {
+  explicit ScaledRows(const AvgPlan& a)
+      : extent(a.pool->lead_dims()), slot_pitch(a.pool->lead_dims()) {
     const PoolPlan& p = *a.pool;
     int64_t slots = 1;
     for (int64_t d = p.lead_dims() - 1; d >= 0; --d) {
@@ -301,12 +304,14 @@ struct ScaledRows {
       for (int64_t i = 0; i < p.g.in[d]; ++i) {
         widest = std::max(widest, a.in_tab[d].last[i] - a.in_tab[d].first[i]);
       }
-      extent[d] = widest;
+      // A power of two in dim 0, so the slot needs no division.
+      int64_t pow2 = 1;
+      while (pow2 < widest) pow2 *= 2;
+      extent[d] = d == 0 ? pow2 : p.g.out[d];
       slot_pitch[d] = slots;
-      slots *= widest;
+      slots *= extent[d];
     }
-    // Chunks load whole vectors past the last output; the padding is zero and unused.
-    pitch = p.out_last + 2 * kDoubleLanes;
+    pitch = p.out_last;
     tag.assign(slots, -1);
     rows.assign(slots * pitch, 0.0);
   }
@@ -317,7 +322,7 @@ struct ScaledRows {
     const PoolPlan& p = *a.pool;
     int64_t slot = 0, row = 0;
     for (int64_t d = 0; d < p.lead_dims(); ++d) {
-      slot += coord[d] % extent[d] * slot_pitch[d];
+      slot += (d == 0 ? coord[d] & (extent[d] - 1) : coord[d]) * slot_pitch[d];
       row = row * p.g.out[d] + coord[d];
     }
     const int64_t key = plane * (p.out_plane / p.out_last) + row;
@@ -335,40 +340,62 @@ struct ScaledRows {
   }
 };
 
-// One chunk of 2 x D (kPair) or D input cells of the average-pool adjoint, starting at
-// `cell`: per box row, the last-dim taps from last to first (outputs in increasing order),
-// as the scalar path. With stride 2 each tap reaches every other cell; the cells it misses
-// add -0.0, which changes no value (signed zeros included).
-template <typename T, int D, bool kPair, int S>
+// One chunk of the average-pool adjoint, G groups of C input cells from `cell`: per box
+// row, the last-dim taps from last to first (outputs in increasing order), as the scalar
+// path. Stride 1 (C = D): tap t adds the D outputs from cell - shift_t to each group.
+// Stride 2 (C = 2D): a tap reaches every other cell, so sums are kept per parity of the
+// cell (D even and D odd cells per group) and each tap adds D consecutive outputs to one
+// of them; a cell still gets its taps in the same order. The parities interleave at the end.
+template <typename T, int D, int G, int S>
 FC_INLINE void avg_backward_chunk(const double* const* scaled, int64_t row_count,
                                   int64_t taps, int64_t first_shift, int64_t cell,
                                   T* __restrict out) {
   using DL = Lanes<double, D>;
   using DVec = typename DL::Vec;
-  using IVec = typename DL::IVec;
-  constexpr auto kSeq = std::make_integer_sequence<int, D>{};
-  constexpr IVec kSpread[2][2] = {
-      {spread_mask<IVec, D>(kSeq, 0, 0), spread_mask<IVec, D>(kSeq, 0, 1)},
-      {spread_mask<IVec, D>(kSeq, 1, 0), spread_mask<IVec, D>(kSeq, 1, 1)}};
-  const DVec neg_zero = DVec{} - 0.0;
-  DVec low{}, high{};
-  for (int64_t r = 0; r < row_count; ++r) {
-    for (int64_t t = taps - 1; t >= 0; --t) {
-      const int64_t rel = cell - (first_shift + t);  // >= 0 in the interior
-      if constexpr (S == 1) {
-        low += DL::template load<DVec>(scaled[r] + rel);
-        if (kPair) high += DL::template load<DVec>(scaled[r] + rel + D);
-      } else {
-        const int q = static_cast<int>(rel & 1);  // the first lane this tap reaches
-        const DVec v = DL::template load<DVec>(scaled[r] + (rel + q) / 2);
-        low += __builtin_shuffle(v, neg_zero, kSpread[q][0]);
-        if (kPair) high += __builtin_shuffle(v, neg_zero, kSpread[q][1]);
+  using L = Lanes<T, D>;
+  if constexpr (S == 1) {
+    DVec sum[G] = {};
+    for (int64_t r = 0; r < row_count; ++r) {
+      for (int64_t t = taps - 1; t >= 0; --t) {
+        const double* at = scaled[r] + cell - (first_shift + t);  // >= 0 in the interior
+        for (int g = 0; g < G; ++g) sum[g] += DL::template load<DVec>(at + g * D);
       }
     }
+    for (int g = 0; g < G; ++g) {
+      L::store(out + g * D, __builtin_convertvector(sum[g], typename L::Vec));
+    }
+  } else {
+    // `top` gathers the taps taps-1, taps-3, ..., `next` the taps taps-2, taps-4, ...; an
+    // output index (rel + 1) / 2 serves the even cells when rel = cell - shift is even, the
+    // odd cells when it is odd.
+    const int64_t rel_top = cell - (first_shift + taps - 1);  // >= 0 in the interior
+    const int64_t top_base = (rel_top + 1) / 2, next_base = (rel_top + 2) / 2;
+    const int64_t top_taps = (taps + 1) / 2, next_taps = taps / 2;
+    DVec top[G] = {}, next[G] = {};
+    for (int64_t r = 0; r < row_count; ++r) {
+      const double* row = scaled[r];
+      for (int64_t j = 0; j < top_taps; ++j) {
+        for (int g = 0; g < G; ++g) top[g] += DL::template load<DVec>(row + top_base + j + g * D);
+      }
+      for (int64_t j = 0; j < next_taps; ++j) {
+        for (int g = 0; g < G; ++g) {
+          next[g] += DL::template load<DVec>(row + next_base + j + g * D);
+        }
+      }
+    }
+    using IVec = typename DL::IVec;
+    constexpr auto kSeq = std::make_integer_sequence<int, D>{};
+    constexpr IVec kLow = interleave_mask<IVec, D>(kSeq, 0);
+    constexpr IVec kHigh = interleave_mask<IVec, D>(kSeq, D / 2);
+    const bool top_odd = rel_top & 1;
+    for (int g = 0; g < G; ++g) {
+      const DVec even = top_odd ? next[g] : top[g], odd = top_odd ? top[g] : next[g];
+      T* dst = out + g * 2 * D;
+      L::store(dst, __builtin_convertvector(__builtin_shuffle(even, odd, kLow), typename L::Vec));
+      L::store(dst + D,
+               __builtin_convertvector(__builtin_shuffle(even, odd, kHigh), typename L::Vec));
+    }
   }
-  using L = Lanes<T, D>;
-  L::store(out, __builtin_convertvector(low, typename L::Vec));
-  if (kPair) L::store(out + D, __builtin_convertvector(high, typename L::Vec));
 }
 
 // The adjoint of AvgPoolRows. Each job is one input row: it gathers dy / count of every
@@ -378,10 +405,10 @@ template <typename T, int kStride>
 struct AvgPoolBackwardRows {
   static constexpr bool kVector = kStride != 0;
 
-  template <int D, bool kPair>
+  template <int D, int G>
   static FC_INLINE int64_t pass(const PoolPlan& p, const double* const* scaled,
                                 int64_t row_count, int64_t i, Interior in, T* out) {
-    constexpr int C = kPair ? 2 * D : D;
+    constexpr int C = G * (kStride == 2 ? 2 * D : D);
     const int64_t taps = p.taps(), shift = p.tap_shift[0];
     for (; i < in.hi; i += C) {
       int64_t start = i;
@@ -389,8 +416,7 @@ struct AvgPoolBackwardRows {
         if (in.hi - in.lo < C) break;
         start = in.hi - C;
       }
-      avg_backward_chunk<T, D, kPair, kStride>(scaled, row_count, taps, shift, start,
-                                               out + start);
+      avg_backward_chunk<T, D, G, kStride>(scaled, row_count, taps, shift, start, out + start);
       i = start;
     }
     return i;
@@ -429,8 +455,9 @@ struct AvgPoolBackwardRows {
       T* __restrict out = dx + plane * p.in_plane + row * n;
       int64_t i = in.lo;
       if constexpr (kVector) {
-        i = pass<D, true>(p, scaled.data(), row_count, i, in, out);
-        i = pass<D, false>(p, scaled.data(), row_count, i, in, out);
+        i = pass<D, 2>(p, scaled.data(), row_count, i, in, out);
+        i = pass<D, 1>(p, scaled.data(), row_count, i, in, out);
+        if constexpr (D >= 4) i = pass<D / 2, 1>(p, scaled.data(), row_count, i, in, out);
       }
       for (int64_t k = 0; k < n; ++k) {
         if (k == in.lo) k = std::max(k, i);
