@@ -5,11 +5,9 @@
 // per-element bounds test is needed. Work is cut into rows (all positions of one (n, c)
 // plane sharing every coordinate but the last); each row is computed on its own from
 // read-only data, so results are bitwise identical for any thread count. Within a row the
-// loops are tap-major: leading-dim taps outermost in row-major order, then last-dim taps,
-// then every output that tap reaches (a closed-form range). Each window still sees its
-// cells in row-major scan order (so the first maximum wins), and the innermost loop runs
-// over independent outputs, which pipelines and vectorizes (stride-2 windows with
-// deinterleaving vector loads, see simd/pool_rows.inl). The average-pool adjoint runs per
+// kernels are output-chunk-major (see simd/pool_rows.inl): a vector of outputs keeps its
+// running max and winner, or its sums, in registers over every tap of the window, visited
+// in row-major scan order (so the first maximum wins). The average-pool adjoint runs per
 // input row over the outputs covering it, so it needs no atomics either.
 #include <omp.h>
 #include <pybind11/numpy.h>
