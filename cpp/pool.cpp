@@ -232,9 +232,9 @@ FC_INLINE Interior output_interior(const PoolPlan& p, int64_t s) {
   return {lo, std::max(lo, hi)};
 }
 
-// Where a chunk of W outputs starting at `o` may read: kForward when the stride-2 pair
-// loads end inside the row, kBackward when they may start one cell early instead, kNone
-// when neither (the row is too short for W; a narrower chunk takes over).
+// Where a chunk spanning `width` outputs from the cell `first_cell` may read: kForward when
+// the stride-2 pair loads end inside the row, kBackward when they may start one cell early
+// instead, kNone when neither (the row is too short; a narrower chunk takes over).
 enum class Reach { kForward, kBackward, kNone };
 
 FC_INLINE Reach chunk_reach(int64_t stride, int64_t first_cell, int64_t taps, int64_t width,
@@ -245,22 +245,33 @@ FC_INLINE Reach chunk_reach(int64_t stride, int64_t first_cell, int64_t taps, in
   return Reach::kNone;
 }
 
-// Runs chunk(start, reach) over the interior outputs [o, hi) of a row, W at a time; the last
-// chunk overlaps the previous one when [lo, hi) holds at least W outputs. Returns the first
-// output it did not cover.
-template <int W, typename Chunk>
+// Runs chunk(start, step, reach) over the interior outputs [o, hi) of a row: G vectors of W
+// outputs each, at start + g * step. Chunks go W apart; where fewer than G x W outputs are
+// left, the last chunk moves back to overlap the previous one, or, in a row too short for
+// that, its vectors move closer together (step < W). Returns the first output it did not
+// cover.
+template <int W, int G, typename Chunk>
 FC_INLINE int64_t run_chunks(int64_t o, Interior in, int64_t stride, int64_t first_shift,
                              int64_t taps, int64_t n, Chunk chunk) {
   while (o < in.hi) {
-    int64_t start = o;
-    if (in.hi - o < W) {
-      if (in.hi - in.lo < W) break;
-      start = in.hi - W;
+    int64_t start = o, step = W;
+    if (in.hi - o < G * W) {
+      if (in.hi - in.lo >= G * W) {
+        start = in.hi - G * W;
+      } else if (in.hi - o >= W) {
+        step = G > 1 ? (in.hi - W - o) / (G - 1) : 0;
+      } else if (in.hi - in.lo >= W) {
+        start = in.hi - W;
+        step = 0;
+      } else {
+        break;
+      }
     }
-    const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, W, n);
+    const int64_t span = (G - 1) * step + W;
+    const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, span, n);
     if (reach == Reach::kNone) break;
-    chunk(start, reach);
-    o = start + W;
+    chunk(start, step, reach);
+    o = start + span;
   }
   return o;
 }

@@ -44,10 +44,6 @@ struct Lanes {
   static constexpr IVec ramp(std::integer_sequence<int, I...>, int step, int first) {
     return IVec{static_cast<LaneInt<T>>(step * I + first)...};
   }
-  static FC_INLINE Vec select(IVec mask, Vec a, Vec b) {
-    return reinterpret_cast<Vec>((reinterpret_cast<IVec>(a) & mask) |
-                                 (reinterpret_cast<IVec>(b) & ~mask));
-  }
   // Lanes p[0], p[S], ..., p[S (W - 1)] for S = 1 or 2. Stride 2 deinterleaves two
   // contiguous loads: kBack reads p[-1 .. 2W - 2] and keeps the odd lanes, otherwise it reads
   // p[0 .. 2W - 1] and keeps the even ones, so a caller can stay inside a row at either end.
@@ -87,34 +83,43 @@ FC_INLINE void store_positions(int64_t* dst, typename Lanes<T, W>::IVec pos) {
   }
 }
 
-// One chunk of W max-pool outputs from the cells `first_cell + S*lane + tap` of every box
-// row. The first cell seeds the lanes; a later cell wins when greater, or when it is a NaN
-// and the lane's best is not, so the first maximum (or first NaN) in scan order stays.
-template <typename T, int W, int S, bool kBack, bool kIndex>
+// One chunk of G vectors of W max-pool outputs, vector g from the cells
+// `first_cell + S*(g*step + lane) + tap` of every box row. The first cell seeds the lanes; a later cell wins when greater, or when it is a
+// NaN and the lane's best is not, so the first maximum (or first NaN) in scan order stays.
+// G independent vectors hide the compare-select latency of the running max; winners are
+// tracked as the cell of lane 0, and the lane ramp is added once at the end.
+template <typename T, int W, int G, int S, bool kBack, bool kIndex>
 FC_INLINE void max_chunk(const T* __restrict src_plane, const int64_t* rows, int64_t row_count,
-                         int64_t taps, int64_t first_cell, T* __restrict out,
+                         int64_t taps, int64_t first_cell, int64_t step, T* __restrict out,
                          int64_t* __restrict idx) {
   using L = Lanes<T, W>;
   using IVec = typename L::IVec;
   using Index = LaneInt<T>;
   constexpr IVec kRamp = L::ramp(std::make_integer_sequence<int, W>{}, S, 0);
-  typename L::Vec best = L::template strided<S, kBack>(src_plane + rows[0] + first_cell);
-  IVec pos = static_cast<Index>(rows[0] + first_cell) + kRamp;
+  typename L::Vec best[G];
+  IVec pos[G];
+  for (int g = 0; g < G; ++g) {
+    best[g] = L::template strided<S, kBack>(src_plane + rows[0] + first_cell + g * S * step);
+    pos[g] = IVec{} + static_cast<Index>(rows[0] + first_cell);
+  }
   for (int64_t r = 0; r < row_count; ++r) {
     const T* row = src_plane + rows[r] + first_cell;
     for (int64_t t = r == 0 ? 1 : 0; t < taps; ++t) {
-      const auto v = L::template strided<S, kBack>(row + t);
-      const IVec take = ~(v <= best) & (best == best);
-      // Bitwise selects: a vector ?: can be split into per-lane branches under LTO.
-      best = L::select(take, v, best);
-      if (kIndex) {
-        const IVec at = static_cast<Index>(rows[r] + first_cell + t) + kRamp;
-        pos = (at & take) | (pos & ~take);
+      const Index at = static_cast<Index>(rows[r] + first_cell + t);
+      for (int g = 0; g < G; ++g) {
+        const auto v = L::template strided<S, kBack>(row + t + g * S * step);
+        const IVec take = ~(v <= best[g]) & (best[g] == best[g]);
+        best[g] = take ? v : best[g];
+        if (kIndex) pos[g] = take ? IVec{} + at : pos[g];
       }
     }
   }
-  L::store(out, best);
-  if (kIndex) store_positions<T, W>(idx, pos);
+  for (int g = 0; g < G; ++g) {
+    L::store(out + g * step, best[g]);
+    if (kIndex) {
+      store_positions<T, W>(idx + g * step, pos[g] + kRamp + static_cast<Index>(g * S * step));
+    }
+  }
 }
 
 // One max-pool output over whatever cells of its window are inside the input.
@@ -143,20 +148,21 @@ struct MaxPoolRows {
   static constexpr bool kVector =
       kStride != 0 && (!kIndex || sizeof(T) == sizeof(int64_t) || kNarrow);
 
-  template <int W>
+  template <int W, int G>
   static FC_INLINE int64_t pass(const PoolPlan& p, const T* src_plane, const int64_t* rows,
                                 int64_t row_count, int64_t o, Interior in, T* out,
                                 int64_t* idx) {
     const int64_t taps = p.taps(), shift = p.tap_shift[0];
-    return run_chunks<W>(o, in, kStride, shift, taps, p.in_last, [&](int64_t start, Reach reach) {
+    return run_chunks<W, G>(o, in, kStride, shift, taps, p.in_last,
+                            [&](int64_t start, int64_t step, Reach reach) {
       const int64_t first = start * kStride + shift;
       int64_t* at = kIndex ? idx + start : nullptr;
       if (reach == Reach::kBackward) {
-        max_chunk<T, W, kStride, true, kIndex>(src_plane, rows, row_count, taps, first,
-                                              out + start, at);
+        max_chunk<T, W, G, kStride, true, kIndex>(src_plane, rows, row_count, taps, first,
+                                                  step, out + start, at);
       } else {
-        max_chunk<T, W, kStride, false, kIndex>(src_plane, rows, row_count, taps, first,
-                                               out + start, at);
+        max_chunk<T, W, G, kStride, false, kIndex>(src_plane, rows, row_count, taps, first,
+                                                   step, out + start, at);
       }
     });
   }
@@ -179,9 +185,9 @@ struct MaxPoolRows {
       int64_t* __restrict idx = kIndex ? indices + at : nullptr;
       int64_t o = in.lo;
       if constexpr (kVector) {
-        o = pass<W>(p, src_plane, rows, row_count, o, in, out, idx);
-        if constexpr (W >= 8) o = pass<W / 2>(p, src_plane, rows, row_count, o, in, out, idx);
-        if constexpr (W >= 16) o = pass<W / 4>(p, src_plane, rows, row_count, o, in, out, idx);
+        o = pass<W, 2>(p, src_plane, rows, row_count, o, in, out, idx);
+        if constexpr (W >= 8) o = pass<W / 2, 2>(p, src_plane, rows, row_count, o, in, out, idx);
+        if constexpr (W >= 16) o = pass<W / 4, 2>(p, src_plane, rows, row_count, o, in, out, idx);
       }
       // Border outputs, and whatever interior the chunks left.
       for (int64_t k = 0; k < p.out_last; ++k) {
@@ -194,29 +200,29 @@ struct MaxPoolRows {
   }
 };
 
-// One chunk of 2 x D (kPair) or D average-pool outputs: double sums over every box row
-// and last-dim tap in scan order, from +0.0 as the scalar path, divided by each output's
-// count and rounded once.
-template <typename T, int D, bool kPair, int S, bool kBack>
+// One chunk of G vectors of D average-pool outputs (vector g from output g * step): double
+// sums over every box row and last-dim tap in scan order, from +0.0 as the scalar path,
+// divided by each output's count and rounded once.
+template <typename T, int D, int G, int S, bool kBack>
 FC_INLINE void avg_chunk(const T* __restrict src_plane, const int64_t* rows, int64_t row_count,
-                         int64_t taps, int64_t first_cell, double lead_count,
+                         int64_t taps, int64_t first_cell, int64_t step, double lead_count,
                          const double* __restrict last_count, T* __restrict out) {
   using L = Lanes<T, D>;
   using DVec = typename L::DVec;
-  DVec low{}, high{};
+  DVec sum[G] = {};
   for (int64_t r = 0; r < row_count; ++r) {
     const T* row = src_plane + rows[r] + first_cell;
     for (int64_t t = 0; t < taps; ++t) {
-      low += __builtin_convertvector(L::template strided<S, kBack>(row + t), DVec);
-      if (kPair) high += __builtin_convertvector(L::template strided<S, kBack>(row + t + S * D), DVec);
+      for (int g = 0; g < G; ++g) {
+        sum[g] += __builtin_convertvector(L::template strided<S, kBack>(row + t + g * S * step),
+                                          DVec);
+      }
     }
   }
-  using V = typename L::Vec;
   const DVec lead = DVec{} + lead_count;
-  L::store(out, __builtin_convertvector(low / (lead * L::template load<DVec>(last_count)), V));
-  if (kPair) {
-    L::store(out + D,
-             __builtin_convertvector(high / (lead * L::template load<DVec>(last_count + D)), V));
+  for (int g = 0; g < G; ++g) {
+    const DVec count = lead * L::template load<DVec>(last_count + g * step);
+    L::store(out + g * step, __builtin_convertvector(sum[g] / count, typename L::Vec));
   }
 }
 
@@ -224,22 +230,22 @@ template <typename T, int kStride>
 struct AvgPoolRows {
   static constexpr bool kVector = kStride != 0;
 
-  template <int D, bool kPair>
+  template <int D, int G>
   static FC_INLINE int64_t pass(const AvgPlan& a, const T* src_plane, const int64_t* rows,
                                 int64_t row_count, double lead_count, int64_t o, Interior in,
                                 T* out) {
     const PoolPlan& p = *a.pool;
     const int64_t taps = p.taps(), shift = p.tap_shift[0];
-    constexpr int C = kPair ? 2 * D : D;
-    return run_chunks<C>(o, in, kStride, shift, taps, p.in_last, [&](int64_t start, Reach reach) {
+    return run_chunks<D, G>(o, in, kStride, shift, taps, p.in_last,
+                            [&](int64_t start, int64_t step, Reach reach) {
       const int64_t first = start * kStride + shift;
       const double* count = a.last_count.data() + start;
       if (reach == Reach::kBackward) {
-        avg_chunk<T, D, kPair, kStride, true>(src_plane, rows, row_count, taps, first,
-                                              lead_count, count, out + start);
+        avg_chunk<T, D, G, kStride, true>(src_plane, rows, row_count, taps, first, step,
+                                          lead_count, count, out + start);
       } else {
-        avg_chunk<T, D, kPair, kStride, false>(src_plane, rows, row_count, taps, first,
-                                               lead_count, count, out + start);
+        avg_chunk<T, D, G, kStride, false>(src_plane, rows, row_count, taps, first, step,
+                                           lead_count, count, out + start);
       }
     });
   }
@@ -261,10 +267,9 @@ struct AvgPoolRows {
       T* __restrict out = y + plane * p.out_plane + row * p.out_last;
       int64_t o = in.lo;
       if constexpr (kVector) {
-        o = pass<D, true>(a, src_plane, rows, row_count, lead_count, o, in, out);
-        o = pass<D, false>(a, src_plane, rows, row_count, lead_count, o, in, out);
+        o = pass<D, 2>(a, src_plane, rows, row_count, lead_count, o, in, out);
         if constexpr (D >= 4) {
-          o = pass<D / 2, false>(a, src_plane, rows, row_count, lead_count, o, in, out);
+          o = pass<D / 2, 2>(a, src_plane, rows, row_count, lead_count, o, in, out);
         }
       }
       for (int64_t k = 0; k < p.out_last; ++k) {
