@@ -232,16 +232,20 @@ FC_INLINE Interior output_interior(const PoolPlan& p, int64_t s) {
   return {lo, std::max(lo, hi)};
 }
 
-// Where a chunk spanning `width` outputs from the cell `first_cell` may read: kForward when
-// the stride-2 pair loads end inside the row, kBackward when they may start one cell early
-// instead, kNone when neither (the row is too short; a narrower chunk takes over).
-enum class Reach { kForward, kBackward, kNone };
+// How the G vectors of a chunk (W outputs each, `step` apart, from the cell `first_cell`)
+// may read a row of n cells with stride-2 pair loads, which read one cell past the last
+// even one, or with kBack one cell before the first: all forward, the first forward and
+// the rest backward (both ends of a short row are tight), all backward, or none (the row
+// is too short; a narrower chunk takes over).
+enum class Reach { kForward, kMixed, kBackward, kNone };
 
 FC_INLINE Reach chunk_reach(int64_t stride, int64_t first_cell, int64_t taps, int64_t width,
-                            int64_t n) {
+                            int64_t step, int64_t vectors, int64_t n) {
   if (stride == 1) return Reach::kForward;
-  if (first_cell + taps - 1 + 2 * width - 1 < n) return Reach::kForward;
+  const int64_t span = (vectors - 1) * step + width;
+  if (first_cell + taps - 1 + 2 * span - 1 < n) return Reach::kForward;
   if (first_cell >= 1) return Reach::kBackward;
+  if (vectors > 1 && step > 0 && first_cell + taps - 1 + 2 * width - 1 < n) return Reach::kMixed;
   return Reach::kNone;
 }
 
@@ -268,7 +272,7 @@ FC_INLINE int64_t run_chunks(int64_t o, Interior in, int64_t stride, int64_t fir
       }
     }
     const int64_t span = (G - 1) * step + W;
-    const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, span, n);
+    const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, W, step, G, n);
     if (reach == Reach::kNone) break;
     chunk(start, step, reach);
     o = start + span;

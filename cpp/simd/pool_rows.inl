@@ -83,12 +83,19 @@ FC_INLINE void store_positions(int64_t* dst, typename Lanes<T, W>::IVec pos) {
   }
 }
 
+// Vector g of a chunk: the first may load forward while the rest load backward.
+template <typename T, int W, int S, bool kBackFirst, bool kBackRest>
+FC_INLINE typename Lanes<T, W>::Vec load_group(const T* p, int g) {
+  return g == 0 ? Lanes<T, W>::template strided<S, kBackFirst>(p)
+                : Lanes<T, W>::template strided<S, kBackRest>(p);
+}
+
 // One chunk of G vectors of W max-pool outputs, vector g from the cells
 // `first_cell + S*(g*step + lane) + tap` of every box row. The first cell seeds the lanes; a later cell wins when greater, or when it is a
 // NaN and the lane's best is not, so the first maximum (or first NaN) in scan order stays.
 // G independent vectors hide the compare-select latency of the running max; winners are
 // tracked as the cell of lane 0, and the lane ramp is added once at the end.
-template <typename T, int W, int G, int S, bool kBack, bool kIndex>
+template <typename T, int W, int G, int S, bool kBackFirst, bool kBackRest, bool kIndex>
 FC_INLINE void max_chunk(const T* __restrict src_plane, const int64_t* rows, int64_t row_count,
                          int64_t taps, int64_t first_cell, int64_t step, T* __restrict out,
                          int64_t* __restrict idx) {
@@ -99,7 +106,8 @@ FC_INLINE void max_chunk(const T* __restrict src_plane, const int64_t* rows, int
   typename L::Vec best[G];
   IVec pos[G];
   for (int g = 0; g < G; ++g) {
-    best[g] = L::template strided<S, kBack>(src_plane + rows[0] + first_cell + g * S * step);
+    best[g] = load_group<T, W, S, kBackFirst, kBackRest>(
+        src_plane + rows[0] + first_cell + g * S * step, g);
     pos[g] = IVec{} + static_cast<Index>(rows[0] + first_cell);
   }
   for (int64_t r = 0; r < row_count; ++r) {
@@ -107,7 +115,7 @@ FC_INLINE void max_chunk(const T* __restrict src_plane, const int64_t* rows, int
     for (int64_t t = r == 0 ? 1 : 0; t < taps; ++t) {
       const Index at = static_cast<Index>(rows[r] + first_cell + t);
       for (int g = 0; g < G; ++g) {
-        const auto v = L::template strided<S, kBack>(row + t + g * S * step);
+        const auto v = load_group<T, W, S, kBackFirst, kBackRest>(row + t + g * S * step, g);
         const IVec take = ~(v <= best[g]) & (best[g] == best[g]);
         best[g] = take ? v : best[g];
         if (kIndex) pos[g] = take ? IVec{} + at : pos[g];
@@ -158,11 +166,14 @@ struct MaxPoolRows {
       const int64_t first = start * kStride + shift;
       int64_t* at = kIndex ? idx + start : nullptr;
       if (reach == Reach::kBackward) {
-        max_chunk<T, W, G, kStride, true, kIndex>(src_plane, rows, row_count, taps, first,
-                                                  step, out + start, at);
+        max_chunk<T, W, G, kStride, true, true, kIndex>(src_plane, rows, row_count, taps, first,
+                                                        step, out + start, at);
+      } else if (reach == Reach::kMixed) {
+        max_chunk<T, W, G, kStride, false, true, kIndex>(src_plane, rows, row_count, taps,
+                                                         first, step, out + start, at);
       } else {
-        max_chunk<T, W, G, kStride, false, kIndex>(src_plane, rows, row_count, taps, first,
-                                                   step, out + start, at);
+        max_chunk<T, W, G, kStride, false, false, kIndex>(src_plane, rows, row_count, taps,
+                                                          first, step, out + start, at);
       }
     });
   }
@@ -203,7 +214,7 @@ struct MaxPoolRows {
 // One chunk of G vectors of D average-pool outputs (vector g from output g * step): double
 // sums over every box row and last-dim tap in scan order, from +0.0 as the scalar path,
 // divided by each output's count and rounded once.
-template <typename T, int D, int G, int S, bool kBack>
+template <typename T, int D, int G, int S, bool kBackFirst, bool kBackRest>
 FC_INLINE void avg_chunk(const T* __restrict src_plane, const int64_t* rows, int64_t row_count,
                          int64_t taps, int64_t first_cell, int64_t step, double lead_count,
                          const double* __restrict last_count, T* __restrict out) {
@@ -214,8 +225,8 @@ FC_INLINE void avg_chunk(const T* __restrict src_plane, const int64_t* rows, int
     const T* row = src_plane + rows[r] + first_cell;
     for (int64_t t = 0; t < taps; ++t) {
       for (int g = 0; g < G; ++g) {
-        sum[g] += __builtin_convertvector(L::template strided<S, kBack>(row + t + g * S * step),
-                                          DVec);
+        sum[g] += __builtin_convertvector(
+            load_group<T, D, S, kBackFirst, kBackRest>(row + t + g * S * step, g), DVec);
       }
     }
   }
@@ -241,11 +252,14 @@ struct AvgPoolRows {
       const int64_t first = start * kStride + shift;
       const double* count = a.last_count.data() + start;
       if (reach == Reach::kBackward) {
-        avg_chunk<T, D, G, kStride, true>(src_plane, rows, row_count, taps, first, step,
-                                          lead_count, count, out + start);
+        avg_chunk<T, D, G, kStride, true, true>(src_plane, rows, row_count, taps, first, step,
+                                                lead_count, count, out + start);
+      } else if (reach == Reach::kMixed) {
+        avg_chunk<T, D, G, kStride, false, true>(src_plane, rows, row_count, taps, first, step,
+                                                 lead_count, count, out + start);
       } else {
-        avg_chunk<T, D, G, kStride, false>(src_plane, rows, row_count, taps, first, step,
-                                           lead_count, count, out + start);
+        avg_chunk<T, D, G, kStride, false, false>(src_plane, rows, row_count, taps, first, step,
+                                                  lead_count, count, out + start);
       }
     });
   }
