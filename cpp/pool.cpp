@@ -9,6 +9,7 @@
 // running max and winner, or its sums, in registers over every tap of the window, visited
 // in row-major scan order (so the first maximum wins). The average-pool adjoint runs per
 // input row over the outputs covering it, so it needs no atomics either.
+#include <immintrin.h>
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -317,7 +318,7 @@ Isa selected_isa() {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prefer-vector-width=512")
 namespace avx512 {
 #define FC_POOL_VEC_BYTES 64
 #include "simd/pool_rows.inl"

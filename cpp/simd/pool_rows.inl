@@ -83,6 +83,23 @@ FC_INLINE void store_positions(int64_t* dst, typename Lanes<T, W>::IVec pos) {
   }
 }
 
+// float32 lanes widened to double. GCC 12 lowers __builtin_convertvector of a half-width
+// float vector to a full-width double one as two quarter conversions and an insert; the
+// intrinsic is one instruction.
+template <typename DVec, typename V>
+FC_INLINE DVec widen(V v) {
+#if FC_POOL_VEC_BYTES == 64
+  if constexpr (sizeof(V) == 32 && sizeof(DVec) == 64) {
+    return reinterpret_cast<DVec>(_mm512_cvtps_pd(reinterpret_cast<__m256>(v)));
+  }
+#elif FC_POOL_VEC_BYTES == 32
+  if constexpr (sizeof(V) == 16 && sizeof(DVec) == 32) {
+    return reinterpret_cast<DVec>(_mm256_cvtps_pd(reinterpret_cast<__m128>(v)));
+  }
+#endif
+  return __builtin_convertvector(v, DVec);
+}
+
 // Vector g of a chunk: the first may load forward while the rest load backward.
 template <typename T, int W, int S, bool kBackFirst, bool kBackRest>
 FC_INLINE typename Lanes<T, W>::Vec load_group(const T* p, int g) {
@@ -225,8 +242,8 @@ FC_INLINE void avg_chunk(const T* __restrict src_plane, const int64_t* rows, int
     const T* row = src_plane + rows[r] + first_cell;
     for (int64_t t = 0; t < taps; ++t) {
       for (int g = 0; g < G; ++g) {
-        sum[g] += __builtin_convertvector(
-            load_group<T, D, S, kBackFirst, kBackRest>(row + t + g * S * step, g), DVec);
+        const T* at = row + t + g * S * step;
+        sum[g] += widen<DVec>(load_group<T, D, S, kBackFirst, kBackRest>(at, g));
       }
     }
   }
