@@ -108,8 +108,9 @@ FC_INLINE typename Lanes<T, W>::Vec load_group(const T* p, int g) {
 }
 
 // One chunk of G vectors of W max-pool outputs, vector g from the cells
-// `first_cell + S*(g*step + lane) + tap` of every box row. The first cell seeds the lanes; a later cell wins when greater, or when it is a
-// NaN and the lane's best is not, so the first maximum (or first NaN) in scan order stays.
+// `first_cell + S*(g*step + lane) + tap` of every box row. The first cell seeds the lanes;
+// a later cell wins when greater, or when it is a NaN and the lane's best is not, so the
+// first maximum (or first NaN) in scan order stays.
 // G independent vectors hide the compare-select latency of the running max; winners are
 // tracked as the cell of lane 0, and the lane ramp is added once at the end.
 template <typename T, int W, int G, int S, bool kBackFirst, bool kBackRest, bool kIndex>
