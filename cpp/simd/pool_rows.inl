@@ -204,8 +204,8 @@ struct MaxPoolRows {
     const OutTable& last = p.out_tab.back();
     const Interior in = kVector ? output_interior(p, kStride) : Interior{0, 0};
     RowBox box(p.lead_dims());
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t plane = job / rows_per_plane, row = job % rows_per_plane;
+    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
+         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
       const int64_t row_count = box.gather(p, row);
       const int64_t* rows = box.offsets.data();
       const T* src_plane = x + plane * p.in_plane;
@@ -290,8 +290,8 @@ struct AvgPoolRows {
     const OutTable& last = p.out_tab.back();
     const Interior in = kVector ? output_interior(p, kStride) : Interior{0, 0};
     RowBox box(p.lead_dims());
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t plane = job / rows_per_plane, row = job % rows_per_plane;
+    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
+         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
       const int64_t row_count = box.gather(p, row);
       const int64_t* rows = box.offsets.data();
       const double lead_count = a.lead_count(box.coord.data());
@@ -331,6 +331,7 @@ struct ScaledRows {
   std::vector<int64_t> tag;   // plane * out rows + row of each slot, or -1
   std::vector<double> rows;   // slots of `pitch` doubles
   int64_t pitch;
+  int64_t out_rows;           // output rows per plane
 
   explicit ScaledRows(const AvgPlan& a)
       : extent(a.pool->lead_dims()), slot_pitch(a.pool->lead_dims()) {
@@ -349,6 +350,7 @@ struct ScaledRows {
       slots *= extent[d];
     }
     pitch = p.out_last;
+    out_rows = p.out_plane / p.out_last;
     tag.assign(slots, -1);
     rows.assign(slots * pitch, 0.0);
   }
@@ -362,7 +364,7 @@ struct ScaledRows {
       slot += (d == 0 ? coord[d] & (extent[d] - 1) : coord[d]) * slot_pitch[d];
       row = row * p.g.out[d] + coord[d];
     }
-    const int64_t key = plane * (p.out_plane / p.out_last) + row;
+    const int64_t key = plane * out_rows + row;
     double* scaled = rows.data() + slot * pitch;
     if (tag[slot] != key) {
       tag[slot] = key;
@@ -475,8 +477,8 @@ struct AvgPoolBackwardRows {
     ScaledRows cache(a);
     Dims coord(lead), lo(lead), hi(lead), cur(lead);
     std::vector<const double*> scaled;
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t plane = job / rows_per_plane, row = job % rows_per_plane;
+    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
+         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
       row_coords(p.g.in, row, coord.data());
       for (int64_t d = 0; d < lead; ++d) {
         lo[d] = a.in_tab[d].first[coord[d]];
