@@ -184,8 +184,9 @@ struct BoxCursor {
 // Leading output coordinates of output row `row` of a plane.
 void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
   for (int64_t d = static_cast<int64_t>(extent.size()) - 2; d > 0; --d) {
-    coord[d] = row % extent[d];
-    row /= extent[d];
+    const int64_t rest = row / extent[d];  // one division: % would be a second one
+    coord[d] = row - rest * extent[d];
+    row = rest;
   }
   // What is left is below extent[0]: 2-D rows need no division at all.
   if (extent.size() > 1) coord[0] = row;

@@ -480,9 +480,19 @@ struct AvgPoolBackwardRows {
     for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
          job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
       row_coords(p.g.in, row, coord.data());
+      // A row covered by the same output rows as the one before it (both rows of a window
+      // that is as tall as its stride) equals it: copy the row just written.
+      bool same_box = job > begin && row > 0;
       for (int64_t d = 0; d < lead; ++d) {
-        lo[d] = a.in_tab[d].first[coord[d]];
-        hi[d] = a.in_tab[d].last[coord[d]];
+        const int64_t first = a.in_tab[d].first[coord[d]], last = a.in_tab[d].last[coord[d]];
+        same_box = same_box && first == lo[d] && last == hi[d];
+        lo[d] = first;
+        hi[d] = last;
+      }
+      T* __restrict out = dx + plane * p.in_plane + row * n;
+      if (same_box) {
+        std::memcpy(out, out - n, n * sizeof(T));
+        continue;
       }
       const T* grad_plane = dy + plane * p.out_plane;
       scaled.clear();
@@ -491,7 +501,6 @@ struct AvgPoolBackwardRows {
         scaled.push_back(cache.get(a, grad_plane, plane, cur.data()));
       }
       const int64_t row_count = static_cast<int64_t>(scaled.size());
-      T* __restrict out = dx + plane * p.in_plane + row * n;
       int64_t i = in.lo;
       if constexpr (kVector) {
         i = pass<D, 2>(p, scaled.data(), row_count, i, in, out);
