@@ -326,11 +326,14 @@ struct AvgPoolRows {
 // inner dims come round again for the next coordinate of an outer one (extent: the whole
 // output extent). A row the current box needs is never evicted, and each is computed
 // about once per job.
+// Each cached row has `margin` outputs of +0.0 on both sides, so vector chunks may run
+// over the whole input row: a tap whose output does not exist adds +0.0, which changes no
+// sum (sums start at +0.0 and so are never -0.0).
 struct ScaledRows {
   Dims extent, slot_pitch;
   std::vector<int64_t> tag;   // plane * out rows + row of each slot, or -1
-  std::vector<double> rows;   // slots of `pitch` doubles
-  int64_t pitch;
+  std::vector<double> rows;   // slots of `pitch` doubles, margin + out_last + margin
+  int64_t margin, pitch;
   int64_t out_rows;           // output rows per plane
 
   explicit ScaledRows(const AvgPlan& a)
@@ -349,7 +352,9 @@ struct ScaledRows {
       slot_pitch[d] = slots;
       slots *= extent[d];
     }
-    pitch = p.out_last;
+    // A cell reaches at most `taps` outputs past either end of the row.
+    margin = p.taps() + 2;
+    pitch = p.out_last + 2 * margin;
     out_rows = p.out_plane / p.out_last;
     tag.assign(slots, -1);
     rows.assign(slots * pitch, 0.0);
@@ -365,7 +370,7 @@ struct ScaledRows {
       row = row * p.g.out[d] + coord[d];
     }
     const int64_t key = plane * out_rows + row;
-    double* scaled = rows.data() + slot * pitch;
+    double* scaled = rows.data() + slot * pitch + margin;
     if (tag[slot] != key) {
       tag[slot] = key;
       const T* grad = grad_plane + row * p.out_last;
@@ -396,7 +401,7 @@ FC_INLINE void avg_backward_chunk(const double* const* scaled, int64_t row_count
     DVec sum[G] = {};
     for (int64_t r = 0; r < row_count; ++r) {
       for (int64_t t = taps - 1; t >= 0; --t) {
-        const double* at = scaled[r] + cell - (first_shift + t);  // >= 0 in the interior
+        const double* at = scaled[r] + cell - (first_shift + t);
         for (int g = 0; g < G; ++g) sum[g] += DL::template load<DVec>(at + g * D);
       }
     }
@@ -407,8 +412,9 @@ FC_INLINE void avg_backward_chunk(const double* const* scaled, int64_t row_count
     // `top` gathers the taps taps-1, taps-3, ..., `next` the taps taps-2, taps-4, ...; an
     // output index (rel + 1) / 2 serves the even cells when rel = cell - shift is even, the
     // odd cells when it is odd.
-    const int64_t rel_top = cell - (first_shift + taps - 1);  // >= 0 in the interior
-    const int64_t top_base = (rel_top + 1) / 2, next_base = (rel_top + 2) / 2;
+    // rel_top may be negative at the row start (the margin holds those outputs): >> floors.
+    const int64_t rel_top = cell - (first_shift + taps - 1);
+    const int64_t top_base = (rel_top + 1) >> 1, next_base = (rel_top + 2) >> 1;
     const int64_t top_taps = (taps + 1) / 2, next_taps = taps / 2;
     DVec top[G] = {}, next[G] = {};
     for (int64_t r = 0; r < row_count; ++r) {
@@ -466,14 +472,10 @@ struct AvgPoolBackwardRows {
     const AvgPlan& a = *avg;
     const PoolPlan& p = *a.pool;
     const int64_t lead = p.lead_dims(), rows_per_plane = p.in_plane / p.in_last;
-    const int64_t n = p.in_last, s = p.g.stride.back();
+    const int64_t n = p.in_last;
     const InTable& last = a.in_tab.back();
-    // Cells every one of whose taps lands on an output: cell - shift in [0, (out - 1) s].
-    const int64_t shift_lo = p.tap_shift[0], shift_hi = shift_lo + p.taps() - 1;
-    const int64_t cell_lo = std::min(n, std::max<int64_t>(0, shift_hi));
-    const Interior in{cell_lo,
-                      kVector ? std::max(cell_lo, std::min(n, (p.out_last - 1) * s + shift_lo + 1))
-                              : cell_lo};
+    // The margins of the cached rows let vector chunks cover every cell.
+    const Interior in{0, kVector ? n : 0};
     ScaledRows cache(a);
     Dims coord(lead), lo(lead), hi(lead), cur(lead);
     std::vector<const double*> scaled;
