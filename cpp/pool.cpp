@@ -220,11 +220,14 @@ struct RowBox {
   }
 };
 
-// The outputs [lo, hi) of a row whose windows hold every last-dim tap as an input cell: the
-// windows o*s + first_shift + [0, taps) inside [0, n).
+// The part [lo, hi) of a row that vector chunks may compute: outputs (forward) or input
+// cells (average adjoint).
 struct Interior {
   int64_t lo, hi;
 };
+
+// The forward interior: outputs whose windows hold every last-dim tap as an input cell,
+// o*s + first_shift + [0, taps) inside [0, n).
 
 FC_INLINE Interior output_interior(const PoolPlan& p, int64_t s) {
   const int64_t shift = p.tap_shift[0], taps = p.taps(), n = p.in_last;

@@ -8,12 +8,13 @@
 // Every kernel is output-chunk-major: a chunk of outputs (forward) or input cells (average
 // adjoint) keeps its running max and winner position, or its double sums, in registers
 // while it loops over all taps of the window (the box of leading-dim rows, then the
-// last-dim taps, in row-major scan order), and is stored once. Chunks cover the interior
-// of a row, where every tap is an input cell; the last chunk overlaps its predecessor
-// instead of leaving a tail (recomputing an output gives the same bits). Last-dim strides
-// 1 and 2 are vectorized (stride 2 with deinterleaving loads); the few border outputs,
-// and every output of other strides, take a scalar path that visits the same cells in the
-// same order, so both paths agree bitwise.
+// last-dim taps, in row-major scan order), and is stored once. Forward chunks cover the
+// interior of a row, where every tap is an input cell; adjoint chunks cover whole rows
+// (their dy rows carry zero margins). The last chunk overlaps its predecessor instead of
+// leaving a tail (recomputing an output gives the same bits). Last-dim strides 1 and 2 are
+// vectorized (stride 2 with deinterleaving loads); the few border outputs, and every
+// output of other strides, take a scalar path that visits the same cells in the same
+// order, so both paths agree bitwise.
 
 constexpr int kVecBytes = FC_POOL_VEC_BYTES;
 constexpr int kDoubleLanes = kVecBytes / sizeof(double);
