@@ -856,3 +856,17 @@ def test_stride1_rows_match_torch(n, kernel, padding):
     tdx, = torch.autograd.grad(F.avg_pool2d(tx, kernel, 1, padding), tx, torch.from_numpy(dy))
     dx = fc.avg_pool_backward(dy, x.shape, kernel, stride=1, padding=padding)
     np.testing.assert_allclose(dx, tdx.numpy(), **tolerance(np.float32, kernel * kernel))
+
+
+@pytest.mark.parametrize("height", [40, 2**18 + 3])
+def test_avg_backward_long_inner_dims_short_rows(height):
+    """3-D windows over a tall, narrow volume: the adjoint's cache of dy rows would need
+    every row of the inner dim; beyond its memory cap it keeps only the current box."""
+    shape, kernel, stride = (1, 2, 3, height, 3), (2, 2, 2), (1, 2, 2)
+    win = window(shape, kernel, stride, 0, True)
+    dy = rand(shape[:2] + win.out_size, np.float64, seed_of("tall", height))
+    for count_include_pad in (True, False):
+        dx = fc.avg_pool_backward(dy, shape, kernel, stride=stride, ceil_mode=True,
+                                  count_include_pad=count_include_pad)
+        rdx = ref.avg_pool_backward(dy, shape, *geometry(win), True, count_include_pad)
+        np.testing.assert_allclose(dx, rdx, **tolerance(np.float64, 8))

@@ -325,8 +325,8 @@ struct AvgPoolRows {
 // in slots (coord_d mod extent_d, per leading dim). Input rows come in row-major order, so
 // along dim 0 a row is shared by neighbours only (extent: the widest box there), while the
 // inner dims come round again for the next coordinate of an outer one (extent: the whole
-// output extent). A row the current box needs is never evicted, and each is computed
-// about once per job.
+// output extent, within a memory cap). A row the current box needs is never evicted, and
+// each is computed about once per job.
 // Each cached row has `margin` outputs of +0.0 on both sides, so vector chunks may run
 // over the whole input row: a tap whose output does not exist adds +0.0, which changes no
 // sum (sums start at +0.0 and so are never -0.0).
@@ -340,23 +340,34 @@ struct ScaledRows {
   explicit ScaledRows(const AvgPlan& a)
       : extent(a.pool->lead_dims()), slot_pitch(a.pool->lead_dims()) {
     const PoolPlan& p = *a.pool;
-    int64_t slots = 1;
-    for (int64_t d = p.lead_dims() - 1; d >= 0; --d) {
-      int64_t widest = 1;
-      for (int64_t i = 0; i < p.g.in[d]; ++i) {
-        widest = std::max(widest, a.in_tab[d].last[i] - a.in_tab[d].first[i]);
-      }
-      // A power of two in dim 0, so the slot needs no division.
-      int64_t pow2 = 1;
-      while (pow2 < widest) pow2 *= 2;
-      extent[d] = d == 0 ? pow2 : p.g.out[d];
-      slot_pitch[d] = slots;
-      slots *= extent[d];
-    }
     // A cell reaches at most `taps` outputs past either end of the row.
     margin = p.taps() + 2;
     pitch = p.out_last + 2 * margin;
     out_rows = p.out_plane / p.out_last;
+    // Extents are powers of two, so a slot needs no division. Where keeping the whole inner
+    // range would take more than kMaxDoubles (long inner dims, short rows), every dim keeps
+    // only its widest box: rows are then recomputed when an outer coordinate moves on.
+    constexpr int64_t kMaxDoubles = int64_t{1} << 21;
+    const auto pow2 = [](int64_t v) {
+      int64_t r = 1;
+      while (r < v) r *= 2;
+      return r;
+    };
+    Dims widest(p.lead_dims(), 1);
+    int64_t whole = pitch;
+    for (int64_t d = 0; d < p.lead_dims(); ++d) {
+      for (int64_t i = 0; i < p.g.in[d]; ++i) {
+        widest[d] = std::max(widest[d], a.in_tab[d].last[i] - a.in_tab[d].first[i]);
+      }
+      extent[d] = pow2(d == 0 ? widest[d] : p.g.out[d]);
+      whole = whole > kMaxDoubles ? whole : whole * extent[d];
+    }
+    int64_t slots = 1;
+    for (int64_t d = p.lead_dims() - 1; d >= 0; --d) {
+      if (whole > kMaxDoubles) extent[d] = pow2(widest[d]);
+      slot_pitch[d] = slots;
+      slots *= extent[d];
+    }
     tag.assign(slots, -1);
     rows.assign(slots * pitch, 0.0);
   }
@@ -367,7 +378,7 @@ struct ScaledRows {
     const PoolPlan& p = *a.pool;
     int64_t slot = 0, row = 0;
     for (int64_t d = 0; d < p.lead_dims(); ++d) {
-      slot += (d == 0 ? coord[d] & (extent[d] - 1) : coord[d]) * slot_pitch[d];
+      slot += (coord[d] & (extent[d] - 1)) * slot_pitch[d];
       row = row * p.g.out[d] + coord[d];
     }
     const int64_t key = plane * out_rows + row;
