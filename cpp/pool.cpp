@@ -5,12 +5,11 @@
 // per-element bounds test is needed. Work is cut into rows (all positions of one (n, c)
 // plane sharing every coordinate but the last); each row is computed on its own from
 // read-only data, so results are bitwise identical for any thread count. Within a row the
-// loops are tap-major: leading-dim taps outermost in row-major order, then last-dim taps,
-// then every output that tap reaches (a closed-form range). Each window still sees its
-// cells in row-major scan order (so the first maximum wins), and the innermost loop runs
-// over independent outputs, which pipelines and vectorizes (stride-2 windows with
-// deinterleaving vector loads, see simd/pool_rows.inl). The average-pool adjoint runs per
+// kernels are output-chunk-major (see simd/pool_rows.inl): a vector of outputs keeps its
+// running max and winner, or its sums, in registers over every tap of the window, visited
+// in row-major scan order (so the first maximum wins). The average-pool adjoint runs per
 // input row over the outputs covering it, so it needs no atomics either.
+#include <immintrin.h>
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -185,8 +184,9 @@ struct BoxCursor {
 // Leading output coordinates of output row `row` of a plane.
 void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
   for (int64_t d = static_cast<int64_t>(extent.size()) - 2; d > 0; --d) {
-    coord[d] = row % extent[d];
-    row /= extent[d];
+    const int64_t rest = row / extent[d];  // one division: % would be a second one
+    coord[d] = row - rest * extent[d];
+    row = rest;
   }
   // What is left is below extent[0]: 2-D rows need no division at all.
   if (extent.size() > 1) coord[0] = row;
@@ -202,12 +202,107 @@ FC_INLINE void row_box(const PoolPlan& p, int64_t row, int64_t* coord, int64_t* 
   }
 }
 
-// Inputs and the count divisors behind the average-pool adjoint.
-struct AvgBackwardPlan {
+// The input rows of one output row's windows: plane offsets of the box points in row-major
+// order (at least one, since a window always holds an input cell).
+struct RowBox {
+  Dims coord, lo, hi, cur, offsets;
+  explicit RowBox(int64_t lead) : coord(lead), lo(lead), hi(lead), cur(lead) {}
+
+  // Fills offsets for output row `row` of a plane and returns how many there are.
+  int64_t gather(const PoolPlan& p, int64_t row) {
+    row_box(p, row, coord.data(), lo.data(), hi.data());
+    offsets.clear();
+    for (BoxCursor box(p.lead_dims(), lo.data(), hi.data(), p.in_pitch.data(), cur.data());
+         box.valid; box.advance()) {
+      offsets.push_back(box.offset());
+    }
+    return static_cast<int64_t>(offsets.size());
+  }
+};
+
+// The part [lo, hi) of a row that vector chunks may compute: outputs (forward) or input
+// cells (average adjoint).
+struct Interior {
+  int64_t lo, hi;
+};
+
+// The forward interior: outputs whose windows hold every last-dim tap as an input cell,
+// o*s + first_shift + [0, taps) inside [0, n).
+
+FC_INLINE Interior output_interior(const PoolPlan& p, int64_t s) {
+  const int64_t shift = p.tap_shift[0], taps = p.taps(), n = p.in_last;
+  const int64_t lo = std::min(p.out_last, shift >= 0 ? 0 : (-shift + s - 1) / s);
+  const int64_t room = n - taps - shift;  // the last window start that fits, from shift
+  const int64_t hi = room < 0 ? 0 : std::min(p.out_last, room / s + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// How the G vectors of a chunk (W outputs each, `step` apart, from the cell `first_cell`)
+// may read a row of n cells with stride-2 pair loads, which read one cell past the last
+// even one, or with kBack one cell before the first: all forward, the first forward and
+// the rest backward (both ends of a short row are tight), all backward, or none (the row
+// is too short; a narrower chunk takes over).
+enum class Reach { kForward, kMixed, kBackward, kNone };
+
+FC_INLINE Reach chunk_reach(int64_t stride, int64_t first_cell, int64_t taps, int64_t width,
+                            int64_t step, int64_t vectors, int64_t n) {
+  if (stride == 1) return Reach::kForward;
+  const int64_t span = (vectors - 1) * step + width;
+  if (first_cell + taps - 1 + 2 * span - 1 < n) return Reach::kForward;
+  if (first_cell >= 1) return Reach::kBackward;
+  if (vectors > 1 && step > 0 && first_cell + taps - 1 + 2 * width - 1 < n) return Reach::kMixed;
+  return Reach::kNone;
+}
+
+// Runs chunk(start, step, reach) over the interior outputs [o, hi) of a row: G vectors of W
+// outputs each, at start + g * step. Chunks go W apart; where fewer than G x W outputs are
+// left, the last chunk moves back to overlap the previous one, or, in a row too short for
+// that, its vectors move closer together (step < W). Returns the first output it did not
+// cover.
+template <int W, int G, typename Chunk>
+FC_INLINE int64_t run_chunks(int64_t o, Interior in, int64_t stride, int64_t first_shift,
+                             int64_t taps, int64_t n, Chunk chunk) {
+  while (o < in.hi) {
+    int64_t start = o, step = W;
+    if (in.hi - o < G * W) {
+      if (in.hi - in.lo >= G * W) {
+        start = in.hi - G * W;
+      } else if (in.hi - o >= W) {
+        step = G > 1 ? (in.hi - W - o) / (G - 1) : 0;
+      } else if (in.hi - in.lo >= W) {
+        start = in.hi - W;
+        step = 0;
+      } else {
+        break;
+      }
+    }
+    const int64_t span = (G - 1) * step + W;
+    const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, W, step, G, n);
+    if (reach == Reach::kNone) break;
+    chunk(start, step, reach);
+    o = start + span;
+  }
+  return o;
+}
+
+// Inputs of the average-pool kernels beyond the pool plan: the count divisors.
+struct AvgPlan {
   const PoolPlan* pool;
-  std::vector<InTable> in_tab;  // per dim: the outputs covering each input coordinate
+  std::vector<InTable> in_tab;     // per dim: the outputs covering each input coordinate
   std::vector<double> last_count;  // divisor share of the last dim, per output coordinate
   bool count_include_pad;
+
+  // The divisor share of the leading dims for leading output coordinates `coord`.
+  FC_INLINE double lead_count(const int64_t* coord) const {
+    double count = 1;
+    for (int64_t d = 0; d < pool->lead_dims(); ++d) {
+      const OutTable& t = pool->out_tab[d];
+      // Counts are far below 2^53, so the products stay exact.
+      count *= static_cast<double>(count_include_pad ? t.padded[coord[d]]
+                                                     : t.hi[coord[d]] - t.lo[coord[d]]);
+    }
+    return count;
+  }
 };
 
 // The row kernels, once per instruction set (see simd/pool_rows.inl). The dispatch picks the
@@ -227,7 +322,7 @@ Isa selected_isa() {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")
+#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prefer-vector-width=512")
 namespace avx512 {
 #define FC_POOL_VEC_BYTES 64
 #include "simd/pool_rows.inl"
@@ -271,47 +366,61 @@ void run_jobs(int64_t jobs, Fn avx512_fn, Fn avx2_fn, Fn baseline_fn, Args... ar
   }
 }
 
+// Calls launch(std::integral_constant<int, S>{}) with S the compile-time last-dim stride of
+// the row kernels: 1 and 2 have vector paths, 0 stands for any other.
+template <typename Launch>
+void with_stride(const PoolPlan& p, Launch launch) {
+  const int64_t s = p.g.stride.back();
+  if (s == 1) return launch(std::integral_constant<int, 1>{});
+  if (s == 2) return launch(std::integral_constant<int, 2>{});
+  launch(std::integral_constant<int, 0>{});
+}
+
 template <typename T>
 void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
   const int64_t jobs = p.planes() * (p.out_plane / p.out_last);
-  const bool stride2 = p.g.stride.back() == 2;
   const bool narrow = sizeof(T) == 4 && p.in_plane <= std::numeric_limits<int32_t>::max();
-  if (!indices) {
-    if (stride2) return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, false, 2>), &p, x, y, indices);
-    return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, false, 0>), &p, x, y, indices);
+  with_stride(p, [&](auto stride) {
+    constexpr int S = decltype(stride)::value;
+    if (!indices) {
+      return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, false, false, S>), &p, x, y, indices);
+    }
+    if (narrow) {
+      return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, true, true, S>), &p, x, y, indices);
+    }
+    run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, true, false, S>), &p, x, y, indices);
+  });
+}
+
+AvgPlan make_avg_plan(const PoolPlan& p, bool count_include_pad, bool with_in_tables) {
+  AvgPlan a{&p, with_in_tables ? make_in_tables(p) : std::vector<InTable>{},
+            std::vector<double>(p.out_last), count_include_pad};
+  const OutTable& last = p.out_tab.back();
+  for (int64_t o = 0; o < p.out_last; ++o) {
+    a.last_count[o] =
+        static_cast<double>(count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o]);
   }
-  if (narrow) {
-    if (stride2) return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int32_t, true, 2>), &p, x, y, indices);
-    return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int32_t, true, 0>), &p, x, y, indices);
-  }
-  if (stride2) return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, true, 2>), &p, x, y, indices);
-  run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, int64_t, true, 0>), &p, x, y, indices);
+  return a;
 }
 
 template <typename T>
 void avg_pool_impl(const PoolPlan& p, const T* x, T* y, bool count_include_pad) {
+  const AvgPlan a = make_avg_plan(p, count_include_pad, false);
   const int64_t jobs = p.planes() * (p.out_plane / p.out_last);
-  if (p.g.stride.back() == 2) {
-    return run_jobs(jobs, FC_PER_ISA(AvgPoolRows<T, 2>), &p, x, y, count_include_pad);
-  }
-  run_jobs(jobs, FC_PER_ISA(AvgPoolRows<T, 0>), &p, x, y, count_include_pad);
+  with_stride(p, [&](auto stride) {
+    constexpr int S = decltype(stride)::value;
+    run_jobs(jobs, FC_PER_ISA(AvgPoolRows<T, S>), &a, x, y);
+  });
 }
 
 template <typename T>
 void avg_pool_backward_impl(const PoolPlan& p, const T* dy, T* dx, bool count_include_pad) {
-  AvgBackwardPlan plan{&p, make_in_tables(p), std::vector<double>(p.out_last),
-                       count_include_pad};
-  const OutTable& last = p.out_tab.back();
-  for (int64_t o = 0; o < p.out_last; ++o) {
-    // Counts are far below 2^53, so the product with the leading share stays exact.
-    plan.last_count[o] =
-        static_cast<double>(count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o]);
-  }
+  const AvgPlan a = make_avg_plan(p, count_include_pad, true);
   const int64_t jobs = p.planes() * (p.in_plane / p.in_last);
-  if (p.g.stride.back() == 2) {
-    return run_jobs(jobs, FC_PER_ISA(AvgPoolBackwardRows<T, 2>), &plan, dy, dx);
-  }
-  run_jobs(jobs, FC_PER_ISA(AvgPoolBackwardRows<T, 0>), &plan, dy, dx);
+  with_stride(p, [&](auto stride) {
+    constexpr int S = decltype(stride)::value;
+    run_jobs(jobs, FC_PER_ISA(AvgPoolBackwardRows<T, S>), &a, dy, dx);
+  });
 }
 
 const int64_t* index_input(const py::array& a, const char* name) {

@@ -668,8 +668,8 @@ def test_extension_rejects_read_only_output():
 
 
 # ----------------------------------------------------------------------------------------
-# Wide rows: the stride-2 vector paths (up to 16 float32 lanes per tap pass, so rows need
-# well over 32 cells), their ends at the row edge, ties, NaNs, padding and ceil_mode
+# Wide rows: the stride-2 vector chunks (up to 32 outputs each, so rows need well over 64
+# cells), their ends at the row edge, ties, NaNs, padding and ceil_mode
 # ----------------------------------------------------------------------------------------
 
 WIDE_CASES = [
@@ -746,8 +746,8 @@ def test_huge_kernel_with_same_padding_covers_the_whole_row(stride: int) -> None
 
 
 # ----------------------------------------------------------------------------------------
-# Short stride-2 rows (at most one vector of outputs, as LeNet's 14 and 5): sums kept in
-# registers, lanes past the row dropped, the last rows of the array on the general path
+# Short stride-2 rows (at most one vector of outputs, as LeNet's 14 and 5): narrower
+# chunks, overlapping chunks and the scalar path, up to the last rows of the array
 # ----------------------------------------------------------------------------------------
 
 SHORT_CASES = [
@@ -779,3 +779,94 @@ def test_short_stride2_rows(shape, kernel, stride, padding, ceil_mode, dtype):
             ty = F.avg_pool2d(torch.from_numpy(x), win.kernel, win.stride, win.pad_before,
                               ceil_mode=ceil_mode).numpy()
             np.testing.assert_allclose(y, ty, **tolerance(dtype, int(np.prod(win.kernel))))
+
+
+# ----------------------------------------------------------------------------------------
+# Row lengths around the chunk widths (4 to 32 outputs per chunk, by instruction set and
+# dtype) for the vectorized last-dim strides 1 and 2: full chunks, the overlapping last
+# chunk, stride-2 loads that must start a cell early at the row end, border outputs
+# ----------------------------------------------------------------------------------------
+
+# last-dim kernel, stride, padding (before, after), ceil_mode
+ROW_GEOMETRIES = [(2, 1, (0, 0), False), (3, 1, (1, 1), False), (4, 1, (2, 1), False),
+                  (2, 2, (0, 0), False), (3, 2, (1, 1), False), (3, 2, (0, 1), True),
+                  (4, 2, (2, 1), True)]
+ROW_OUTPUTS = [3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65]
+
+
+def row_cases():
+    cases = []
+    for (k, s, pads, ceil_mode), outputs, dims in itertools.product(ROW_GEOMETRIES,
+                                                                    ROW_OUTPUTS, (1, 2)):
+        n = (outputs - 1) * s + k - sum(pads)
+        shape = (2, 3, n) if dims == 1 else (1, 3, 3, n)
+        kernel, stride, padding = ((k,), (s,), (pads,)) if dims == 1 else \
+            ((2, k), (2, s), ((0, 1), pads))
+        cases.append(pytest.param(shape, kernel, stride, padding, ceil_mode,
+                                  id=f"{dims}d-k{k}-s{s}-p{pads}-ceil{ceil_mode:d}-n{n}"))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", row_cases())
+def test_row_lengths_around_chunk_widths(shape, kernel, stride, padding, ceil_mode, dtype):
+    win = window(shape, kernel, stride, padding, ceil_mode)
+    seed = seed_of("rows", shape, kernel, stride, padding, ceil_mode, dtype)
+    x = rand(shape, dtype, seed, ties=True)
+    flat = x.reshape(-1)
+    flat[::23] = np.nan  # scattered NaNs: the first one in a window wins
+    flat[5::29] = np.nan
+    y, idx = fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                         return_indices=True)
+    ry, ridx = ref.max_pool(x, *geometry(win), ceil_mode)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(
+        fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode), ry)
+
+    x = rand(shape, dtype, seed + 1)
+    dy = rand(y.shape, dtype, seed + 2)
+    tol = tolerance(dtype, int(np.prod(kernel)))
+    for count_include_pad in (True, False):
+        y = fc.avg_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                        count_include_pad=count_include_pad)
+        ry = ref.avg_pool(x.astype(np.float64), *geometry(win), ceil_mode, count_include_pad)
+        np.testing.assert_allclose(y, ry, **tol, err_msg=f"count_include_pad={count_include_pad}")
+        dx = fc.avg_pool_backward(dy, shape, kernel, stride=stride, padding=padding,
+                                  ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+        rdx = ref.avg_pool_backward(dy.astype(np.float64), shape, *geometry(win), ceil_mode,
+                                    count_include_pad)
+        np.testing.assert_allclose(dx, rdx, **tol, err_msg=f"count_include_pad={count_include_pad}")
+
+
+@pytest.mark.parametrize("n", [17, 33, 66, 112])
+@pytest.mark.parametrize("kernel, padding", [(2, 0), (3, 1)])
+def test_stride1_rows_match_torch(n, kernel, padding):
+    x = rand((2, 3, 5, n), np.float32, seed_of("stride1-torch", n, kernel))
+    tx = torch.from_numpy(x)
+    y, idx = fc.max_pool(x, kernel, stride=1, padding=padding, return_indices=True)
+    ty, tidx = F.max_pool2d(tx, kernel, 1, padding, return_indices=True)
+    np.testing.assert_array_equal(y, ty.numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    y = fc.avg_pool(x, kernel, stride=1, padding=padding)
+    ty = F.avg_pool2d(tx, kernel, 1, padding)
+    np.testing.assert_allclose(y, ty.numpy(), **tolerance(np.float32, kernel * kernel))
+    dy = rand(y.shape, np.float32, seed_of("stride1-torch-dy", n, kernel))
+    tx.requires_grad_(True)
+    tdx, = torch.autograd.grad(F.avg_pool2d(tx, kernel, 1, padding), tx, torch.from_numpy(dy))
+    dx = fc.avg_pool_backward(dy, x.shape, kernel, stride=1, padding=padding)
+    np.testing.assert_allclose(dx, tdx.numpy(), **tolerance(np.float32, kernel * kernel))
+
+
+@pytest.mark.parametrize("height", [40, 2**18 + 3])
+def test_avg_backward_long_inner_dims_short_rows(height):
+    """3-D windows over a tall, narrow volume: the adjoint's cache of dy rows would need
+    every row of the inner dim; beyond its memory cap it keeps only the current box."""
+    shape, kernel, stride = (1, 2, 3, height, 3), (2, 2, 2), (1, 2, 2)
+    win = window(shape, kernel, stride, 0, True)
+    dy = rand(shape[:2] + win.out_size, np.float64, seed_of("tall", height))
+    for count_include_pad in (True, False):
+        dx = fc.avg_pool_backward(dy, shape, kernel, stride=stride, ceil_mode=True,
+                                  count_include_pad=count_include_pad)
+        rdx = ref.avg_pool_backward(dy, shape, *geometry(win), True, count_include_pad)
+        np.testing.assert_allclose(dx, rdx, **tolerance(np.float64, 8))

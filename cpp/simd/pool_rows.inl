@@ -2,11 +2,22 @@
 // `#pragma GCC target` region and its own namespace, with FC_POOL_VEC_BYTES the vector
 // width. Vector code is written with GCC vector extensions; the pragma makes them lower to
 // the target's instructions (a target attribute on a caller alone does not: vectors are
-// lowered before inlining). A compile-time last-dim stride (kStride, 0 = read at run time)
-// lets the common stride-2 windows load pairs and deinterleave them instead of gathering.
-// Kernels run rows [begin, end) of one call and depend only on read-only inputs.
+// lowered before inlining). Kernels run rows [begin, end) of one call and depend only on
+// read-only inputs.
+//
+// Every kernel is output-chunk-major: a chunk of outputs (forward) or input cells (average
+// adjoint) keeps its running max and winner position, or its double sums, in registers
+// while it loops over all taps of the window (the box of leading-dim rows, then the
+// last-dim taps, in row-major scan order), and is stored once. Forward chunks cover the
+// interior of a row, where every tap is an input cell; adjoint chunks cover whole rows
+// (their dy rows carry zero margins). The last chunk overlaps its predecessor instead of
+// leaving a tail (recomputing an output gives the same bits). Last-dim strides 1 and 2 are
+// vectorized (stride 2 with deinterleaving loads); the few border outputs, and every
+// output of other strides, take a scalar path that visits the same cells in the same
+// order, so both paths agree bitwise.
 
 constexpr int kVecBytes = FC_POOL_VEC_BYTES;
+constexpr int kDoubleLanes = kVecBytes / sizeof(double);
 
 // W lanes of T (and of the same-width integer, the lane type of compare masks and of the
 // max-pool winner positions) through GCC vector extensions, which lower to whatever the
@@ -19,7 +30,6 @@ struct Lanes {
   typedef T Vec __attribute__((vector_size(W * sizeof(T))));
   typedef LaneInt<T> IVec __attribute__((vector_size(W * sizeof(T))));
   typedef double DVec __attribute__((vector_size(W * sizeof(double))));
-  typedef int64_t DMask __attribute__((vector_size(W * sizeof(double))));  // DVec's lanes
 
   template <typename V, typename E>
   static FC_INLINE V load(const E* p) {
@@ -32,323 +42,494 @@ struct Lanes {
     std::memcpy(p, &v, sizeof v);
   }
   template <int... I>
-  static constexpr IVec ramp(std::integer_sequence<int, I...>, int step) {
-    return IVec{static_cast<LaneInt<T>>(step * I)...};
+  static constexpr IVec ramp(std::integer_sequence<int, I...>, int step, int first) {
+    return IVec{static_cast<LaneInt<T>>(step * I + first)...};
   }
-  static FC_INLINE Vec select(IVec mask, Vec a, Vec b) {
-    return reinterpret_cast<Vec>((reinterpret_cast<IVec>(a) & mask) |
-                                 (reinterpret_cast<IVec>(b) & ~mask));
-  }
-  // Lanes p[0], p[2], ..., p[2W - 2] from two contiguous loads (p[2W - 1] is read too).
-  static FC_INLINE Vec evens(const T* p) {
-    constexpr IVec kEven = ramp(std::make_integer_sequence<int, W>{}, 2);
-    return __builtin_shuffle(load<Vec>(p), load<Vec>(p + W), kEven);
+  // Lanes p[0], p[S], ..., p[S (W - 1)] for S = 1 or 2. Stride 2 deinterleaves two
+  // contiguous loads: kBack reads p[-1 .. 2W - 2] and keeps the odd lanes, otherwise it reads
+  // p[0 .. 2W - 1] and keeps the even ones, so a caller can stay inside a row at either end.
+  template <int S, bool kBack>
+  static FC_INLINE Vec strided(const T* p) {
+    if constexpr (S == 1) {
+      return load<Vec>(p);
+    } else {
+      constexpr IVec kPick =
+          ramp(std::make_integer_sequence<int, W>{}, 2, kBack ? 1 : 0);
+      const T* q = kBack ? p - 1 : p;
+      return __builtin_shuffle(load<Vec>(q), load<Vec>(q + W), kPick);
+    }
   }
 };
 
-// Lane l of the mask picks lane first + l/2 of the first operand for even l and lane 0 of
-// the second operand (W) for odd l: it interleaves half a vector with a filler.
-template <typename IVec, int W, int... I>
-constexpr IVec spread_mask(std::integer_sequence<int, I...>, int first) {
-  return IVec{(I % 2 == 0 ? first + I / 2 : W)...};
+// Lane l takes lane first + l/2 of the first operand for even l and of the second operand
+// (D + first + l/2) for odd l: it interleaves half of two vectors.
+template <typename IVec, int D, int... I>
+constexpr IVec interleave_mask(std::integer_sequence<int, I...>, int first) {
+  return IVec{(I % 2 == 0 ? first + I / 2 : D + first + I / 2)...};
 }
 
-// Stride-2 tap pass of max pooling over outputs [o, end) of one row, W at a time, while
-// the pair loads stay inside the input row of `n` cells; returns where it stopped.
-// `base` is the plane offset of src.
-template <typename T, int W, bool kIndex>
-FC_INLINE int64_t max_tap_stride2(const T* __restrict src, int64_t base, int64_t shift,
-                                  int64_t n, int64_t o, int64_t end, T* __restrict out,
-                                  LaneInt<T>* __restrict pos) {
+// Stores the int32 or int64 lanes of a position vector as int64; int32 lanes are widened
+// in two halves, each filling a native-width register.
+template <typename T, int W>
+FC_INLINE void store_positions(int64_t* dst, typename Lanes<T, W>::IVec pos) {
+  if constexpr (sizeof(LaneInt<T>) == sizeof(int64_t)) {
+    Lanes<T, W>::store(dst, pos);
+  } else {
+    using Half = typename Lanes<int32_t, W / 2>::IVec;
+    using Wide = typename Lanes<int64_t, W / 2>::IVec;
+    Half half[2];
+    std::memcpy(half, &pos, sizeof pos);
+    Lanes<T, W>::store(dst, __builtin_convertvector(half[0], Wide));
+    Lanes<T, W>::store(dst + W / 2, __builtin_convertvector(half[1], Wide));
+  }
+}
+
+// float32 lanes widened to double. GCC 12 lowers __builtin_convertvector of a half-width
+// float vector to a full-width double one as two quarter conversions and an insert; the
+// intrinsic is one instruction.
+template <typename DVec, typename V>
+FC_INLINE DVec widen(V v) {
+#if FC_POOL_VEC_BYTES == 64
+  if constexpr (sizeof(V) == 32 && sizeof(DVec) == 64) {
+    return reinterpret_cast<DVec>(_mm512_cvtps_pd(reinterpret_cast<__m256>(v)));
+  }
+#elif FC_POOL_VEC_BYTES == 32
+  if constexpr (sizeof(V) == 16 && sizeof(DVec) == 32) {
+    return reinterpret_cast<DVec>(_mm256_cvtps_pd(reinterpret_cast<__m128>(v)));
+  }
+#endif
+  return __builtin_convertvector(v, DVec);
+}
+
+// Vector g of a chunk: the first may load forward while the rest load backward.
+template <typename T, int W, int S, bool kBackFirst, bool kBackRest>
+FC_INLINE typename Lanes<T, W>::Vec load_group(const T* p, int g) {
+  return g == 0 ? Lanes<T, W>::template strided<S, kBackFirst>(p)
+                : Lanes<T, W>::template strided<S, kBackRest>(p);
+}
+
+// One chunk of G vectors of W max-pool outputs, vector g from the cells
+// `first_cell + S*(g*step + lane) + tap` of every box row. The first cell seeds the lanes;
+// a later cell wins when greater, or when it is a NaN and the lane's best is not, so the
+// first maximum (or first NaN) in scan order stays.
+// G independent vectors hide the compare-select latency of the running max; winners are
+// tracked as the cell of lane 0, and the lane ramp is added once at the end.
+template <typename T, int W, int G, int S, bool kBackFirst, bool kBackRest, bool kIndex>
+FC_INLINE void max_chunk(const T* __restrict src_plane, const int64_t* rows, int64_t row_count,
+                         int64_t taps, int64_t first_cell, int64_t step, T* __restrict out,
+                         int64_t* __restrict idx) {
   using L = Lanes<T, W>;
   using IVec = typename L::IVec;
-  constexpr IVec kRamp = L::ramp(std::make_integer_sequence<int, W>{}, 2);
-  for (; o + W <= end && 2 * o + 2 * W - 1 + shift < n; o += W) {
-    const auto v = L::evens(src + 2 * o + shift);
-    const auto best = L::template load<typename L::Vec>(out + o);
-    // v wins when greater, or when it is a NaN and best is not: the first NaN stays.
-    const IVec take = ~(v <= best) & (best == best);
-    // Bitwise selects: a vector ?: can be split into per-lane branches under LTO.
-    L::store(out + o, L::select(take, v, best));
-    if (kIndex) {
-      const IVec at = static_cast<LaneInt<T>>(base + 2 * o + shift) + kRamp;
-      L::store(pos + o, (at & take) | (L::template load<IVec>(pos + o) & ~take));
+  using Index = LaneInt<T>;
+  constexpr IVec kRamp = L::ramp(std::make_integer_sequence<int, W>{}, S, 0);
+  typename L::Vec best[G];
+  IVec pos[G];
+  for (int g = 0; g < G; ++g) {
+    best[g] = load_group<T, W, S, kBackFirst, kBackRest>(
+        src_plane + rows[0] + first_cell + g * S * step, g);
+    pos[g] = IVec{} + static_cast<Index>(rows[0] + first_cell);
+  }
+  for (int64_t r = 0; r < row_count; ++r) {
+    const T* row = src_plane + rows[r] + first_cell;
+    for (int64_t t = r == 0 ? 1 : 0; t < taps; ++t) {
+      const Index at = static_cast<Index>(rows[r] + first_cell + t);
+      for (int g = 0; g < G; ++g) {
+        const auto v = load_group<T, W, S, kBackFirst, kBackRest>(row + t + g * S * step, g);
+        const IVec take = ~(v <= best[g]) & (best[g] == best[g]);
+        best[g] = take ? v : best[g];
+        if (kIndex) pos[g] = take ? IVec{} + at : pos[g];
+      }
     }
   }
-  return o;
-}
-
-template <typename T, int W>
-FC_INLINE int64_t sum_tap_stride2(const T* __restrict src, int64_t shift, int64_t n, int64_t o,
-                                  int64_t end, double* __restrict acc) {
-  using L = Lanes<T, W>;
-  using DVec = typename L::DVec;
-  for (; o + W <= end && 2 * o + 2 * W - 1 + shift < n; o += W) {
-    const DVec v = __builtin_convertvector(L::evens(src + 2 * o + shift), DVec);
-    L::store(acc + o, L::template load<DVec>(acc + o) + v);
+  for (int g = 0; g < G; ++g) {
+    L::store(out + g * step, best[g]);
+    if (kIndex) {
+      store_positions<T, W>(idx + g * step, pos[g] + kRamp + static_cast<Index>(g * S * step));
+    }
   }
-  return o;
 }
 
-// Stride-2 tap pass of the average-pool adjoint: acc[2o + shift] += scaled[o] for outputs
-// [o, end), W at a time, while the pair of stores stays inside the input row of `n` cells.
-// scaled is spread over the even lanes of two vectors; the odd lanes add -0.0, which leaves
-// every value (signed zeros included) unchanged.
-template <int W>
-FC_INLINE int64_t add_tap_stride2(const double* __restrict scaled, int64_t shift, int64_t n,
-                                  int64_t o, int64_t end, double* __restrict acc) {
-  using L = Lanes<double, W>;
-  using DVec = typename L::Vec;
-  using IVec = typename L::IVec;
-  constexpr IVec kLow = spread_mask<IVec, W>(std::make_integer_sequence<int, W>{}, 0);
-  constexpr IVec kHigh = spread_mask<IVec, W>(std::make_integer_sequence<int, W>{}, W / 2);
-  const DVec neg_zero = DVec{} - 0.0;
-  for (; o + W <= end && 2 * o + 2 * W - 1 + shift < n; o += W) {
-    const DVec v = L::template load<DVec>(scaled + o);
-    double* dst = acc + 2 * o + shift;
-    L::store(dst, L::template load<DVec>(dst) + __builtin_shuffle(v, neg_zero, kLow));
-    L::store(dst + W, L::template load<DVec>(dst + W) + __builtin_shuffle(v, neg_zero, kHigh));
+// One max-pool output over whatever cells of its window are inside the input.
+template <typename T, bool kIndex>
+FC_INLINE void max_scalar(const T* src_plane, const int64_t* rows, int64_t row_count,
+                          int64_t lo, int64_t hi, T* out, int64_t* idx) {
+  T best = src_plane[rows[0] + lo];
+  int64_t pos = rows[0] + lo;
+  for (int64_t r = 0; r < row_count; ++r) {
+    for (int64_t i = rows[r] + lo + (r == 0 ? 1 : 0); i < rows[r] + hi; ++i) {
+      const T v = src_plane[i];
+      const bool take = !(v <= best) & (best == best);
+      best = take ? v : best;
+      pos = take ? i : pos;
+    }
   }
-  return o;
+  *out = best;
+  if (kIndex) *idx = pos;
 }
 
-// Index is the type winners are tracked in: int32 next to float32 keeps compare mask and
-// select the same width, so the inner loop vectorizes; rows are widened to int64 at the end.
-template <typename T, typename Index, bool kIndex, int kStride>
+// kStride is the last-dim stride when it is 1 or 2 (vector chunks), 0 for any other
+// (scalar). kNarrow tracks float32 winner positions in int32 lanes, which keeps compare
+// masks and positions the same width; it needs planes below 2^31 cells.
+template <typename T, bool kIndex, bool kNarrow, int kStride>
 struct MaxPoolRows {
-  // The vector pass tracks winners in lanes as wide as T.
-  static constexpr bool kVector = kStride == 2 && (!kIndex || sizeof(Index) == sizeof(T));
+  static constexpr bool kVector =
+      kStride != 0 && (!kIndex || sizeof(T) == sizeof(int64_t) || kNarrow);
 
-  static void run(const PoolPlan* plan, const T* x, T* y, int64_t* indices,
-                            int64_t begin, int64_t end) {
+  template <int W, int G>
+  static FC_INLINE int64_t pass(const PoolPlan& p, const T* src_plane, const int64_t* rows,
+                                int64_t row_count, int64_t o, Interior in, T* out,
+                                int64_t* idx) {
+    const int64_t taps = p.taps(), shift = p.tap_shift[0];
+    return run_chunks<W, G>(o, in, kStride, shift, taps, p.in_last,
+                            [&](int64_t start, int64_t step, Reach reach) {
+      const int64_t first = start * kStride + shift;
+      int64_t* at = kIndex ? idx + start : nullptr;
+      if (reach == Reach::kBackward) {
+        max_chunk<T, W, G, kStride, true, true, kIndex>(src_plane, rows, row_count, taps, first,
+                                                        step, out + start, at);
+      } else if (reach == Reach::kMixed) {
+        max_chunk<T, W, G, kStride, false, true, kIndex>(src_plane, rows, row_count, taps,
+                                                         first, step, out + start, at);
+      } else {
+        max_chunk<T, W, G, kStride, false, false, kIndex>(src_plane, rows, row_count, taps,
+                                                          first, step, out + start, at);
+      }
+    });
+  }
+
+  static void run(const PoolPlan* plan, const T* x, T* y, int64_t* indices, int64_t begin,
+                  int64_t end) {
     constexpr int W = kVecBytes / sizeof(T);
     const PoolPlan& p = *plan;
-    const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
-    const int64_t taps = p.taps();
-    const int64_t s = kStride ? kStride : p.g.stride.back();
+    const int64_t rows_per_plane = p.out_plane / p.out_last;
     const OutTable& last = p.out_tab.back();
-    Dims coord(lead), lo(lead), hi(lead), cur(lead);
-    std::vector<Index> pos_buf(kIndex ? p.out_last : 0);
-    Index* __restrict pos = pos_buf.data();
-    const int64_t n = p.in_last;
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t plane = job / rows, row = job % rows;
-      row_box(p, row, coord.data(), lo.data(), hi.data());
-      int64_t first = 0;  // offset of the first input row of every window in this row
-      for (int64_t d = 0; d < lead; ++d) first += lo[d] * p.in_pitch[d];
+    const Interior in = kVector ? output_interior(p, kStride) : Interior{0, 0};
+    RowBox box(p.lead_dims());
+    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
+         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
+      const int64_t row_count = box.gather(p, row);
+      const int64_t* rows = box.offsets.data();
       const T* src_plane = x + plane * p.in_plane;
-      T* __restrict out = y + plane * p.out_plane + row * p.out_last;
-      // Seed every window with its first input cell; revisiting that cell below cannot
-      // replace it (neither greater nor a new NaN), so the scan stays first-wins.
-      for (int64_t o = 0; o < p.out_last; ++o) {
-        out[o] = src_plane[first + last.lo[o]];
-        if (kIndex) pos[o] = static_cast<Index>(first + last.lo[o]);
+      const int64_t at = plane * p.out_plane + row * p.out_last;
+      T* __restrict out = y + at;
+      int64_t* __restrict idx = kIndex ? indices + at : nullptr;
+      int64_t o = in.lo;
+      if constexpr (kVector) {
+        o = pass<W, 2>(p, src_plane, rows, row_count, o, in, out, idx);
+        if constexpr (W >= 8) o = pass<W / 2, 2>(p, src_plane, rows, row_count, o, in, out, idx);
+        if constexpr (W >= 16) o = pass<W / 4, 2>(p, src_plane, rows, row_count, o, in, out, idx);
       }
-      // Tap-major: for a fixed tap the outputs are independent, so the loop pipelines
-      // instead of chaining one compare after another; per output the taps still come
-      // in row-major scan order.
-      for (BoxCursor box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data()); box.valid;
-           box.advance()) {
-        const int64_t off = box.offset();
-        const T* __restrict src = src_plane + off;
-        for (int64_t j = 0; j < taps; ++j) {
-          const int64_t shift = p.tap_shift[j];
-          int64_t o = p.tap_lo[j];
-          if constexpr (kVector) {
-            auto* lanes = reinterpret_cast<LaneInt<T>*>(pos);
-            o = max_tap_stride2<T, W, kIndex>(src, off, shift, n, o, p.tap_hi[j], out, lanes);
-            if constexpr (W >= 8) {
-              o = max_tap_stride2<T, W / 2, kIndex>(src, off, shift, n, o, p.tap_hi[j], out,
-                                                    lanes);
-            }
-          }
-          for (; o < p.tap_hi[j]; ++o) {
-            const int64_t i = o * s + shift;
-            const T v = src[i], best = out[o];
-            // v wins when greater, or when it is a NaN and best is not: the first NaN stays.
-            const bool take = !(v <= best) & (best == best);
-            out[o] = take ? v : best;
-            if (kIndex) pos[o] = take ? static_cast<Index>(off + i) : pos[o];
-          }
-        }
-      }
-      if (kIndex) {
-        int64_t* __restrict idx = indices + plane * p.out_plane + row * p.out_last;
-        for (int64_t o = 0; o < p.out_last; ++o) idx[o] = pos[o];
+      // Border outputs, and whatever interior the chunks left.
+      for (int64_t k = 0; k < p.out_last; ++k) {
+        if (k == in.lo) k = std::max(k, o);
+        if (k >= p.out_last) break;
+        max_scalar<T, kIndex>(src_plane, rows, row_count, last.lo[k], last.hi[k], out + k,
+                              kIndex ? idx + k : nullptr);
       }
     }
   }
 };
 
-// Lanes [first, first + H) of one stride-2 tap's values over a short row (lane o reads
-// row[2 o]), in double, zero in the lanes outside [lo, hi) that the tap does not reach.
-template <typename T, int H>
-FC_INLINE typename Lanes<T, H>::DVec short_row_tap(const T* row, int64_t first, int64_t lo,
-                                                   int64_t hi, int64_t out_last) {
-  using L = Lanes<T, H>;
+// One chunk of G vectors of D average-pool outputs (vector g from output g * step): double
+// sums over every box row and last-dim tap in scan order, from +0.0 as the scalar path,
+// divided by each output's count and rounded once.
+template <typename T, int D, int G, int S, bool kBackFirst, bool kBackRest>
+FC_INLINE void avg_chunk(const T* __restrict src_plane, const int64_t* rows, int64_t row_count,
+                         int64_t taps, int64_t first_cell, int64_t step, double lead_count,
+                         const double* __restrict last_count, T* __restrict out) {
+  using L = Lanes<T, D>;
   using DVec = typename L::DVec;
-  using Mask = typename L::DMask;
-  DVec v = __builtin_convertvector(L::evens(row + 2 * first), DVec);
-  if (lo > first || hi < std::min<int64_t>(out_last, first + H)) {
-    constexpr Mask kLane = Lanes<double, H>::ramp(std::make_integer_sequence<int, H>{}, 1);
-    const Mask lane = kLane + first;
-    v = reinterpret_cast<DVec>(reinterpret_cast<Mask>(v) & ((lane >= lo) & (lane < hi)));
+  DVec sum[G] = {};
+  for (int64_t r = 0; r < row_count; ++r) {
+    const T* row = src_plane + rows[r] + first_cell;
+    for (int64_t t = 0; t < taps; ++t) {
+      for (int g = 0; g < G; ++g) {
+        const T* at = row + t + g * S * step;
+        sum[g] += widen<DVec>(load_group<T, D, S, kBackFirst, kBackRest>(at, g));
+      }
+    }
   }
-  return v;
+  const DVec lead = DVec{} + lead_count;
+  for (int g = 0; g < G; ++g) {
+    const DVec count = lead * L::template load<DVec>(last_count + g * step);
+    L::store(out + g * step, __builtin_convertvector(sum[g] / count, typename L::Vec));
+  }
 }
 
 template <typename T, int kStride>
 struct AvgPoolRows {
-  static void run(const PoolPlan* plan, const T* x, T* y, bool count_include_pad,
-                            int64_t begin, int64_t end) {
-    constexpr int W = kVecBytes / sizeof(T);
-    const PoolPlan& p = *plan;
-    const int64_t lead = p.lead_dims(), rows = p.out_plane / p.out_last;
-    const int64_t taps = p.taps(), n = p.in_last;
-    const int64_t s = kStride ? kStride : p.g.stride.back();
-    const OutTable& last = p.out_tab.back();
-    Dims coord(lead), lo(lead), hi(lead), cur(lead);
-    // Sums in double: float32 averages round once, at the end.
-    std::vector<double> acc_buf(p.out_last);
-    double* __restrict acc = acc_buf.data();
-    // Short stride-2 rows (LeNet's 14 and 5 outputs) keep the whole row's sums in
-    // registers: one vector step per tap instead of a scalar loop, and no round trip of
-    // the sums through memory between taps. Lanes past the row read whatever follows it
-    // in the input (never past the array) and are dropped.
-    const bool short_rows = kStride == 2 && p.out_last <= W;
-    const T* const x_end = x + p.planes() * p.in_plane;
-    // Two halves of native width: a single double vector of W lanes would be twice the
-    // register width, and GCC keeps such vectors in memory.
-    constexpr int H = W / 2;
-    using Half = Lanes<T, H>;
-    const bool high_half = p.out_last > H;  // rows of at most H outputs skip the second
-    typename Half::DMask last_count[2] = {};
-    for (int64_t o = 0; o < std::min<int64_t>(W, p.out_last); ++o) {
-      last_count[o / H][o % H] = count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o];
-    }
-    for (int64_t job = begin, plane = begin / rows, row = begin % rows; job < end;
-         ++job, row = row + 1 == rows ? 0 : row + 1, plane += row == 0) {
-      row_box(p, row, coord.data(), lo.data(), hi.data());
-      int64_t lead_count = 1;
-      for (int64_t d = 0; d < lead; ++d) {
-        lead_count *= count_include_pad ? p.out_tab[d].padded[coord[d]] : hi[d] - lo[d];
+  static constexpr bool kVector = kStride != 0;
+
+  template <int D, int G>
+  static FC_INLINE int64_t pass(const AvgPlan& a, const T* src_plane, const int64_t* rows,
+                                int64_t row_count, double lead_count, int64_t o, Interior in,
+                                T* out) {
+    const PoolPlan& p = *a.pool;
+    const int64_t taps = p.taps(), shift = p.tap_shift[0];
+    return run_chunks<D, G>(o, in, kStride, shift, taps, p.in_last,
+                            [&](int64_t start, int64_t step, Reach reach) {
+      const int64_t first = start * kStride + shift;
+      const double* count = a.last_count.data() + start;
+      if (reach == Reach::kBackward) {
+        avg_chunk<T, D, G, kStride, true, true>(src_plane, rows, row_count, taps, first, step,
+                                                lead_count, count, out + start);
+      } else if (reach == Reach::kMixed) {
+        avg_chunk<T, D, G, kStride, false, true>(src_plane, rows, row_count, taps, first, step,
+                                                 lead_count, count, out + start);
+      } else {
+        avg_chunk<T, D, G, kStride, false, false>(src_plane, rows, row_count, taps, first, step,
+                                                  lead_count, count, out + start);
       }
+    });
+  }
+
+  static void run(const AvgPlan* avg, const T* x, T* y, int64_t begin, int64_t end) {
+    constexpr int D = kDoubleLanes;
+    const AvgPlan& a = *avg;
+    const PoolPlan& p = *a.pool;
+    const int64_t rows_per_plane = p.out_plane / p.out_last;
+    const OutTable& last = p.out_tab.back();
+    const Interior in = kVector ? output_interior(p, kStride) : Interior{0, 0};
+    RowBox box(p.lead_dims());
+    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
+         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
+      const int64_t row_count = box.gather(p, row);
+      const int64_t* rows = box.offsets.data();
+      const double lead_count = a.lead_count(box.coord.data());
       const T* src_plane = x + plane * p.in_plane;
       T* __restrict out = y + plane * p.out_plane + row * p.out_last;
-      if constexpr (kStride == 2) {
-        if (short_rows) {
-          // Each lane adds the same values in the same order as the general loop below
-          // (masked lanes add +0.0, which changes no sum that starts at +0.0).
-          typename Half::DVec sum_low{}, sum_high{};
-          bool inside = true;
-          for (BoxCursor box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data());
-               box.valid && inside; box.advance()) {
-            const T* src = src_plane + box.offset();
-            for (int64_t j = 0; j < taps; ++j) {
-              const T* at = src + p.tap_shift[j];
-              if (at < x || x_end - at < 2 * W) {
-                inside = false;
-                break;
-              }
-              sum_low += short_row_tap<T, H>(at, 0, p.tap_lo[j], p.tap_hi[j], p.out_last);
-              if (high_half) {
-                sum_high += short_row_tap<T, H>(at, H, p.tap_lo[j], p.tap_hi[j], p.out_last);
-              }
-            }
-          }
-          if (inside) {
-            // Lanes past the row divide by a zero count; their inf or NaN is dropped.
-            using DVec = typename Half::DVec;
-            using Vec = typename Half::Vec;
-            T mean[W];
-            const Vec low = __builtin_convertvector(
-                sum_low / __builtin_convertvector(last_count[0] * lead_count, DVec), Vec);
-            std::memcpy(mean, &low, sizeof low);
-            if (high_half) {
-              const Vec high = __builtin_convertvector(
-                  sum_high / __builtin_convertvector(last_count[1] * lead_count, DVec), Vec);
-              std::memcpy(mean + H, &high, sizeof high);
-            }
-            for (int64_t o = 0; o < p.out_last; ++o) out[o] = mean[o];
-            continue;
-          }
+      int64_t o = in.lo;
+      if constexpr (kVector) {
+        o = pass<D, 2>(a, src_plane, rows, row_count, lead_count, o, in, out);
+        if constexpr (D >= 4) {
+          o = pass<D / 2, 2>(a, src_plane, rows, row_count, lead_count, o, in, out);
         }
       }
-      for (int64_t o = 0; o < p.out_last; ++o) acc[o] = 0.0;
-      for (BoxCursor box(lead, lo.data(), hi.data(), p.in_pitch.data(), cur.data()); box.valid;
-           box.advance()) {
-        const int64_t off = box.offset();
-        const T* __restrict src = src_plane + off;
-        for (int64_t j = 0; j < taps; ++j) {
-          const int64_t shift = p.tap_shift[j];
-          int64_t o = p.tap_lo[j];
-          if constexpr (kStride == 2) {
-            o = sum_tap_stride2<T, W>(src, shift, n, o, p.tap_hi[j], acc);
-            if constexpr (W >= 8) o = sum_tap_stride2<T, W / 2>(src, shift, n, o, p.tap_hi[j], acc);
+      for (int64_t k = 0; k < p.out_last; ++k) {
+        if (k == in.lo) k = std::max(k, o);
+        if (k >= p.out_last) break;
+        double sum = 0.0;
+        for (int64_t r = 0; r < row_count; ++r) {
+          for (int64_t i = rows[r] + last.lo[k]; i < rows[r] + last.hi[k]; ++i) {
+            sum += src_plane[i];
           }
-          for (; o < p.tap_hi[j]; ++o) acc[o] += src[o * s + shift];
         }
-      }
-      for (int64_t o = 0; o < p.out_last; ++o) {
-        const int64_t c = count_include_pad ? last.padded[o] : last.hi[o] - last.lo[o];
-        out[o] = static_cast<T>(acc[o] / static_cast<double>(lead_count * c));
+        out[k] = static_cast<T>(sum / (lead_count * a.last_count[k]));
       }
     }
   }
 };
 
-// The adjoint of avg_pool_impl. Each job is one input row: it visits the box of output rows
-// whose windows cover it, and scatters dy / count of each into the row through every
-// last-dim tap. Jobs write disjoint rows, so no atomics; taps run last to first so each
-// input cell still receives its contributions in increasing output order.
+// dy / count of output rows, in double, for the average-pool adjoint. An input row reads
+// the rows of its box of output rows, and other input rows share them, so rows are cached
+// in slots (coord_d mod extent_d, per leading dim). Input rows come in row-major order, so
+// along dim 0 a row is shared by neighbours only (extent: the widest box there), while the
+// inner dims come round again for the next coordinate of an outer one (extent: the whole
+// output extent, within a memory cap). A row the current box needs is never evicted, and
+// each is computed about once per job.
+// Each cached row has `margin` outputs of +0.0 on both sides, so vector chunks may run
+// over the whole input row: a tap whose output does not exist adds +0.0, which changes no
+// sum (sums start at +0.0 and so are never -0.0).
+struct ScaledRows {
+  Dims extent, slot_pitch;
+  std::vector<int64_t> tag;   // plane * out rows + row of each slot, or -1
+  std::vector<double> rows;   // slots of `pitch` doubles, margin + out_last + margin
+  int64_t margin, pitch;
+  int64_t out_rows;           // output rows per plane
+
+  explicit ScaledRows(const AvgPlan& a)
+      : extent(a.pool->lead_dims()), slot_pitch(a.pool->lead_dims()) {
+    const PoolPlan& p = *a.pool;
+    // A cell reaches at most `taps` outputs past either end of the row.
+    margin = p.taps() + 2;
+    pitch = p.out_last + 2 * margin;
+    out_rows = p.out_plane / p.out_last;
+    // Extents are powers of two, so a slot needs no division. Where keeping the whole inner
+    // range would take more than kMaxDoubles (long inner dims, short rows), every dim keeps
+    // only its widest box: rows are then recomputed when an outer coordinate moves on.
+    constexpr int64_t kMaxDoubles = int64_t{1} << 21;
+    const auto pow2 = [](int64_t v) {
+      int64_t r = 1;
+      while (r < v) r *= 2;
+      return r;
+    };
+    Dims widest(p.lead_dims(), 1);
+    int64_t whole = pitch;
+    for (int64_t d = 0; d < p.lead_dims(); ++d) {
+      for (int64_t i = 0; i < p.g.in[d]; ++i) {
+        widest[d] = std::max(widest[d], a.in_tab[d].last[i] - a.in_tab[d].first[i]);
+      }
+      extent[d] = pow2(d == 0 ? widest[d] : p.g.out[d]);
+      whole = whole > kMaxDoubles ? whole : whole * extent[d];
+    }
+    int64_t slots = 1;
+    for (int64_t d = p.lead_dims() - 1; d >= 0; --d) {
+      if (whole > kMaxDoubles) extent[d] = pow2(widest[d]);
+      slot_pitch[d] = slots;
+      slots *= extent[d];
+    }
+    tag.assign(slots, -1);
+    rows.assign(slots * pitch, 0.0);
+  }
+
+  template <typename T>
+  FC_INLINE const double* get(const AvgPlan& a, const T* grad_plane, int64_t plane,
+                              const int64_t* coord) {
+    const PoolPlan& p = *a.pool;
+    int64_t slot = 0, row = 0;
+    for (int64_t d = 0; d < p.lead_dims(); ++d) {
+      slot += (coord[d] & (extent[d] - 1)) * slot_pitch[d];
+      row = row * p.g.out[d] + coord[d];
+    }
+    const int64_t key = plane * out_rows + row;
+    double* scaled = rows.data() + slot * pitch + margin;
+    if (tag[slot] != key) {
+      tag[slot] = key;
+      const T* grad = grad_plane + row * p.out_last;
+      const double lead = a.lead_count(coord);
+      const double* last_count = a.last_count.data();
+      for (int64_t o = 0; o < p.out_last; ++o) {
+        scaled[o] = static_cast<double>(grad[o]) / (lead * last_count[o]);
+      }
+    }
+    return scaled;
+  }
+};
+
+// One chunk of the average-pool adjoint, G groups of C input cells from `cell`: per box
+// row, the last-dim taps from last to first (outputs in increasing order), as the scalar
+// path. Stride 1 (C = D): tap t adds the D outputs from cell - shift_t to each group.
+// Stride 2 (C = 2D): a tap reaches every other cell, so sums are kept per parity of the
+// cell (D even and D odd cells per group) and each tap adds D consecutive outputs to one
+// of them; a cell still gets its taps in the same order. The parities interleave at the end.
+template <typename T, int D, int G, int S>
+FC_INLINE void avg_backward_chunk(const double* const* scaled, int64_t row_count,
+                                  int64_t taps, int64_t first_shift, int64_t cell,
+                                  T* __restrict out) {
+  using DL = Lanes<double, D>;
+  using DVec = typename DL::Vec;
+  using L = Lanes<T, D>;
+  if constexpr (S == 1) {
+    DVec sum[G] = {};
+    for (int64_t r = 0; r < row_count; ++r) {
+      for (int64_t t = taps - 1; t >= 0; --t) {
+        const double* at = scaled[r] + cell - (first_shift + t);
+        for (int g = 0; g < G; ++g) sum[g] += DL::template load<DVec>(at + g * D);
+      }
+    }
+    for (int g = 0; g < G; ++g) {
+      L::store(out + g * D, __builtin_convertvector(sum[g], typename L::Vec));
+    }
+  } else {
+    // `top` gathers the taps taps-1, taps-3, ..., `next` the taps taps-2, taps-4, ...; an
+    // output index (rel + 1) / 2 serves the even cells when rel = cell - shift is even, the
+    // odd cells when it is odd.
+    // rel_top may be negative at the row start (the margin holds those outputs): >> floors.
+    const int64_t rel_top = cell - (first_shift + taps - 1);
+    const int64_t top_base = (rel_top + 1) >> 1, next_base = (rel_top + 2) >> 1;
+    const int64_t top_taps = (taps + 1) / 2, next_taps = taps / 2;
+    DVec top[G] = {}, next[G] = {};
+    for (int64_t r = 0; r < row_count; ++r) {
+      const double* row = scaled[r];
+      for (int64_t j = 0; j < top_taps; ++j) {
+        for (int g = 0; g < G; ++g) top[g] += DL::template load<DVec>(row + top_base + j + g * D);
+      }
+      for (int64_t j = 0; j < next_taps; ++j) {
+        for (int g = 0; g < G; ++g) {
+          next[g] += DL::template load<DVec>(row + next_base + j + g * D);
+        }
+      }
+    }
+    using IVec = typename DL::IVec;
+    constexpr auto kSeq = std::make_integer_sequence<int, D>{};
+    constexpr IVec kLow = interleave_mask<IVec, D>(kSeq, 0);
+    constexpr IVec kHigh = interleave_mask<IVec, D>(kSeq, D / 2);
+    const bool top_odd = rel_top & 1;
+    for (int g = 0; g < G; ++g) {
+      const DVec even = top_odd ? next[g] : top[g], odd = top_odd ? top[g] : next[g];
+      T* dst = out + g * 2 * D;
+      L::store(dst, __builtin_convertvector(__builtin_shuffle(even, odd, kLow), typename L::Vec));
+      L::store(dst + D,
+               __builtin_convertvector(__builtin_shuffle(even, odd, kHigh), typename L::Vec));
+    }
+  }
+}
+
+// The adjoint of AvgPoolRows. Each job is one input row: it gathers dy / count of every
+// output whose window covers each cell, over the box of output rows that cover the row.
+// Jobs write disjoint rows, so no atomics.
 template <typename T, int kStride>
 struct AvgPoolBackwardRows {
-  static void run(const AvgBackwardPlan* plan, const T* dy, T* dx, int64_t begin,
-                            int64_t end) {
-    constexpr int W = kVecBytes / sizeof(double);
-    const PoolPlan& p = *plan->pool;
-    const std::vector<InTable>& in_tab = plan->in_tab;
-    const double* last_count = plan->last_count.data();
-    const int64_t lead = p.lead_dims(), rows = p.in_plane / p.in_last, n = p.in_last;
-    const int64_t s = kStride ? kStride : p.g.stride.back();
-    Dims coord(lead), lo(lead), hi(lead), cur(lead);
-    std::vector<double> acc_buf(p.in_last), scaled_buf(p.out_last);
-    double* __restrict acc = acc_buf.data();
-    double* __restrict scaled = scaled_buf.data();
-    for (int64_t job = begin; job < end; ++job) {
-      const int64_t plane = job / rows, row = job % rows;
-      row_coords(p.g.in, row, coord.data());
-      for (int64_t d = 0; d < lead; ++d) {
-        lo[d] = in_tab[d].first[coord[d]];
-        hi[d] = in_tab[d].last[coord[d]];
+  static constexpr bool kVector = kStride != 0;
+
+  template <int D, int G>
+  static FC_INLINE int64_t pass(const PoolPlan& p, const double* const* scaled,
+                                int64_t row_count, int64_t i, Interior in, T* out) {
+    constexpr int C = G * (kStride == 2 ? 2 * D : D);
+    const int64_t taps = p.taps(), shift = p.tap_shift[0];
+    for (; i < in.hi; i += C) {
+      int64_t start = i;
+      if (in.hi - i < C) {
+        if (in.hi - in.lo < C) break;
+        start = in.hi - C;
       }
-      for (int64_t i = 0; i < n; ++i) acc[i] = 0.0;
-      const T* grad_plane = dy + plane * p.out_plane;
-      for (BoxCursor box(lead, lo.data(), hi.data(), p.out_pitch.data(), cur.data()); box.valid;
-           box.advance()) {
-        double lead_count = 1;
-        for (int64_t d = 0; d < lead; ++d) {
-          const OutTable& t = p.out_tab[d];
-          lead_count *= static_cast<double>(
-              plan->count_include_pad ? t.padded[cur[d]] : t.hi[cur[d]] - t.lo[cur[d]]);
-        }
-        const T* __restrict grad = grad_plane + box.offset();
-        for (int64_t o = 0; o < p.out_last; ++o) {
-          scaled[o] = static_cast<double>(grad[o]) / (lead_count * last_count[o]);
-        }
-        for (int64_t j = p.taps() - 1; j >= 0; --j) {
-          const int64_t shift = p.tap_shift[j];
-          int64_t o = p.tap_lo[j];
-          if constexpr (kStride == 2) {
-            o = add_tap_stride2<W>(scaled, shift, n, o, p.tap_hi[j], acc);
-            if constexpr (W >= 4) o = add_tap_stride2<W / 2>(scaled, shift, n, o, p.tap_hi[j], acc);
-          }
-          for (; o < p.tap_hi[j]; ++o) acc[o * s + shift] += scaled[o];
-        }
+      avg_backward_chunk<T, D, G, kStride>(scaled, row_count, taps, shift, start, out + start);
+      i = start;
+    }
+    return i;
+  }
+
+  static void run(const AvgPlan* avg, const T* dy, T* dx, int64_t begin, int64_t end) {
+    constexpr int D = kDoubleLanes;
+    const AvgPlan& a = *avg;
+    const PoolPlan& p = *a.pool;
+    const int64_t lead = p.lead_dims(), rows_per_plane = p.in_plane / p.in_last;
+    const int64_t n = p.in_last;
+    const InTable& last = a.in_tab.back();
+    // The margins of the cached rows let vector chunks cover every cell.
+    const Interior in{0, kVector ? n : 0};
+    ScaledRows cache(a);
+    Dims coord(lead), lo(lead), hi(lead), cur(lead);
+    std::vector<const double*> scaled;
+    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
+         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
+      row_coords(p.g.in, row, coord.data());
+      // A row covered by the same output rows as the one before it (both rows of a window
+      // that is as tall as its stride) equals it: copy the row just written.
+      bool same_box = job > begin && row > 0;
+      for (int64_t d = 0; d < lead; ++d) {
+        const int64_t first = a.in_tab[d].first[coord[d]], last = a.in_tab[d].last[coord[d]];
+        same_box = same_box && first == lo[d] && last == hi[d];
+        lo[d] = first;
+        hi[d] = last;
       }
       T* __restrict out = dx + plane * p.in_plane + row * n;
-      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(acc[i]);
+      if (same_box) {
+        std::memcpy(out, out - n, n * sizeof(T));
+        continue;
+      }
+      const T* grad_plane = dy + plane * p.out_plane;
+      scaled.clear();
+      for (BoxCursor box(lead, lo.data(), hi.data(), p.out_pitch.data(), cur.data());
+           box.valid; box.advance()) {
+        scaled.push_back(cache.get(a, grad_plane, plane, cur.data()));
+      }
+      const int64_t row_count = static_cast<int64_t>(scaled.size());
+      int64_t i = in.lo;
+      if constexpr (kVector) {
+        i = pass<D, 2>(p, scaled.data(), row_count, i, in, out);
+        i = pass<D, 1>(p, scaled.data(), row_count, i, in, out);
+        if constexpr (D >= 4) i = pass<D / 2, 1>(p, scaled.data(), row_count, i, in, out);
+      }
+      for (int64_t k = 0; k < n; ++k) {
+        if (k == in.lo) k = std::max(k, i);
+        if (k >= n) break;
+        double sum = 0.0;
+        for (int64_t r = 0; r < row_count; ++r) {
+          for (int64_t o = last.first[k]; o < last.last[k]; ++o) sum += scaled[r][o];
+        }
+        out[k] = static_cast<T>(sum);
+      }
     }
   }
 };
-
