@@ -683,23 +683,21 @@ WIDE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", WIDE_CASES)
-def test_wide_stride2_rows_match_reference(shape, kernel, stride, padding, ceil_mode, dtype):
+def check_every_pooling(shape, kernel, stride, padding, ceil_mode, dtype, x_max, seed):
+    """max_pool of x_max (values, indices, and without indices) equals the reference; then
+    avg_pool and its adjoint on fresh inputs drawn from `seed`, with and without the padding
+    counted, are within rounding of the float64 reference."""
     win = window(shape, kernel, stride, padding, ceil_mode)
-    x = rand(shape, dtype, seed_of("wide", shape, kernel, padding, ceil_mode, dtype), ties=True)
-    flat = x.reshape(-1)
-    flat[::37] = np.nan  # NaNs at scattered lanes: the first one in a window wins
-    y, idx = fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+    y, idx = fc.max_pool(x_max, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
                          return_indices=True)
-    ry, ridx = ref.max_pool(x, *geometry(win), ceil_mode)
+    ry, ridx = ref.max_pool(x_max, *geometry(win), ceil_mode)
     np.testing.assert_array_equal(idx, ridx)
     np.testing.assert_array_equal(y, ry)
     np.testing.assert_array_equal(
-        fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode), ry)
+        fc.max_pool(x_max, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode), ry)
 
-    x = rand(shape, dtype, seed_of("wide-avg", shape, kernel, padding, ceil_mode, dtype))
-    dy = rand(y.shape, dtype, seed_of("wide-dy", shape, kernel, padding, ceil_mode, dtype))
+    x = rand(shape, dtype, seed)
+    dy = rand(y.shape, dtype, seed + 1)
     tol = tolerance(dtype, int(np.prod(kernel)))
     for count_include_pad in (True, False):
         y = fc.avg_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
@@ -711,6 +709,15 @@ def test_wide_stride2_rows_match_reference(shape, kernel, stride, padding, ceil_
         rdx = ref.avg_pool_backward(dy.astype(np.float64), shape, *geometry(win), ceil_mode,
                                     count_include_pad)
         np.testing.assert_allclose(dx, rdx, **tol, err_msg=f"count_include_pad={count_include_pad}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", WIDE_CASES)
+def test_wide_stride2_rows_match_reference(shape, kernel, stride, padding, ceil_mode, dtype):
+    seed = seed_of("wide", shape, kernel, padding, ceil_mode, dtype)
+    x = rand(shape, dtype, seed, ties=True)
+    x.reshape(-1)[::37] = np.nan  # NaNs at scattered lanes: the first one in a window wins
+    check_every_pooling(shape, kernel, stride, padding, ceil_mode, dtype, x, seed + 1)
 
 
 @pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", WIDE_CASES[:4])
@@ -810,33 +817,12 @@ def row_cases():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", row_cases())
 def test_row_lengths_around_chunk_widths(shape, kernel, stride, padding, ceil_mode, dtype):
-    win = window(shape, kernel, stride, padding, ceil_mode)
     seed = seed_of("rows", shape, kernel, stride, padding, ceil_mode, dtype)
     x = rand(shape, dtype, seed, ties=True)
     flat = x.reshape(-1)
     flat[::23] = np.nan  # scattered NaNs: the first one in a window wins
     flat[5::29] = np.nan
-    y, idx = fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                         return_indices=True)
-    ry, ridx = ref.max_pool(x, *geometry(win), ceil_mode)
-    np.testing.assert_array_equal(idx, ridx)
-    np.testing.assert_array_equal(y, ry)
-    np.testing.assert_array_equal(
-        fc.max_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode), ry)
-
-    x = rand(shape, dtype, seed + 1)
-    dy = rand(y.shape, dtype, seed + 2)
-    tol = tolerance(dtype, int(np.prod(kernel)))
-    for count_include_pad in (True, False):
-        y = fc.avg_pool(x, kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
-                        count_include_pad=count_include_pad)
-        ry = ref.avg_pool(x.astype(np.float64), *geometry(win), ceil_mode, count_include_pad)
-        np.testing.assert_allclose(y, ry, **tol, err_msg=f"count_include_pad={count_include_pad}")
-        dx = fc.avg_pool_backward(dy, shape, kernel, stride=stride, padding=padding,
-                                  ceil_mode=ceil_mode, count_include_pad=count_include_pad)
-        rdx = ref.avg_pool_backward(dy.astype(np.float64), shape, *geometry(win), ceil_mode,
-                                    count_include_pad)
-        np.testing.assert_allclose(dx, rdx, **tol, err_msg=f"count_include_pad={count_include_pad}")
+    check_every_pooling(shape, kernel, stride, padding, ceil_mode, dtype, x, seed + 1)
 
 
 @pytest.mark.parametrize("n", [17, 33, 66, 112])
