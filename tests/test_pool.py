@@ -5,10 +5,9 @@ from __future__ import annotations
 import itertools
 import zlib
 
+import fastconv as fc
 import numpy as np
 import pytest
-
-import fastconv as fc
 from fastconv import _cpu
 from fastconv import reference as ref
 from fastconv._geometry import make_window
