@@ -228,7 +228,6 @@ struct Interior {
 
 // The forward interior: outputs whose windows hold every last-dim tap as an input cell,
 // o*s + first_shift + [0, taps) inside [0, n).
-
 FC_INLINE Interior output_interior(const PoolPlan& p, int64_t s) {
   const int64_t shift = p.tap_shift[0], taps = p.taps(), n = p.in_last;
   const int64_t lo = std::min(p.out_last, shift >= 0 ? 0 : (-shift + s - 1) / s);
