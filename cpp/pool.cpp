@@ -28,6 +28,7 @@
 #include "fastconv/check.hpp"
 #include "fastconv/gemm.hpp"
 #include "fastconv/geometry.hpp"
+#include "fastconv/lanes.hpp"
 #include "fastconv/pyarray.hpp"
 
 namespace fastconv {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fastconv/gemm.hpp"
+#include "fastconv/lanes.hpp"
 
 namespace fastconv {
 namespace FC_GEMM_NS {
@@ -48,19 +49,13 @@ constexpr int64_t kMC = 12 * kMR;         // rows of one packed A block (kMC x k
 template <typename T>
 constexpr int64_t kNC = 6 * kNR<T>;  // columns of one packed B block
 
-// Lane l of zip<G>(x, y, half) is lane l % G of the (l / 2G)-th group of G lanes in that
-// half of x (l % 2G < G) or of y: groups of G lanes taken alternately from x and y.
 template <typename T>
 struct LaneIndex {  // the shuffle-mask vector matching Vec<T>
   typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> type
       __attribute__((vector_size(FC_VEC_BYTES)));
 };
 
-template <typename IVec, int W, int G, int... L>
-constexpr IVec zip_mask(std::integer_sequence<int, L...>, int half) {
-  return IVec{((L % (2 * G) < G ? 0 : W) + half * W / 2 + L / (2 * G) * G + L % G)...};
-}
-
+// Groups of G lanes taken alternately from one half of x and of y (see zip_mask).
 template <int G, typename T>
 inline typename Vec<T>::type zip(typename Vec<T>::type x, typename Vec<T>::type y, int half) {
   constexpr int W = kWidth<T>;

@@ -61,12 +61,6 @@ struct Lanes {
   }
 };
 
-// Lane l takes lane first + l/2 of the first operand for even l and of the second operand
-// (D + first + l/2) for odd l: it interleaves half of two vectors.
-template <typename IVec, int D, int... I>
-constexpr IVec interleave_mask(std::integer_sequence<int, I...>, int first) {
-  return IVec{(I % 2 == 0 ? first + I / 2 : D + first + I / 2)...};
-}
 
 // Stores the int32 or int64 lanes of a position vector as int64; int32 lanes are widened
 // in two halves, each filling a native-width register.
@@ -442,8 +436,8 @@ FC_INLINE void avg_backward_chunk(const double* const* scaled, int64_t row_count
     }
     using IVec = typename DL::IVec;
     constexpr auto kSeq = std::make_integer_sequence<int, D>{};
-    constexpr IVec kLow = interleave_mask<IVec, D>(kSeq, 0);
-    constexpr IVec kHigh = interleave_mask<IVec, D>(kSeq, D / 2);
+    constexpr IVec kLow = zip_mask<IVec, D, 1>(kSeq, 0);
+    constexpr IVec kHigh = zip_mask<IVec, D, 1>(kSeq, 1);
     const bool top_odd = rel_top & 1;
     for (int g = 0; g < G; ++g) {
       const DVec even = top_odd ? next[g] : top[g], odd = top_odd ? top[g] : next[g];
