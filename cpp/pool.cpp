@@ -254,8 +254,10 @@ FC_INLINE Reach chunk_reach(int64_t stride, int64_t first_cell, int64_t taps, in
   return Reach::kNone;
 }
 
-// Runs chunk(start, step, reach) over the interior outputs [o, hi) of a row: G vectors of W
-// outputs each, at start + g * step. Chunks go W apart; where fewer than G x W outputs are
+// Runs chunk(start, step, back_first, back_rest) over the interior outputs [o, hi) of a
+// row: G vectors of W outputs each, at start + g * step, the first vector loading backward
+// when back_first and the rest when back_rest (std::bool_constant, from chunk_reach, so the
+// kernels pick their loads at compile time). Chunks go W apart; where fewer than G x W outputs are
 // left, the last chunk moves back to overlap the previous one, or, in a row too short for
 // that, its vectors move closer together (step < W). Returns the first output it did not
 // cover.
@@ -279,7 +281,13 @@ FC_INLINE int64_t run_chunks(int64_t o, Interior in, int64_t stride, int64_t fir
     const int64_t span = (G - 1) * step + W;
     const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, W, step, G, n);
     if (reach == Reach::kNone) break;
-    chunk(start, step, reach);
+    if (reach == Reach::kBackward) {
+      chunk(start, step, std::true_type{}, std::true_type{});
+    } else if (reach == Reach::kMixed) {
+      chunk(start, step, std::false_type{}, std::true_type{});
+    } else {
+      chunk(start, step, std::false_type{}, std::false_type{});
+    }
     o = start + span;
   }
   return o;

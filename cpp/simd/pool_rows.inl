@@ -175,19 +175,10 @@ struct MaxPoolRows {
                                 int64_t* idx) {
     const int64_t taps = p.taps(), shift = p.tap_shift[0];
     return run_chunks<W, G>(o, in, kStride, shift, taps, p.in_last,
-                            [&](int64_t start, int64_t step, Reach reach) {
-      const int64_t first = start * kStride + shift;
-      int64_t* at = kIndex ? idx + start : nullptr;
-      if (reach == Reach::kBackward) {
-        max_chunk<T, W, G, kStride, true, true, kIndex>(src_plane, rows, row_count, taps, first,
-                                                        step, out + start, at);
-      } else if (reach == Reach::kMixed) {
-        max_chunk<T, W, G, kStride, false, true, kIndex>(src_plane, rows, row_count, taps,
-                                                         first, step, out + start, at);
-      } else {
-        max_chunk<T, W, G, kStride, false, false, kIndex>(src_plane, rows, row_count, taps,
-                                                          first, step, out + start, at);
-      }
+                            [&](int64_t start, int64_t step, auto back_first, auto back_rest) {
+      max_chunk<T, W, G, kStride, back_first, back_rest, kIndex>(
+          src_plane, rows, row_count, taps, start * kStride + shift, step, out + start,
+          kIndex ? idx + start : nullptr);
     });
   }
 
@@ -261,19 +252,10 @@ struct AvgPoolRows {
     const PoolPlan& p = *a.pool;
     const int64_t taps = p.taps(), shift = p.tap_shift[0];
     return run_chunks<D, G>(o, in, kStride, shift, taps, p.in_last,
-                            [&](int64_t start, int64_t step, Reach reach) {
-      const int64_t first = start * kStride + shift;
-      const double* count = a.last_count.data() + start;
-      if (reach == Reach::kBackward) {
-        avg_chunk<T, D, G, kStride, true, true>(src_plane, rows, row_count, taps, first, step,
-                                                lead_count, count, out + start);
-      } else if (reach == Reach::kMixed) {
-        avg_chunk<T, D, G, kStride, false, true>(src_plane, rows, row_count, taps, first, step,
-                                                 lead_count, count, out + start);
-      } else {
-        avg_chunk<T, D, G, kStride, false, false>(src_plane, rows, row_count, taps, first, step,
-                                                  lead_count, count, out + start);
-      }
+                            [&](int64_t start, int64_t step, auto back_first, auto back_rest) {
+      avg_chunk<T, D, G, kStride, back_first, back_rest>(
+          src_plane, rows, row_count, taps, start * kStride + shift, step, lead_count,
+          a.last_count.data() + start, out + start);
     });
   }
 
