@@ -221,6 +221,21 @@ struct RowBox {
   }
 };
 
+// Jobs of a row kernel from `begin` on, each one row of a plane of `rows_per_plane` rows,
+// stepped without a division per job.
+struct RowJobs {
+  int64_t job, rows_per_plane, plane, row;
+  RowJobs(int64_t begin, int64_t rows)
+      : job(begin), rows_per_plane(rows), plane(begin / rows), row(begin % rows) {}
+  FC_INLINE void next() {
+    ++job;
+    if (++row == rows_per_plane) {
+      row = 0;
+      ++plane;
+    }
+  }
+};
+
 // The part [lo, hi) of a row that vector chunks may compute: outputs (forward) or input
 // cells (average adjoint).
 struct Interior {

@@ -190,8 +190,8 @@ struct MaxPoolRows {
     const OutTable& last = p.out_tab.back();
     const Interior in = kVector ? output_interior(p, kStride) : Interior{0, 0};
     RowBox box(p.lead_dims());
-    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
-         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
+    for (RowJobs jobs(begin, rows_per_plane); jobs.job < end; jobs.next()) {
+      const int64_t plane = jobs.plane, row = jobs.row;
       const int64_t row_count = box.gather(p, row);
       const int64_t* rows = box.offsets.data();
       const T* src_plane = x + plane * p.in_plane;
@@ -267,8 +267,8 @@ struct AvgPoolRows {
     const OutTable& last = p.out_tab.back();
     const Interior in = kVector ? output_interior(p, kStride) : Interior{0, 0};
     RowBox box(p.lead_dims());
-    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
-         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
+    for (RowJobs jobs(begin, rows_per_plane); jobs.job < end; jobs.next()) {
+      const int64_t plane = jobs.plane, row = jobs.row;
       const int64_t row_count = box.gather(p, row);
       const int64_t* rows = box.offsets.data();
       const double lead_count = a.lead_count(box.coord.data());
@@ -467,12 +467,12 @@ struct AvgPoolBackwardRows {
     ScaledRows cache(a);
     Dims coord(lead), lo(lead), hi(lead), cur(lead);
     std::vector<const double*> scaled;
-    for (int64_t job = begin, plane = begin / rows_per_plane, row = begin % rows_per_plane;
-         job < end; ++job, row = row + 1 == rows_per_plane ? 0 : row + 1, plane += row == 0) {
+    for (RowJobs jobs(begin, rows_per_plane); jobs.job < end; jobs.next()) {
+      const int64_t plane = jobs.plane, row = jobs.row;
       row_coords(p.g.in, row, coord.data());
       // A row covered by the same output rows as the one before it (both rows of a window
       // that is as tall as its stride) equals it: copy the row just written.
-      bool same_box = job > begin && row > 0;
+      bool same_box = jobs.job > begin && row > 0;
       for (int64_t d = 0; d < lead; ++d) {
         const int64_t first = a.in_tab[d].first[coord[d]], last = a.in_tab[d].last[coord[d]];
         same_box = same_box && first == lo[d] && last == hi[d];
