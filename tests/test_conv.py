@@ -362,6 +362,14 @@ MEDIUM_CASES = [
     ConvCase(9, 12, 20, (5, 6), (3, 3), (1, 1), 1, (1, 1), 1, True),
     ConvCase(5, 16, 40, (7, 9), (3, 3), (1, 1), 1, (1, 1), 2, False),
     ConvCase(3, 10, 136, (9, 8), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    # Weights of 2 MiB and more are read in place by the forward GEMM (and by the input
+    # gradient, a forward over transposed weights) instead of being packed: every forward
+    # path with such weights, output-channel counts that leave row tails, and groups.
+    ConvCase(1, 520, 130, (6, 7), (3, 3), (1, 1), 1, (1, 1), 1, True),  # shifted windows
+    ConvCase(2, 1040, 262, (5, 5), (3, 3), (1, 1), 1, (1, 1), 2, False),  # grouped
+    ConvCase(1, 4100, 130, (5, 4), (1, 1), (1, 1), 0, (1, 1), 1, True),  # pointwise
+    ConvCase(9, 600, 100, (3, 3), (3, 3), (1, 1), 0, (1, 1), 1, True),  # folded images
+    ConvCase(1, 700, 203, (9, 9), (2, 2), (3, 3), 0, (1, 1), 1, False),  # im2col panels
 ]
 
 
@@ -375,29 +383,6 @@ def test_layer_sized_forward(case: ConvCase, dtype) -> None:
 @pytest.mark.parametrize("case", MEDIUM_CASES, ids=str)
 def test_layer_sized_backward(case: ConvCase, dtype) -> None:
     test_conv_backward(case, dtype)
-
-
-# Weights of 2 MiB and more are read in place by the forward GEMM (and by the input
-# gradient, a forward over transposed weights) instead of being packed: every forward path
-# with such weights, output-channel counts that leave row tails, and groups.
-LARGE_WEIGHT_CASES = [
-    ConvCase(1, 520, 130, (6, 7), (3, 3), (1, 1), 1, (1, 1), 1, True),  # shifted windows
-    ConvCase(2, 1040, 262, (5, 5), (3, 3), (1, 1), 1, (1, 1), 2, False),  # grouped
-    ConvCase(1, 4100, 130, (5, 4), (1, 1), (1, 1), 0, (1, 1), 1, True),  # pointwise
-    ConvCase(9, 600, 100, (3, 3), (3, 3), (1, 1), 0, (1, 1), 1, True),  # folded images
-    ConvCase(1, 700, 203, (9, 9), (2, 2), (3, 3), 0, (1, 1), 1, False),  # im2col panels
-]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", LARGE_WEIGHT_CASES, ids=str)
-def test_large_weights_forward(case: ConvCase, dtype) -> None:
-    test_conv_forward(case, dtype)
-
-
-@pytest.mark.parametrize("case", LARGE_WEIGHT_CASES, ids=str)
-def test_large_weights_backward(case: ConvCase) -> None:
-    test_conv_backward(case, np.float32)
 
 
 def test_workspace_reuse_across_shapes_and_threads() -> None:
