@@ -13,6 +13,8 @@ import torch.nn.functional as TF
 import fastconv
 from fastconv import Tensor
 from fastconv.nn import functional as F
+from fastconv.ops.conv import ConvPlan
+from fastconv.ops.pool import PoolPlan
 from test_tensor import assert_close_torch, gradcheck
 from _helpers import torch_pad_arg
 
@@ -95,14 +97,14 @@ def test_conv_float32_and_array_constants(rng) -> None:
 
 def test_conv_uses_the_package_kernels(rng, monkeypatch) -> None:
     calls = []
-    for name in ("conv_backward_input", "conv_backward_weight"):
-        real = getattr(F._conv_mod, name)
-        monkeypatch.setattr(F._conv_mod, name,
+    for name in ("backward_input", "backward_weight"):
+        real = getattr(ConvPlan, name)
+        monkeypatch.setattr(ConvPlan, name,
                             lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
     x = Tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
     w = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
     F.conv(x, w).sum().backward()
-    assert sorted(calls) == ["conv_backward_input", "conv_backward_weight"]
+    assert sorted(calls) == ["backward_input", "backward_weight"]
 
 
 # ----------------------------------------------------------------------------- pooling
@@ -533,13 +535,12 @@ def test_type_errors_name_the_op(rng) -> None:
 
 def test_pool_gradients_use_the_package_kernels(rng, monkeypatch) -> None:
     calls = []
-    for name in ("max_pool_backward", "avg_pool_backward"):
-        real = getattr(F._pool_mod, name)
-        monkeypatch.setattr(F._pool_mod, name,
-                            lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    real = PoolPlan.backward
+    monkeypatch.setattr(PoolPlan, "backward",
+                        lambda plan, *a, **k: calls.append(plan.kind) or real(plan, *a, **k))
     x = Tensor(rng.standard_normal((1, 2, 6, 6)), requires_grad=True)
     (F.max_pool(x, 2).sum() + F.avg_pool(x, 3, stride=1).sum()).backward()
-    assert sorted(calls) == ["avg_pool_backward", "max_pool_backward"]
+    assert sorted(calls) == ["avg", "max"]
 
 
 FLOAT32_OPS = {

@@ -59,7 +59,7 @@ def _randomize_norms(model: nn.Module, rng: np.random.Generator) -> None:
     """Non-trivial BatchNorm statistics and affine terms, so eval mode is not the identity
     and a wrong eps or mixed-up buffer shows."""
     for module in model.modules():
-        if isinstance(module, nn.modules._BatchNorm):
+        if isinstance(module, nn.modules.BatchNormNd):
             c = module.num_features
             module.running_mean[...] = rng.normal(0.0, 0.2, c)
             module.running_var[...] = rng.uniform(0.5, 1.5, c)

@@ -1,20 +1,104 @@
-"""Array checks shared by every public op: kind (NumPy or GPU), dtype and layout."""
+"""The one gateway to the compiled kernels: only this module imports `fastconv._cpu` and
+`fastconv._cuda`.
+
+It answers four questions for everything above it:
+
+* which kind of array is this (NumPy: device "cpu"; anything exposing
+  `__cuda_array_interface__`, viewed as CuPy: device "cuda") and is it an acceptable
+  float operand (`float_arrays`, `index_array`);
+* where does an output come from (`empty`: CuPy's pool, or for NumPy the host cache of
+  released outputs);
+* which kernels run on a device (`kernels`: the `_cpu` module, or the `_cuda` functions
+  called with the caller's allocator and stream appended);
+* can the GPU run at all, and why not (`cuda_unavailable_reason`).
+
+It also holds the one cache of per-call work: `PlanCache`, the bounded LRU every op family
+keeps its prepared plans in (see ops/conv.py for the pattern), and the CPU helpers the
+network layer uses between kernels (`matmul`, `tanh`, `channel_affine`).
+"""
 
 from __future__ import annotations
 
+import functools
 import operator
-from typing import Any, Callable, Optional, Sequence
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence, TypeVar
 
 import numpy as np
 
-from . import _cpu, cuda
+from . import _cpu
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+Plan = TypeVar("Plan")
+
+
+# ----------------------------------------------------------------------------- devices
 
 
 def is_gpu(a: Any) -> bool:
     """True for GPU arrays: anything exposing `__cuda_array_interface__`."""
     return hasattr(a, "__cuda_array_interface__")
+
+
+def device_of(a: Any) -> str:
+    """"cuda" for GPU arrays, "cpu" otherwise."""
+    return "cuda" if is_gpu(a) else "cpu"
+
+
+def array_module(a: Any) -> Any:
+    """numpy or cupy, whichever `a` belongs to."""
+    if is_gpu(a):
+        import cupy
+
+        return cupy
+    return np
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_unavailable_reason() -> Optional[str]:
+    """Why the CUDA kernels cannot run here, or None when they can. GPU kernels need the
+    `fastconv._cuda` module (built when nvcc was found at install time), a CUDA device with
+    a driver, and CuPy (outputs and temporary memory come from its pool)."""
+    try:
+        from . import _cuda  # type: ignore[attr-defined]
+    except ImportError as error:
+        status = _cpu.build_info()["cuda_status"] or f"import failed ({error})"
+        return f"fastconv._cuda is not available: CUDA backend {status}"
+    count, why = _cuda.device_status()
+    if count == 0:
+        return f"no usable CUDA device: {why}"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return "CuPy is not installed (pip install 'fastconv[gpu]')"
+    return None
+
+
+def require_cuda(op: str) -> None:
+    """Raise RuntimeError (with the reason) if `op` was asked to run on the GPU here."""
+    why = cuda_unavailable_reason()
+    if why is not None:
+        raise RuntimeError(f"{op}: got a GPU array, but {why}")
+
+
+def cuda_build_info() -> Dict[str, Any]:
+    """The CUDA build (runtime version, architectures, driver) and devices; {} without
+    `_cuda`."""
+    try:
+        from . import _cuda  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    return dict(_cuda.build_info())
+
+
+def cpu_build_info() -> Dict[str, Any]:
+    """Compiler, CPU instruction-set path, OpenMP threads and CUDA build status of `_cpu`."""
+    return dict(_cpu.build_info())
+
+
+# ----------------------------------------------------------------------------- operands
 
 
 def float_arrays(op: str, **arrays: Optional[object]) -> list:
@@ -26,18 +110,6 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
     types and other or mixed dtypes raise TypeError naming the argument; GPU arrays raise
     RuntimeError with the reason when the CUDA backend cannot run here.
     """
-    # The common case first, without the general walk below (a few microseconds a call,
-    # which batch-1 layers notice): C-contiguous NumPy arrays of one float dtype.
-    dtype = None
-    for a in arrays.values():
-        if a is None:
-            continue
-        if (type(a) is not np.ndarray or not a.flags.c_contiguous
-                or a.dtype not in FLOAT_DTYPES or (dtype is not None and a.dtype != dtype)):
-            break
-        dtype = a.dtype
-    else:
-        return list(arrays.values())
     present = {name: a for name, a in arrays.items() if a is not None}
     gpu = [name for name, a in present.items() if is_gpu(a)]
     if gpu and len(gpu) != len(present):
@@ -45,7 +117,7 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
         raise TypeError(f"{op}: {', '.join(gpu)} on the GPU but {', '.join(host)} in host "
                         "memory; pass all NumPy arrays or all GPU arrays")
     if gpu:
-        cuda.require(op)
+        require_cuda(op)
         import cupy
 
         xp: Any = cupy
@@ -72,7 +144,7 @@ def float_arrays(op: str, **arrays: Optional[object]) -> list:
 
 
 def index_array(op: str, name: str, a: Any, like: Any) -> Any:
-    """`a` as a C-contiguous int64 array of the same kind (NumPy or GPU) as `like`."""
+    """`a` as an integer array of the same kind (NumPy or GPU) as `like`."""
     xp = array_module(like)
     if is_gpu(like):
         if not is_gpu(a):
@@ -87,24 +159,42 @@ def index_array(op: str, name: str, a: Any, like: Any) -> Any:
     return a
 
 
-def array_module(a: Any) -> Any:
-    """numpy or cupy, whichever `a` belongs to."""
-    if is_gpu(a):
-        import cupy
+def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
+    """`shape` (N, C, *spatial) as a tuple of `ndim` positive ints, or a clear error."""
+    try:
+        shape = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be a tuple of ints, got {shape!r}") from None
+    if len(shape) != ndim:
+        raise ValueError(f"{op}: {name} {shape} must have {ndim} entries (N, C, *spatial)")
+    if any(s < 1 for s in shape):
+        raise ValueError(f"{op}: {name} {shape} must be positive in every dim")
+    return shape
 
-        return cupy
-    return np
+
+def check_dy(op: str, dy: Any, expected: tuple) -> None:
+    """A gradient must have exactly the shape of the forward output."""
+    if dy.shape != expected:
+        raise ValueError(f"{op}: dy has shape {dy.shape}, expected {expected} for this geometry")
 
 
-def empty(like: Any, shape: Sequence[int], dtype: Any) -> Any:
-    """An uninitialized C-contiguous output of the caller's kind: CuPy (from CuPy's pool),
-    or NumPy, from 128 KiB on in memory reused from released outputs (`_cpu.host_empty`),
-    so that a layer's output does not page-fault in fresh memory on every call."""
-    if is_gpu(like):
+# ----------------------------------------------------------------------------- memory
+
+
+def empty(device: str, shape: Sequence[int], dtype: Any) -> Any:
+    """An uninitialized C-contiguous output on `device`: CuPy (from CuPy's pool), or NumPy,
+    from 128 KiB on in memory reused from released outputs (`_cpu.host_empty`), so that a
+    layer's output does not page-fault in fresh memory on every call."""
+    if device == "cuda":
         import cupy
 
         return cupy.empty(tuple(shape), dtype=dtype)
     return _cpu.host_empty(tuple(shape), np.dtype(dtype))
+
+
+def empty_like(like: Any, shape: Sequence[int], dtype: Any) -> Any:
+    """`empty` on the device of the array `like`."""
+    return empty(device_of(like), shape, dtype)
 
 
 def gpu_workspace(nbytes: int) -> Any:
@@ -112,6 +202,19 @@ def gpu_workspace(nbytes: int) -> Any:
     import cupy
 
     return cupy.empty(int(nbytes), dtype=cupy.uint8)
+
+
+def host_cache_stats() -> Dict[str, int]:
+    """Idle bytes and blocks held by the host output cache, and its limit."""
+    return dict(_cpu.host_cache_stats())
+
+
+def measure_fma_peak(seconds: float) -> float:
+    """float32 FMA throughput of all OpenMP threads in GFLOP/s, measured for `seconds`."""
+    return float(_cpu.measure_fma_peak(seconds))
+
+
+# ----------------------------------------------------------------------------- kernels
 
 
 class _CudaKernels:
@@ -135,30 +238,179 @@ class _CudaKernels:
 _CUDA_KERNELS = _CudaKernels()
 
 
-def kernels(like: Any) -> Any:
-    """The kernel module for `like`'s kind: fastconv._cpu, or the CUDA kernels."""
-    return _CUDA_KERNELS if is_gpu(like) else _cpu
+def kernels(device: str) -> Any:
+    """The kernels of `device`: fastconv._cpu, or the CUDA kernels with the caller's
+    allocator and stream."""
+    return _CUDA_KERNELS if device == "cuda" else _cpu
 
 
-def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
-    """`shape` (N, C, *spatial) as a tuple of `ndim` positive ints, or a clear error."""
-    try:
-        shape = tuple(operator.index(s) for s in shape)
-    except TypeError:
-        raise TypeError(f"{op}: {name} must be a tuple of ints, got {shape!r}") from None
-    if len(shape) != ndim:
-        raise ValueError(f"{op}: {name} {shape} must have {ndim} entries (N, C, *spatial)")
-    if any(s < 1 for s in shape):
-        raise ValueError(f"{op}: {name} {shape} must be positive in every dim")
-    return shape
+def cuda_set_conv_path(path: str) -> None:
+    """Force one CUDA convolution path ("auto", "gemm", "gemm_wide", "gemm_large",
+    "direct"), for tests and the sanitizer driver."""
+    from . import _cuda  # type: ignore[attr-defined]
+
+    _cuda._set_conv_path(path)
 
 
-def check_dy(op: str, dy: Any, expected: tuple) -> None:
-    """A gradient must have exactly the shape of the forward output."""
-    if dy.shape != expected:
-        raise ValueError(f"{op}: dy has shape {dy.shape}, expected {expected} for this geometry")
+# ----------------------------------------------------------------------------- plans
 
 
-def check_nonempty(op: str, name: str, a: Any) -> None:
-    if a.size == 0:
-        raise ValueError(f"{op}: {name} has a zero-size dim, shape {a.shape}")
+def plain(value: object) -> bool:
+    """True for exact ints, strings, None and (nested) tuples of them: values that are
+    hashable, cannot change in place, and equal only values of the same types."""
+    kind = type(value)
+    if kind is not tuple:
+        return kind is int or kind is str or value is None
+    for item in value:  # type: ignore[attr-defined]
+        kind = type(item)
+        if kind is tuple:
+            if not plain(item):
+                return False
+        elif kind is not int and kind is not str and item is not None:
+            return False
+    return True
+
+
+class PlanCache:
+    """The prepared plans of one op family, keyed by their validated arguments: a bounded
+    LRU shared by the public functions, nn.functional and the nn layers, so a network's
+    layer validates and normalizes its geometry once, not on every call.
+
+    Only keys made of exact ints, strings, None and tuples of them are stored: those equal
+    only themselves, so a key never lets an argument of another type (True for 1, a NumPy
+    integer, a list that may change) skip the checks. A failed build stores nothing.
+    """
+
+    def __init__(self, maxsize: int = 512) -> None:
+        self.maxsize = maxsize
+        self._plans: "OrderedDict[Hashable, Any]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, build: Callable[[], Plan]) -> Plan:
+        """The plan stored under `key`, or `build()` (stored when `key` is plain)."""
+        if not plain(key):
+            return build()
+        plan = self._plans.get(key)
+        if plan is not None:
+            try:
+                self._plans.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile: still a valid plan
+                pass
+            return plan
+        plan = build()
+        with self._lock:
+            self._plans[key] = plan
+            if len(self._plans) > self.maxsize:
+                self._plans.popitem(last=False)
+        return plan
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._plans.clear()
+
+
+def dtype_key(dtype: Any) -> str:
+    """A plain cache-key form of a dtype ("<f4")."""
+    return dtype.str if type(dtype) in _DTYPE_TYPES else np.dtype(dtype).str
+
+
+_DTYPE_TYPES = frozenset(type(d) for d in FLOAT_DTYPES)
+
+
+class PlanBase:
+    """What every plan shares: its device, dtype, kernels, and the fast check that an
+    array is exactly what the plan was prepared for (the right array type, dtype and
+    shape, C-contiguous); anything else goes through `float_arrays` for the same
+    messages as the public functions."""
+
+    __slots__ = ("op", "device", "dtype", "kernels", "_array_type")
+
+    def __init__(self, op: str, dtype: Any, device: str) -> None:
+        self.op = op
+        self.device = device
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: dtype must be float32 or float64, got {self.dtype}")
+        if device == "cuda":
+            require_cuda(op)
+            import cupy
+
+            self._array_type: type = cupy.ndarray
+        elif device == "cpu":
+            self._array_type = np.ndarray
+        else:
+            raise ValueError(f"{op}: device must be 'cpu' or 'cuda', got {device!r}")
+        self.kernels = kernels(device)
+
+    def operand(self, name: str, a: Any, shape: tuple, op: Optional[str] = None) -> Any:
+        """`a` checked against `shape` and the plan's dtype and device (C-contiguous)."""
+        if a is None:
+            raise TypeError(f"{op or self.op}: {name} must be an array, got None")
+        if (type(a) is not self._array_type or a.dtype != self.dtype
+                or not a.flags.c_contiguous):
+            op = op or self.op
+            (a,) = float_arrays(op, **{name: a})
+            if device_of(a) != self.device:
+                where = "on the GPU" if device_of(a) == "cuda" else "in host memory"
+                raise TypeError(f"{op}: {name} is {where} but the other arguments are not; "
+                                "pass all NumPy arrays or all GPU arrays")
+            if a.dtype != self.dtype:
+                raise TypeError(f"{op}: {name} has dtype {a.dtype} but the other arguments "
+                                f"have {self.dtype}; pass one dtype")
+        if a.shape != shape:
+            raise ValueError(f"{op or self.op}: {name} has shape {a.shape}, expected {shape} "
+                             "for this geometry")
+        return a
+
+    def empty(self, shape: Sequence[int], dtype: Any = None) -> Any:
+        """An output of this plan's device (and dtype unless given)."""
+        return empty(self.device, shape, self.dtype if dtype is None else dtype)
+
+
+# ----------------------------------------------------------------------------- CPU helpers
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """a @ b, with 2-D float NumPy products on fastconv's own GEMM threads: NumPy's OpenBLAS
+    pool would otherwise spin on the same cores as the convolution kernels between layers."""
+    if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2
+            and b.ndim == 2 and a.dtype == b.dtype and a.dtype in FLOAT_DTYPES):
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        _cpu.matmul(a, b, out)
+        return out
+    return a @ b
+
+
+def tanh(a: Any) -> Any:
+    """tanh elementwise into a new array; float NumPy arrays on every OpenMP thread (NumPy
+    uses one)."""
+    out = empty_like(a, a.shape, a.dtype)
+    if type(a) is np.ndarray and a.dtype in FLOAT_DTYPES:
+        _cpu.tanh(np.ascontiguousarray(a), out)
+    else:
+        array_module(a).tanh(a, out=out)
+    return out
+
+
+def channel_affine(data: Any, scale: Any, shift: Any, residual: Optional[Any] = None,
+                   relu: bool = False) -> Any:
+    """data * scale[c] + shift[c] (+ residual) (then ReLU) for data (N, C, ...): float NumPy
+    arrays in one multi-threaded pass, others with array operations (same results)."""
+    if type(data) is np.ndarray and data.dtype in FLOAT_DTYPES:
+        out = empty("cpu", data.shape, data.dtype)
+        _cpu.channel_affine(np.ascontiguousarray(data), np.ascontiguousarray(scale),
+                            np.ascontiguousarray(shift), out,
+                            None if residual is None else np.ascontiguousarray(residual), relu)
+        return out
+    xp = array_module(data)
+    bshape = (1, data.shape[1]) + (1,) * (data.ndim - 2)
+    out = data * scale.reshape(bshape)
+    out += shift.reshape(bshape)
+    if residual is not None:
+        out += residual
+    if relu:
+        xp.maximum(out, 0, out=out)
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -108,32 +108,6 @@ class Window:
         return (self.kernel, self.stride, self.pad_before, self.pad_after, self.dilation)
 
 
-# Windows already validated, keyed by make_window's arguments. A network calls each layer
-# with the same geometry every time, and normalizing it again cost about as much as a small
-# layer's kernel. Only arguments built from exact ints, bools, strings and None are keys:
-# those compare equal only to themselves, so a key never lets an argument of another type
-# (True for 1, a NumPy integer) skip its checks. Failures are never stored.
-_WINDOWS: Dict[tuple, Window] = {}
-_WINDOWS_LIMIT = 4096
-
-
-_PLAIN_LEAVES = frozenset((int, str, type(None)))
-
-
-def plain(value: object) -> bool:
-    """True for exact ints, strings, None and (nested) tuples of them: values that are
-    hashable, cannot change in place, and equal only values of the same types."""
-    if type(value) is not tuple:
-        return type(value) in _PLAIN_LEAVES
-    for item in value:  # type: ignore[attr-defined]
-        if type(item) is tuple:
-            if not plain(item):
-                return False
-        elif type(item) not in _PLAIN_LEAVES:
-            return False
-    return True
-
-
 def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
                 stride: Optional[IntOrTuple], padding: Padding, dilation: IntOrTuple = 1,
                 ceil_mode: bool = False, pool: bool = False) -> Window:
@@ -141,24 +115,9 @@ def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
 
     `pool` selects the pooling padding limit (kernel_size // 2 per side) instead of the
     convolution one (dilation * (kernel_size - 1) per side); stride=None means kernel_size.
+    Callers keep the result in their op family's plan (see _backend.PlanCache), so this
+    runs once per geometry, not once per call.
     """
-    key = (in_size, kernel_size, stride, padding, dilation)
-    if plain(key) and type(ceil_mode) is bool and type(pool) is bool:
-        key += (ceil_mode, pool)
-        window = _WINDOWS.get(key)
-        if window is None:
-            window = _make_window(op, in_size, kernel_size, stride, padding, dilation,
-                                  ceil_mode, pool)
-            if len(_WINDOWS) >= _WINDOWS_LIMIT:
-                _WINDOWS.clear()
-            _WINDOWS[key] = window
-        return window
-    return _make_window(op, in_size, kernel_size, stride, padding, dilation, ceil_mode, pool)
-
-
-def _make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
-                 stride: Optional[IntOrTuple], padding: Padding, dilation: IntOrTuple,
-                 ceil_mode: bool, pool: bool) -> Window:
     in_size = tuple(as_int(n, "input size") for n in in_size)
     dims = len(in_size)
     if dims < 1:

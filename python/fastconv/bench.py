@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 import fastconv
-from . import _cpu
+from ._backend import measure_fma_peak
 from .bench_cases import Case, Problem, cases, error_cell, fmt_value
 
 # Per-call timing budget in seconds and repetition cap, per mode.
@@ -205,8 +205,8 @@ def measure_copy_bandwidth(megabytes: int, repeats: int = 5) -> float:
 def measure_roofs(mode: str) -> Tuple[float, float]:
     """(float32 FMA peak in GFLOP/s on all fastconv threads, copy bandwidth in GB/s)."""
     seconds, megabytes = ROOF_PROBES[mode]
-    _cpu.measure_fma_peak(seconds / 4)  # wakes the threads and the clocks up
-    return _cpu.measure_fma_peak(seconds), measure_copy_bandwidth(megabytes)
+    measure_fma_peak(seconds / 4)  # wakes the threads and the clocks up
+    return measure_fma_peak(seconds), measure_copy_bandwidth(megabytes)
 
 
 def roof_percent(res: Result, fma_peak: float, copy_bandwidth: float) -> Optional[float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from typing import Any, Dict
 
-from . import _cpu, cuda
+from . import _backend, cuda
 from ._version import __version__
 
 
@@ -21,7 +21,7 @@ def _cuda_build_text() -> str:
 
 
 def _host_cache_text() -> str:
-    stats = _cpu.host_cache_stats()
+    stats = _backend.host_cache_stats()
     if stats["limit_bytes"] == 0:
         return "off (FASTCONV_HOST_CACHE_MB=0)"
     return (f"{stats['idle_bytes'] / 2**20:.1f} MiB idle in {stats['idle_blocks']} blocks, "
@@ -35,7 +35,7 @@ def info(as_dict: bool = False) -> "str | Dict[str, Any]":
 
     Returns a printable multi-line string, or the dict behind it with `as_dict=True`.
     """
-    build = _cpu.build_info()
+    build = _backend.cpu_build_info()
     details: Dict[str, Any] = {
         "version": __version__,
         "python": platform.python_version(),

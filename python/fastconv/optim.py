@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import get_array_module
+from ._backend import array_module
 
 __all__ = ["SGD", "Adam", "CosineAnnealingLR", "Optimizer", "StepLR"]
 
@@ -186,7 +186,7 @@ class Optimizer:
         g = p.grad
         if g is None:
             return None
-        g = get_array_module(p.data).asarray(g)
+        g = array_module(p.data).asarray(g)
         if g.shape != p.data.shape:
             raise ValueError(
                 f"gradient shape {g.shape} does not match parameter shape {p.data.shape}"
@@ -320,7 +320,7 @@ class Adam(Optimizer):
                 state = self.state.setdefault(p, {})
                 if not state:
                     state["step"] = 0
-                    xp = get_array_module(p.data)
+                    xp = array_module(p.data)
                     state["exp_avg"] = xp.zeros_like(p.data)
                     state["exp_avg_sq"] = xp.zeros_like(p.data)
                 exp_avg: np.ndarray = state["exp_avg"]

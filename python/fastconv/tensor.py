@@ -21,29 +21,18 @@ Conventions:
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 import threading
 from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _cpu
+from ._backend import array_module, empty_like, is_gpu, matmul
+from ._backend import tanh as _tanh_array
 
 __all__ = ["Tensor", "Parameter", "no_grad", "enable_grad", "is_grad_enabled",
-           "get_array_module"]
-
-
-def get_array_module(data: Any):
-    """numpy for host arrays, cupy for GPU arrays (imported lazily)."""
-    if hasattr(data, "__cuda_array_interface__"):
-        import cupy  # type: ignore[import-not-found]
-
-        return cupy
-    return np
-
-
-def _is_gpu(data: Any) -> bool:
-    return hasattr(data, "__cuda_array_interface__")
+           "normalize_dims"]
 
 
 # ----------------------------------------------------------------------------- grad mode
@@ -115,7 +104,7 @@ def _unbroadcast(g: Any, shape: Tuple[int, ...]) -> Any:
     return g.reshape(shape)
 
 
-def _norm_dims(op: str, dim: Any, ndim: int) -> Optional[Tuple[int, ...]]:
+def normalize_dims(op: str, dim: Any, ndim: int) -> Optional[Tuple[int, ...]]:
     """None -> None; int or tuple of ints -> sorted tuple of nonnegative dims."""
     if dim is None:
         return None
@@ -136,7 +125,7 @@ def _norm_dims(op: str, dim: Any, ndim: int) -> Optional[Tuple[int, ...]]:
 def _expand_reduced(g: Any, dims: Optional[Tuple[int, ...]], keepdim: bool,
                     shape: Tuple[int, ...]) -> Any:
     """Broadcast the gradient of a reduction back to the input shape."""
-    xp = get_array_module(g)
+    xp = array_module(g)
     if dims is None:
         dims = tuple(range(len(shape)))
     if not keepdim and len(shape):
@@ -150,7 +139,7 @@ def _as_tensor(value: Any, like: Optional["Tensor"] = None) -> "Tensor":
         return value
     if isinstance(value, (numbers.Number, np.number)) and not isinstance(value, bool) \
             and like is not None and like.dtype.kind == "f" and not isinstance(value, complex):
-        xp = get_array_module(like.data)
+        xp = array_module(like.data)
         return Tensor(xp.asarray(value, dtype=like.dtype))
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"unsupported operand type for Tensor arithmetic: "
@@ -189,21 +178,6 @@ class _Size(int):
 # ----------------------------------------------------------------------------- Tensor
 
 
-_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _mm(a: Any, b: Any) -> Any:
-    """a @ b, with 2-D float NumPy products on fastconv's own GEMM threads: NumPy's OpenBLAS
-    pool would otherwise spin on the same cores as the convolution kernels between layers."""
-    if (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.ndim == 2
-            and b.ndim == 2 and a.dtype == b.dtype and a.dtype in _GEMM_DTYPES):
-        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        _cpu.matmul(a, b, out)
-        return out
-    return a @ b
-
-
-
 class Tensor:
     """An array with an optional gradient and the graph that produced it.
 
@@ -221,7 +195,7 @@ class Tensor:
             data = np.asarray(data)  # NumPy scalars keep their dtype
             if data.dtype.kind not in "biuf":
                 raise TypeError(f"Tensor: unsupported data of dtype {data.dtype}")
-        elif not (isinstance(data, np.ndarray) or _is_gpu(data)):
+        elif not (isinstance(data, np.ndarray) or is_gpu(data)):
             if isinstance(data, (str, bytes)) or data is None:
                 raise TypeError(f"Tensor: cannot make a tensor from {type(data).__name__}")
             arr = np.asarray(data)
@@ -286,7 +260,7 @@ class Tensor:
 
     @property
     def device(self) -> str:
-        return "cuda" if _is_gpu(self.data) else "cpu"
+        return "cuda" if is_gpu(self.data) else "cpu"
 
     @property
     def ndim(self) -> int:
@@ -339,7 +313,7 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (the array itself on the CPU, no copy)."""
-        if _is_gpu(self.data):
+        if is_gpu(self.data):
             return self.data.get()
         return self.data
 
@@ -363,7 +337,7 @@ class Tensor:
         if name == "cpu":
             if self.device == "cpu":
                 return self
-            out = Tensor._make(self.data.get(), [self], lambda g: (get_array_module(
+            out = Tensor._make(self.data.get(), [self], lambda g: (array_module(
                 self.data).asarray(g),), "to")
             return out
         if name == "cuda" or name.startswith("cuda:"):
@@ -405,7 +379,7 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("Tensor.backward: tensor does not require grad and has no "
                                "graph")
-        xp = get_array_module(self.data)
+        xp = array_module(self.data)
         if grad is None:
             if self.data.size != 1:
                 raise RuntimeError(f"Tensor.backward: grad can be implicitly created only "
@@ -518,7 +492,7 @@ class Tensor:
         out = _broadcast_op("pow", self, b, lambda u, v: u ** v)
 
         def backward(g: Any) -> tuple:
-            xp = get_array_module(g)
+            xp = array_module(g)
             ga = gb = None
             if self.requires_grad:
                 ga = g * b_data * a_data ** (b_data - 1)
@@ -545,13 +519,13 @@ class Tensor:
             raise ValueError(f"matmul: shapes {self.shape} and {b.shape} do not match "
                              f"({k_a} != {k_b})")
         try:
-            out = _mm(a_data, b_data)
+            out = matmul(a_data, b_data)
         except ValueError as e:
             raise ValueError(f"matmul: shapes {self.shape} and {b.shape} do not "
                              f"broadcast: {e}") from None
 
         def backward(g: Any) -> tuple:
-            xp = get_array_module(g)
+            xp = array_module(g)
             if a_data.ndim == 1 and b_data.ndim == 1:
                 return g * b_data, g * a_data
             a2 = a_data[None, :] if a_data.ndim == 1 else a_data
@@ -563,9 +537,9 @@ class Tensor:
                 g2 = xp.expand_dims(g2, -1)
             ga = gb = None
             if self.requires_grad:
-                ga = _unbroadcast(_mm(g2, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a_data.shape)
+                ga = _unbroadcast(matmul(g2, xp.swapaxes(b2, -1, -2)), a2.shape).reshape(a_data.shape)
             if b.requires_grad:
-                gb = _unbroadcast(_mm(xp.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b_data.shape)
+                gb = _unbroadcast(matmul(xp.swapaxes(a2, -1, -2), g2), b2.shape).reshape(b_data.shape)
             return ga, gb
 
         return Tensor._make(out, [self, b], backward, "matmul")
@@ -594,10 +568,10 @@ class Tensor:
     # -- reductions ---------------------------------------------------------------------
 
     def sum(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
-        dims = _norm_dims("sum", dim, self.ndim)
+        dims = normalize_dims("sum", dim, self.ndim)
         shape = self.shape
         out = self.data.sum(axis=dims if self.ndim else None, keepdims=keepdim)
-        xp = get_array_module(self.data)
+        xp = array_module(self.data)
         out = xp.asarray(out)
         return Tensor._make(out, [self], lambda g: (_expand_reduced(g, dims, keepdim,
                                                                     shape),), "sum")
@@ -605,11 +579,11 @@ class Tensor:
     def mean(self, dim: Any = None, keepdim: bool = False) -> "Tensor":
         if not _grad_dtype(self.data):
             raise TypeError(f"mean: needs a floating point tensor, got dtype {self.dtype}")
-        dims = _norm_dims("mean", dim, self.ndim)
+        dims = normalize_dims("mean", dim, self.ndim)
         shape = self.shape
         count = self.data.size if dims is None or not self.ndim else \
             int(np.prod([shape[d] for d in dims]))
-        xp = get_array_module(self.data)
+        xp = array_module(self.data)
         out = xp.asarray(self.data.mean(axis=dims if self.ndim else None, keepdims=keepdim))
         return Tensor._make(out, [self],
                             lambda g: (_expand_reduced(g / count, dims, keepdim, shape),),
@@ -627,9 +601,9 @@ class Tensor:
     def _extreme(self, op: str, dim: Any, keepdim: bool) -> "Tensor":
         if self.data.size == 0:
             raise ValueError(f"{op}: empty tensor, shape {self.shape}")
-        dims = _norm_dims(op, dim, self.ndim)
+        dims = normalize_dims(op, dim, self.ndim)
         axis = dims if self.ndim else None
-        xp = get_array_module(self.data)
+        xp = array_module(self.data)
         red = self.data.max if op == "max" else self.data.min
         full = red(axis=axis, keepdims=True)
         out = full if keepdim else xp.asarray(red(axis=axis, keepdims=False))
@@ -646,10 +620,10 @@ class Tensor:
     def argmax(self, dim: Optional[int] = None, keepdim: bool = False) -> "Tensor":
         """Indices of the maxima (int64 constant tensor)."""
         if dim is None:
-            return Tensor(get_array_module(self.data).asarray(self.data.argmax()))
+            return Tensor(array_module(self.data).asarray(self.data.argmax()))
         out = self.data.argmax(axis=dim)
         if keepdim:
-            out = get_array_module(out).expand_dims(out, dim)
+            out = array_module(out).expand_dims(out, dim)
         return Tensor(out)
 
     # -- shape ops ----------------------------------------------------------------------
@@ -668,13 +642,20 @@ class Tensor:
     view = reshape
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> "Tensor":
-        from .nn.functional import flatten
-
-        return flatten(self, start_dim, end_dim)
+        """Merge dims start_dim..end_dim into one (torch.flatten); a 0-d tensor becomes
+        shape (1,)."""
+        if self.ndim == 0:
+            return self.reshape(1)
+        s, e = (normalize_dims("flatten", d, self.ndim)[0] for d in (start_dim, end_dim))
+        if s > e:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                             f"for shape {self.shape}")
+        return self.reshape(self.shape[:s] + (math.prod(self.shape[s:e + 1]),)
+                            + self.shape[e + 1:])
 
     def transpose(self, dim0: int, dim1: int) -> "Tensor":
-        xp = get_array_module(self.data)
-        d0, d1 = (_norm_dims("transpose", d, self.ndim)[0] for d in (dim0, dim1))
+        xp = array_module(self.data)
+        d0, d1 = (normalize_dims("transpose", d, self.ndim)[0] for d in (dim0, dim1))
         return Tensor._make(xp.swapaxes(self.data, d0, d1), [self],
                             lambda g: (xp.swapaxes(g, d0, d1),), "transpose")
 
@@ -685,7 +666,7 @@ class Tensor:
         if sorted(norm) != list(range(self.ndim)):
             raise ValueError(f"permute: dims {dims} are not a permutation of the "
                              f"{self.ndim} dims of shape {self.shape}")
-        xp = get_array_module(self.data)
+        xp = array_module(self.data)
         inverse = tuple(int(i) for i in np.argsort(norm))
         return Tensor._make(xp.transpose(self.data, norm), [self],
                             lambda g: (xp.transpose(g, inverse),), "permute")
@@ -706,7 +687,7 @@ class Tensor:
         if dim is None:
             shape = tuple(s for s in self.shape if s != 1)
         else:
-            d = _norm_dims("squeeze", dim, self.ndim)[0]
+            d = normalize_dims("squeeze", dim, self.ndim)[0]
             shape = self.shape if self.shape[d] != 1 else self.shape[:d] + self.shape[d + 1:]
         return self.reshape(shape)
 
@@ -724,7 +705,7 @@ class Tensor:
         except IndexError as e:
             raise IndexError(f"getitem: {e} (tensor shape {self.shape})") from None
         data = self.data
-        xp = get_array_module(data)
+        xp = array_module(data)
 
         def backward(g: Any) -> tuple:
             full = xp.zeros(data.shape, dtype=g.dtype)
@@ -743,7 +724,7 @@ class Tensor:
     def _float_op(self, op: str) -> Any:
         if not _grad_dtype(self.data):
             raise TypeError(f"{op}: needs a floating point tensor, got dtype {self.dtype}")
-        return get_array_module(self.data)
+        return array_module(self.data)
 
     def exp(self) -> "Tensor":
         xp = self._float_op("exp")
@@ -761,7 +742,7 @@ class Tensor:
         return Tensor._make(out, [self], lambda g: (g / (2 * out),), "sqrt")
 
     def abs(self) -> "Tensor":
-        xp = get_array_module(self.data)
+        xp = array_module(self.data)
         data = self.data
         return Tensor._make(xp.abs(data), [self], lambda g: (g * xp.sign(data),), "abs")
 
@@ -772,7 +753,7 @@ class Tensor:
         """Clip to [min, max]; the gradient passes where min <= x <= max (as torch)."""
         if min is None and max is None:
             raise ValueError("clamp: at least one of min and max must be given")
-        xp = get_array_module(self.data)
+        xp = array_module(self.data)
         data = self.data
         out = data
         mask = xp.ones(data.shape, dtype=bool)
@@ -786,30 +767,53 @@ class Tensor:
 
     clip = clamp
 
-    def relu(self) -> "Tensor":
-        from .nn.functional import relu
-
-        return relu(self)
+    def relu(self, inplace: bool = False) -> "Tensor":
+        """max(x, 0) elementwise (NaN stays NaN, as torch). With `inplace` and nothing
+        recorded for backward (no_grad, or no gradient needed), the data is overwritten and
+        self returned, saving a full-size allocation per layer in inference."""
+        xp = array_module(self.data)
+        data = self.data
+        if not (_state.enabled and self.requires_grad):
+            if inplace:
+                xp.maximum(data, 0, out=data)
+                return self
+            return Tensor(xp.maximum(data, 0, out=empty_like(data, data.shape, data.dtype)))
+        mask = data > 0
+        return Tensor._make(xp.maximum(data, 0, out=empty_like(data, data.shape, data.dtype)),
+                            [self], lambda g: (g * mask,), "relu")
 
     def sigmoid(self) -> "Tensor":
-        from .nn.functional import sigmoid
-
-        return sigmoid(self)
+        """1 / (1 + exp(-x)), computed without overflow."""
+        xp = self._float_op("sigmoid")
+        data = self.data
+        e = xp.exp(-xp.abs(data))
+        out = xp.where(data >= 0, 1 / (1 + e), e / (1 + e)).astype(data.dtype, copy=False)
+        return Tensor._make(out, [self], lambda g: (g * out * (1 - out),), "sigmoid")
 
     def tanh(self) -> "Tensor":
-        from .nn.functional import tanh
-
-        return tanh(self)
+        self._float_op("tanh")
+        out = _tanh_array(self.data)
+        return Tensor._make(out, [self], lambda g: (g * (1 - out * out),), "tanh")
 
     def softmax(self, dim: int = -1) -> "Tensor":
-        from .nn.functional import softmax
-
-        return softmax(self, dim)
+        """exp(x) / sum(exp(x)) along dim, shifted by the max for stability."""
+        xp = self._float_op("softmax")
+        d = normalize_dims("softmax", dim, self.ndim)[0]
+        e = xp.exp(self.data - self.data.max(axis=d, keepdims=True))
+        out = e / e.sum(axis=d, keepdims=True)
+        return Tensor._make(out, [self],
+                            lambda g: (out * (g - (g * out).sum(axis=d, keepdims=True)),),
+                            "softmax")
 
     def log_softmax(self, dim: int = -1) -> "Tensor":
-        from .nn.functional import log_softmax
-
-        return log_softmax(self, dim)
+        """x - logsumexp(x) along dim (numerically stable)."""
+        xp = self._float_op("log_softmax")
+        d = normalize_dims("log_softmax", dim, self.ndim)[0]
+        shifted = self.data - self.data.max(axis=d, keepdims=True)
+        out = shifted - xp.log(xp.exp(shifted).sum(axis=d, keepdims=True))
+        return Tensor._make(out, [self],
+                            lambda g: (g - xp.exp(out) * g.sum(axis=d, keepdims=True),),
+                            "log_softmax")
 
 
 class Parameter(Tensor):

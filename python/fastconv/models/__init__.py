@@ -8,7 +8,7 @@ convnet3d are small nets for CIFAR-sized images, signals and volumes.
 
 from __future__ import annotations
 
-from ._layers import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d
+from ..nn import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d
 from .alexnet import AlexNet, alexnet
 from .googlenet import BasicConv2d, GoogLeNet, Inception, googlenet
 from .lenet import LeNet5, lenet5

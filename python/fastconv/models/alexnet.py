@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import nn
 from ..tensor import Tensor
-from ._layers import AdaptiveAvgPool2d, flatten
+from ._layers import flatten
 
 __all__ = ["AlexNet", "alexnet"]
 
@@ -39,7 +39,7 @@ class AlexNet(nn.Module):
             nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2),
         )
-        self.avgpool = AdaptiveAvgPool2d((6, 6))
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
             nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),

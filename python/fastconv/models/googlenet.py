@@ -9,7 +9,7 @@ from typing import Any
 from .. import nn
 from ..nn import functional as F
 from ..tensor import Tensor
-from ._layers import AdaptiveAvgPool2d, flatten, init_batch_norms, trunc_normal_
+from ._layers import flatten, init_batch_norms, trunc_normal_
 
 __all__ = ["BasicConv2d", "GoogLeNet", "Inception", "googlenet"]
 
@@ -73,7 +73,7 @@ class GoogLeNet(nn.Module):
         self.inception5a = Inception(832, 256, 160, 320, 32, 128, 128)
         self.inception5b = Inception(832, 384, 192, 384, 48, 128, 128)
 
-        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(1024, num_classes)
 

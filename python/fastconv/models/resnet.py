@@ -9,7 +9,7 @@ from typing import List, Optional, Sequence, Type, Union
 
 from .. import nn
 from ..tensor import Tensor
-from ._layers import AdaptiveAvgPool2d, constant_, flatten, init_batch_norms, kaiming_normal_
+from ._layers import constant_, flatten, init_batch_norms, kaiming_normal_
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50",
            "resnet101", "resnet152"]
@@ -98,7 +98,7 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
 
         for m in self.modules():

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 
 from .. import nn
 from ..tensor import Tensor
-from ._layers import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, flatten
+from ._layers import flatten
 
 __all__ = ["NIN", "ConvNet1d", "ConvNet3d", "nin", "convnet1d", "convnet3d"]
 
@@ -42,7 +42,7 @@ class NIN(nn.Module):
             nn.AvgPool2d(3, 2, 1), nn.Dropout(dropout),
             *_mlpconv(192, (192, 192, num_classes), 3, 1),
         )
-        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return flatten(self.avgpool(self.features(x)))
@@ -78,7 +78,7 @@ class ConvNet1d(nn.Module):
             layers += _block(1, c_in, c_out, k)
         self.features = nn.Sequential(*layers)
         if length is None:
-            self.pool: nn.Module = AdaptiveAvgPool1d(1)
+            self.pool: nn.Module = nn.AdaptiveAvgPool1d(1)
             flat = 128
         else:
             self.pool = nn.Identity()
@@ -111,7 +111,7 @@ class ConvNet3d(nn.Module):
         for c_in, c_out in ((in_channels, width), (width, 2 * width), (2 * width, 4 * width)):
             layers += _block(3, c_in, c_out, 3)
         self.features = nn.Sequential(*layers)
-        self.avgpool = AdaptiveAvgPool3d(1)
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(4 * width, num_classes)
 

@@ -6,7 +6,7 @@ from typing import List, Sequence, Union
 
 from .. import nn
 from ..tensor import Tensor
-from ._layers import AdaptiveAvgPool2d, constant_, flatten, kaiming_normal_, normal_
+from ._layers import constant_, flatten, kaiming_normal_, normal_
 
 __all__ = ["VGG", "vgg16", "vgg19"]
 
@@ -44,7 +44,7 @@ class VGG(nn.Module):
                  dropout: float = 0.5, init_weights: bool = True) -> None:
         super().__init__()
         self.features = features
-        self.avgpool = AdaptiveAvgPool2d((7, 7))
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
             nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),

@@ -11,7 +11,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..tensor import Tensor, no_grad
-from .modules import Conv, Linear, Module, _AvgPoolNd, _BatchNorm, _MaxPoolNd
+from .modules import BatchNormNd, Conv, Linear, Module, PoolNd
 
 __all__ = ["LayerRow", "Summary", "summary"]
 
@@ -83,9 +83,9 @@ def _input_has_batch(model: Module, shape: Tuple[int, ...]) -> bool:
     """Whether `shape` already includes the batch dim: decided by the first layer whose
     input rank is fixed (conv, pool, batch norm); without one, `shape` is one sample."""
     for module in model.modules():
-        if isinstance(module, (Conv, _MaxPoolNd, _AvgPoolNd)):
+        if isinstance(module, (Conv, PoolNd)):
             return len(shape) == module.ndim + 2
-        if isinstance(module, _BatchNorm) and len(module.ranks) == 1:
+        if isinstance(module, BatchNormNd) and len(module.ranks) == 1:
             return len(shape) == module.ranks[0]
     return False
 

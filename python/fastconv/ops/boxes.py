@@ -1,8 +1,10 @@
-"""Box IoU, box format conversion and non-max suppression on NumPy arrays.
+"""Box IoU, box format conversion and non-max suppression on NumPy or CuPy arrays.
 
 Boxes are (N, 4) float32/float64 arrays of (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2.
 Argument kinds, dtypes and shapes are checked here; the values (finite, not inverted,
-no NaN score) are checked by the C++ kernels in the same pass that reads them.
+no NaN score) are checked by the C++ kernels in the same pass that reads them. Box ops have
+no window geometry to prepare, so unlike the other families they call the kernels of the
+arrays' device directly, without a plan.
 
 Every op also takes CuPy arrays (or any `__cuda_array_interface__` object) and then runs on
 the GPU, on CuPy's current stream, returning CuPy arrays. GPU `box_iou`/`box_convert` read one
@@ -18,9 +20,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import _cpu
-from ._backend import array_module, empty, float_arrays, index_array, is_gpu, kernels
-from ._geometry import as_int
+from .._backend import array_module, device_of, empty_like, float_arrays, index_array, kernels
+from .._geometry import as_int
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -92,8 +93,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = float_arrays("box_iou", a=a, b=b)
     _check_boxes("box_iou", "a", a)
     _check_boxes("box_iou", "b", b)
-    out = empty(a, (a.shape[0], b.shape[0]), a.dtype)
-    kernels(a).box_iou(a, b, out)
+    out = empty_like(a, (a.shape[0], b.shape[0]), a.dtype)
+    kernels(device_of(a)).box_iou(a, b, out)
     return out
 
 
@@ -108,8 +109,8 @@ def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
                              f" got {fmt!r}")
     (boxes,) = float_arrays("box_convert", boxes=boxes)
     _check_boxes("box_convert", "boxes", boxes)
-    out = empty(boxes, boxes.shape, boxes.dtype)
-    kernels(boxes).box_convert(boxes, out, in_fmt, out_fmt)
+    out = empty_like(boxes, boxes.shape, boxes.dtype)
+    kernels(device_of(boxes)).box_convert(boxes, out, in_fmt, out_fmt)
     return out
 
 
@@ -137,11 +138,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.5, *,
     _check_boxes("nms", "boxes", boxes)
     _check_length("nms", "scores", scores, boxes)
     if not fixed_size:
-        return kernels(boxes).nms(boxes, scores, thr, st, mo)
+        return kernels(device_of(boxes)).nms(boxes, scores, thr, st, mo)
     keep, count = _fixed_size("nms", boxes, mo)
-    if not is_gpu(boxes):
-        return _pad(_cpu.nms(boxes, scores, thr, st, mo), keep, count)
-    kernels(boxes).nms_fixed(boxes, scores, thr, st, mo, keep, count)
+    if device_of(boxes) == "cpu":
+        return _pad(kernels("cpu").nms(boxes, scores, thr, st, mo), keep, count)
+    kernels(device_of(boxes)).nms_fixed(boxes, scores, thr, st, mo, keep, count)
     return keep, count
 
 
@@ -159,7 +160,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     st = _score_threshold(op, score_threshold)
     mo = _max_output(op, max_output)
     boxes, scores = float_arrays(op, boxes=boxes, scores=scores)
-    if is_gpu(boxes):
+    if device_of(boxes) == "cuda":
         labels = index_array(op, "labels", labels, like=boxes)
     elif not isinstance(labels, np.ndarray):
         raise TypeError(f"{op}: labels must be a numpy.ndarray, got {type(labels).__name__}")
@@ -171,9 +172,9 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     _check_length(op, "labels", labels, boxes)
     labels = array_module(boxes).ascontiguousarray(labels, dtype=np.int64)
     if not fixed_size:
-        return kernels(boxes).batched_nms(boxes, scores, labels, thr, st, mo)
+        return kernels(device_of(boxes)).batched_nms(boxes, scores, labels, thr, st, mo)
     keep, count = _fixed_size(op, boxes, mo)
-    if not is_gpu(boxes):
-        return _pad(_cpu.batched_nms(boxes, scores, labels, thr, st, mo), keep, count)
-    kernels(boxes).batched_nms_fixed(boxes, scores, labels, thr, st, mo, keep, count)
+    if device_of(boxes) == "cpu":
+        return _pad(kernels("cpu").batched_nms(boxes, scores, labels, thr, st, mo), keep, count)
+    kernels(device_of(boxes)).batched_nms_fixed(boxes, scores, labels, thr, st, mo, keep, count)
     return keep, count

@@ -1,0 +1,48 @@
+"""Elementwise activation layers: ReLU, Sigmoid, Tanh, Softmax."""
+
+from __future__ import annotations
+
+from ...tensor import Tensor
+from .. import functional as F
+from .module import Module
+
+
+class ReLU(Module):
+    """max(x, 0) elementwise, any shape. With `inplace=True` the input is overwritten when
+    nothing is recorded for backward (inference); while recording, a new tensor is made,
+    since fastconv's autograd keeps the input."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x, inplace=self.inplace)
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise, any shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    """tanh(x) elementwise, any shape."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.tanh(x)
+
+
+class Softmax(Module):
+    """Softmax along `dim` (default the last); output has the input's shape."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softmax(x, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
