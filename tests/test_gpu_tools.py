@@ -19,7 +19,7 @@ import pytest
 
 import fastconv
 from fastconv import bench_gpu
-from fastconv.__main__ import _parser, main
+from fastconv.cli import main, parser as _parser
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "gpu_check.sh"

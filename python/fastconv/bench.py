@@ -338,3 +338,51 @@ def run(mode: str = "full", ops: Optional[Sequence[str]] = None, use_torch: bool
         with open(json_path, "w") as f:
             json.dump({"header": head, "results": [asdict(r) for r in results]}, f, indent=1)
     return head, results
+
+
+def add_arguments(parser: Any) -> None:
+    """The flags of `python -m fastconv bench` on `parser` (an argparse parser)."""
+    from .bench_cases import OPS
+
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="batch-1 layers and fewer cases (about a minute)")
+    size.add_argument("--smoke", action="store_true",
+                      help="tiny shapes, one per op: checks the tool itself, not speed")
+    parser.add_argument("--op", action="extend", nargs="+", choices=OPS, metavar="OP",
+                        help=f"only these ops (repeatable); choose from: {', '.join(OPS)}")
+    parser.add_argument("--json", metavar="FILE", help="also write header and results as JSON")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--gpu", action="store_true",
+                        help="instead: fastconv on CuPy arrays against PyTorch CUDA (cuDNN, "
+                             "TF32 off) and torchvision.ops on the same device memory; needs "
+                             "a CUDA GPU (see fastconv.bench_gpu)")
+    parser.add_argument("--models", action="store_true",
+                        help="instead: forward time of whole networks (lenet5, vgg16, "
+                             "resnet50) against their PyTorch twins")
+
+
+def main(args: Any) -> int:
+    """`python -m fastconv bench` with parsed `args`; returns the exit status."""
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    if args.gpu:
+        if args.models:
+            import sys
+
+            print("python -m fastconv bench: error: --gpu and --models do not combine",
+                  file=sys.stderr)
+            raise SystemExit(2)
+        from .bench_gpu import main as run_gpu
+
+        return run_gpu(mode, args.op, use_torch=not args.no_torch, json_path=args.json,
+                       progress=not args.no_progress)
+    if args.models:
+        from .bench_models import run as run_models
+
+        run_models(quick=args.quick or args.smoke, use_torch=not args.no_torch,
+                   progress=not args.no_progress)
+        return 0
+    run(mode, args.op, use_torch=not args.no_torch, json_path=args.json,
+        progress=not args.no_progress)
+    return 0
