@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fastconv.bench_cases import Case
+from fastconv.bench.cases import Case
 
 OPS = ("box_iou", "box_convert", "nms", "batched_nms")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from fastconv.bench_cases import Case
+from fastconv.bench.cases import Case
 
 OPS = ("max_pool", "avg_pool", "max_pool_backward", "avg_pool_backward")
 

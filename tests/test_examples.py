@@ -17,7 +17,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
 from fastconv import __main__ as cli  # noqa: E402
-from fastconv import bench_models  # noqa: E402
+from fastconv.bench import models as bench_models  # noqa: E402
 from fastconv.examples import signals1d, train_lenet, volumes3d  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,7 +1,7 @@
 """The GPU tooling, checked where it can be without a GPU: tools/gpu_check.sh (syntax, step
-selection, budget, logs), tools/gpu_sanitize.py and fastconv.bench_gpu (their CPU dry runs
-drive every case through the same code the GPU run uses), the `bench --gpu` flag and the
-GPU pytest-benchmark file."""
+selection, budget, logs) and tools/gpu_sanitize.py (its CPU dry run drives every case
+through the same code the GPU run uses). The benchmark's GPU side is tested with the
+benchmark (tests/test_bench.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import bench_gpu
-from fastconv.cli import main, parser as _parser
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "tools" / "gpu_check.sh"
@@ -169,115 +167,3 @@ def test_sanitize_compare_catches_off_and_missing_results() -> None:
 def test_sanitize_driver_refuses_without_gpu(capsys: pytest.CaptureFixture) -> None:
     assert _sanitize_module().main(["--only", "nms"]) == 2
     assert "no GPU to check" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------------------------------
-# python -m fastconv bench --gpu
-# ------------------------------------------------------------------------------------------
-
-def test_cli_gpu_flag_parses() -> None:
-    args = _parser().parse_args(["bench", "--gpu", "--quick", "--op", "nms", "conv",
-                                 "--json", "out.json"])
-    assert args.gpu and args.quick and args.op == ["nms", "conv"] and args.json == "out.json"
-    assert not _parser().parse_args(["bench"]).gpu
-
-
-def test_cli_gpu_and_models_do_not_combine(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "--gpu", "--models"])
-    assert exit_info.value.code == 2
-    assert "--gpu and --models do not combine" in capsys.readouterr().err
-
-
-@pytest.mark.skipif(GPU, reason="a GPU is here: the benchmark runs instead of refusing")
-def test_bench_gpu_refuses_clearly_without_gpu() -> None:
-    result = subprocess.run([sys.executable, "-m", "fastconv", "bench", "--gpu", "--smoke"],
-                            capture_output=True, text=True, env=_env(), timeout=120)
-    assert result.returncode == 2
-    assert result.stderr.startswith("python -m fastconv bench --gpu: cannot run here: ")
-    assert fastconv.cuda.reason() in result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
-
-
-def test_bench_gpu_cases_cover_the_requested_layers() -> None:
-    full = {(c.op, c.name): c for c in bench_gpu.cases("full")}
-    for layer in ("lenet5_c1", "alexnet_conv1", "vgg16_3x3_512", "resnet50_stem",
-                  "resnet50_3x3_64", "resnet50_3x3_128", "resnet50_3x3_256",
-                  "resnet50_3x3_512", "resnet50_1x1_256_64", "inception_5x5",
-                  "depthwise_3x3_256", "conv3d_3x3x3"):
-        assert ("conv", f"{layer}_b1") in full and ("conv", f"{layer}_b32") in full
-    assert ("conv", "resnet50_3x3_64_b32_f64") in full
-    assert ("conv_backward_input", "resnet50_3x3_64_b32") in full
-    assert ("conv_backward_weight", "resnet50_3x3_64_b32") in full
-    for op in ("max_pool", "avg_pool", "max_pool_backward", "avg_pool_backward"):
-        assert full[(op, "3x3s2p1")].shape.startswith("32x64x112x112")
-    assert ("box_iou", "4k_x_4k") in full
-    assert {n for (op, n) in full if op == "nms"} == {"1k", "10k", "100k"}
-    assert {n for (op, n) in full if op == "batched_nms"} == {"10k_80cls", "50k_1000cls"}
-    assert [c.op for c in bench_gpu.cases("full", ["nms"])] == ["nms"] * 3
-    with pytest.raises(ValueError, match="unknown op"):
-        bench_gpu.cases("full", ["bogus"])
-
-
-def test_bench_gpu_cpu_dry_run_times_checks_and_writes_json(tmp_path: Path) -> None:
-    """The whole GPU benchmark path on NumPy arrays against torch on the CPU."""
-    pytest.importorskip("torch")
-    lines: list = []
-    path = tmp_path / "bench_gpu.json"
-    head, results = bench_gpu.run("smoke", progress=False, json_path=str(path), device="cpu",
-                                  echo=lines.append)
-    assert {r.op for r in results} == set(bench_gpu.OPS)
-    for r in results:
-        assert not r.bad and r.fastconv_ms and r.fastconv_ms > 0, r
-        assert r.max_err is not None or r.mismatches == 0, r
-        if r.op.startswith(("conv", "im2col", "col2im", "max_pool", "avg_pool")):
-            # torch ran on the very same memory and agrees with the reference too.
-            assert r.torch_ms and r.speedup_torch and r.torch_err is not None, r
-            assert r.torch_err < 1e-5, r
-    table = lines[0]
-    assert "x torch" in table and "% copy" in table and "all 13 fastconv results match" in table
-    data = json.loads(path.read_text())
-    assert data["header"]["copy_gbs"] > 0 and "CPU dry run" in data["header"]["device"]
-    assert len(data["results"]) == len(results) and not any(r["bad"] for r in data["results"])
-
-
-def test_bench_gpu_flags_wrong_results() -> None:
-    ok = bench_gpu.Result("conv", "c", "s", dtype="float32", max_err=2e-6)
-    assert not ok.bad
-    assert bench_gpu.Result("conv", "c", "s", dtype="float32", max_err=1e-3).bad
-    assert bench_gpu.Result("conv", "c", "s", dtype="float64", max_err=1e-9).bad
-    assert bench_gpu.Result("conv", "c", "s", max_err=float("nan")).bad
-    assert bench_gpu.Result("nms", "c", "s", mismatches=1).bad
-    assert bench_gpu.Result("nms", "c", "s", note="fastconv failed: TypeError: x").bad
-    err, mismatches = bench_gpu.compare([np.array([2.0, -3.0]), np.array([0, 2])],
-                                        [np.array([2.0, -4.0]), np.array([0, 1, 2])])
-    assert err == 0.25 and mismatches == 2
-    assert bench_gpu.compare([np.array([np.nan])], [np.array([1.0])])[0] == float("inf")
-
-
-def test_gpu_pytest_benchmark_file_collects() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         "benchmarks/", "-k", "test_gpu"],
-        capture_output=True, text=True, cwd=ROOT, env=_env(FASTCONV_BENCH_MODE="smoke"),
-        timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "bench_gpu.py::test_gpu[conv-smoke_2d-fastconv]" in result.stdout
-    assert "bench_gpu.py::test_gpu[nms-smoke-torch]" in result.stdout
-
-
-def test_bench_gpu_nms_differences_tell_rounding_from_errors() -> None:
-    # Box 1 overlaps box 0 at IoU exactly 0.5 (a rounding coin flip at threshold 0.5);
-    # box 2 overlaps box 1 heavily (knock-on); box 3 stands alone.
-    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 4.9], [50, 50, 60, 60]],
-                     np.float32)
-    ref = np.array([0, 2, 3])
-    assert bench_gpu.nms_differences(ref, ref, boxes, None, 0.5) == (0, 0)
-    assert bench_gpu.nms_differences(np.array([0, 1, 3]), ref, boxes, None, 0.5) == (2, 2)
-    assert bench_gpu.nms_differences(np.array([0, 2]), ref, boxes, None, 0.5) == (1, 0)
-    assert bench_gpu.nms_differences(np.array([0, 3, 2]), ref, boxes, None, 0.5) == (2, 0)
-    # Another label: the near-threshold box 0 no longer explains box 1.
-    labels = np.array([0, 1, 1, 0])
-    assert bench_gpu.nms_differences(np.array([0, 1, 3]), ref, boxes, labels, 0.5)[1] == 0
-    row = bench_gpu.Result("nms", "c", "s", mismatches=2, explained=2)
-    assert not row.bad and bench_gpu.Result("nms", "c", "s", mismatches=2, explained=1).bad

@@ -83,7 +83,7 @@ def bench_model(name: str, shape: Sequence[int], reps: int, torch: Optional[Any]
     ours = ours.numpy()
     torch_ms = err = speedup = None
     if torch is not None:
-        from .models.torch_twins import TWINS
+        from ..models.torch_twins import TWINS
 
         twin = TWINS[name]().eval()
         # strict: a missing or renamed key would mean the twin is not the same network.
