@@ -17,15 +17,15 @@
 #include <numeric>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/box_format.hpp"
 #include "fastconv/check.hpp"
-#include "fastconv/gemm.hpp"
+#include "fastconv/box_sweeps.hpp"
 #include "fastconv/nms_params.hpp"
 #include "fastconv/pyarray.hpp"
-
 
 namespace fastconv {
 
@@ -33,106 +33,15 @@ namespace {
 
 using Index = std::vector<int64_t>;
 
-// std::max/std::min semantics, spelled out so that the sweeps vectorize.
-#define FC_INLINE inline __attribute__((always_inline))
-
 template <typename T>
-FC_INLINE T max_of(T a, T b) {
-  return a < b ? b : a;
-}
-template <typename T>
-FC_INLINE T min_of(T a, T b) {
-  return b < a ? b : a;
-}
-
-template <typename T>
-FC_INLINE T box_area(T x1, T y1, T x2, T y2) {
-  return (x2 - x1) * (y2 - y1);
-}
-
-// The contract's formula, operation for operation; written branch-free on the min/max so
-// that loops over it vectorize.
-template <typename T>
-FC_INLINE T pair_iou(T ax1, T ay1, T ax2, T ay2, T area_a, T bx1, T by1, T bx2, T by2, T area_b) {
-  const T w = max_of(T(0), min_of(ax2, bx2) - max_of(ax1, bx1));
-  const T h = max_of(T(0), min_of(ay2, by2) - max_of(ay1, by1));
-  const T inter = w * h;
-  const T uni = area_a + area_b - inter;
-  // A safe denominator instead of a guarded division keeps the loop body branch-free.
-  const bool ok = uni > T(0);
-  const T q = inter / (ok ? uni : T(1));
-  return ok ? q : T(0);
-}
-
-// One box and its area, the fixed side of a sweep.
-template <typename T>
-struct Box {
-  T x1, y1, x2, y2, area;
-};
-
-// The two sweeps every op here spends its time in, over boxes in structure-of-arrays form:
-// row[j] = IoU(box, j) for j < m; and for j in [from, to), sup[j] |= IoU(box, j) >= thr,
-// returning how many entries that newly suppressed.
-template <typename T>
-FC_INLINE void iou_row_body(const Box<T>& a, const T* X1, const T* Y1, const T* X2,
-                            const T* Y2, const T* AR, int64_t m, T* __restrict row) {
-#pragma omp simd
-  for (int64_t j = 0; j < m; ++j) {
-    row[j] = pair_iou(a.x1, a.y1, a.x2, a.y2, a.area, X1[j], Y1[j], X2[j], Y2[j], AR[j]);
+const BoxSweepFns<T>& selected_sweeps() {
+  static const BoxSweeps& sweeps = for_cpu_path(avx512::box_sweeps, avx2::box_sweeps,
+                                                baseline::box_sweeps)();
+  if constexpr (std::is_same_v<T, float>) {
+    return sweeps.f32;
+  } else {
+    return sweeps.f64;
   }
-}
-
-template <typename T>
-FC_INLINE int64_t suppress_body(const Box<T>& a, const T* X1, const T* Y1, const T* X2,
-                                const T* Y2, const T* AR, T thr, int64_t from, int64_t to,
-                                unsigned char* __restrict sup) {
-  // A 32-bit count (per-call sweeps are far shorter than 2^31) keeps the reduction from
-  // widening every lane to 64 bits.
-  int32_t fresh = 0;
-#pragma omp simd reduction(+ : fresh)
-  for (int64_t j = from; j < to; ++j) {
-    const T iou = pair_iou(a.x1, a.y1, a.x2, a.y2, a.area, X1[j], Y1[j], X2[j], Y2[j], AR[j]);
-    const unsigned char hit = iou >= thr;
-    fresh += hit & (sup[j] ^ 1);
-    sup[j] |= hit;
-  }
-  return fresh;
-}
-
-// Copies of the sweeps per instruction set (the bodies inline into each, and the file-wide
-// -ffp-contract=off keeps every rounding the same on all three), picked from the path the
-// GEMM dispatch selected at import.
-#define FC_SWEEP_COPIES(suffix, ...)                                                           \
-  template <typename T>                                                                        \
-  __VA_ARGS__ void iou_row_##suffix(const Box<T>& a, const T* X1, const T* Y1, const T* X2,  \
-                                    const T* Y2, const T* AR, int64_t m, T* row) {           \
-    iou_row_body(a, X1, Y1, X2, Y2, AR, m, row);                                              \
-  }                                                                                            \
-  template <typename T>                                                                        \
-  __VA_ARGS__ int64_t suppress_##suffix(const Box<T>& a, const T* X1, const T* Y1,           \
-                                        const T* X2, const T* Y2, const T* AR, T thr,        \
-                                        int64_t from, int64_t to, unsigned char* sup) {     \
-    return suppress_body(a, X1, Y1, X2, Y2, AR, thr, from, to, sup);                          \
-  }
-FC_SWEEP_COPIES(avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,"
-                                                "prefer-vector-width=512"))))
-FC_SWEEP_COPIES(avx2, __attribute__((target("avx2"))))
-FC_SWEEP_COPIES(baseline)
-#undef FC_SWEEP_COPIES
-
-template <typename T>
-struct Sweeps {
-  void (*iou_row)(const Box<T>&, const T*, const T*, const T*, const T*, const T*, int64_t, T*);
-  int64_t (*suppress)(const Box<T>&, const T*, const T*, const T*, const T*, const T*, T,
-                      int64_t, int64_t, unsigned char*);
-};
-
-template <typename T>
-const Sweeps<T>& selected_sweeps() {
-  static const Sweeps<T> sweeps{
-      for_cpu_path(iou_row_avx512<T>, iou_row_avx2<T>, iou_row_baseline<T>),
-      for_cpu_path(suppress_avx512<T>, suppress_avx2<T>, suppress_baseline<T>)};
-  return sweeps;
 }
 
 // (N, 4) with N >= 0; returns N.
@@ -215,7 +124,7 @@ void box_iou_py(const py::array& a, const py::array& b, py::array& out) {
     }
     const T *X1 = bx1.data(), *Y1 = by1.data(), *X2 = bx2.data(), *Y2 = by2.data(),
             *AR = barea.data();
-    const Sweeps<T>& sweeps = selected_sweeps<T>();
+    const BoxSweepFns<T>& sweeps = selected_sweeps<T>();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       const T* r = pa + 4 * i;
@@ -364,7 +273,7 @@ void greedy(SortedBoxes<T>& s, int64_t begin, int64_t end, T thr, int64_t limit,
   int64_t* pos = s.pos.data() + begin;
   unsigned char* sup = s.suppressed.data() + begin;
   int64_t len = end - begin, count = 0, dead = 0;  // dead: suppressed entries after i
-  const Sweeps<T>& sweeps = selected_sweeps<T>();
+  const BoxSweepFns<T>& sweeps = selected_sweeps<T>();
   for (int64_t i = 0; i < len && count < limit; ++i) {
     if (sup[i]) {
       --dead;

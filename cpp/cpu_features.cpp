@@ -1,9 +1,9 @@
-// Picks the GEMM build for the best instruction set the processor reports, once.
+// Picks the best instruction set the processor reports, once (see cpu_features.hpp).
+#include "fastconv/cpu_features.hpp"
+
 #include <cctype>
 #include <cstdlib>
 #include <string>
-
-#include "fastconv/gemm.hpp"
 
 namespace fastconv {
 
@@ -25,29 +25,29 @@ bool allowed(const char* feature) {
   return true;
 }
 
-GemmKernels select() {
+Isa detect() {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     allowed("AVX2");
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
                       __builtin_cpu_supports("avx512bw") && allowed("AVX512F");
-#define FC_GEMM_TABLE(ns) \
-  {ns::gemm_f32, ns::gemm_f64, ns::pack_f32, ns::pack_f64, ns::packed_f32, ns::packed_f64, \
-   ns::panels_f32, ns::panels_f64, ns::shifted_f32, ns::shifted_f64, ns::dot_f32, ns::dot_f64, \
-   #ns, ns::panel_rows,                                                                      \
-   ns::panel_cols_f32, ns::panel_cols_f64}
-  if (avx512) return FC_GEMM_TABLE(avx512);
-  if (avx2) return FC_GEMM_TABLE(avx2);
-  return FC_GEMM_TABLE(baseline);
-#undef FC_GEMM_TABLE
+  return avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline;
 }
 
 }  // namespace
 
-const GemmKernels& gemm_kernels() {
-  static const GemmKernels kernels = select();
-  return kernels;
+Isa cpu_isa() {
+  static const Isa isa = detect();
+  return isa;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "baseline";
+  }
 }
 
 }  // namespace fastconv

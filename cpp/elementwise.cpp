@@ -12,7 +12,6 @@
 #include "fastconv/activations.hpp"
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
-#include "fastconv/gemm.hpp"
 #include "fastconv/pyarray.hpp"
 
 namespace fastconv {

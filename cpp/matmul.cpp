@@ -1,6 +1,7 @@
-// Dense matrix product for the network layer (fully connected layers, Gram matrices), on the
-// same GEMM and OpenMP threads as the convolutions: mixing in NumPy's OpenBLAS would put a
-// second spinning thread pool on the same cores.
+// The GEMM family: the pick of the instruction-set build of simd/gemm.inl, and the dense
+// matrix product for the network layer (fully connected layers, Gram matrices) on the same
+// GEMM and OpenMP threads as the convolutions: mixing in NumPy's OpenBLAS would put a second
+// spinning thread pool on the same cores.
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -13,6 +14,12 @@
 #include "fastconv/pyarray.hpp"
 
 namespace fastconv {
+
+const GemmKernels& gemm_kernels() {
+  static const GemmKernels& kernels =
+      for_cpu_path(avx512::gemm_table, avx2::gemm_table, baseline::gemm_table)();
+  return kernels;
+}
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "fastconv/bindings.hpp"
-#include "fastconv/gemm.hpp"
+#include "fastconv/cpu_features.hpp"
 
 namespace py = pybind11;
 
@@ -21,7 +21,7 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("build_info", [] {
     py::dict info;
     info["compiler"] = FASTCONV_COMPILER;
-    info["cpu_path"] = fastconv::gemm_kernels().isa;
+    info["cpu_path"] = fastconv::isa_name(fastconv::cpu_isa());
     info["max_threads"] = omp_get_max_threads();
     info["openmp"] = _OPENMP;
     info["cuda_status"] = FASTCONV_CUDA_STATUS;

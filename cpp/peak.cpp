@@ -1,9 +1,8 @@
-// Binds the arithmetic-peak probe of the instruction set the GEMM dispatch selected.
+// Binds the arithmetic-peak probe of the selected instruction-set path.
 #include <pybind11/pybind11.h>
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
-#include "fastconv/gemm.hpp"
 #include "fastconv/peak.hpp"
 #include "fastconv/pyarray.hpp"
 

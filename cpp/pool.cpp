@@ -9,7 +9,6 @@
 // running max and winner, or its sums, in registers over every tap of the window, visited
 // in row-major scan order (so the first maximum wins). The average-pool adjoint runs per
 // input row over the outputs covering it, so it needs no atomics either.
-#include <immintrin.h>
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -26,45 +25,13 @@
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
-#include "fastconv/gemm.hpp"
 #include "fastconv/geometry.hpp"
-#include "fastconv/lanes.hpp"
+#include "fastconv/pool_rows.hpp"
 #include "fastconv/pyarray.hpp"
 
 namespace fastconv {
 
 namespace {
-
-using Dims = std::vector<int64_t>;
-
-// Per spatial dim, for every output coordinate o (window start o*stride - pad_before):
-// the input cells [lo, hi) it covers, and how many cells it covers inside the padded
-// extent [-pad_before, n + pad_after) (the count_include_pad divisor).
-struct OutTable {
-  Dims lo, hi, padded;
-};
-
-// Per spatial dim, for every input coordinate i: the outputs [first, last) whose window
-// covers it. Used by the gather form of the average-pool adjoint.
-struct InTable {
-  Dims first, last;
-};
-
-struct PoolPlan {
-  WindowGeom g;
-  std::vector<OutTable> out_tab;
-  int64_t in_plane = 0, out_plane = 0;
-  int64_t in_last = 0, out_last = 0;  // extents of the last spatial dim
-  Dims in_pitch, out_pitch;           // element step of each spatial dim within a plane
-  // Per last-dim tap that can reach the input (in tap order): the outputs [tap_lo, tap_hi)
-  // for which that tap is an input cell, and the input coordinate of output 0 under it
-  // (o * stride + tap_shift).
-  Dims tap_lo, tap_hi, tap_shift;
-
-  int64_t lead_dims() const { return g.dims() - 1; }
-  int64_t taps() const { return static_cast<int64_t>(tap_shift.size()); }
-  int64_t planes() const { return g.batch * g.channels; }
-};
 
 Dims pitches(const Dims& extent) {
   Dims p(extent.size(), 1);
@@ -148,237 +115,13 @@ std::vector<InTable> make_in_tables(const PoolPlan& p) {
   return tabs;
 }
 
-#define FC_INLINE inline __attribute__((always_inline))
 
-// Walks the points of the box [lo, hi) over `dims` dims in row-major order, with
-// offset() = sum(coord[d] * pitch[d]); a box with no leading dims has one point. A plain
-// loop rather than a visitor, so it inlines into the per-instruction-set kernel copies.
-struct BoxCursor {
-  int64_t dims;
-  const int64_t *lo, *hi, *pitch;
-  int64_t* cur;
-  bool valid = true;
 
-  FC_INLINE BoxCursor(int64_t dims_, const int64_t* lo_, const int64_t* hi_,
-                      const int64_t* pitch_, int64_t* cur_)
-      : dims(dims_), lo(lo_), hi(hi_), pitch(pitch_), cur(cur_) {
-    for (int64_t d = 0; d < dims; ++d) {
-      valid = valid && lo[d] < hi[d];
-      cur[d] = lo[d];
-    }
-  }
-  FC_INLINE int64_t offset() const {
-    int64_t off = 0;
-    for (int64_t d = 0; d < dims; ++d) off += cur[d] * pitch[d];
-    return off;
-  }
-  FC_INLINE void advance() {
-    int64_t d = dims - 1;
-    while (d >= 0 && ++cur[d] == hi[d]) {
-      cur[d] = lo[d];
-      --d;
-    }
-    valid = d >= 0;
-  }
-};
 
-// Leading output coordinates of output row `row` of a plane.
-void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
-  for (int64_t d = static_cast<int64_t>(extent.size()) - 2; d > 0; --d) {
-    const int64_t rest = row / extent[d];  // one division: % would be a second one
-    coord[d] = row - rest * extent[d];
-    row = rest;
-  }
-  // What is left is below extent[0]: 2-D rows need no division at all.
-  if (extent.size() > 1) coord[0] = row;
-}
-
-// Leading coordinates of `row` and the input box [lo, hi) they select, per leading dim.
-FC_INLINE void row_box(const PoolPlan& p, int64_t row, int64_t* coord, int64_t* lo,
-                       int64_t* hi) {
-  row_coords(p.g.out, row, coord);
-  for (int64_t d = 0; d < p.lead_dims(); ++d) {
-    lo[d] = p.out_tab[d].lo[coord[d]];
-    hi[d] = p.out_tab[d].hi[coord[d]];
-  }
-}
-
-// The input rows of one output row's windows: plane offsets of the box points in row-major
-// order (at least one, since a window always holds an input cell).
-struct RowBox {
-  Dims coord, lo, hi, cur, offsets;
-  explicit RowBox(int64_t lead) : coord(lead), lo(lead), hi(lead), cur(lead) {}
-
-  // Fills offsets for output row `row` of a plane and returns how many there are.
-  int64_t gather(const PoolPlan& p, int64_t row) {
-    row_box(p, row, coord.data(), lo.data(), hi.data());
-    offsets.clear();
-    for (BoxCursor box(p.lead_dims(), lo.data(), hi.data(), p.in_pitch.data(), cur.data());
-         box.valid; box.advance()) {
-      offsets.push_back(box.offset());
-    }
-    return static_cast<int64_t>(offsets.size());
-  }
-};
-
-// Jobs of a row kernel from `begin` on, each one row of a plane of `rows_per_plane` rows,
-// stepped without a division per job.
-struct RowJobs {
-  int64_t job, rows_per_plane, plane, row;
-  RowJobs(int64_t begin, int64_t rows)
-      : job(begin), rows_per_plane(rows), plane(begin / rows), row(begin % rows) {}
-  FC_INLINE void next() {
-    ++job;
-    if (++row == rows_per_plane) {
-      row = 0;
-      ++plane;
-    }
-  }
-};
-
-// The part [lo, hi) of a row that vector chunks may compute: outputs (forward) or input
-// cells (average adjoint).
-struct Interior {
-  int64_t lo, hi;
-};
-
-// The forward interior: outputs whose windows hold every last-dim tap as an input cell,
-// o*s + first_shift + [0, taps) inside [0, n).
-FC_INLINE Interior output_interior(const PoolPlan& p, int64_t s) {
-  const int64_t shift = p.tap_shift[0], taps = p.taps(), n = p.in_last;
-  const int64_t lo = std::min(p.out_last, shift >= 0 ? 0 : (-shift + s - 1) / s);
-  const int64_t room = n - taps - shift;  // the last window start that fits, from shift
-  const int64_t hi = room < 0 ? 0 : std::min(p.out_last, room / s + 1);
-  return {lo, std::max(lo, hi)};
-}
-
-// How the G vectors of a chunk (W outputs each, `step` apart, from the cell `first_cell`)
-// may read a row of n cells with stride-2 pair loads, which read one cell past the last
-// even one, or with kBack one cell before the first: all forward, the first forward and
-// the rest backward (both ends of a short row are tight), all backward, or none (the row
-// is too short; a narrower chunk takes over).
-enum class Reach { kForward, kMixed, kBackward, kNone };
-
-FC_INLINE Reach chunk_reach(int64_t stride, int64_t first_cell, int64_t taps, int64_t width,
-                            int64_t step, int64_t vectors, int64_t n) {
-  if (stride == 1) return Reach::kForward;
-  const int64_t span = (vectors - 1) * step + width;
-  if (first_cell + taps - 1 + 2 * span - 1 < n) return Reach::kForward;
-  if (first_cell >= 1) return Reach::kBackward;
-  if (vectors > 1 && step > 0 && first_cell + taps - 1 + 2 * width - 1 < n) return Reach::kMixed;
-  return Reach::kNone;
-}
-
-// Runs chunk(start, step, back_first, back_rest) over the interior outputs [o, hi) of a
-// row: G vectors of W outputs each, at start + g * step, the first vector loading backward
-// when back_first and the rest when back_rest (std::bool_constant, from chunk_reach, so the
-// kernels pick their loads at compile time). Chunks go W apart; where fewer than G x W outputs are
-// left, the last chunk moves back to overlap the previous one, or, in a row too short for
-// that, its vectors move closer together (step < W). Returns the first output it did not
-// cover.
-template <int W, int G, typename Chunk>
-FC_INLINE int64_t run_chunks(int64_t o, Interior in, int64_t stride, int64_t first_shift,
-                             int64_t taps, int64_t n, Chunk chunk) {
-  while (o < in.hi) {
-    int64_t start = o, step = W;
-    if (in.hi - o < G * W) {
-      if (in.hi - in.lo >= G * W) {
-        start = in.hi - G * W;
-      } else if (in.hi - o >= W) {
-        step = G > 1 ? (in.hi - W - o) / (G - 1) : 0;
-      } else if (in.hi - in.lo >= W) {
-        start = in.hi - W;
-        step = 0;
-      } else {
-        break;
-      }
-    }
-    const int64_t span = (G - 1) * step + W;
-    const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, W, step, G, n);
-    if (reach == Reach::kNone) break;
-    if (reach == Reach::kBackward) {
-      chunk(start, step, std::true_type{}, std::true_type{});
-    } else if (reach == Reach::kMixed) {
-      chunk(start, step, std::false_type{}, std::true_type{});
-    } else {
-      chunk(start, step, std::false_type{}, std::false_type{});
-    }
-    o = start + span;
-  }
-  return o;
-}
-
-// Inputs of the average-pool kernels beyond the pool plan: the count divisors.
-struct AvgPlan {
-  const PoolPlan* pool;
-  std::vector<InTable> in_tab;     // per dim: the outputs covering each input coordinate
-  std::vector<double> last_count;  // divisor share of the last dim, per output coordinate
-  bool count_include_pad;
-
-  // The divisor share of the leading dims for leading output coordinates `coord`.
-  FC_INLINE double lead_count(const int64_t* coord) const {
-    double count = 1;
-    for (int64_t d = 0; d < pool->lead_dims(); ++d) {
-      const OutTable& t = pool->out_tab[d];
-      // Counts are far below 2^53, so the products stay exact.
-      count *= static_cast<double>(count_include_pad ? t.padded[coord[d]]
-                                                     : t.hi[coord[d]] - t.lo[coord[d]]);
-    }
-    return count;
-  }
-};
-
-// The row kernels, once per instruction set (see simd/pool_rows.inl). The dispatch picks the
-// copy for the path the GEMM dispatch selected at import, so FASTCONV_DISABLE_CPU_FEATURES
-// lowers pooling too.
-enum class Isa { kBaseline, kAvx2, kAvx512 };
-
-Isa selected_isa() {
-  static const Isa isa = [] {
-    const std::string name = gemm_kernels().isa;
-    return name == "avx512" ? Isa::kAvx512 : name == "avx2" ? Isa::kAvx2 : Isa::kBaseline;
-  }();
-  return isa;
-}
-
-// The kernels have internal linkage, so the vector-argument ABI notes do not apply.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prefer-vector-width=512")
-namespace avx512 {
-#define FC_POOL_VEC_BYTES 64
-#include "simd/pool_rows.inl"
-#undef FC_POOL_VEC_BYTES
-}  // namespace avx512
-#pragma GCC pop_options
-
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-namespace avx2 {
-#define FC_POOL_VEC_BYTES 32
-#include "simd/pool_rows.inl"
-#undef FC_POOL_VEC_BYTES
-}  // namespace avx2
-#pragma GCC pop_options
-
-namespace baseline {
-#define FC_POOL_VEC_BYTES 16
-#include "simd/pool_rows.inl"
-#undef FC_POOL_VEC_BYTES
-}  // namespace baseline
-#pragma GCC diagnostic pop
-
-// The three copies of one kernel's entry point, for run_jobs.
-#define FC_PER_ISA(...) &avx512::__VA_ARGS__::run, &avx2::__VA_ARGS__::run, &baseline::__VA_ARGS__::run
-
-// Runs the selected copy of a kernel, fn(args..., begin, end), on every OpenMP thread over
-// its static share of `jobs`; every job is computed on its own, so the split never changes
-// a result.
+// Runs fn(args..., begin, end) on every OpenMP thread over its static share of `jobs`;
+// every job is computed on its own, so the split never changes a result.
 template <typename Fn, typename... Args>
-void run_jobs(int64_t jobs, Fn avx512_fn, Fn avx2_fn, Fn baseline_fn, Args... args) {
-  const Isa isa = selected_isa();
-  const Fn fn = isa == Isa::kAvx512 ? avx512_fn : isa == Isa::kAvx2 ? avx2_fn : baseline_fn;
+void run_jobs(int64_t jobs, Fn fn, Args... args) {
 #pragma omp parallel
   {
     const int64_t threads = omp_get_num_threads(), t = omp_get_thread_num();
@@ -389,30 +132,34 @@ void run_jobs(int64_t jobs, Fn avx512_fn, Fn avx2_fn, Fn baseline_fn, Args... ar
   }
 }
 
-// Calls launch(std::integral_constant<int, S>{}) with S the compile-time last-dim stride of
-// the row kernels: 1 and 2 have vector paths, 0 stands for any other.
-template <typename Launch>
-void with_stride(const PoolPlan& p, Launch launch) {
+// The row kernels of dtype T from the instruction-set build cpu_isa() chose.
+template <typename T>
+const PoolRowKernels<T>& row_kernels() {
+  static const PoolRows& rows = for_cpu_path(avx512::pool_rows, avx2::pool_rows,
+                                             baseline::pool_rows)();
+  if constexpr (std::is_same_v<T, float>) {
+    return rows.f32;
+  } else {
+    return rows.f64;
+  }
+}
+
+// Index of the row kernel for the last dim's stride: 1 and 2 have vector paths, 0 stands
+// for any other.
+int stride_kind(const PoolPlan& p) {
   const int64_t s = p.g.stride.back();
-  if (s == 1) return launch(std::integral_constant<int, 1>{});
-  if (s == 2) return launch(std::integral_constant<int, 2>{});
-  launch(std::integral_constant<int, 0>{});
+  return s == 1 || s == 2 ? static_cast<int>(s) : 0;
 }
 
 template <typename T>
 void max_pool_impl(const PoolPlan& p, const T* x, T* y, int64_t* indices) {
   const int64_t jobs = p.planes() * (p.out_plane / p.out_last);
   const bool narrow = sizeof(T) == 4 && p.in_plane <= std::numeric_limits<int32_t>::max();
-  with_stride(p, [&](auto stride) {
-    constexpr int S = decltype(stride)::value;
-    if (!indices) {
-      return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, false, false, S>), &p, x, y, indices);
-    }
-    if (narrow) {
-      return run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, true, true, S>), &p, x, y, indices);
-    }
-    run_jobs(jobs, FC_PER_ISA(MaxPoolRows<T, true, false, S>), &p, x, y, indices);
-  });
+  const PoolRowKernels<T>& k = row_kernels<T>();
+  const int s = stride_kind(p);
+  const MaxRowsFn<T> fn = !indices ? k.max[s] : narrow ? k.max_indices_narrow[s]
+                                                       : k.max_indices[s];
+  run_jobs(jobs, fn, &p, x, y, indices);
 }
 
 AvgPlan make_avg_plan(const PoolPlan& p, bool count_include_pad, bool with_in_tables) {
@@ -430,20 +177,14 @@ template <typename T>
 void avg_pool_impl(const PoolPlan& p, const T* x, T* y, bool count_include_pad) {
   const AvgPlan a = make_avg_plan(p, count_include_pad, false);
   const int64_t jobs = p.planes() * (p.out_plane / p.out_last);
-  with_stride(p, [&](auto stride) {
-    constexpr int S = decltype(stride)::value;
-    run_jobs(jobs, FC_PER_ISA(AvgPoolRows<T, S>), &a, x, y);
-  });
+  run_jobs(jobs, row_kernels<T>().avg[stride_kind(p)], &a, x, y);
 }
 
 template <typename T>
 void avg_pool_backward_impl(const PoolPlan& p, const T* dy, T* dx, bool count_include_pad) {
   const AvgPlan a = make_avg_plan(p, count_include_pad, true);
   const int64_t jobs = p.planes() * (p.in_plane / p.in_last);
-  with_stride(p, [&](auto stride) {
-    constexpr int S = decltype(stride)::value;
-    run_jobs(jobs, FC_PER_ISA(AvgPoolBackwardRows<T, S>), &a, dy, dx);
-  });
+  run_jobs(jobs, row_kernels<T>().avg_backward[stride_kind(p)], &a, dy, dx);
 }
 
 const int64_t* index_input(const py::array& a, const char* name) {

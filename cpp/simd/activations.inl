@@ -1,6 +1,6 @@
 // tanh over a contiguous run, vectorized through glibc's libmvec (the vector variants of
-// tanhf/tanh, same accuracy class as the scalar ones: a few ulp). The including file defines
-// FC_ACT_NS; the compiler flags of that file pick the vector width.
+// tanhf/tanh, same accuracy class as the scalar ones: a few ulp). Compiled once per
+// instruction set into namespace FC_ISA; the compiler flags pick the vector width.
 #include <features.h>
 
 #include <cmath>
@@ -17,7 +17,7 @@ extern "C" double tanh(double) noexcept __attribute__((simd("notinbranch")));
 #endif
 
 namespace fastconv {
-namespace FC_ACT_NS {
+namespace FC_ISA {
 
 void tanh_f32(const float* x, float* y, int64_t count) {
 #pragma omp simd
@@ -29,5 +29,5 @@ void tanh_f64(const double* x, double* y, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] = tanh(x[i]);
 }
 
-}  // namespace FC_ACT_NS
+}  // namespace FC_ISA
 }  // namespace fastconv

@@ -4,8 +4,8 @@
 // broadcast and multiplied into the chunk with unit-stride loads from the prepared input.
 // Padding never reaches the inner loop: outer taps that fall into it are dropped per output
 // row, and the innermost dim reads the zeros written around the copied row.
-// This file is compiled once per instruction set; the including file defines FC_DIRECT_NS
-// (the namespace, keeping each copy's templates apart at link time) and FC_VEC_BYTES.
+// Compiled once per instruction set (see cpu_features.hpp): FC_ISA names the namespace,
+// keeping each copy's templates apart at link time, and FC_VEC_BYTES is the vector width.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -18,7 +18,7 @@
 #include "fastconv/conv_direct.hpp"
 
 namespace fastconv {
-namespace FC_DIRECT_NS {
+namespace FC_ISA {
 namespace {
 
 template <typename T>
@@ -928,5 +928,5 @@ void direct_weight_grad_f64(const DirectConvPlan& p, int64_t first, int64_t last
   }
 }
 
-}  // namespace FC_DIRECT_NS
+}  // namespace FC_ISA
 }  // namespace fastconv

@@ -2,9 +2,9 @@
 // in L2, A into MC x KC blocks of MR-row panels, and a register-blocked micro-kernel
 // keeps an MR x NR tile of C in vector registers across the whole KC loop. B may also come
 // pre-packed by the caller or as shifted windows of a padded image, read in place.
-// This file is compiled once per instruction set; the including file defines
-// FC_GEMM_NS (the namespace, which keeps each copy's templates apart at link time) and
-// FC_VEC_BYTES (the vector width). GCC vector extensions lower to whatever the target has.
+// Compiled once per instruction set (see cpu_features.hpp): FC_ISA names the namespace,
+// which keeps each copy's templates apart at link time, and FC_VEC_BYTES is the vector
+// width. GCC vector extensions lower to whatever the target has.
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -16,7 +16,7 @@
 #include "fastconv/lanes.hpp"
 
 namespace fastconv {
-namespace FC_GEMM_NS {
+namespace FC_ISA {
 namespace {
 
 template <typename T>
@@ -448,11 +448,7 @@ void gemm_dot_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, ShiftedRows
   }
 }
 
-}  // namespace
 
-const int64_t panel_rows = kMR;
-const int64_t panel_cols_f32 = kNR<float>;
-const int64_t panel_cols_f64 = kNR<double>;
 
 void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
               float* c, int64_t ldc, bool accumulate) {
@@ -502,5 +498,15 @@ void dot_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a, ShiftedRows<
   gemm_dot_impl<double>(m, n, k, a, b, c, ldc, accumulate, batch);
 }
 
-}  // namespace FC_GEMM_NS
+}  // namespace
+
+const GemmKernels& gemm_table() {
+  static const GemmKernels table{gemm_f32,    gemm_f64,   pack_f32,    pack_f64,
+                                 packed_f32,  packed_f64, panels_f32,  panels_f64,
+                                 shifted_f32, shifted_f64, dot_f32,    dot_f64,
+                                 kMR,         kNR<float>, kNR<double>};
+  return table;
+}
+
+}  // namespace FC_ISA
 }  // namespace fastconv

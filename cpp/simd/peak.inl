@@ -1,6 +1,6 @@
 // Register-only multiply-add loop that measures the float32 arithmetic peak of one core
-// for the instruction set it is compiled for. The including file defines FC_PEAK_NS and
-// FC_VEC_BYTES (as for gemm.inl). Twelve independent accumulators cover the FMA latency
+// for the instruction set it is compiled for. Compiled once per instruction set, with
+// FC_ISA and FC_VEC_BYTES as gemm.inl. Twelve independent accumulators cover the FMA latency
 // times the FMA ports of current cores, and fit 16 vector registers with the two operands.
 #include <omp.h>
 
@@ -9,7 +9,7 @@
 #include "fastconv/peak.hpp"
 
 namespace fastconv {
-namespace FC_PEAK_NS {
+namespace FC_ISA {
 
 namespace {
 typedef float Vec __attribute__((vector_size(FC_VEC_BYTES)));
@@ -45,5 +45,5 @@ double fma_peak_gflops(double seconds) {
   return sink == sink ? flops / elapsed / 1e9 : 0.0;
 }
 
-}  // namespace FC_PEAK_NS
+}  // namespace FC_ISA
 }  // namespace fastconv

@@ -1,8 +1,7 @@
-// Row kernels of pooling, included by pool.cpp once per instruction set inside a
-// `#pragma GCC target` region and its own namespace, with FC_POOL_VEC_BYTES the vector
-// width. Vector code is written with GCC vector extensions; the pragma makes them lower to
-// the target's instructions (a target attribute on a caller alone does not: vectors are
-// lowered before inlining). Kernels run rows [begin, end) of one call and depend only on
+// Row kernels of pooling, compiled once per instruction set (see cpu_features.hpp: FC_ISA
+// names the namespace, FC_VEC_BYTES is the vector width) and exported as one table,
+// pool_rows(). Vector code is written with GCC vector extensions, which lower to the
+// target's instructions. Kernels run rows [begin, end) of one call and depend only on
 // read-only inputs.
 //
 // Every kernel is output-chunk-major: a chunk of outputs (forward) or input cells (average
@@ -16,7 +15,197 @@
 // output of other strides, take a scalar path that visits the same cells in the same
 // order, so both paths agree bitwise.
 
-constexpr int kVecBytes = FC_POOL_VEC_BYTES;
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <immintrin.h>
+
+#include "fastconv/lanes.hpp"
+#include "fastconv/pool_rows.hpp"
+
+// The kernels have internal linkage, so the vector-argument ABI notes do not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace fastconv {
+namespace FC_ISA {
+namespace {
+
+// Walks the points of the box [lo, hi) over `dims` dims in row-major order, with
+// offset() = sum(coord[d] * pitch[d]); a box with no leading dims has one point. A plain
+// loop rather than a visitor, so it inlines into the per-instruction-set kernel copies.
+struct BoxCursor {
+  int64_t dims;
+  const int64_t *lo, *hi, *pitch;
+  int64_t* cur;
+  bool valid = true;
+
+  FC_INLINE BoxCursor(int64_t dims_, const int64_t* lo_, const int64_t* hi_,
+                      const int64_t* pitch_, int64_t* cur_)
+      : dims(dims_), lo(lo_), hi(hi_), pitch(pitch_), cur(cur_) {
+    for (int64_t d = 0; d < dims; ++d) {
+      valid = valid && lo[d] < hi[d];
+      cur[d] = lo[d];
+    }
+  }
+  FC_INLINE int64_t offset() const {
+    int64_t off = 0;
+    for (int64_t d = 0; d < dims; ++d) off += cur[d] * pitch[d];
+    return off;
+  }
+  FC_INLINE void advance() {
+    int64_t d = dims - 1;
+    while (d >= 0 && ++cur[d] == hi[d]) {
+      cur[d] = lo[d];
+      --d;
+    }
+    valid = d >= 0;
+  }
+};
+
+// Leading output coordinates of output row `row` of a plane.
+void row_coords(const Dims& extent, int64_t row, int64_t* coord) {
+  for (int64_t d = static_cast<int64_t>(extent.size()) - 2; d > 0; --d) {
+    const int64_t rest = row / extent[d];  // one division: % would be a second one
+    coord[d] = row - rest * extent[d];
+    row = rest;
+  }
+  // What is left is below extent[0]: 2-D rows need no division at all.
+  if (extent.size() > 1) coord[0] = row;
+}
+
+// Leading coordinates of `row` and the input box [lo, hi) they select, per leading dim.
+FC_INLINE void row_box(const PoolPlan& p, int64_t row, int64_t* coord, int64_t* lo,
+                       int64_t* hi) {
+  row_coords(p.g.out, row, coord);
+  for (int64_t d = 0; d < p.lead_dims(); ++d) {
+    lo[d] = p.out_tab[d].lo[coord[d]];
+    hi[d] = p.out_tab[d].hi[coord[d]];
+  }
+}
+
+// The input rows of one output row's windows: plane offsets of the box points in row-major
+// order (at least one, since a window always holds an input cell).
+struct RowBox {
+  Dims coord, lo, hi, cur, offsets;
+  explicit RowBox(int64_t lead) : coord(lead), lo(lead), hi(lead), cur(lead) {}
+
+  // Fills offsets for output row `row` of a plane and returns how many there are.
+  int64_t gather(const PoolPlan& p, int64_t row) {
+    row_box(p, row, coord.data(), lo.data(), hi.data());
+    offsets.clear();
+    for (BoxCursor box(p.lead_dims(), lo.data(), hi.data(), p.in_pitch.data(), cur.data());
+         box.valid; box.advance()) {
+      offsets.push_back(box.offset());
+    }
+    return static_cast<int64_t>(offsets.size());
+  }
+};
+
+// Jobs of a row kernel from `begin` on, each one row of a plane of `rows_per_plane` rows,
+// stepped without a division per job.
+struct RowJobs {
+  int64_t job, rows_per_plane, plane, row;
+  RowJobs(int64_t begin, int64_t rows)
+      : job(begin), rows_per_plane(rows), plane(begin / rows), row(begin % rows) {}
+  FC_INLINE void next() {
+    ++job;
+    if (++row == rows_per_plane) {
+      row = 0;
+      ++plane;
+    }
+  }
+};
+
+// The part [lo, hi) of a row that vector chunks may compute: outputs (forward) or input
+// cells (average adjoint).
+struct Interior {
+  int64_t lo, hi;
+};
+
+// The forward interior: outputs whose windows hold every last-dim tap as an input cell,
+// o*s + first_shift + [0, taps) inside [0, n).
+FC_INLINE Interior output_interior(const PoolPlan& p, int64_t s) {
+  const int64_t shift = p.tap_shift[0], taps = p.taps(), n = p.in_last;
+  const int64_t lo = std::min(p.out_last, shift >= 0 ? 0 : (-shift + s - 1) / s);
+  const int64_t room = n - taps - shift;  // the last window start that fits, from shift
+  const int64_t hi = room < 0 ? 0 : std::min(p.out_last, room / s + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// How the G vectors of a chunk (W outputs each, `step` apart, from the cell `first_cell`)
+// may read a row of n cells with stride-2 pair loads, which read one cell past the last
+// even one, or with kBack one cell before the first: all forward, the first forward and
+// the rest backward (both ends of a short row are tight), all backward, or none (the row
+// is too short; a narrower chunk takes over).
+enum class Reach { kForward, kMixed, kBackward, kNone };
+
+FC_INLINE Reach chunk_reach(int64_t stride, int64_t first_cell, int64_t taps, int64_t width,
+                            int64_t step, int64_t vectors, int64_t n) {
+  if (stride == 1) return Reach::kForward;
+  const int64_t span = (vectors - 1) * step + width;
+  if (first_cell + taps - 1 + 2 * span - 1 < n) return Reach::kForward;
+  if (first_cell >= 1) return Reach::kBackward;
+  if (vectors > 1 && step > 0 && first_cell + taps - 1 + 2 * width - 1 < n) return Reach::kMixed;
+  return Reach::kNone;
+}
+
+// Runs chunk(start, step, back_first, back_rest) over the interior outputs [o, hi) of a
+// row: G vectors of W outputs each, at start + g * step, the first vector loading backward
+// when back_first and the rest when back_rest (std::bool_constant, from chunk_reach, so the
+// kernels pick their loads at compile time). Chunks go W apart; where fewer than G x W outputs are
+// left, the last chunk moves back to overlap the previous one, or, in a row too short for
+// that, its vectors move closer together (step < W). Returns the first output it did not
+// cover.
+template <int W, int G, typename Chunk>
+FC_INLINE int64_t run_chunks(int64_t o, Interior in, int64_t stride, int64_t first_shift,
+                             int64_t taps, int64_t n, Chunk chunk) {
+  while (o < in.hi) {
+    int64_t start = o, step = W;
+    if (in.hi - o < G * W) {
+      if (in.hi - in.lo >= G * W) {
+        start = in.hi - G * W;
+      } else if (in.hi - o >= W) {
+        step = G > 1 ? (in.hi - W - o) / (G - 1) : 0;
+      } else if (in.hi - in.lo >= W) {
+        start = in.hi - W;
+        step = 0;
+      } else {
+        break;
+      }
+    }
+    const int64_t span = (G - 1) * step + W;
+    const Reach reach = chunk_reach(stride, start * stride + first_shift, taps, W, step, G, n);
+    if (reach == Reach::kNone) break;
+    if (reach == Reach::kBackward) {
+      chunk(start, step, std::true_type{}, std::true_type{});
+    } else if (reach == Reach::kMixed) {
+      chunk(start, step, std::false_type{}, std::true_type{});
+    } else {
+      chunk(start, step, std::false_type{}, std::false_type{});
+    }
+    o = start + span;
+  }
+  return o;
+}
+
+// The divisor share of the leading dims for leading output coordinates `coord`.
+FC_INLINE double lead_divisor(const AvgPlan& a, const int64_t* coord) {
+  double count = 1;
+  for (int64_t d = 0; d < a.pool->lead_dims(); ++d) {
+    const OutTable& t = a.pool->out_tab[d];
+    // Counts are far below 2^53, so the products stay exact.
+    count *= static_cast<double>(a.count_include_pad ? t.padded[coord[d]]
+                                                     : t.hi[coord[d]] - t.lo[coord[d]]);
+  }
+  return count;
+}
+
+constexpr int kVecBytes = FC_VEC_BYTES;
 constexpr int kDoubleLanes = kVecBytes / sizeof(double);
 
 // W lanes of T (and of the same-width integer, the lane type of compare masks and of the
@@ -83,11 +272,11 @@ FC_INLINE void store_positions(int64_t* dst, typename Lanes<T, W>::IVec pos) {
 // intrinsic is one instruction.
 template <typename DVec, typename V>
 FC_INLINE DVec widen(V v) {
-#if FC_POOL_VEC_BYTES == 64
+#if FC_VEC_BYTES == 64
   if constexpr (sizeof(V) == 32 && sizeof(DVec) == 64) {
     return reinterpret_cast<DVec>(_mm512_cvtps_pd(reinterpret_cast<__m256>(v)));
   }
-#elif FC_POOL_VEC_BYTES == 32
+#elif FC_VEC_BYTES == 32
   if constexpr (sizeof(V) == 16 && sizeof(DVec) == 32) {
     return reinterpret_cast<DVec>(_mm256_cvtps_pd(reinterpret_cast<__m128>(v)));
   }
@@ -271,7 +460,7 @@ struct AvgPoolRows {
       const int64_t plane = jobs.plane, row = jobs.row;
       const int64_t row_count = box.gather(p, row);
       const int64_t* rows = box.offsets.data();
-      const double lead_count = a.lead_count(box.coord.data());
+      const double lead_count = lead_divisor(a, box.coord.data());
       const T* src_plane = x + plane * p.in_plane;
       T* __restrict out = y + plane * p.out_plane + row * p.out_last;
       int64_t o = in.lo;
@@ -362,7 +551,7 @@ struct ScaledRows {
     if (tag[slot] != key) {
       tag[slot] = key;
       const T* grad = grad_plane + row * p.out_last;
-      const double lead = a.lead_count(coord);
+      const double lead = lead_divisor(a, coord);
       const double* last_count = a.last_count.data();
       for (int64_t o = 0; o < p.out_last; ++o) {
         scaled[o] = static_cast<double>(grad[o]) / (lead * last_count[o]);
@@ -509,3 +698,28 @@ struct AvgPoolBackwardRows {
     }
   }
 };
+
+// The table of one dtype's kernels, by last-dim stride kind (0: any, 1, 2).
+template <typename T>
+PoolRowKernels<T> kernels_of() {
+  return {{MaxPoolRows<T, false, false, 0>::run, MaxPoolRows<T, false, false, 1>::run,
+           MaxPoolRows<T, false, false, 2>::run},
+          {MaxPoolRows<T, true, false, 0>::run, MaxPoolRows<T, true, false, 1>::run,
+           MaxPoolRows<T, true, false, 2>::run},
+          // 32-bit positions only in float32's 32-bit lanes.
+          {MaxPoolRows<T, true, sizeof(T) == 4, 0>::run, MaxPoolRows<T, true, sizeof(T) == 4, 1>::run,
+           MaxPoolRows<T, true, sizeof(T) == 4, 2>::run},
+          {AvgPoolRows<T, 0>::run, AvgPoolRows<T, 1>::run, AvgPoolRows<T, 2>::run},
+          {AvgPoolBackwardRows<T, 0>::run, AvgPoolBackwardRows<T, 1>::run,
+           AvgPoolBackwardRows<T, 2>::run}};
+}
+
+}  // namespace
+
+const PoolRows& pool_rows() {
+  static const PoolRows rows{kernels_of<float>(), kernels_of<double>()};
+  return rows;
+}
+
+}  // namespace FC_ISA
+}  // namespace fastconv

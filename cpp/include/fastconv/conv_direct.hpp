@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "fastconv/cpu_features.hpp"
 #include "fastconv/geometry.hpp"
 
 namespace fastconv {
@@ -76,26 +77,20 @@ struct DirectConvPlan {
 
 constexpr int64_t kMaxPlaneKernel = 7;
 
+}  // namespace fastconv
+
 // Jobs [first, last) of the plan, single-threaded; `scratch` holds plan.scratch_elems values.
 // The weight gradient writes job j's partial sum (K/groups x C/groups x prod(kernel)) at
 // partial + j * that size.
-#define FC_DECLARE_DIRECT_TARGET(ns)                                                         \
-  namespace ns {                                                                             \
-  void direct_forward_f32(const DirectConvPlan&, int64_t first, int64_t last, const float* x, \
-                          const float* w, const float* bias, float* y, float* scratch);      \
-  void direct_forward_f64(const DirectConvPlan&, int64_t first, int64_t last,                \
-                          const double* x, const double* w, const double* bias, double* y,   \
-                          double* scratch);                                                  \
-  void direct_weight_grad_f32(const DirectConvPlan&, int64_t first, int64_t last,            \
-                              const float* x, const float* dy, float* partial,               \
-                              float* scratch);                                               \
-  void direct_weight_grad_f64(const DirectConvPlan&, int64_t first, int64_t last,            \
-                              const double* x, const double* dy, double* partial,            \
-                              double* scratch);                                              \
-  }
-FC_DECLARE_DIRECT_TARGET(baseline)
-FC_DECLARE_DIRECT_TARGET(avx2)
-FC_DECLARE_DIRECT_TARGET(avx512)
-#undef FC_DECLARE_DIRECT_TARGET
-
-}  // namespace fastconv
+FC_DECLARE_PER_ISA(void direct_forward_f32(const DirectConvPlan&, int64_t first, int64_t last,
+                                           const float* x, const float* w, const float* bias,
+                                           float* y, float* scratch))
+FC_DECLARE_PER_ISA(void direct_forward_f64(const DirectConvPlan&, int64_t first, int64_t last,
+                                           const double* x, const double* w,
+                                           const double* bias, double* y, double* scratch))
+FC_DECLARE_PER_ISA(void direct_weight_grad_f32(const DirectConvPlan&, int64_t first,
+                                               int64_t last, const float* x, const float* dy,
+                                               float* partial, float* scratch))
+FC_DECLARE_PER_ISA(void direct_weight_grad_f64(const DirectConvPlan&, int64_t first,
+                                               int64_t last, const double* x, const double* dy,
+                                               double* partial, double* scratch))

@@ -6,7 +6,8 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
+
+#include "fastconv/cpu_features.hpp"
 
 namespace fastconv {
 
@@ -94,25 +95,13 @@ struct GemmKernels {
   GemmShiftedFn<double> shifted_f64;
   GemmDotFn<float> dot_f32;
   GemmDotFn<double> dot_f64;
-  const char* isa;         // "avx512", "avx2" or "baseline"
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
   int64_t panel_cols_f64;
 };
 
-// The kernels for the best instruction set this processor supports, chosen once.
-// FASTCONV_DISABLE_CPU_FEATURES (comma-separated, e.g. "AVX512F,AVX2") forces a lower path.
+// The kernels of the instruction set cpu_isa() chose (simd/gemm.inl), picked once.
 const GemmKernels& gemm_kernels();
-
-// Of one function compiled once per instruction set, the build for the path the GEMM runs
-// on, so that FASTCONV_DISABLE_CPU_FEATURES steers every kernel family alike.
-template <typename Fn>
-Fn for_cpu_path(Fn avx512_build, Fn avx2_build, Fn baseline_build) {
-  const char* isa = gemm_kernels().isa;
-  if (std::strcmp(isa, "avx512") == 0) return avx512_build;
-  if (std::strcmp(isa, "avx2") == 0) return avx2_build;
-  return baseline_build;
-}
 
 inline int64_t round_up_rows(int64_t m) {
   const int64_t rows = gemm_kernels().panel_rows;
@@ -185,36 +174,8 @@ inline void gemm_dot(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
   gemm_kernels().dot_f64(m, n, k, a, b, c, ldc, accumulate, batch);
 }
 
-// One entry per instruction-set build of simd/gemm.inl.
-#define FC_DECLARE_GEMM_TARGET(ns)                                                          \
-  namespace ns {                                                                            \
-  void gemm_f32(int64_t, int64_t, int64_t, MatrixView<float>, MatrixView<float>, float*,    \
-                int64_t, bool);                                                             \
-  void gemm_f64(int64_t, int64_t, int64_t, MatrixView<double>, MatrixView<double>, double*, \
-                int64_t, bool);                                                             \
-  void pack_f32(int64_t, int64_t, MatrixView<float>, float*);                               \
-  void pack_f64(int64_t, int64_t, MatrixView<double>, double*);                             \
-  void packed_f32(int64_t, int64_t, int64_t, PackedA<float>, MatrixView<float>, float*,     \
-                  int64_t, bool);                                                           \
-  void packed_f64(int64_t, int64_t, int64_t, PackedA<double>, MatrixView<double>, double*,  \
-                  int64_t, bool);                                                           \
-  void panels_f32(int64_t, int64_t, int64_t, PackedA<float>, const float*, float*, int64_t, \
-                  bool);                                                                    \
-  void panels_f64(int64_t, int64_t, int64_t, PackedA<double>, const double*, double*,       \
-                  int64_t, bool);                                                           \
-  void shifted_f32(int64_t, int64_t, int64_t, MatrixView<float>, const PackedA<float>*,     \
-                   ShiftedRows<float>, float*, int64_t, bool);                              \
-  void shifted_f64(int64_t, int64_t, int64_t, MatrixView<double>, const PackedA<double>*,   \
-                   ShiftedRows<double>, double*, int64_t, bool);                            \
-  void dot_f32(int64_t, int64_t, int64_t, MatrixView<float>, ShiftedRows<float>, float*,    \
-               int64_t, bool, DotBatch);                                                    \
-  void dot_f64(int64_t, int64_t, int64_t, MatrixView<double>, ShiftedRows<double>, double*, \
-               int64_t, bool, DotBatch);                                                    \
-  extern const int64_t panel_rows, panel_cols_f32, panel_cols_f64;                          \
-  }
-FC_DECLARE_GEMM_TARGET(baseline)
-FC_DECLARE_GEMM_TARGET(avx2)
-FC_DECLARE_GEMM_TARGET(avx512)
-#undef FC_DECLARE_GEMM_TARGET
 
 }  // namespace fastconv
+
+// Each build of simd/gemm.inl: its kernels and register-tile sizes.
+FC_DECLARE_PER_ISA(const GemmKernels& gemm_table())
