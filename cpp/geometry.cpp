@@ -174,30 +174,3 @@ ScatterPlanes make_scatter_planes(const char* op, const std::vector<int64_t>& dy
 }
 
 }  // namespace fastconv
-
-// Exposed so the Python layer's copy of the formula can be tested against this one.
-#include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
-
-#include "fastconv/bindings.hpp"
-
-namespace fastconv {
-
-void bind_geometry(pybind11::module_& m) {
-  m.def(
-      "output_size",
-      [](const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
-         const std::vector<int64_t>& stride, const std::vector<int64_t>& pad_before,
-         const std::vector<int64_t>& pad_after, const std::vector<int64_t>& dilation,
-         bool ceil_mode, bool pool) {
-        return make_window_geom("output_size", 1, 1, in, kernel, stride, pad_before, pad_after,
-                                dilation, ceil_mode, pool ? PadLimit::kPool : PadLimit::kConv)
-            .out;
-      },
-      pybind11::arg("input_size"), pybind11::arg("kernel_size"), pybind11::arg("stride"),
-      pybind11::arg("pad_before"), pybind11::arg("pad_after"), pybind11::arg("dilation"),
-      pybind11::arg("ceil_mode"), pybind11::arg("pool"),
-      "Validated output size of a sliding-window op (explicit per-dim geometry).");
-}
-
-}  // namespace fastconv

@@ -1,15 +1,40 @@
-// fastconv._cpu: the CPU kernels. Registration lives with each op family.
+// fastconv._cpu: the CPU kernels. Registration lives with each op family; this file adds
+// the shared geometry formula and the build information.
 #include <omp.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <vector>
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/cpu_features.hpp"
+#include "fastconv/geometry.hpp"
 
 namespace py = pybind11;
 
+namespace {
+
+// The shared size formula, exposed so the Python layer's copy can be tested against it.
+std::vector<int64_t> output_size(const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,
+                                 const std::vector<int64_t>& stride,
+                                 const std::vector<int64_t>& pad_before,
+                                 const std::vector<int64_t>& pad_after,
+                                 const std::vector<int64_t>& dilation, bool ceil_mode, bool pool) {
+  return fastconv::make_window_geom("output_size", 1, 1, in, kernel, stride, pad_before,
+                                    pad_after, dilation, ceil_mode,
+                                    pool ? fastconv::PadLimit::kPool : fastconv::PadLimit::kConv)
+      .out;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "fastconv CPU kernels (C++17, OpenMP)";
-  fastconv::bind_geometry(m);
+  m.def("output_size", &output_size, py::arg("input_size"), py::arg("kernel_size"),
+        py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"), py::arg("dilation"),
+        py::arg("ceil_mode"), py::arg("pool"),
+        "Validated output size of a sliding-window op (explicit per-dim geometry).");
   fastconv::bind_conv(m);
   fastconv::bind_im2col(m);
   fastconv::bind_pool(m);

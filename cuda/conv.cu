@@ -11,8 +11,7 @@
 #include <string>
 
 #include "fastconv/geometry.hpp"
-#include "fastconv_cuda/bindings.hpp"
-#include "fastconv_cuda/common.hpp"
+#include "fastconv_cuda/binding.hpp"
 #include "fastconv_cuda/conv_kernels.cuh"
 #include "fastconv_cuda/launch.cuh"
 

@@ -3,8 +3,7 @@
 // col2im as a gather without atomics). This file validates the arguments with the CPU
 // module's geometry code and launches on the caller's stream.
 #include "fastconv/geometry.hpp"
-#include "fastconv_cuda/bindings.hpp"
-#include "fastconv_cuda/common.hpp"
+#include "fastconv_cuda/binding.hpp"
 #include "fastconv_cuda/im2col_kernels.cuh"
 #include "fastconv_cuda/launch.cuh"
 
@@ -20,7 +19,7 @@ void im2col_py(py::handle x, py::handle cols, const Dims& kernel, const Dims& st
   const WindowGeom g = make_image_geom("im2col", xa.shape, kernel, stride, pad_before, pad_after,
                                   dilation);
   const ConvParams p = window_params("im2col", g);
-  check_shape(ca, {p.N, p.R, p.L}, "cols");
+  check_shape(ca, {p.N, p.R, p.out_plane}, "cols");
   dispatch_float(xa, "x", [&](auto zero) {
     using T = decltype(zero);
     const T* src = input_ptr<T>(xa, "x");
@@ -37,7 +36,7 @@ void col2im_py(py::handle cols, py::handle x, const Dims& kernel, const Dims& st
   const WindowGeom g = make_image_geom("col2im", xa.shape, kernel, stride, pad_before, pad_after,
                                   dilation);
   const ConvParams p = window_params("col2im", g);
-  check_shape(ca, {p.N, p.R, p.L}, "cols");
+  check_shape(ca, {p.N, p.R, p.out_plane}, "cols");
   dispatch_float(ca, "cols", [&](auto zero) {
     using T = decltype(zero);
     const T* src = input_ptr<T>(ca, "cols");

@@ -7,7 +7,7 @@
 #include <string>
 #include <utility>
 
-#include "fastconv_cuda/bindings.hpp"
+#include "fastconv_cuda/binding.hpp"
 
 namespace py = pybind11;
 

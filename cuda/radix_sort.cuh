@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "fastconv_cuda/common.hpp"
+#include "fastconv_cuda/binding.hpp"
 
 namespace fastconv::cuda {
 

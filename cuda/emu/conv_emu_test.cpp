@@ -2,7 +2,7 @@
 // naive float64 loops, over random N-D geometry (strides, dilations, asymmetric padding,
 // groups, depthwise, tails) and every kernel path. Build and run:
 //   g++ -std=c++20 -O1 -g -fsanitize=address,undefined -I cuda/include -I cpp/include
-//       cuda/emu/conv_emu_test.cpp -o /tmp/conv_emu && /tmp/conv_emu
+//       cuda/emu/conv_emu_test.cpp cpp/geometry.cpp -o /tmp/conv_emu && /tmp/conv_emu
 // (or -fsanitize=thread for races on shared memory). Arguments: [random cases] [first last).
 // Exit status 0 when every case passes.
 #include "cuda_emu.hpp"
@@ -65,9 +65,9 @@ int64_t tap_input(const ConvParams& p, int64_t pos, int64_t tap) {
     const int64_t o = pos % p.out[d], t = tap % p.kernel[d];
     pos /= p.out[d];
     tap /= p.kernel[d];
-    const int64_t i = o * p.stride[d] - p.pad[d] + t * p.dil[d];
+    const int64_t i = o * p.stride[d] - p.pad_before[d] + t * p.dilation[d];
     if (i < 0 || i >= p.in[d]) return -1;
-    off += i * p.in_str[d];
+    off += i * p.in_pitch[d];
   }
   return off;
 }
@@ -79,20 +79,20 @@ struct Reference {
 Reference reference(const ConvParams& p, const std::vector<double>& x, const std::vector<double>& w,
                     const std::vector<double>* bias, const std::vector<double>& dy) {
   Reference r;
-  r.y.assign(p.N * p.K * p.L, 0);
-  r.dx.assign(p.N * p.C * p.P, 0);
+  r.y.assign(p.N * p.K * p.out_plane, 0);
+  r.dx.assign(p.N * p.C * p.in_plane, 0);
   r.dw.assign(p.K * p.R, 0);
   for (int64_t n = 0; n < p.N; ++n)
     for (int64_t k = 0; k < p.K; ++k) {
       const int64_t g = k / p.Kg;
-      for (int64_t pos = 0; pos < p.L; ++pos) {
-        const int64_t yi = (n * p.K + k) * p.L + pos;
+      for (int64_t pos = 0; pos < p.out_plane; ++pos) {
+        const int64_t yi = (n * p.K + k) * p.out_plane + pos;
         double acc = bias ? (*bias)[k] : 0.0;
         for (int64_t c = 0; c < p.Cg; ++c)
           for (int64_t t = 0; t < p.kvol; ++t) {
             const int64_t off = tap_input(p, pos, t);
             if (off < 0) continue;
-            const int64_t xi = (n * p.C + g * p.Cg + c) * p.P + off;
+            const int64_t xi = (n * p.C + g * p.Cg + c) * p.in_plane + off;
             const int64_t wi = k * p.R + c * p.kvol + t;
             acc += w[wi] * x[xi];
             r.dx[xi] += w[wi] * dy[yi];
@@ -143,26 +143,26 @@ void run_case(const Case& c, ConvPath path, bool with_bias) {
   conv_path_override() = path;
   const std::string ctx = describe(c) + " path" + std::to_string(int(path)) +
                           (sizeof(T) == 4 ? " f32" : " f64");
-  const auto x = randn(p.N * p.C * p.P), w = randn(p.K * p.R), b = randn(p.K),
-             dy = randn(p.N * p.K * p.L);
+  const auto x = randn(p.N * p.C * p.in_plane), w = randn(p.K * p.R), b = randn(p.K),
+             dy = randn(p.N * p.K * p.out_plane);
   // Inputs rounded to T first, so the only difference left is the summation rounding.
   const auto xt = cast<T>(x), wt = cast<T>(w), bt = cast<T>(b), dyt = cast<T>(dy);
   const std::vector<double> b64 = cast<double>(bt);
   const Reference exact = reference(p, cast<double>(xt), cast<double>(wt),
                                     with_bias ? &b64 : nullptr, cast<double>(dyt));
-  const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(p.R + p.N * p.L + p.Kg * p.kvol));
+  const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(p.R + p.N * p.out_plane + p.Kg * p.kvol));
   const T nan = std::nan("");
   emu::Launcher launch;
   {
     emu::Workspace ws;
-    std::vector<T> y(p.N * p.K * p.L, nan);
+    std::vector<T> y(p.N * p.K * p.out_plane, nan);
     conv_forward_run<T>(p, xt.data(), wt.data(), with_bias ? bt.data() : nullptr, y.data(), ws,
                         launch);
     compare("forward", ctx, y, exact.y, tol);
   }
   {
     emu::Workspace ws;
-    std::vector<T> dx(p.N * p.C * p.P, nan);
+    std::vector<T> dx(p.N * p.C * p.in_plane, nan);
     conv_backward_input_run<T>(p, dyt.data(), wt.data(), dx.data(), ws, launch);
     compare("backward_input", ctx, dx, exact.dx, tol);
   }
@@ -181,22 +181,22 @@ void run_im2col(const Case& c) {
   u.G = 1;
   const ConvParams p = params_of(u);
   const std::string ctx = describe(u) + (sizeof(T) == 4 ? " f32" : " f64");
-  const auto x = cast<T>(randn(p.N * p.C * p.P));
-  const auto cols_in = cast<T>(randn(p.N * p.R * p.L));
-  std::vector<double> want_cols(p.N * p.R * p.L, 0), want_img(p.N * p.C * p.P, 0);
+  const auto x = cast<T>(randn(p.N * p.C * p.in_plane));
+  const auto cols_in = cast<T>(randn(p.N * p.R * p.out_plane));
+  std::vector<double> want_cols(p.N * p.R * p.out_plane, 0), want_img(p.N * p.C * p.in_plane, 0);
   for (int64_t n = 0; n < p.N; ++n)
     for (int64_t c = 0; c < p.C; ++c)
       for (int64_t t = 0; t < p.kvol; ++t)
-        for (int64_t l = 0; l < p.L; ++l) {
+        for (int64_t l = 0; l < p.out_plane; ++l) {
           const int64_t off = tap_input(p, l, t);
-          const int64_t ci = ((n * p.C + c) * p.kvol + t) * p.L + l;
+          const int64_t ci = ((n * p.C + c) * p.kvol + t) * p.out_plane + l;
           if (off < 0) continue;
-          want_cols[ci] = x[(n * p.C + c) * p.P + off];
-          want_img[(n * p.C + c) * p.P + off] += cols_in[ci];
+          want_cols[ci] = x[(n * p.C + c) * p.in_plane + off];
+          want_img[(n * p.C + c) * p.in_plane + off] += cols_in[ci];
         }
   const T nan = std::nan("");
   emu::Launcher launch;
-  std::vector<T> cols(p.N * p.R * p.L, nan), img(p.N * p.C * p.P, nan);
+  std::vector<T> cols(p.N * p.R * p.out_plane, nan), img(p.N * p.C * p.in_plane, nan);
   im2col_run<T>(p, x.data(), cols.data(), launch);
   col2im_run<T>(p, cols_in.data(), img.data(), launch);
   compare("im2col", ctx, cols, want_cols, 0);

@@ -1,6 +1,6 @@
-// A host emulation of the few CUDA features the conv/im2col kernel headers use, so their
-// index arithmetic, tile tails, barriers and split-K plans can be tested on a machine with
-// no GPU: each CUDA thread of a block is a std::thread, __syncthreads is a std::barrier,
+// A host emulation of the few CUDA features the kernel headers (<family>_kernels.cuh) use,
+// so their index arithmetic, tile tails, barriers and launch plans can be tested on a
+// machine with no GPU: each CUDA thread of a block is a std::thread, __syncthreads is a std::barrier,
 // __shared__ arrays are function statics (blocks run one after another), and grids are
 // clamped to a few blocks so the grid- and block-stride loops wrap. Built with
 // AddressSanitizer (bounds) or ThreadSanitizer (shared-memory races between barriers).
@@ -8,6 +8,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -34,6 +35,21 @@ inline std::barrier<>* emu_barrier = nullptr;
 inline void __syncthreads() { emu_barrier->arrive_and_wait(); }
 using std::fma;
 using std::fmaf;
+
+// Integer atomics, as CUDA's (they return the old value).
+inline long long atomicMin(long long* p, long long v) {
+  std::atomic_ref<long long> a(*p);
+  long long old = a.load();
+  while (v < old && !a.compare_exchange_weak(old, v)) {
+  }
+  return old;
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  return std::atomic_ref<unsigned>(*p).fetch_add(v);
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  return std::atomic_ref<unsigned long long>(*p).fetch_add(v);
+}
 
 namespace emu {
 

@@ -4,7 +4,6 @@
 #include <pybind11/pybind11.h>
 
 namespace fastconv {
-void bind_geometry(pybind11::module_& m);
 void bind_conv(pybind11::module_& m);
 void bind_im2col(pybind11::module_& m);
 void bind_pool(pybind11::module_& m);

@@ -70,7 +70,7 @@ __device__ __forceinline__ T fmadd(T a, T b, T c) {
 // Row tables for `rows` reduction indices r = (outer, tap), tap in row-major kernel order.
 //   tapoff[d * rows + r] = tap_d * dil_d (the tap's reach along dim d), and
 //   forward/backward weight (bwd_input false), outer = input channel c:
-//     off0[r] = c*P + sum_d tap_d*dil_d*in_str_d   (input offset relative to window start)
+//     off0[r] = c*in_plane + sum_d tap_d*dil_d*in_pitch_d   (offset from the window start)
 //   backward input (bwd_input true), outer = output channel k of the group:
 //     off0[r] = k*R + tap                           (offset into W_g for channel c = 0)
 //     off1[r] = k*L                                 (offset into dy[n, g*Kg])
@@ -83,16 +83,16 @@ build_row_tables(const ConvParams p, int64_t rows, bool bwd_input, int64_t* off0
     int64_t tap = r % p.kvol;
     int64_t spatial = 0;
     for (int d = p.dims - 1; d >= 0; --d) {
-      const int64_t reach = (tap % p.kernel[d]) * p.dil[d];
+      const int64_t reach = (tap % p.kernel[d]) * p.dilation[d];
       tap /= p.kernel[d];
       tapoff[d * rows + r] = reach;
-      spatial += reach * p.in_str[d];
+      spatial += reach * p.in_pitch[d];
     }
     if (bwd_input) {
       off0[r] = outer * p.R + r % p.kvol;
-      off1[r] = outer * p.L;
+      off1[r] = outer * p.out_plane;
     } else {
-      off0[r] = outer * p.P + spatial;
+      off0[r] = outer * p.in_plane + spatial;
     }
   }
 }
@@ -151,7 +151,7 @@ conv_fwd_gemm(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const int ak = tid % kChunk, am = tid / kChunk;
   const int bj = tid % BN, bk = tid / BN;
-  const int64_t J = p.N * p.L;
+  const int64_t J = p.N * p.out_plane;
   const int64_t chunks = (p.R + kChunk - 1) / kChunk;
 
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -168,17 +168,17 @@ conv_fwd_gemm(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
     int64_t start[kMaxDims];
     uint64_t col_base;
     {
-      const int64_t n = col_ok ? j / p.L : 0;
-      int64_t pos = col_ok ? j % p.L : 0;
-      col_base = uint64_t((n * p.C + g * p.Cg) * p.P);
+      const int64_t n = col_ok ? j / p.out_plane : 0;
+      int64_t pos = col_ok ? j % p.out_plane : 0;
+      col_base = uint64_t((n * p.C + g * p.Cg) * p.in_plane);
 #pragma unroll
       for (int d = kMaxDims - 1; d >= 0; --d) {
         start[d] = 0;
         if (d < p.dims) {
           const int64_t o = pos % p.out[d];
           pos /= p.out[d];
-          start[d] = o * p.stride[d] - p.pad[d];
-          col_base += uint64_t(start[d]) * uint64_t(p.in_str[d]);
+          start[d] = o * p.stride[d] - p.pad_before[d];
+          col_base += uint64_t(start[d]) * uint64_t(p.in_pitch[d]);
         }
       }
     }
@@ -242,12 +242,12 @@ conv_fwd_gemm(const T* __restrict__ x, const T* __restrict__ w, const T* __restr
     for (int jj = 0; jj < TN; ++jj) {
       const int64_t col = j0 + tx + jj * TX;
       if (col >= J) continue;
-      const int64_t n = col / p.L, pos = col % p.L;
-      T* yn = y + (n * p.K + g * p.Kg) * p.L + pos;
+      const int64_t n = col / p.out_plane, pos = col % p.out_plane;
+      T* yn = y + (n * p.K + g * p.Kg) * p.out_plane + pos;
 #pragma unroll
       for (int i = 0; i < TM; ++i) {
         const int64_t m = m0 + ty + i * TY;
-        if (m < p.Kg) yn[m * p.L] = bias ? acc[i][jj] + bias[g * p.Kg + m] : acc[i][jj];
+        if (m < p.Kg) yn[m * p.out_plane] = bias ? acc[i][jj] + bias[g * p.Kg + m] : acc[i][jj];
       }
     }
   }
@@ -274,7 +274,7 @@ conv_bwd_input_gemm(const T* __restrict__ dy, const T* __restrict__ w, T* __rest
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const int ak = tid % kChunk, am = tid / kChunk;
   const int bj = tid % BN, bk = tid / BN;
-  const int64_t J = p.N * p.P;
+  const int64_t J = p.N * p.in_plane;
   const int64_t Rb = p.Kg * p.kvol;
   const int64_t chunks = (Rb + kChunk - 1) / kChunk;
 
@@ -290,14 +290,14 @@ conv_bwd_input_gemm(const T* __restrict__ dy, const T* __restrict__ w, T* __rest
     int64_t q[kMaxDims];
     int64_t dy_base;
     {
-      const int64_t n = col_ok ? j / p.P : 0;
-      int64_t ipos = col_ok ? j % p.P : 0;
-      dy_base = (n * p.K + g * p.Kg) * p.L;
+      const int64_t n = col_ok ? j / p.in_plane : 0;
+      int64_t ipos = col_ok ? j % p.in_plane : 0;
+      dy_base = (n * p.K + g * p.Kg) * p.out_plane;
 #pragma unroll
       for (int d = kMaxDims - 1; d >= 0; --d) {
         q[d] = 0;
         if (d < p.dims) {
-          q[d] = ipos % p.in[d] + p.pad[d];
+          q[d] = ipos % p.in[d] + p.pad_before[d];
           ipos /= p.in[d];
         }
       }
@@ -327,7 +327,7 @@ conv_bwd_input_gemm(const T* __restrict__ dy, const T* __restrict__ w, T* __rest
               const int64_t e = q[d] - tapoff[d * Rb + r];
               const int64_t o = s == 1 ? e : e / s;
               ok = ok && e >= 0 && o * s == e && o < p.out[d];
-              off += o * p.out_str[d];
+              off += o * p.out_pitch[d];
             }
           }
           if (ok) v = dy[dy_base + dyoff[r] + off];
@@ -364,12 +364,12 @@ conv_bwd_input_gemm(const T* __restrict__ dy, const T* __restrict__ w, T* __rest
     for (int jj = 0; jj < TN; ++jj) {
       const int64_t col = j0 + tx + jj * TX;
       if (col >= J) continue;
-      const int64_t n = col / p.P, ipos = col % p.P;
-      T* dxn = dx + (n * p.C + g * p.Cg) * p.P + ipos;
+      const int64_t n = col / p.in_plane, ipos = col % p.in_plane;
+      T* dxn = dx + (n * p.C + g * p.Cg) * p.in_plane + ipos;
 #pragma unroll
       for (int i = 0; i < TM; ++i) {
         const int64_t c = m0 + ty + i * TY;
-        if (c < p.Cg) dxn[c * p.P] = acc[i][jj];
+        if (c < p.Cg) dxn[c * p.in_plane] = acc[i][jj];
       }
     }
   }
@@ -416,7 +416,7 @@ conv_bwd_weight_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __res
 
   const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
   const int lane = tid % kChunk, row = tid / kChunk;
-  const int64_t J = p.N * p.L;
+  const int64_t J = p.N * p.out_plane;
 
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     int64_t mt, nt, rest;
@@ -431,8 +431,8 @@ conv_bwd_weight_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __res
     int64_t j = jb + lane, n = 0;
     int64_t o[kMaxDims];
     {
-      int64_t pos = j < je ? j % p.L : 0;
-      n = j < je ? j / p.L : 0;
+      int64_t pos = j < je ? j % p.out_plane : 0;
+      n = j < je ? j / p.out_plane : 0;
 #pragma unroll
       for (int d = kMaxDims - 1; d >= 0; --d) {
         o[d] = 0;
@@ -447,22 +447,22 @@ conv_bwd_weight_gemm(const T* __restrict__ x, const T* __restrict__ dy, T* __res
     auto load = [&]() {
       const bool ok_j = j < je;
       int64_t pos = 0;
-      uint64_t x_base = uint64_t((n * p.C + g * p.Cg) * p.P);
+      uint64_t x_base = uint64_t((n * p.C + g * p.Cg) * p.in_plane);
       int64_t start[kMaxDims];
 #pragma unroll
       for (int d = 0; d < kMaxDims; ++d) {
         start[d] = 0;
         if (d < p.dims) {
-          pos += o[d] * p.out_str[d];
-          start[d] = o[d] * p.stride[d] - p.pad[d];
-          x_base += uint64_t(start[d]) * uint64_t(p.in_str[d]);  // modulo 2^64, as forward
+          pos += o[d] * p.out_pitch[d];
+          start[d] = o[d] * p.stride[d] - p.pad_before[d];
+          x_base += uint64_t(start[d]) * uint64_t(p.in_pitch[d]);  // modulo 2^64, as forward
         }
       }
-      const T* dyj = dy + (n * p.K + g * p.Kg) * p.L + pos;
+      const T* dyj = dy + (n * p.K + g * p.Kg) * p.out_plane + pos;
 #pragma unroll
       for (int i = 0; i < A_LOADS; ++i) {
         const int64_t m = m0 + row + i * STEP;
-        areg[i] = (ok_j && m < p.Kg) ? dyj[m * p.L] : T(0);
+        areg[i] = (ok_j && m < p.Kg) ? dyj[m * p.out_plane] : T(0);
       }
 #pragma unroll
       for (int i = 0; i < B_LOADS; ++i) {
@@ -545,20 +545,20 @@ __global__ void __launch_bounds__(kThreads)
 conv_fwd_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                 T* __restrict__ y, const ConvParams p, const int64_t* __restrict__ roff,
                 const int64_t* __restrict__ tapoff) {
-  const int64_t total = p.N * p.K * p.L;
+  const int64_t total = p.N * p.K * p.out_plane;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    int64_t pos = e % p.L;
-    const int64_t k = e / p.L % p.K, n = e / (p.L * p.K), g = k / p.Kg;
+    int64_t pos = e % p.out_plane;
+    const int64_t k = e / p.out_plane % p.K, n = e / (p.out_plane * p.K), g = k / p.Kg;
     int64_t start[kMaxDims];
-    uint64_t base = uint64_t((n * p.C + g * p.Cg) * p.P);
+    uint64_t base = uint64_t((n * p.C + g * p.Cg) * p.in_plane);
 #pragma unroll
     for (int d = kMaxDims - 1; d >= 0; --d) {
       start[d] = 0;
       if (d < p.dims) {
-        start[d] = pos % p.out[d] * p.stride[d] - p.pad[d];
+        start[d] = pos % p.out[d] * p.stride[d] - p.pad_before[d];
         pos /= p.out[d];
-        base += uint64_t(start[d]) * uint64_t(p.in_str[d]);
+        base += uint64_t(start[d]) * uint64_t(p.in_pitch[d]);
       }
     }
     const T* wk = w + k * p.R;
@@ -581,24 +581,24 @@ __global__ void __launch_bounds__(kThreads)
 conv_bwd_input_direct(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
                       const ConvParams p, const int64_t* __restrict__ woff,
                       const int64_t* __restrict__ dyoff, const int64_t* __restrict__ tapoff) {
-  const int64_t total = p.N * p.C * p.P;
+  const int64_t total = p.N * p.C * p.in_plane;
   const int64_t Rb = p.Kg * p.kvol;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    int64_t ipos = e % p.P;
-    const int64_t ch = e / p.P % p.C, n = e / (p.P * p.C);
+    int64_t ipos = e % p.in_plane;
+    const int64_t ch = e / p.in_plane % p.C, n = e / (p.in_plane * p.C);
     const int64_t g = ch / p.Cg, c = ch % p.Cg;
     int64_t q[kMaxDims];
 #pragma unroll
     for (int d = kMaxDims - 1; d >= 0; --d) {
       q[d] = 0;
       if (d < p.dims) {
-        q[d] = ipos % p.in[d] + p.pad[d];
+        q[d] = ipos % p.in[d] + p.pad_before[d];
         ipos /= p.in[d];
       }
     }
     const T* wc = w + g * p.Kg * p.R + c * p.kvol;
-    const T* dyg = dy + (n * p.K + g * p.Kg) * p.L;
+    const T* dyg = dy + (n * p.K + g * p.Kg) * p.out_plane;
     T acc = T(0);
     for (int64_t r = 0; r < Rb; ++r) {
       bool ok = true;
@@ -610,7 +610,7 @@ conv_bwd_input_direct(const T* __restrict__ dy, const T* __restrict__ w, T* __re
           const int64_t v = q[d] - tapoff[d * Rb + r];
           const int64_t o = s == 1 ? v : v / s;
           ok = ok && v >= 0 && o * s == v && o < p.out[d];
-          off += o * p.out_str[d];
+          off += o * p.out_pitch[d];
         }
       }
       if (ok) acc = fmadd(wc[woff[r]], dyg[dyoff[r] + off], acc);
@@ -628,26 +628,26 @@ conv_bwd_weight_direct(const T* __restrict__ x, const T* __restrict__ dy, T* __r
                        const int64_t* __restrict__ tapoff) {
   __shared__ T partial[kThreads];
   const int tid = threadIdx.x;
-  const int64_t total = p.K * p.R, J = p.N * p.L;
+  const int64_t total = p.K * p.R, J = p.N * p.out_plane;
   for (int64_t e = blockIdx.x; e < total; e += gridDim.x) {
     const int64_t k = e / p.R, r = e % p.R, g = k / p.Kg;
     T acc = T(0);
     for (int64_t j = tid; j < J; j += kThreads) {
-      const int64_t n = j / p.L;
-      int64_t pos = j % p.L;
+      const int64_t n = j / p.out_plane;
+      int64_t pos = j % p.out_plane;
       const int64_t opos = pos;
-      uint64_t base = uint64_t((n * p.C + g * p.Cg) * p.P);
+      uint64_t base = uint64_t((n * p.C + g * p.Cg) * p.in_plane);
       bool ok = true;
 #pragma unroll
       for (int d = kMaxDims - 1; d >= 0; --d) {
         if (d < p.dims) {
-          const int64_t start = pos % p.out[d] * p.stride[d] - p.pad[d];
+          const int64_t start = pos % p.out[d] * p.stride[d] - p.pad_before[d];
           pos /= p.out[d];
-          base += uint64_t(start) * uint64_t(p.in_str[d]);
+          base += uint64_t(start) * uint64_t(p.in_pitch[d]);
           ok = ok && uint64_t(start + tapoff[d * p.R + r]) < uint64_t(p.in[d]);
         }
       }
-      if (ok) acc = fmadd(dy[(n * p.K + k) * p.L + opos], x[int64_t(base + uint64_t(roff[r]))], acc);
+      if (ok) acc = fmadd(dy[(n * p.K + k) * p.out_plane + opos], x[int64_t(base + uint64_t(roff[r]))], acc);
     }
     __syncthreads();  // the previous element's tree reads are done
     partial[tid] = acc;
@@ -736,7 +736,7 @@ void conv_forward_run(const ConvParams& p, const T* x, const T* w, const T* bias
   int64_t* tapoff = table + p.R;
   launch(&build_row_tables, blocks_for(p.R), p, p.R, false, roff, static_cast<int64_t*>(nullptr),
          tapoff);
-  const int64_t J = p.N * p.L;
+  const int64_t J = p.N * p.out_plane;
   auto gemm = [&](auto shape) {
     using S = decltype(shape);
     const int64_t tm = (p.Kg + S::BM - 1) / S::BM, tn = (J + S::BN - 1) / S::BN;
@@ -746,7 +746,7 @@ void conv_forward_run(const ConvParams& p, const T* x, const T* w, const T* bias
            tiles);
   };
   auto direct = [&] {
-    launch(&conv_fwd_direct<T>, blocks_for(p.N * p.K * p.L), x, w, bias, y, p,
+    launch(&conv_fwd_direct<T>, blocks_for(p.N * p.K * p.out_plane), x, w, bias, y, p,
            static_cast<const int64_t*>(roff), static_cast<const int64_t*>(tapoff));
   };
   dispatch_tile<T>(choose_tile(sizeof(T) == 4, p.Kg, J, p.G), direct, gemm);
@@ -761,7 +761,7 @@ void conv_backward_input_run(const ConvParams& p, const T* dy, const T* w, T* dx
   int64_t* dyoff = table + Rb;
   int64_t* tapoff = table + 2 * Rb;
   launch(&build_row_tables, blocks_for(Rb), p, Rb, true, woff, dyoff, tapoff);
-  const int64_t J = p.N * p.P;
+  const int64_t J = p.N * p.in_plane;
   auto gemm = [&](auto shape) {
     using S = decltype(shape);
     const int64_t tm = (p.Cg + S::BM - 1) / S::BM, tn = (J + S::BN - 1) / S::BN;
@@ -771,7 +771,7 @@ void conv_backward_input_run(const ConvParams& p, const T* dy, const T* w, T* dx
            static_cast<const int64_t*>(tapoff), tm, tn, tiles);
   };
   auto direct = [&] {
-    launch(&conv_bwd_input_direct<T>, blocks_for(p.N * p.C * p.P), dy, w, dx, p,
+    launch(&conv_bwd_input_direct<T>, blocks_for(p.N * p.C * p.in_plane), dy, w, dx, p,
            static_cast<const int64_t*>(woff), static_cast<const int64_t*>(dyoff),
            static_cast<const int64_t*>(tapoff));
   };
@@ -807,7 +807,7 @@ void conv_backward_weight_run(const ConvParams& p, const T* x, const T* dy, T* d
   int64_t* tapoff = table + p.R;
   launch(&build_row_tables, blocks_for(p.R), p, p.R, false, roff, static_cast<int64_t*>(nullptr),
          tapoff);
-  const int64_t J = p.N * p.L;
+  const int64_t J = p.N * p.out_plane;
   const int64_t count = p.K * p.R;
   auto gemm = [&](auto shape) {
     using S = decltype(shape);

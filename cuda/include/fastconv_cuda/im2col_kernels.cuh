@@ -21,11 +21,11 @@ namespace fastconv::cuda {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 im2col_kernel(const T* __restrict__ x, T* __restrict__ cols, const ConvParams p) {
-  const int64_t total = p.N * p.R * p.L;
+  const int64_t total = p.N * p.R * p.out_plane;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    int64_t l = e % p.L;
-    const int64_t row = e / p.L % p.R, n = e / (p.L * p.R);
+    int64_t l = e % p.out_plane;
+    const int64_t row = e / p.out_plane % p.R, n = e / (p.out_plane * p.R);
     const int64_t c = row / p.kvol;
     int64_t tap = row % p.kvol;
     bool ok = true;
@@ -34,36 +34,36 @@ im2col_kernel(const T* __restrict__ x, T* __restrict__ cols, const ConvParams p)
     for (int d = kMaxDims - 1; d >= 0; --d) {
       if (d < p.dims) {
         // Input coordinate o*stride - pad + tap*dil along d; unsigned compare tests both ends.
-        const int64_t i = l % p.out[d] * p.stride[d] - p.pad[d] + tap % p.kernel[d] * p.dil[d];
+        const int64_t i = l % p.out[d] * p.stride[d] - p.pad_before[d] + tap % p.kernel[d] * p.dilation[d];
         l /= p.out[d];
         tap /= p.kernel[d];
         ok = ok && uint64_t(i) < uint64_t(p.in[d]);
-        off += i * p.in_str[d];
+        off += i * p.in_pitch[d];
       }
     }
-    cols[e] = ok ? x[(n * p.C + c) * p.P + off] : T(0);
+    cols[e] = ok ? x[(n * p.C + c) * p.in_plane + off] : T(0);
   }
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 col2im_kernel(const T* __restrict__ cols, T* __restrict__ x, const ConvParams p) {
-  const int64_t total = p.N * p.C * p.P;
+  const int64_t total = p.N * p.C * p.in_plane;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
-    int64_t ipos = e % p.P;
-    const int64_t nc = e / p.P;  // n * C + c: cols rows of this channel start at nc * kvol
+    int64_t ipos = e % p.in_plane;
+    const int64_t nc = e / p.in_plane;  // n * C + c: cols rows of this channel start at nc * kvol
     int64_t q[kMaxDims], tap[kMaxDims];
 #pragma unroll
     for (int d = kMaxDims - 1; d >= 0; --d) {
       q[d] = 0;
       tap[d] = 0;
       if (d < p.dims) {
-        q[d] = ipos % p.in[d] + p.pad[d];  // coordinate in the padded input
+        q[d] = ipos % p.in[d] + p.pad_before[d];  // coordinate in the padded input
         ipos /= p.in[d];
       }
     }
-    const T* src = cols + nc * p.kvol * p.L;
+    const T* src = cols + nc * p.kvol * p.out_plane;
     T acc = T(0);
     for (int64_t t = 0; t < p.kvol; ++t) {
       bool ok = true;
@@ -72,13 +72,13 @@ col2im_kernel(const T* __restrict__ cols, T* __restrict__ x, const ConvParams p)
       for (int d = 0; d < kMaxDims; ++d) {
         if (d < p.dims) {
           const int64_t s = p.stride[d];
-          const int64_t v = q[d] - tap[d] * p.dil[d];
+          const int64_t v = q[d] - tap[d] * p.dilation[d];
           const int64_t o = s == 1 ? v : v / s;
           ok = ok && v >= 0 && o * s == v && o < p.out[d];
-          l += o * p.out_str[d];
+          l += o * p.out_pitch[d];
         }
       }
-      if (ok) acc += src[t * p.L + l];
+      if (ok) acc += src[t * p.out_plane + l];
       // Next tap in row-major order (last dim fastest).
       bool carry = true;
 #pragma unroll
@@ -98,12 +98,12 @@ col2im_kernel(const T* __restrict__ cols, T* __restrict__ x, const ConvParams p)
 
 template <typename T, class Launch>
 void im2col_run(const ConvParams& p, const T* x, T* cols, Launch&& launch) {
-  launch(&im2col_kernel<T>, blocks_for(p.N * p.R * p.L), x, cols, p);
+  launch(&im2col_kernel<T>, blocks_for(p.N * p.R * p.out_plane), x, cols, p);
 }
 
 template <typename T, class Launch>
 void col2im_run(const ConvParams& p, const T* cols, T* x, Launch&& launch) {
-  launch(&col2im_kernel<T>, blocks_for(p.N * p.C * p.P), cols, x, p);
+  launch(&col2im_kernel<T>, blocks_for(p.N * p.C * p.in_plane), cols, x, p);
 }
 
 }  // namespace fastconv::cuda

@@ -1,6 +1,6 @@
-// What every CUDA op family shares: error checks that name file and line, device arrays read
-// from __cuda_array_interface__ (so any producer works: CuPy, PyTorch, Numba), the caller's
-// stream, temporary memory from the caller's allocator, and launch-size helpers.
+// The Python side of the CUDA module: device arrays read from __cuda_array_interface__ (so
+// any producer works: CuPy, PyTorch, Numba), dtype and shape checks, temporary memory from
+// the caller's allocator, and the registration function of each op family.
 //
 // Conventions: every bound function takes the arguments of its fastconv._cpu twin, with
 // arrays as objects exposing __cuda_array_interface__, followed by the caller's context:
@@ -16,39 +16,18 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "fastconv/check.hpp"
+#include "fastconv_cuda/launch.cuh"
 
 namespace fastconv::cuda {
 
 namespace py = pybind11;
 using Dims = std::vector<int64_t>;
-
-[[noreturn]] inline void throw_cuda_error(cudaError_t err, const char* expr, const char* file,
-                                          int line) {
-  throw std::runtime_error(concat(file, ":", line, ": ", expr, " failed: ",
-                                  cudaGetErrorName(err), " (", cudaGetErrorString(err), ")"));
-}
-
-}  // namespace fastconv::cuda
-
-// A failed CUDA API call becomes RuntimeError("file:line: call failed: name (text)").
-#define FC_CUDA_CHECK(expr)                                                          \
-  do {                                                                               \
-    const cudaError_t fc_cuda_err_ = (expr);                                         \
-    if (fc_cuda_err_ != cudaSuccess)                                                 \
-      ::fastconv::cuda::throw_cuda_error(fc_cuda_err_, #expr, __FILE__, __LINE__);   \
-  } while (0)
-
-// After every <<<...>>>: catches bad launch configurations at the launch site.
-#define FC_LAUNCH_CHECK() FC_CUDA_CHECK(cudaGetLastError())
-
-namespace fastconv::cuda {
 
 enum class ScalarType { kFloat32, kFloat64, kInt64, kOther };
 
@@ -169,8 +148,6 @@ decltype(auto) dispatch_float(const DeviceArray& a, const char* name, F&& f) {
   throw py::type_error(concat(name, " must be float32 or float64, got ", a.typestr));
 }
 
-inline cudaStream_t as_stream(uintptr_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
-
 // Temporary device memory from the caller's allocator: `alloc(nbytes)` returns a GPU array
 // (CuPy's pool in practice). Blocks live as long as this object; CuPy's pool is
 // stream-ordered, so releasing them right after the launches that use them is safe.
@@ -194,13 +171,10 @@ class Workspace {
   std::vector<py::object> blocks_;
 };
 
-constexpr int kBlockThreads = 256;
-
-// Blocks for a grid-stride loop over `n` items: enough to fill the device, never more than
-// the grid limit (loops take int64 indices, so any n is covered).
-inline unsigned grid_for(int64_t n, int threads = kBlockThreads) {
-  const int64_t blocks = (n + threads - 1) / threads;
-  return static_cast<unsigned>(std::clamp<int64_t>(blocks, 1, int64_t(1) << 20));
-}
+// One registration function per op family (<family>.cu); module.cpp calls them all.
+void bind_conv(py::module_& m);
+void bind_im2col(py::module_& m);
+void bind_pool(py::module_& m);
+void bind_boxes(py::module_& m);
 
 }  // namespace fastconv::cuda
