@@ -17,7 +17,7 @@ import pytest
 
 import fastconv
 from fastconv import reference
-from test_conv import ConvCase, check_backward, check_forward, run_backward
+from _cases import ConvCase, check_backward, check_forward, run_backward
 
 DTYPES = [np.float32, np.float64]
 

@@ -15,8 +15,7 @@ from fastconv import Tensor
 from fastconv.nn import functional as F
 from fastconv.ops.conv import ConvPlan
 from fastconv.ops.pool import PoolPlan
-from test_tensor import assert_close_torch, gradcheck
-from _helpers import torch_pad_arg
+from _cases import assert_close_torch, gradcheck, torch_pad_arg
 
 
 @pytest.fixture

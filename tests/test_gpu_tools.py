@@ -6,7 +6,6 @@ benchmark (tests/test_bench.py)."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess

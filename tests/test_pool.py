@@ -1,9 +1,14 @@
-"""max_pool / avg_pool and their gradients against the NumPy reference and PyTorch CPU."""
+"""max_pool / avg_pool and their gradients against the NumPy reference and PyTorch CPU,
+and the CUDA kernels (tests marked `cuda`) against the CPU kernels, the reference and torch
+CUDA: they reproduce the CPU's operation order (max: row-major scan, first max / first NaN
+wins; avg: double sums in scan order, one division; backward: the CPU's summation order), so
+the GPU result must equal the CPU result bit for bit, and the reference within the CPU
+suite's derived tolerance.
+"""
 
 from __future__ import annotations
 
 import itertools
-import zlib
 
 import fastconv as fc
 import numpy as np
@@ -11,84 +16,16 @@ import pytest
 from fastconv import _cpu
 from fastconv import reference as ref
 from fastconv._geometry import make_window
+from _cases import (POOL_CASES as CASES, POOL_KERNELS as KERNELS, POOL_SHAPES as SHAPES, cp,
+                    distinct, gpu, host, make_padding, pool_geometry as geometry,
+                    pool_window as window, rand, seed_of, tolerance, torch_cuda)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 DTYPES = [np.float32, np.float64]
-SHAPES = {1: (2, 3, 11), 2: (2, 3, 9, 8), 3: (1, 2, 6, 5, 7)}
-KERNELS = {1: [(1,), (2,), (3,), (4,)], 2: [(2, 2), (3, 2), (1, 3)], 3: [(2, 2, 2), (3, 1, 2)]}
-STRIDES = [None, 1, 2, 3]
-PADDINGS = ["zero", "one", "half", "asym", "asym_rev", "same"]
 TORCH_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 TORCH_AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
-def make_padding(spec: str, kernel: tuple):
-    """One of the accepted padding forms, built for `kernel`."""
-    if spec == "zero":
-        return 0
-    if spec == "one":
-        return 1
-    if spec == "half":  # symmetric tuple, the largest torch accepts
-        return tuple(k // 2 for k in kernel)
-    if spec == "asym":
-        return tuple((k // 2, 0) if d % 2 == 0 else (0, k // 2) for d, k in enumerate(kernel))
-    if spec == "asym_rev":
-        return tuple((0, k // 2) if d % 2 == 0 else (k // 2, 0) for d, k in enumerate(kernel))
-    return spec  # "same", "valid"
-
-
-def window(shape, kernel, stride, padding, ceil_mode):
-    return make_window("test", shape[2:], kernel, stride, padding, 1, ceil_mode, pool=True)
-
-
-def geometry(win):
-    return win.kernel, win.stride, win.pad_before, win.pad_after
-
-
-def valid_cases():
-    cases = []
-    for dims, kernels in KERNELS.items():
-        for kernel, stride, spec, ceil_mode in itertools.product(kernels, STRIDES, PADDINGS,
-                                                                 (False, True)):
-            padding = make_padding(spec, kernel)
-            try:
-                window(SHAPES[dims], kernel, stride, padding, ceil_mode)
-            except ValueError:
-                continue  # e.g. padding 1 with a 1-wide kernel
-            cases.append(pytest.param(SHAPES[dims], kernel, stride, padding, ceil_mode,
-                                      id=f"{dims}d-k{kernel}-s{stride}-{spec}-ceil{ceil_mode:d}"))
-    return cases
-
-
-CASES = valid_cases()
-
-
-def seed_of(*parts) -> int:
-    """A fixed seed per test case (str hashes change between runs, crc32 does not)."""
-    return zlib.crc32(repr(parts).encode())
-
-
-def rand(shape, dtype, seed, ties=False) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape)
-    if ties:
-        x = np.round(2 * x) / 2  # few distinct values: many ties inside windows
-    x = x + (x == 0) * 0.25  # never all zeros
-    return x.astype(dtype)
-
-
-def distinct(shape, seed) -> np.ndarray:
-    """float64 values pairwise at least 1/size apart: no ties, max stable under tiny steps."""
-    rng = np.random.default_rng(seed)
-    size = int(np.prod(shape))
-    return (rng.permutation(size) / size - 0.5).reshape(shape)
-
-
-def tolerance(dtype, window_volume: int) -> dict:
-    tol = 4 * np.finfo(dtype).eps * max(window_volume, 1)
-    return dict(rtol=tol, atol=tol)
 
 
 # ----------------------------------------------------------------------------------------
@@ -855,3 +792,272 @@ def test_avg_backward_long_inner_dims_short_rows(height):
                                   count_include_pad=count_include_pad)
         rdx = ref.avg_pool_backward(dy, shape, *geometry(win), True, count_include_pad)
         np.testing.assert_allclose(dx, rdx, **tolerance(np.float64, 8))
+
+
+# ----------------------------------------------------------------------------------------
+# The CUDA kernels
+# ----------------------------------------------------------------------------------------
+
+# ----------------------------------------------------------------------------------------
+# Forward
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", CASES)
+def test_cuda_max_pool_gpu_equals_cpu(shape, kernel, stride, padding, ceil_mode, dtype):
+    x = rand(shape, dtype, seed_of("max", shape, kernel, stride, padding, ceil_mode, dtype),
+             ties=True)
+    kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+    y, idx = fc.max_pool(x, kernel, return_indices=True, **kw)
+    gy, gidx = fc.max_pool(gpu(x), kernel, return_indices=True, **kw)
+    assert gy.dtype == dtype and gidx.dtype == np.int64
+    np.testing.assert_array_equal(host(gy), y)
+    np.testing.assert_array_equal(host(gidx), idx)
+    np.testing.assert_array_equal(host(fc.max_pool(gpu(x), kernel, **kw)), y)
+    win = window(shape, kernel, stride, padding, ceil_mode)
+    ry, ridx = ref.max_pool(x, *geometry(win), ceil_mode)
+    np.testing.assert_array_equal(host(gy), ry)
+    np.testing.assert_array_equal(host(gidx), ridx)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", CASES)
+def test_cuda_avg_pool_gpu_equals_cpu(shape, kernel, stride, padding, ceil_mode, dtype):
+    x = rand(shape, dtype, seed_of("avg", shape, kernel, stride, padding, ceil_mode, dtype))
+    win = window(shape, kernel, stride, padding, ceil_mode)
+    for cip in (True, False):
+        kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode, count_include_pad=cip)
+        y = fc.avg_pool(x, kernel, **kw)
+        gy = host(fc.avg_pool(gpu(x), kernel, **kw))
+        np.testing.assert_array_equal(gy, y, err_msg=f"count_include_pad={cip}")
+        ry = ref.avg_pool(x.astype(np.float64), *geometry(win), ceil_mode, cip)
+        np.testing.assert_allclose(gy, ry, **tolerance(dtype, int(np.prod(kernel))))
+
+
+# ----------------------------------------------------------------------------------------
+# Backward
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", CASES[::2])
+def test_cuda_max_pool_backward_gpu_equals_cpu(shape, kernel, stride, padding, ceil_mode, dtype):
+    # Ties and overlapping windows: many cells take several contributions, whose order
+    # matters in floating point; the GPU must sum in the CPU's order.
+    x = rand(shape, dtype, seed_of("maxb", shape, kernel, stride, padding), ties=True)
+    kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+    y, idx = fc.max_pool(x, kernel, return_indices=True, **kw)
+    dy = rand(y.shape, dtype, seed_of("maxb-dy", shape, kernel, stride, padding))
+    dx = fc.max_pool_backward(dy, idx, shape)
+    gdx = host(fc.max_pool_backward(gpu(dy), gpu(idx), shape))
+    np.testing.assert_array_equal(gdx, dx)
+    rdx = ref.max_pool_backward(dy.astype(np.float64), idx, shape)
+    np.testing.assert_allclose(gdx, rdx, **tolerance(dtype, int(np.prod(kernel))))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_max_pool_backward_many_hits_on_one_cell(dtype):
+    """Arbitrary indices (not from a forward pass): long runs on a few cells, any order."""
+    rng = np.random.default_rng(17)
+    dy = rand((3, 2, 40, 50), dtype, 18)
+    idx = rng.integers(0, 6, dy.shape).astype(np.int64)  # 2000 hits on 6 cells per plane
+    idx[1, 1] = 11  # one cell takes a whole plane
+    shape = (3, 2, 3, 4)
+    np.testing.assert_array_equal(host(fc.max_pool_backward(gpu(dy), gpu(idx), shape)),
+                                  fc.max_pool_backward(dy, idx, shape))
+    idx32 = gpu(idx.astype(np.int32))  # any integer dtype, converted on the device
+    np.testing.assert_array_equal(host(fc.max_pool_backward(gpu(dy), idx32, shape)),
+                                  fc.max_pool_backward(dy, idx, shape))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode", CASES[::2])
+def test_cuda_avg_pool_backward_gpu_equals_cpu(shape, kernel, stride, padding, ceil_mode, dtype,
+                                          count_include_pad):
+    win = window(shape, kernel, stride, padding, ceil_mode)
+    dy = rand(shape[:2] + win.out_size, dtype, seed_of("avgb", shape, kernel, stride, padding))
+    kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode,
+              count_include_pad=count_include_pad)
+    dx = fc.avg_pool_backward(dy, shape, kernel, **kw)
+    gdx = host(fc.avg_pool_backward(gpu(dy), shape, kernel, **kw))
+    np.testing.assert_array_equal(gdx, dx)
+    rdx = ref.avg_pool_backward(dy.astype(np.float64), shape, *geometry(win), ceil_mode,
+                                count_include_pad)
+    np.testing.assert_allclose(gdx, rdx, **tolerance(dtype, int(np.prod(kernel))))
+
+
+# ----------------------------------------------------------------------------------------
+# Special values and shapes
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_nan_and_infinities_as_cpu(dtype):
+    x = rand((2, 2, 6, 7), dtype, seed_of("nan", 6))
+    x[0, 0, 1, 0] = np.nan
+    x[0, 0, 1, 1] = np.nan  # same window: the first NaN wins
+    x[1, 1, 5, 6] = np.nan  # reached only by an overhanging ceil-mode window
+    x[1, 0, 0, 0] = np.inf
+    x[1, 0, 0, 1] = np.nan  # NaN beats +inf
+    x[0, 1] = -np.inf  # a plane of -inf: padding must never win
+    for kw in (dict(stride=2, ceil_mode=True), dict(stride=1, padding=1)):
+        y, idx = fc.max_pool(x, 3 if "padding" in kw else 2, return_indices=True, **kw)
+        gy, gidx = fc.max_pool(gpu(x), 3 if "padding" in kw else 2, return_indices=True, **kw)
+        np.testing.assert_array_equal(host(gy), y)
+        np.testing.assert_array_equal(host(gidx), idx)
+        a = fc.avg_pool(x, 2, ceil_mode=True)
+        np.testing.assert_array_equal(host(fc.avg_pool(gpu(x), 2, ceil_mode=True)), a)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("ceil_mode", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_four_and_five_spatial_dims(dtype, ceil_mode):
+    """More than 3 spatial dims take the generic (runtime-dims) kernels."""
+    for shape, kernel, stride, padding in (
+            ((1, 2, 5, 4, 3, 6), (3, 2, 2, 3), (2, 1, 2, 2), ((1, 0), (1, 1), (0, 1), (1, 1))),
+            ((2, 1, 3, 4, 2, 3, 5), (2, 2, 1, 2, 3), (1, 2, 1, 1, 2), 0)):
+        x = rand(shape, dtype, seed_of("nd", shape, ceil_mode), ties=True)
+        kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+        y, idx = fc.max_pool(x, kernel, return_indices=True, **kw)
+        gy, gidx = fc.max_pool(gpu(x), kernel, return_indices=True, **kw)
+        np.testing.assert_array_equal(host(gy), y)
+        np.testing.assert_array_equal(host(gidx), idx)
+        dy = rand(y.shape, dtype, seed_of("nd-dy", shape, ceil_mode))
+        np.testing.assert_array_equal(host(fc.max_pool_backward(gpu(dy), gidx, shape)),
+                                      fc.max_pool_backward(dy, idx, shape))
+        for cip in (True, False):
+            np.testing.assert_array_equal(
+                host(fc.avg_pool(gpu(x), kernel, count_include_pad=cip, **kw)),
+                fc.avg_pool(x, kernel, count_include_pad=cip, **kw))
+            np.testing.assert_array_equal(
+                host(fc.avg_pool_backward(gpu(dy), shape, kernel, count_include_pad=cip, **kw)),
+                fc.avg_pool_backward(dy, shape, kernel, count_include_pad=cip, **kw))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_large_planes_and_grid_stride(dtype):
+    """More outputs than one grid covers (grid-stride loops) and int32-overflowing strides
+    are not needed here, but planes * positions well above the block count are."""
+    x = rand((4, 8, 300, 301), dtype, 99)
+    y, idx = fc.max_pool(x, 3, stride=1, padding=1, return_indices=True)
+    gy, gidx = fc.max_pool(gpu(x), 3, stride=1, padding=1, return_indices=True)
+    np.testing.assert_array_equal(host(gy), y)
+    np.testing.assert_array_equal(host(gidx), idx)
+    np.testing.assert_array_equal(host(fc.avg_pool(gpu(x), 3, stride=2)),
+                                  fc.avg_pool(x, 3, stride=2))
+
+
+# ----------------------------------------------------------------------------------------
+# torch CUDA
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matches_torch_cuda(dtype):
+    torch = torch_cuda()
+    F = torch.nn.functional
+    x = rand((3, 4, 17, 19), dtype, 5)
+    tx = torch.as_tensor(x, device="cuda")
+    gy, gidx = fc.max_pool(gpu(x), 3, stride=2, padding=1, ceil_mode=True, return_indices=True)
+    ty, tidx = F.max_pool2d(tx, 3, 2, 1, ceil_mode=True, return_indices=True)
+    np.testing.assert_array_equal(host(gy), ty.cpu().numpy())
+    np.testing.assert_array_equal(host(gidx), tidx.cpu().numpy())
+    ga = host(fc.avg_pool(gpu(x), 3, stride=2, padding=1, count_include_pad=False))
+    ta = F.avg_pool2d(tx, 3, 2, 1, count_include_pad=False).cpu().numpy()
+    np.testing.assert_allclose(ga, ta, **tolerance(dtype, 9))
+    # Gradients through torch autograd on the GPU.
+    txg = tx.clone().requires_grad_(True)
+    out = F.max_pool2d(txg, 3, 2, 1, ceil_mode=True)
+    dy = rand(tuple(out.shape), dtype, 6)
+    out.backward(torch.as_tensor(dy, device="cuda"))
+    gdx = host(fc.max_pool_backward(gpu(dy), gidx, x.shape))
+    np.testing.assert_allclose(gdx, txg.grad.cpu().numpy(), **tolerance(dtype, 9))
+
+
+# ----------------------------------------------------------------------------------------
+# Streams, result kinds, errors
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.cuda
+def test_cuda_non_default_stream_and_results_stay_on_gpu():
+    x = rand((2, 3, 33, 35), np.float32, 8)
+    expected_y, expected_idx = fc.max_pool(x, 2, return_indices=True)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        gx = gpu(x)
+        gy, gidx = fc.max_pool(gx, 2, return_indices=True)
+        ga = fc.avg_pool(gx, 3, stride=2)
+        gdx = fc.max_pool_backward(gy, gidx, x.shape)
+        gadx = fc.avg_pool_backward(ga, x.shape, 3, stride=2)
+    stream.synchronize()
+    for a in (gy, gidx, ga, gdx, gadx):
+        assert isinstance(a, cp.ndarray)
+    np.testing.assert_array_equal(host(gy), expected_y)
+    np.testing.assert_array_equal(host(gidx), expected_idx)
+    np.testing.assert_array_equal(host(ga), fc.avg_pool(x, 3, stride=2))
+    np.testing.assert_array_equal(host(gdx), fc.max_pool_backward(expected_y, expected_idx,
+                                                                  x.shape))
+    np.testing.assert_array_equal(host(gadx), fc.avg_pool_backward(fc.avg_pool(x, 3, stride=2),
+                                                                   x.shape, 3, stride=2))
+
+
+@pytest.mark.cuda
+def test_cuda_errors_match_cpu():
+    x = rand((1, 2, 8, 8), np.float32, 1)
+    gx = gpu(x)
+    with pytest.raises(TypeError, match=r"indices must be a GPU array"):
+        fc.max_pool_backward(gpu(x[:, :, :4, :4]), np.zeros((1, 2, 4, 4), np.int64), x.shape)
+    with pytest.raises(TypeError, match=r"float32 or float64"):
+        fc.max_pool(gpu(x.astype(np.float16)), 2)
+    with pytest.raises(ValueError, match=r"pad"):
+        fc.max_pool(gx, 2, padding=2)
+    y, idx = fc.max_pool(gx, 2, return_indices=True)
+    for bad, shown in ((-1, -1), (64, 64)):
+        broken = idx.copy()
+        broken[0, 1, 2, 3] = bad
+        with pytest.raises(ValueError, match=rf"indices must lie in \[0, 64\).*got {shown} at "
+                           rf"flat position {16 + 2 * 4 + 3}"):
+            fc.max_pool_backward(y, broken, x.shape)
+    with pytest.raises(ValueError, match=r"indices has shape"):
+        fc.max_pool_backward(y, idx[:, :, :2], x.shape)
+
+
+@pytest.mark.cuda
+def test_cuda_extension_rejects_bad_input_directly():
+    from fastconv import _cuda
+    from fastconv._backend import gpu_workspace
+
+    stream = cp.cuda.get_current_stream().ptr
+    x = cp.zeros((1, 1, 4, 4), cp.float32)
+    out = cp.empty((1, 1, 2, 2), cp.float32)
+    geo = ((2, 2), (2, 2), (0, 0), (0, 0), False)
+    with pytest.raises(ValueError,
+                       match=r"out has shape \(1, 1, 3, 3\), expected \(1, 1, 2, 2\)"):
+        _cuda.max_pool_forward(x, cp.empty((1, 1, 3, 3), cp.float32), None, *geo,
+                               gpu_workspace, stream)
+    with pytest.raises(TypeError, match=r"out must have dtype float32"):
+        _cuda.avg_pool_forward(x, out.astype(cp.float64), *geo, True, gpu_workspace, stream)
+    with pytest.raises(TypeError, match=r"indices must have dtype int64"):
+        _cuda.max_pool_forward(x, out, cp.empty((1, 1, 2, 2), cp.int32), *geo, gpu_workspace,
+                               stream)
+    with pytest.raises(TypeError, match=r"must be a GPU array"):
+        _cuda.max_pool_forward(np.zeros((1, 1, 4, 4), np.float32), out, None, *geo,
+                               gpu_workspace, stream)
+    with pytest.raises(ValueError, match=r"C-contiguous"):
+        _cuda.max_pool_forward(cp.zeros((1, 1, 4, 8), cp.float32)[..., ::2], out, None, *geo,
+                               gpu_workspace, stream)
+    with pytest.raises(ValueError, match=r"at least one spatial dim"):
+        _cuda.avg_pool_forward(cp.zeros((1, 4), cp.float32), out, (2,), (2,), (0,), (0,),
+                               False, True, gpu_workspace, stream)
+
+
+# ----------------------------------------------------------------------------------------
+# Timings (printed for a human; target: >= 70% of device-to-device copy bandwidth)
+# ----------------------------------------------------------------------------------------

@@ -4,8 +4,6 @@ input."""
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence
-
 import numpy as np
 import pytest
 import torch
@@ -15,58 +13,7 @@ from hypothesis import strategies as st
 import fastconv
 from fastconv import Tensor, no_grad
 from fastconv.tensor import Parameter
-
-# worst gradient errors seen (relative to max(1, |reference|)): finite differences, torch
-WORST = {"fd": 0.0, "torch": 0.0}
-
-
-def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[np.ndarray], *, eps: float = 1e-6,
-              atol: float = 1e-7, rtol: float = 1e-6, seed: int = 0,
-              directions: int = 4, elementwise_limit: int = 40) -> float:
-    """Compare backward() with central finite differences in float64.
-
-    The scalar checked is sum(fn(*inputs) * R) for a fixed random R. Small inputs are
-    checked elementwise; larger ones along `directions` random unit directions.
-    Returns the worst error relative to atol + rtol * |numeric| (must be <= 1).
-    """
-    rng = np.random.default_rng(seed)
-    inputs = [np.asarray(a, dtype=np.float64) for a in inputs]
-    ts = [Tensor(a.copy(), requires_grad=True) for a in inputs]
-    out = fn(*ts)
-    r = rng.standard_normal(out.shape)
-    (out * r).sum().backward()
-
-    def f(arrays: List[np.ndarray]) -> float:
-        with no_grad():
-            return float((fn(*[Tensor(a) for a in arrays]).data * r).sum())
-
-    worst = 0.0
-    for i, (a, t) in enumerate(zip(inputs, ts)):
-        assert t.grad is not None and t.grad.shape == a.shape and t.grad.dtype == np.float64
-        if a.size <= elementwise_limit:
-            dirs = [np.eye(a.size)[j].reshape(a.shape) for j in range(a.size)]
-        else:
-            dirs = [rng.standard_normal(a.shape) for _ in range(directions)]
-            dirs = [d / np.linalg.norm(d) for d in dirs]
-        for d in dirs:
-            plus = [b if j != i else b + eps * d for j, b in enumerate(inputs)]
-            minus = [b if j != i else b - eps * d for j, b in enumerate(inputs)]
-            numeric = (f(plus) - f(minus)) / (2 * eps)
-            analytic = float((t.grad * d).sum())
-            err = abs(numeric - analytic)
-            WORST["fd"] = max(WORST["fd"], err / max(1.0, abs(numeric)))
-            worst = max(worst, err / (atol + rtol * abs(numeric)))
-    assert worst <= 1.0, f"gradient mismatch: worst scaled error {worst:.3g}"
-    return worst
-
-
-def assert_close_torch(ours: np.ndarray, theirs: torch.Tensor, rtol: float = 1e-9,
-                       atol: float = 1e-11) -> None:
-    ref = theirs.detach().numpy()
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    err = np.abs(ours - ref).max() if ours.size else 0.0
-    WORST["torch"] = max(WORST["torch"], float(err / max(1.0, np.abs(ref).max())))
-    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol)
+from _cases import assert_close_torch, gradcheck
 
 
 @pytest.fixture
