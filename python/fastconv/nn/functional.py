@@ -19,9 +19,9 @@ from ..ops.conv import ConvPlan, conv_plan, flipped
 from ..ops.pool import PoolPlan, pool_plan
 from ..tensor import Tensor, is_grad_enabled, normalize_dims
 
-__all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "relu6", "sigmoid", "tanh", "softmax",
-           "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout", "batch_norm",
-           "local_response_norm", "flatten", "concat", "cat", "pad"]
+__all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "relu6", "sigmoid", "tanh",
+           "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout",
+           "batch_norm", "local_response_norm", "flatten", "concat", "cat", "pad"]
 
 
 def _tensor(op: str, name: str, value: Any, optional: bool = False) -> Optional[Tensor]:
