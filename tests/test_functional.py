@@ -172,6 +172,25 @@ def test_activations(name, rng) -> None:
     gradcheck(getattr(F, name), [x])
 
 
+def test_relu6(rng) -> None:
+    """min(max(x, 0), 6) and its gradient (1 strictly inside (0, 6), as torch's hardtanh
+    rule, checked at the kinks too) against torch; inplace only without a graph."""
+    x = rng.standard_normal((3, 4, 5)) * 5
+    x.flat[:4] = [0.0, 6.0, -0.0, np.nan]
+    compare(F.relu6, TF.relu6, [x], rng)
+    y = rng.uniform(-1.0, 7.0, 40)
+    # Finite differences need the points away from the kinks at 0 and 6.
+    gradcheck(F.relu6, [y[(np.abs(y) > 1e-3) & (np.abs(y - 6) > 1e-3)]])
+    data = x.copy()
+    t = Tensor(data)
+    with fastconv.no_grad():
+        assert F.relu6(t, inplace=True) is t
+    np.testing.assert_array_equal(data, TF.relu6(torch.tensor(x)).numpy())
+    leaf = Tensor(x.copy(), requires_grad=True)
+    out = fastconv.nn.ReLU6(inplace=True)(leaf)
+    assert out is not leaf and np.array_equal(leaf.data, x, equal_nan=True)
+
+
 @pytest.mark.parametrize("cpu_path", ["", "AVX512F", "AVX512F,AVX2"])
 def test_tanh_kernel_within_4_ulp_on_every_cpu_path(cpu_path: str) -> None:
     """_cpu.tanh (libmvec vector variants, several threads) against float64 NumPy and
@@ -548,7 +567,7 @@ FLOAT32_OPS = {
     "max_pool": lambda x: F.max_pool(x, 2),
     "avg_pool": lambda x: F.avg_pool(x, 2),
     "linear": lambda x: F.linear(F.flatten(x), np.ones((2, 48), np.float32)),
-    "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh,
+    "relu": F.relu, "relu6": F.relu6, "sigmoid": F.sigmoid, "tanh": F.tanh,
     "softmax": lambda x: F.softmax(x, 1), "log_softmax": lambda x: F.log_softmax(x, 1),
     "cross_entropy": lambda x: F.cross_entropy(x, np.zeros((2, 4, 4), np.int64)),
     "mse_loss": lambda x: F.mse_loss(x, np.zeros((2, 3, 4, 4), np.float32)),

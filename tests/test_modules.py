@@ -448,10 +448,11 @@ def test_inference_calls_reuse_validated_geometry_and_match_the_functional_ops()
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("with_residual", [False, True])
-@pytest.mark.parametrize("with_relu", [False, True])
+@pytest.mark.parametrize("activation", [None, "ReLU", "ReLU6"])
 def test_batch_norm_forward_then_equals_the_separate_ops(dtype, with_residual,
-                                                         with_relu) -> None:
-    """The fused inference pass is bitwise the sequence bn -> add -> ReLU (NaN kept)."""
+                                                         activation) -> None:
+    """The fused inference pass is bitwise the sequence bn -> add -> ReLU/ReLU6 (NaN
+    kept)."""
     rng = np.random.default_rng()
     bn = nn.BatchNorm2d(6)
     bn.weight.data[...] = rng.uniform(0.5, 1.5, 6)
@@ -461,21 +462,25 @@ def test_batch_norm_forward_then_equals_the_separate_ops(dtype, with_residual,
     if dtype == np.float64:
         bn.double()
     bn.eval()
-    x = rng.standard_normal((3, 6, 7, 5)).astype(dtype)
+    # Scaled so that ReLU6's cap at 6 is reached too.
+    x = (4 * rng.standard_normal((3, 6, 7, 5))).astype(dtype)
     x[0, 1, 2, 3] = np.nan
     residual = Tensor(rng.standard_normal(x.shape).astype(dtype)) if with_residual else None
-    relu = nn.ReLU(inplace=True) if with_relu else None
+    act = None if activation is None else getattr(nn, activation)(inplace=True)
     with fastconv.no_grad():
-        fused = bn.forward_then(Tensor(x), residual, relu).data
+        fused = bn.forward_then(Tensor(x), residual, act).data
         expected = bn(Tensor(x))
         if residual is not None:
             expected = expected + residual
-        if relu is not None:
-            expected = nn.ReLU()(expected)
+        if act is not None:
+            expected = getattr(nn, activation)()(expected)
     np.testing.assert_array_equal(fused, expected.data)
     assert np.isnan(fused[0, 1, 2, 3])
-    if with_relu:
-        assert (fused[~np.isnan(fused)] >= 0).all()
+    finite = fused[~np.isnan(fused)]
+    if activation is not None:
+        assert (finite >= 0).all() and (finite == 0).any()
+    if activation == "ReLU6":
+        assert (finite <= 6).all() and (finite == 6).any()
 
 
 def test_batch_norm_forward_then_falls_back_when_training_or_hooked() -> None:

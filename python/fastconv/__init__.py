@@ -19,6 +19,7 @@ from .tensor import Tensor, no_grad
 from . import nn, optim
 from . import models
 from . import detection
+from . import filters
 from .random import manual_seed
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "conv_backward_weight",
     "cuda",
     "detection",
+    "filters",
     "im2col",
     "info",
     "max_pool",

@@ -21,6 +21,13 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                  "train a 1-D ConvNet on synthetic EKG rhythms (see --help)"),
     "train-3d": ("fastconv.examples.volumes3d",
                  "train a 3-D ConvNet on synthetic volumes, spheres vs cubes (see --help)"),
+    "classify": ("fastconv.examples.classify",
+                 "top ImageNet classes of photos by EfficientNet-Lite0 (see --help)"),
+    "edges": ("fastconv.examples.edges",
+              "vertical, horizontal and magnitude edge maps of an image as a PNG (see --help)"),
+    "learn-edges": ("fastconv.examples.learn_edges",
+                    "learn a 3x3 edge filter by gradient descent from Sobel responses "
+                    "(see --help)"),
 }
 
 

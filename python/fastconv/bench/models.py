@@ -22,10 +22,13 @@ from fastconv import models
 # name -> (input shape, reps) of the full run; warm-up calls come on top. On a shared VM
 # single forwards stall now and then (resnet50: 60-65 ms, with lone calls of 90-100 ms), so
 # each median is taken over enough calls that a few stalls do not move it.
+# A row's label is the model's name, optionally followed by ":" and a tag for another input.
 MODELS: Dict[str, Tuple[Tuple[int, ...], int]] = {
     "lenet5": ((64, 1, 32, 32), 50),
     "vgg16": ((1, 3, 224, 224), 9),
     "resnet50": ((1, 3, 224, 224), 21),
+    "efficientnet_lite0": ((1, 3, 224, 224), 41),
+    "efficientnet_lite0:b8": ((8, 3, 224, 224), 11),
 }
 WARMUP = 2
 
@@ -72,10 +75,11 @@ def _randomize_buffers(model: fastconv.nn.Module, rng: np.random.Generator) -> N
 def bench_model(name: str, shape: Sequence[int], reps: int, torch: Optional[Any],
                 seed: int = 0) -> ModelResult:
     """Time one network's forward (eval mode, no graph) in fastconv and, with `torch`, in
-    its twin; compare the outputs."""
+    its twin; compare the outputs. `name` is a MODELS label."""
+    arch = name.split(":")[0]
     fastconv.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = getattr(models, name)().eval()
+    model = getattr(models, arch)().eval()
     _randomize_buffers(model, rng)
     x = rng.standard_normal(tuple(shape)).astype(np.float32)
     with fastconv.no_grad():
@@ -85,7 +89,7 @@ def bench_model(name: str, shape: Sequence[int], reps: int, torch: Optional[Any]
     if torch is not None:
         from ..models.torch_twins import TWINS
 
-        twin = TWINS[name]().eval()
+        twin = TWINS[arch]().eval()
         # strict: a missing or renamed key would mean the twin is not the same network.
         twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
                               for k, v in model.state_dict().items()}, strict=True)

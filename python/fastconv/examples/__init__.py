@@ -1,7 +1,11 @@
-"""Runnable training examples on fastconv.nn: LeNet-5 on the scikit-learn digits
-(`train_lenet`), synthetic EKG-like 1-D signals (`signals1d`) and synthetic 3-D volumes
-(`volumes3d`). Each module has `main(argv=None)` returning the final test accuracy and is
-wired to `python -m fastconv train-lenet | train-1d | train-3d`.
+"""Runnable examples on fastconv.nn: LeNet-5 on the scikit-learn digits (`train_lenet`),
+synthetic EKG-like 1-D signals (`signals1d`) and synthetic 3-D volumes (`volumes3d`), each
+with `main(argv=None)` returning the final test accuracy and wired to
+`python -m fastconv train-lenet | train-1d | train-3d`; and the pretrained and edge
+programs: `classify` (EfficientNet-Lite0 on photos), `edges` (the course's edge maps) and
+`learn_edges` (gradient descent recovers the Sobel kernel), wired to
+`python -m fastconv classify | edges | learn-edges`.
 
-They need the `examples` extra (scikit-learn for the digits, matplotlib for the plots).
+They need the `examples` extra (scikit-learn for the digits, matplotlib for the plots,
+scikit-image for the photos); `classify` needs the `pretrained` extra.
 """

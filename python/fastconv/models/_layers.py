@@ -40,6 +40,12 @@ def normal_(param: Tensor, std: float) -> None:
     param.data[...] = values
 
 
+def uniform_(param: Tensor, bound: float) -> None:
+    """U(-bound, bound) (torch.nn.init.uniform_(-bound, bound))."""
+    values = _random.generator().uniform(-bound, bound, param.data.shape)
+    param.data[...] = values
+
+
 def trunc_normal_(param: Tensor, std: float, a: float = -2.0, b: float = 2.0) -> None:
     """N(0, std) redrawn outside [a, b] (absolute bounds, as torch's; with std 0.01 they
     never bind, but keep the definition honest)."""

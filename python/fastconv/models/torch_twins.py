@@ -264,6 +264,76 @@ class TorchConvNet3d(tnn.Module):
         return self.fc(self.dropout(torch.flatten(self.avgpool(self.features(x)), 1)))
 
 
+class TorchSameConv2d(tnn.Conv2d):
+    """Bias-free Conv2d padded as TensorFlow's SAME (fastconv's padding="same"): output
+    ceil(n / stride), the odd pixel of padding after the image. Stride 1 with an odd kernel
+    is symmetric and uses the conv's own padding; a stride pads explicitly first."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride,
+                         kernel_size // 2 if stride == 1 else 0, groups=groups, bias=False)
+
+    def forward(self, x):
+        if self.stride == (1, 1):
+            return super().forward(x)
+        pads = []
+        for n, k, s in zip(reversed(x.shape[2:]), reversed(self.kernel_size),
+                           reversed(self.stride)):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(torch.nn.functional.pad(x, pads))
+
+
+class TorchMBConvBlock(tnn.Module):
+    def __init__(self, c_in, c_out, kernel, stride, expand):
+        super().__init__()
+        mid = c_in * expand
+        if expand != 1:
+            self._expand_conv = TorchSameConv2d(c_in, mid, 1)
+            self._bn0 = tnn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._depthwise_conv = TorchSameConv2d(mid, mid, kernel, stride, groups=mid)
+        self._bn1 = tnn.BatchNorm2d(mid, eps=1e-3, momentum=0.01)
+        self._project_conv = TorchSameConv2d(mid, c_out, 1)
+        self._bn2 = tnn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01)
+        self._relu6 = tnn.ReLU6(inplace=True)
+        self.expand = expand != 1
+        self.id_skip = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        out = self._relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        out = self._relu6(self._bn1(self._depthwise_conv(out)))
+        out = self._bn2(self._project_conv(out))
+        return out + x if self.id_skip else out
+
+
+class TorchEfficientNetLite0(tnn.Module):
+    # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage
+    STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40),
+              (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
+              (1, 3, 1, 6, 192, 320))
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = TorchSameConv2d(3, 32, 3, 2)
+        self._bn0 = tnn.BatchNorm2d(32, eps=1e-3, momentum=0.01)
+        self._blocks = tnn.ModuleList(
+            TorchMBConvBlock(c_in if i == 0 else c_out, c_out, k, s if i == 0 else 1, e)
+            for r, k, s, e, c_in, c_out in self.STAGES for i in range(r))
+        self._conv_head = TorchSameConv2d(320, 1280, 1)
+        self._bn1 = tnn.BatchNorm2d(1280, eps=1e-3, momentum=0.01)
+        self._relu6 = tnn.ReLU6(inplace=True)
+        self._avg_pooling = tnn.AdaptiveAvgPool2d(1)
+        self._dropout = tnn.Dropout(0.2)
+        self._fc = tnn.Linear(1280, 1000)
+
+    def forward(self, x):
+        x = self._relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = self._relu6(self._bn1(self._conv_head(x)))
+        return self._fc(self._dropout(torch.flatten(self._avg_pooling(x), 1)))
+
+
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512,
          "M"]
 
@@ -278,4 +348,5 @@ TWINS: Dict[str, Callable[[], tnn.Module]] = {
     "googlenet": TorchGoogLeNet,
     "nin": torch_nin,
     "convnet3d": TorchConvNet3d,
+    "efficientnet_lite0": TorchEfficientNetLite0,
 }

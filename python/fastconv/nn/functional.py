@@ -19,9 +19,9 @@ from ..ops.conv import ConvPlan, conv_plan, flipped
 from ..ops.pool import PoolPlan, pool_plan
 from ..tensor import Tensor, is_grad_enabled, normalize_dims
 
-__all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "sigmoid", "tanh", "softmax",
-           "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout", "batch_norm",
-           "local_response_norm", "flatten", "concat", "cat", "pad"]
+__all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "relu6", "sigmoid", "tanh",
+           "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout",
+           "batch_norm", "local_response_norm", "flatten", "concat", "cat", "pad"]
 
 
 def _tensor(op: str, name: str, value: Any, optional: bool = False) -> Optional[Tensor]:
@@ -153,6 +153,22 @@ def relu(x: Any, inplace: bool = False) -> Tensor:
     for backward (no_grad, or x needs no gradient), x's data is overwritten and x returned,
     saving a full-size allocation per layer in inference; otherwise a new Tensor."""
     return _tensor("relu", "x", x).relu(inplace)
+
+
+def relu6(x: Any, inplace: bool = False) -> Tensor:
+    """min(max(x, 0), 6) elementwise (NaN stays NaN), as torch.nn.functional.relu6; the
+    gradient passes where 0 < x < 6 (torch's hardtanh rule). `inplace` as in relu: x's data
+    is overwritten only when nothing is recorded for backward."""
+    x = _tensor("relu6", "x", x)
+    xp = array_module(x.data)
+    data = x.data
+    if not (is_grad_enabled() and x.requires_grad):
+        if inplace:
+            xp.clip(data, 0, 6, out=data)
+            return x
+        return Tensor(xp.clip(data, 0, 6))
+    mask = (data > 0) & (data < 6)
+    return Tensor._make(xp.clip(data, 0, 6), [x], lambda g: (g * mask,), "relu6")
 
 
 def sigmoid(x: Any) -> Tensor:

@@ -1,4 +1,5 @@
-"""Saving and loading state dicts: `.npz`, `.safetensors`, and reading torch `.pth` files.
+"""Saving and loading state dicts: `.npz`, `.safetensors`, and reading torch `.pth` files
+(without torch, through fastconv.nn.torch_format).
 
 A state dict here is a mapping of str keys to NumPy arrays, as `Module.state_dict()`
 returns; the format follows the file's suffix.
@@ -14,6 +15,7 @@ from typing import Dict, Mapping, Union
 import numpy as np
 
 from .modules import Module
+from .torch_format import load_torch
 
 __all__ = ["load", "save"]
 
@@ -53,8 +55,9 @@ def save(state: Union[Module, Mapping[str, np.ndarray]], path: PathLike) -> None
 
 def load(path: PathLike) -> Dict[str, np.ndarray]:
     """Read a state dict: `.npz`, `.safetensors`, or a torch `.pth`/`.pt` file of tensors
-    (torchvision weights), the latter through `torch.load(weights_only=True)`, so it needs
-    torch. Returns {key: NumPy array} in the file's order."""
+    (torchvision weights, torch.save(model.state_dict())), the latter without torch through
+    `fastconv.nn.load_torch` (which also reads whole checkpoints: nested dicts, numbers).
+    Returns {key: NumPy array} in the file's order."""
     suffix = _suffix(path)
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
@@ -71,27 +74,19 @@ def load(path: PathLike) -> Dict[str, np.ndarray]:
             order = list(arrays)
         return {key: arrays[key] for key in order}
     if suffix in (".pth", ".pt"):
-        return _load_torch(path)
+        return _state_dict(load_torch(path), path)
     raise ValueError(f"load: cannot tell the format of {str(path)!r}: expected .npz, "
                      f".safetensors, .pth or .pt")
 
 
-def _load_torch(path: PathLike) -> Dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(f"load: reading {str(path)!r} needs PyTorch (pip install torch); "
-                          f"or convert it once to .safetensors where torch is installed"
-                          ) from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"load: {str(path)!r} holds a {type(state).__name__}, not a state "
+def _state_dict(obj: object, path: PathLike) -> Dict[str, np.ndarray]:
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"load: {str(path)!r} holds a {type(obj).__name__}, not a state "
                          f"dict of tensors")
-    out = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
+    for key, value in obj.items():
+        if not isinstance(value, np.ndarray):
             raise ValueError(f"load: {str(path)!r} entry {key!r} is a "
                              f"{type(value).__name__}, not a tensor (a checkpoint wrapping "
-                             f"the state dict? load it with torch and pick the state dict)")
-        out[key] = value.detach().cpu().numpy()
-    return out
+                             f"the state dict? read it with fastconv.nn.load_torch and pick "
+                             f"the state dict)")
+    return {str(key): value for key, value in obj.items()}

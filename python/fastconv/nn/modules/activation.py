@@ -1,4 +1,4 @@
-"""Elementwise activation layers: ReLU, Sigmoid, Tanh, Softmax."""
+"""Elementwise activation layers: ReLU, ReLU6, Sigmoid, Tanh, Softmax."""
 
 from __future__ import annotations
 
@@ -18,6 +18,18 @@ class ReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x, inplace=self.inplace)
+
+
+class ReLU6(Module):
+    """min(max(x, 0), 6) elementwise, any shape (MobileNet's and EfficientNet-Lite's
+    activation); `inplace` as in ReLU."""
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu6(x, inplace=self.inplace)
 
 
 class Sigmoid(Module):

@@ -6,10 +6,10 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..._backend import channel_affine
+from ..._backend import array_module, channel_affine
 from ...tensor import Parameter, Tensor
 from .. import functional as F
-from .activation import ReLU
+from .activation import ReLU, ReLU6
 from .module import Module, check_rank, runs_plain
 
 
@@ -66,12 +66,13 @@ class BatchNormNd(Module):
                      activation: Optional["Module"] = None) -> Tensor:
         """activation(self(x) + residual), residual and activation optional: in inference
         on NumPy float arrays (eval mode, running statistics, nothing recorded, no forward
-        hooks on self or activation, an nn.ReLU activation) one pass over x, whose results
-        are bitwise those of the separate ops; otherwise the ops one after another."""
+        hooks on self or activation, an nn.ReLU or nn.ReLU6 activation) one pass over x
+        (ReLU6 adds an in-place cap at 6), whose results are bitwise those of the separate
+        ops; otherwise the ops one after another."""
         fusable = (runs_plain(x, self.weight, self.bias, residual) and not self.training
                    and self.running_mean is not None and not self._forward_hooks
                    and x.ndim >= 2 and x.shape[1] == self.num_features
-                   and (activation is None or (type(activation) is ReLU
+                   and (activation is None or (type(activation) in (ReLU, ReLU6)
                                                and not activation._forward_hooks))
                    and (residual is None or (type(residual.data) is type(x.data)
                                              and residual.shape == x.shape
@@ -84,9 +85,11 @@ class BatchNormNd(Module):
         check_rank(x, self.ranks, self.what)
         scale, shift = F.batch_norm_scale_shift(self.running_mean, self.running_var,
                                                 self.weight, self.bias, self.eps, x.dtype)
-        return Tensor(channel_affine(x.data, scale, shift,
-                                     None if residual is None else residual.data,
-                                     activation is not None))
+        out = channel_affine(x.data, scale, shift, None if residual is None else residual.data,
+                             activation is not None)
+        if type(activation) is ReLU6:
+            array_module(out).minimum(out, 6, out=out)
+        return Tensor(out)
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
