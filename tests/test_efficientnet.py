@@ -224,7 +224,7 @@ def test_classify_command(capsys) -> None:
 
 def test_bench_rows(monkeypatch) -> None:
     """The bench table's efficientnet rows run (tiny input here) and compare with the twin."""
-    from fastconv import bench_models
+    from fastconv.bench import models as bench_models
 
     assert bench_models.MODELS["efficientnet_lite0"][0] == (1, 3, 224, 224)
     assert bench_models.MODELS["efficientnet_lite0:b8"][0] == (8, 3, 224, 224)
