@@ -17,7 +17,6 @@
 #include <numeric>
 #include <optional>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include "fastconv/bindings.hpp"
@@ -37,11 +36,7 @@ template <typename T>
 const BoxSweepFns<T>& selected_sweeps() {
   static const BoxSweeps& sweeps = for_cpu_path(avx512::box_sweeps, avx2::box_sweeps,
                                                 baseline::box_sweeps)();
-  if constexpr (std::is_same_v<T, float>) {
-    return sweeps.f32;
-  } else {
-    return sweeps.f64;
-  }
+  return of_dtype<T>(sweeps);
 }
 
 // (N, 4) with N >= 0; returns N.

@@ -137,11 +137,7 @@ template <typename T>
 const PoolRowKernels<T>& row_kernels() {
   static const PoolRows& rows = for_cpu_path(avx512::pool_rows, avx2::pool_rows,
                                              baseline::pool_rows)();
-  if constexpr (std::is_same_v<T, float>) {
-    return rows.f32;
-  } else {
-    return rows.f64;
-  }
+  return of_dtype<T>(rows);
 }
 
 // Index of the row kernel for the last dim's stride: 1 and 2 have vector paths, 0 stands

@@ -254,6 +254,23 @@ NmsArgs nms_args(const char* op, py::handle boxes, py::handle scores,
   return a;
 }
 
+// Runs the NMS pipeline of `a` (its dtype's kernels) into keep_ptr, then
+// then(boxes, status words on the device) while the temporary memory is still held.
+template <typename Then>
+void run_nms(const NmsArgs& a, const NmsParams& p, int64_t limit, int64_t* keep_ptr,
+             py::object alloc, cudaStream_t stream, Then&& then) {
+  dispatch_float(a.boxes, "boxes", [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = input_ptr<T>(a.boxes, "boxes");
+    const T* s = input_ptr<T>(a.scores, "scores");
+    const int64_t* lab = a.labels ? static_cast<const int64_t*>(a.labels->data) : nullptr;
+    Workspace ws(alloc);
+    long long* dev_status = ws.get<long long>(kStatusWords);
+    nms_launch<T>(ws, b, s, lab, a.n, p, limit, keep_ptr, dev_status, stream);
+    then(b, dev_status);
+  });
+}
+
 // The variable-length result: one device->host read of (validation flags, count).
 py::object nms_result(const char* op, const NmsArgs& a, const NmsParams& p, py::object alloc,
                       uintptr_t stream_handle) {
@@ -266,14 +283,7 @@ py::object nms_result(const char* op, const NmsArgs& a, const NmsParams& p, py::
   const DeviceArray keep_arr = device_array(keep, "keep");
   int64_t* keep_ptr = static_cast<int64_t*>(keep_arr.data);
   long long status[kStatusWords] = {};
-  dispatch_float(a.boxes, "boxes", [&](auto zero) {
-    using T = decltype(zero);
-    const T* b = input_ptr<T>(a.boxes, "boxes");
-    const T* s = input_ptr<T>(a.scores, "scores");
-    const int64_t* lab = a.labels ? static_cast<const int64_t*>(a.labels->data) : nullptr;
-    Workspace ws(alloc);
-    long long* dev_status = ws.get<long long>(kStatusWords);
-    nms_launch<T>(ws, b, s, lab, n, p, limit, keep_ptr, dev_status, stream);
+  run_nms(a, p, limit, keep_ptr, alloc, stream, [&](const auto* b, long long* dev_status) {
     read_status(dev_status, status, kStatusWords, stream);
     if (status[kBadBox] < n) raise_box_row(op, "boxes", b, status[kBadBox], stream);
     FC_CHECK(status[kNanScore] >= n, op, ": scores has NaN at index ", status[kNanScore]);
@@ -299,14 +309,7 @@ void nms_fixed_result(const char* op, const NmsArgs& a, const NmsParams& p, py::
     // All ones: -1 in every slot not written below.
     FC_CUDA_CHECK(cudaMemsetAsync(keep_ptr, 0xff, static_cast<size_t>(capacity) * 8, stream));
   }
-  dispatch_float(a.boxes, "boxes", [&](auto zero) {
-    using T = decltype(zero);
-    const T* b = input_ptr<T>(a.boxes, "boxes");
-    const T* s = input_ptr<T>(a.scores, "scores");
-    const int64_t* lab = a.labels ? static_cast<const int64_t*>(a.labels->data) : nullptr;
-    Workspace ws(alloc);
-    long long* dev_status = ws.get<long long>(kStatusWords);
-    nms_launch<T>(ws, b, s, lab, n, p, limit, keep_ptr, dev_status, stream);
+  run_nms(a, p, limit, keep_ptr, alloc, stream, [&](const auto*, long long* dev_status) {
     StreamLauncher{stream}(&finalize_fixed_kernel, blocks_for(std::max<int64_t>(1, capacity)),
                            dev_status, n, keep_ptr, capacity, count_ptr);
   });

@@ -15,9 +15,23 @@ import fastconv as fc
 from fastconv import _cpu
 from fastconv import reference as ref
 from _cases import (BOX_FORMATS as FORMATS, BOX_SIZES as SIZES, assert_indices, clustered_boxes,
-                    cp, gpu, host, random_boxes, random_scores, scalar_type)
+                    cp, cpu_and_cuda, gpu, host, random_boxes, random_scores, scalar_type)
 
 DTYPES = [np.float32, np.float64]
+NMS_SIZES = SIZES + [63, 64, 65, 127, 128, 129, 1000, 3000]
+
+
+def nms_on(device, boxes, scores, thr, st=None, mo=None, labels=None):
+    """nms (batched_nms when labels are given) on `device`; a GPU result must also equal
+    the CPU's, in both its variable-length and its fixed-size form."""
+    call = fc.nms if labels is None else fc.batched_nms
+    args = (boxes, scores) + (() if labels is None else (labels,))
+    cpu = call(*args, thr, score_threshold=st, max_output=mo)
+    if device == "cpu":
+        return cpu
+    got = gpu_nms(boxes, scores, thr, st, mo, labels=labels)
+    assert_indices(got, cpu)
+    return got
 
 
 # ----------------------------------------------------------------------------------------
@@ -185,10 +199,11 @@ def test_box_convert_round_trip_and_copy():
 # nms
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", NMS_SIZES)
 @pytest.mark.parametrize("clustered", [False, True])
-def test_nms_matches_reference(dtype, n, clustered):
+def test_nms_matches_reference(device, dtype, n, clustered):
     rng = np.random.default_rng(100 + n + clustered)
     boxes = (clustered_boxes if clustered else random_boxes)(rng, n, dtype)
     scores = random_scores(rng, n, dtype)
@@ -196,7 +211,7 @@ def test_nms_matches_reference(dtype, n, clustered):
         thr = float(rng.uniform(0.05, 0.95))
         st = None if rng.random() < 0.5 else float(rng.uniform(0, 0.5))
         mo = None if rng.random() < 0.5 else int(rng.integers(0, n + 3))
-        got = fc.nms(boxes, scores, thr, score_threshold=st, max_output=mo)
+        got = nms_on(device, boxes, scores, thr, st, mo)
         assert_indices(got, ref.nms(boxes, scores, thr, st, mo))
         if n <= 50:
             assert_indices(got, py_nms(boxes, scores, thr, st, mo))
@@ -325,10 +340,11 @@ def test_nms_deterministic_and_huge_float64():
 # batched_nms
 # ----------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", NMS_SIZES)
 @pytest.mark.parametrize("num_labels", [1, 3, 40])
-def test_batched_nms_matches_reference(dtype, n, num_labels):
+def test_batched_nms_matches_reference(device, dtype, n, num_labels):
     rng = np.random.default_rng(n * 10 + num_labels)
     boxes = clustered_boxes(rng, n, dtype)
     scores = random_scores(rng, n, dtype)
@@ -337,7 +353,7 @@ def test_batched_nms_matches_reference(dtype, n, num_labels):
         thr = float(rng.uniform(0.1, 0.9))
         st = None if rng.random() < 0.5 else float(rng.uniform(0, 0.5))
         mo = None if rng.random() < 0.5 else int(rng.integers(0, n + 3))
-        got = fc.batched_nms(boxes, scores, labels, thr, score_threshold=st, max_output=mo)
+        got = nms_on(device, boxes, scores, thr, st, mo, labels)
         assert_indices(got, ref.batched_nms(boxes, scores, labels, thr, st, mo))
         if n <= 50:
             assert_indices(got, py_batched_nms(boxes, scores, labels, thr, st, mo))
@@ -574,9 +590,6 @@ def test_cpu_module_rejects_bad_arguments_directly():
 # ----------------------------------------------------------------------------------------
 
 # Sizes around the 64-box mask words and tiles, and past one greedy block's 256 threads.
-NMS_SIZES = SIZES + [63, 64, 65, 127, 128, 129, 1000, 3000]
-
-
 def gpu_nms(boxes, scores, thr, st=None, mo=None, labels=None):
     """The GPU result (variable length), checked against the fixed-size form when possible."""
     args = (gpu(boxes), gpu(scores)) + (() if labels is None else (gpu(labels),))
@@ -596,16 +609,13 @@ def gpu_nms(boxes, scores, thr, st=None, mo=None, labels=None):
 
 
 def check_nms(boxes, scores, thr, st=None, mo=None):
-    got = gpu_nms(boxes, scores, thr, st, mo)
-    assert_indices(got, fc.nms(boxes, scores, thr, score_threshold=st, max_output=mo))
+    got = nms_on("cuda", boxes, scores, thr, st, mo)
     assert_indices(got, ref.nms(boxes, scores, thr, st, mo))
     return got
 
 
 def check_batched(boxes, scores, labels, thr, st=None, mo=None):
-    got = gpu_nms(boxes, scores, thr, st, mo, labels=labels)
-    assert_indices(got, fc.batched_nms(boxes, scores, labels, thr, score_threshold=st,
-                                       max_output=mo))
+    got = nms_on("cuda", boxes, scores, thr, st, mo, labels)
     assert_indices(got, ref.batched_nms(boxes, scores, labels, thr, st, mo))
     return got
 
@@ -656,24 +666,6 @@ def test_cuda_box_convert_gpu_equals_cpu(dtype, n, in_fmt, out_fmt):
 # ----------------------------------------------------------------------------------------
 # nms
 # ----------------------------------------------------------------------------------------
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", NMS_SIZES)
-@pytest.mark.parametrize("clustered", [False, True])
-def test_cuda_nms_gpu_equals_cpu(dtype, n, clustered):
-    rng = np.random.default_rng(100 + n + clustered)
-    boxes = (clustered_boxes if clustered else random_boxes)(rng, n, dtype)
-    scores = random_scores(rng, n, dtype)
-    for _ in range(3):
-        thr = float(rng.uniform(0.05, 0.95))
-        st = None if rng.random() < 0.5 else float(rng.uniform(0, 0.5))
-        mo = None if rng.random() < 0.5 else int(rng.integers(0, n + 3))
-        got = check_nms(boxes, scores, thr, st, mo)
-        iou = fc.box_iou(boxes[got], boxes[got])
-        np.fill_diagonal(iou, 0)
-        assert not (iou >= scalar_type(dtype)(thr)).any()
-
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -766,22 +758,6 @@ def test_cuda_nms_matches_torchvision(dtype):
 # ----------------------------------------------------------------------------------------
 # batched_nms
 # ----------------------------------------------------------------------------------------
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", NMS_SIZES)
-@pytest.mark.parametrize("num_labels", [1, 3, 40])
-def test_cuda_batched_nms_gpu_equals_cpu(dtype, n, num_labels):
-    rng = np.random.default_rng(n * 10 + num_labels)
-    boxes = clustered_boxes(rng, n, dtype)
-    scores = random_scores(rng, n, dtype)
-    labels = rng.integers(-5, num_labels - 5, n)
-    for _ in range(2):
-        thr = float(rng.uniform(0.1, 0.9))
-        st = None if rng.random() < 0.5 else float(rng.uniform(0, 0.5))
-        mo = None if rng.random() < 0.5 else int(rng.integers(0, n + 3))
-        check_batched(boxes, scores, labels, thr, st, mo)
-
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES)

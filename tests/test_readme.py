@@ -14,7 +14,7 @@ def test_readme_examples_run(capsys: pytest.CaptureFixture, tmp_path: Path,
                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the examples write files
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     for code in blocks:
         exec(compile(code, str(README), "exec"), {})
     printed = capsys.readouterr().out

@@ -244,14 +244,6 @@ def kernels(device: str) -> Any:
     return _CUDA_KERNELS if device == "cuda" else _cpu
 
 
-def cuda_set_conv_path(path: str) -> None:
-    """Force one CUDA convolution path ("auto", "gemm", "gemm_wide", "gemm_large",
-    "direct"), for tests and the sanitizer driver."""
-    from . import _cuda  # type: ignore[attr-defined]
-
-    _cuda._set_conv_path(path)
-
-
 # ----------------------------------------------------------------------------- plans
 
 

@@ -28,6 +28,16 @@ Fn for_cpu_path(Fn avx512_build, Fn avx2_build, Fn baseline_build) {
   }
 }
 
+// The float32 or float64 half (`.f32`, `.f64`) of a kernel table, by T.
+template <typename T, typename Table>
+const auto& of_dtype(const Table& table) {
+  if constexpr (sizeof(T) == sizeof(float)) {
+    return table.f32;
+  } else {
+    return table.f64;
+  }
+}
+
 }  // namespace fastconv
 
 // Declares `declaration` (one entry point of a SIMD family) in every instruction-set
