@@ -50,6 +50,22 @@ py::dict build_info() {
   return info;
 }
 
+// FASTCONV_CUDA_SYNC's check after each call: waits for `stream` and raises RuntimeError
+// naming `op` if anything on it failed (an illegal address inside a kernel, say).
+void check_stream(uintptr_t stream, const std::string& op) {
+  cudaError_t err = cudaSuccess;
+  {
+    py::gil_scoped_release release;
+    err = cudaStreamSynchronize(fastconv::cuda::as_stream(stream));
+  }
+  if (err == cudaSuccess) err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(op + ": a CUDA kernel failed: " + cudaGetErrorName(err) + " (" +
+                             cudaGetErrorString(err) + "); the CUDA context may be unusable "
+                             "from here on");
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -60,6 +76,8 @@ PYBIND11_MODULE(_cuda, m) {
   fastconv::cuda::bind_boxes(m);
   m.def("device_status", &device_status,
         "(number of CUDA devices, reason when there are none); never raises.");
+  m.def("check_stream", &check_stream, py::arg("stream"), py::arg("op"),
+        "Synchronize `stream` and raise RuntimeError naming `op` if a kernel on it failed.");
   m.def("build_info", &build_info,
         "CUDA runtime and nvcc versions, target architectures, driver and devices.");
 }

@@ -79,11 +79,19 @@ def test_gpu_check_builds_first_unless_told_not_to(tmp_path: Path) -> None:
     implied = _run_script("--dry-run", "sanitize", OUT=str(tmp_path))
     assert "[build]" in implied.stdout and "[memcheck]" in implied.stdout
     assert "--tool racecheck" in implied.stdout and "--only nms,pool_backward" in implied.stdout
+    assert "--conv-paths gemm_large,direct" in implied.stdout
     assert "--error-exitcode 1" in implied.stdout
     skipped = _run_script("--dry-run", "--no-build", "sanitize", OUT=str(tmp_path))
     assert "[build]" not in skipped.stdout and "[synccheck]" in skipped.stdout
     fallback = _run_script("--dry-run", "build", OUT=str(tmp_path), GPU_CHECK_BUILD="dev")
     assert "tools/dev_build.sh" in fallback.stdout
+
+
+def test_gpu_check_syncs_every_gpu_call_in_tests_and_sanitizers(tmp_path: Path) -> None:
+    out = _run_script("--dry-run", "--no-build", "test", "sanitize", OUT=str(tmp_path)).stdout
+    assert "export FASTCONV_CUDA_SYNC=1" in out and "-m cuda -x" in out
+    env = _run_script("--dry-run", "env", OUT=str(tmp_path)).stdout
+    assert "driver_version" in env and "580" in env
 
 
 def test_gpu_check_rejects_unknown_steps(tmp_path: Path) -> None:
@@ -133,6 +141,13 @@ def test_sanitize_driver_covers_every_gpu_op() -> None:
         assert any(n.startswith("conv_") and suffix in n for n in names), suffix
     racecheck = sanitize.select(sanitize.all_cases(), "nms,pool_backward")
     assert racecheck and {c.group for c in racecheck} == {"nms", "pool_backward"}
+    # Every conv case runs on every CUDA path, the large tiles and direct kernels forced.
+    for path in sanitize.CONV_PATHS:
+        assert any(n.startswith("conv_2d") and n.endswith(f"@{path}") for n in names), path
+    tiles = sanitize.select(sanitize.all_cases(), "conv,conv_backward", "gemm_large,direct")
+    assert tiles and {c.conv_path for c in tiles} == {"gemm_large", "direct"}
+    with pytest.raises(SystemExit, match="no such path"):
+        sanitize.select(sanitize.all_cases(), None, "fastest")
     with pytest.raises(SystemExit, match="matches no group"):
         sanitize.select(sanitize.all_cases(), "nms,bogus")
 

@@ -5,16 +5,18 @@
 # Usage (from anywhere; it works in the repository root):
 #   tools/gpu_check.sh [-n|--dry-run] [--no-build] [STEP...]
 # Steps, run in this order whatever order they are given in (default: all but initcheck):
-#   env        nvidia-smi, nvcc, compute-sanitizer, python/numpy/cupy/torch versions
+#   env        nvidia-smi (and a driver of R580 or newer, which the static CUDA 13 runtime
+#              needs), nvcc, compute-sanitizer, python/numpy/cupy/torch versions
 #   build      FASTCONV_CUDA=ON pip install --no-build-isolation --no-deps --no-index -v .
 #              (falls back to tools/dev_build.sh + PYTHONPATH=python when scikit-build-core
 #              or pybind11 is missing; GPU_CHECK_BUILD=pip|dev forces one)
 #   info       python -m fastconv info; fails unless fastconv.cuda.is_available()
-#   test       pytest -m cuda (junit to $OUT/junit_cuda.xml; fails if any cuda test was
-#              skipped for want of a GPU), then the rest of the suite (-x -q, xdist when
+#   test       FASTCONV_CUDA_SYNC=1 pytest -m cuda -x (junit to $OUT/junit_cuda.xml; fails if
+#              any cuda test was skipped for want of a GPU), then the rest of the suite (-x -q, xdist when
 #              present; without the CPU-only training examples and whole-model tests)
-#   sanitize   compute-sanitizer memcheck over tools/gpu_sanitize.py (every GPU op, checked
-#              against the CPU), racecheck and synccheck over its NMS and pool-backward cases
+#   sanitize   compute-sanitizer memcheck over tools/gpu_sanitize.py (every GPU op on every
+#              forced conv path, checked against the CPU), racecheck and synccheck over its
+#              NMS, pool-backward and conv cases on the gemm_large and direct paths
 #   initcheck  compute-sanitizer initcheck over every case (uninitialized device reads);
 #              not in the default set
 #   bench      python -m fastconv bench --gpu --json $OUT/bench_gpu.json (more flags, e.g.
@@ -170,6 +172,12 @@ step_env() {
 rc=0
 uname -a; nproc; free -g
 nvidia-smi || rc=1
+# fastconv._cuda links the CUDA 13 runtime statically: it needs driver R580 or newer.
+driver=\$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2> /dev/null | head -n 1)
+if [ \"\${driver%%.*}\" -lt 580 ] 2> /dev/null; then
+  echo \"driver \$driver is older than R580, which the CUDA 13 runtime of fastconv._cuda needs\"
+  rc=1
+fi
 nvcc --version || rc=1
 compute-sanitizer --version || rc=1
 cmake --version || rc=1
@@ -247,8 +255,11 @@ step_test() {
     per_test="--timeout=${GPU_CHECK_TEST_TIMEOUT:-120}"
   fi
   # A cuda-marked test skipped here means the GPU went unused: that is a failure.
+  # FASTCONV_CUDA_SYNC=1 and -x: a fault inside a kernel fails the test that caused it and
+  # stops there, instead of poisoning the tests after it.
   check test_cuda 240 "
-$PY -m pytest -m cuda -q -p no:cacheprovider $per_test --junitxml='$OUT/junit_cuda.xml' tests/
+export FASTCONV_CUDA_SYNC=1
+$PY -m pytest -m cuda -x -q -p no:cacheprovider $per_test --junitxml='$OUT/junit_cuda.xml' tests/
 rc=\$?
 $PY - '$OUT/junit_cuda.xml' <<'PY' || exit 1
 import sys, xml.etree.ElementTree as ET
@@ -279,12 +290,16 @@ $PY -m pytest -x -q -p no:cacheprovider $xdist $per_test -m 'not cuda' \\
 # compute-sanitizer over the Python driver. The driver disables CuPy's memory pool so each
 # array is its own allocation and memcheck sees accesses past its end.
 SANITIZER="compute-sanitizer --error-exitcode 1 --print-limit 50 --target-processes all"
+# The kernels with shared memory and barriers, for racecheck and synccheck: NMS, the
+# pooling adjoints, and the convolutions' largest double-buffered tiles and direct kernels.
+SHARED_MEMORY_CASES="--only nms,pool_backward,conv,conv_backward --conv-paths gemm_large,direct"
 
 step_sanitize() {
+  export FASTCONV_CUDA_SYNC=1
   check memcheck 240 "$SANITIZER --tool memcheck $PY tools/gpu_sanitize.py"
   check racecheck 150 \
-    "$SANITIZER --tool racecheck --racecheck-report all $PY tools/gpu_sanitize.py --only nms,pool_backward"
-  check synccheck 120 "$SANITIZER --tool synccheck $PY tools/gpu_sanitize.py --only nms,pool_backward"
+    "$SANITIZER --tool racecheck --racecheck-report all $PY tools/gpu_sanitize.py $SHARED_MEMORY_CASES"
+  check synccheck 120 "$SANITIZER --tool synccheck $PY tools/gpu_sanitize.py $SHARED_MEMORY_CASES"
 }
 
 step_initcheck() {

@@ -5,7 +5,7 @@ Written to run under compute-sanitizer (tools/gpu_check.sh does):
 
     compute-sanitizer --tool memcheck --error-exitcode 1 python tools/gpu_sanitize.py
     compute-sanitizer --tool racecheck --error-exitcode 1 python tools/gpu_sanitize.py \
-        --only nms,pool_backward
+        --only nms,pool_backward,conv,conv_backward --conv-paths gemm_large,direct
 
 so the shapes are small (a sanitizer slows kernels 10-100x) but odd-sized, multi-channel,
 grouped and padded, to reach the boundary paths of every kernel. CuPy's memory pool is
@@ -43,6 +43,14 @@ class Case:
     group: str
     name: str
     build: Callable[[np.random.Generator], "Problem"]
+    # Convolutions run once per CUDA kernel path, forced (see CONV_PATHS); None elsewhere.
+    conv_path: Optional[str] = None
+
+
+# The CUDA convolution paths: the automatic choice, the 64x64, 64x128 and 128x128 implicit
+# GEMM tiles and the direct kernels. Small shapes all resolve to the 64x64 tiles or the
+# direct kernels on their own, so the others are forced.
+CONV_PATHS = ("auto", "gemm", "gemm_wide", "gemm_large", "direct")
 
 
 @dataclass
@@ -126,9 +134,13 @@ def _conv_cases(dtype: Any) -> List[Case]:
             # Each dw element sums over N and every output position.
             return Problem((x, dy), call, call, int(np.prod((y_shape[0],) + y_shape[2:])) + 1)
 
-        cases += [Case("conv", f"conv_{name}{suffix}", fwd),
-                  Case("conv_backward", f"conv_backward_input_{name}{suffix}", bwd_input),
-                  Case("conv_backward", f"conv_backward_weight_{name}{suffix}", bwd_weight)]
+        for path in CONV_PATHS:
+            cases += [
+                Case("conv", f"conv_{name}{suffix}@{path}", fwd, path),
+                Case("conv_backward", f"conv_backward_input_{name}{suffix}@{path}", bwd_input,
+                     path),
+                Case("conv_backward", f"conv_backward_weight_{name}{suffix}@{path}", bwd_weight,
+                     path)]
     return cases
 
 
@@ -412,9 +424,18 @@ class Device:
         cupy.cuda.set_pinned_memory_allocator(None)
         self.stream = cupy.cuda.Stream(non_blocking=True)
 
-    def run(self, problem: Problem) -> List[np.ndarray]:
+    def run(self, problem: Problem, conv_path: Optional[str] = None) -> List[np.ndarray]:
         if self.cpu:
             return [np.array(p) for p in _parts(problem.call(*problem.inputs))]
+        from fastconv import _cuda
+
+        previous = _cuda._set_conv_path(conv_path or "auto")
+        try:
+            return self._run_on_gpu(problem)
+        finally:
+            _cuda._set_conv_path(previous)
+
+    def _run_on_gpu(self, problem: Problem) -> List[np.ndarray]:
         cupy = self.cupy
         with self.stream:
             dev = tuple(cupy.asarray(a) if isinstance(a, np.ndarray) else a
@@ -436,7 +457,7 @@ def run_case(case: Case, device: Device, seed: int) -> str:
         expected = problem.call(*problem.inputs)
     except (ValueError, TypeError) as cpu_error:
         try:
-            device.run(problem)
+            device.run(problem, case.conv_path)
         except type(cpu_error):
             return ""
         except Exception as exc:  # noqa: BLE001 - reported, not hidden
@@ -446,12 +467,21 @@ def run_case(case: Case, device: Device, seed: int) -> str:
     magnitude = None
     if problem.magnitude is not None:
         magnitude = problem.magnitude(*_abs_inputs(problem.inputs))
-    got = device.run(problem)
+    got = device.run(problem, case.conv_path)
     return compare(got, expected, magnitude, problem.terms)
 
 
-def select(cases: Sequence[Case], only: Optional[str]) -> List[Case]:
-    """Cases whose group or name prefix is in the comma list `only` (all when None)."""
+def select(cases: Sequence[Case], only: Optional[str],
+           conv_paths: Optional[str] = None) -> List[Case]:
+    """Cases whose group or name prefix is in the comma list `only` (all when None), the
+    convolutions only on the comma list `conv_paths` of CUDA paths (all when None)."""
+    if conv_paths:
+        paths = [p.strip() for p in conv_paths.split(",") if p.strip()]
+        unknown = [p for p in paths if p not in CONV_PATHS]
+        if unknown:
+            raise SystemExit(f"gpu_sanitize: --conv-paths {','.join(unknown)}: no such path; "
+                             f"paths: {', '.join(CONV_PATHS)}")
+        cases = [c for c in cases if c.conv_path is None or c.conv_path in paths]
     if not only:
         return list(cases)
     wanted = [w.strip() for w in only.split(",") if w.strip()]
@@ -469,12 +499,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--only", metavar="LIST",
                         help=f"comma list of groups ({', '.join(GROUPS)}) or case-name "
                              "prefixes; default: every case")
+    parser.add_argument("--conv-paths", metavar="LIST",
+                        help=f"comma list of CUDA conv paths ({', '.join(CONV_PATHS)}) the "
+                             "conv cases run on; default: every path")
     parser.add_argument("--list", action="store_true", help="print the cases and exit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cpu-dry-run", action="store_true",
                         help="run both sides on the CPU (checks this script, not kernels)")
     args = parser.parse_args(argv)
-    cases = select(all_cases(), args.only)
+    cases = select(all_cases(), args.only, args.conv_paths)
     if args.list:
         for case in cases:
             print(f"{case.group:14} {case.name}")

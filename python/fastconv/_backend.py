@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Hashable, Optional, Sequence, TypeVar
@@ -217,10 +218,21 @@ def measure_fma_peak(seconds: float) -> float:
 # ----------------------------------------------------------------------------- kernels
 
 
+# FASTCONV_CUDA_SYNC=1: every GPU call synchronizes its stream and checks for errors before
+# it returns, so a fault inside a kernel is reported by the call that caused it (otherwise
+# it surfaces later, as an error of an unrelated call, and poisons the process). For
+# debugging and the GPU checks; it serializes the host with the device.
+CUDA_SYNC = os.environ.get("FASTCONV_CUDA_SYNC", "") == "1"
+
+
 class _CudaKernels:
     """fastconv._cuda with the caller's context: each kernel is called with the same
     arguments as its fastconv._cpu twin plus, last, an allocator for temporary memory
-    (CuPy's pool) and CuPy's current stream, so work is ordered with the caller's."""
+    (CuPy's pool) and CuPy's current stream, so work is ordered with the caller's.
+
+    Temporary memory goes back to CuPy's pool when the call returns, while its kernels may
+    still be queued: safe with CuPy's stream-ordered pool, not inside a CUDA graph capture
+    (the graph would replay with memory it no longer owns), which is refused."""
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         import cupy
@@ -230,7 +242,15 @@ class _CudaKernels:
         kernel = getattr(_cuda, name)
 
         def launch(*args: Any) -> Any:
-            return kernel(*args, gpu_workspace, cupy.cuda.get_current_stream().ptr)
+            stream = cupy.cuda.get_current_stream()
+            if stream.is_capturing():
+                raise RuntimeError(f"{name}: fastconv's GPU kernels cannot be captured into "
+                                   "a CUDA graph (their temporary memory returns to CuPy's "
+                                   "pool before the graph would run)")
+            out = kernel(*args, gpu_workspace, stream.ptr)
+            if CUDA_SYNC:
+                _cuda.check_stream(stream.ptr, name)
+            return out
 
         return launch
 
