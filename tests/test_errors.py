@@ -27,6 +27,13 @@ class FakeGpuArray:
     (lambda: fastconv.conv(X, W[:, :3]), ValueError, r"w shape \(6, 3, 3, 3\).*C/groups = 4"),
     (lambda: fastconv.conv(X, W, groups=3), ValueError, r"groups=3 must divide"),
     (lambda: fastconv.conv(X, W, groups=0), ValueError, r"groups must be positive"),
+    (lambda: fastconv.conv(None, W), TypeError, r"conv: x must be an array, got None"),
+    (lambda: fastconv.conv(X, None), TypeError, r"conv: w must be an array, got None"),
+    (lambda: fastconv.im2col(None, 3), TypeError, r"im2col: x must be an array"),
+    (lambda: fastconv.max_pool(None, 2), TypeError, r"max_pool: x must be an array"),
+    (lambda: fastconv.box_iou(None, np.ones((1, 4))), TypeError, r"box_iou: a must be an array"),
+    (lambda: fastconv.max_pool(X, 2**62), ValueError, r"kernel_size .* exceeds the largest "
+     r"supported extent"),
     (lambda: fastconv.conv(X, W, groups=1.5), TypeError, r"groups"),
     (lambda: fastconv.conv(X, W, groups=True), TypeError, r"groups"),
     (lambda: fastconv.conv(X, W, padding=-1), ValueError, r"padding .* must not be negative"),

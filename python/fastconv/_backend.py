@@ -102,15 +102,19 @@ def cpu_build_info() -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- operands
 
 
-def float_arrays(op: str, **arrays: Optional[object]) -> list:
+def float_arrays(op: str, optional: Sequence[str] = (), **arrays: Optional[object]) -> list:
     """Check that the named arrays are float32/float64 arrays of one kind and one dtype.
 
     All NumPy arrays (CPU) or all GPU arrays: CuPy arrays and any object exposing
     `__cuda_array_interface__` (viewed as CuPy arrays without a copy). Returns C-contiguous
-    arrays in argument order (None stays None). Mixing host and GPU arrays, other array
-    types and other or mixed dtypes raise TypeError naming the argument; GPU arrays raise
-    RuntimeError with the reason when the CUDA backend cannot run here.
+    arrays in argument order; the names in `optional` may be None (and stay None). Mixing
+    host and GPU arrays, None for a required array, other array types and other or mixed
+    dtypes raise TypeError naming the argument; GPU arrays raise RuntimeError with the
+    reason when the CUDA backend cannot run here.
     """
+    for name, a in arrays.items():
+        if a is None and name not in optional:
+            raise TypeError(f"{op}: {name} must be an array, got None")
     present = {name: a for name, a in arrays.items() if a is not None}
     gpu = [name for name, a in present.items() if is_gpu(a)]
     if gpu and len(gpu) != len(present):

@@ -127,8 +127,11 @@ def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
     dil = as_tuple(dilation, dims, "dilation")
     for name, values in (("input spatial size", in_size), ("kernel_size", kernel),
                          ("stride", strides), ("dilation", dil)):
-        if any(v < 1 or v > MAX_EXTENT for v in values):
+        if any(v < 1 for v in values):
             raise ValueError(f"{op}: {name} {values} must be positive in every dim")
+        if any(v > MAX_EXTENT for v in values):
+            raise ValueError(f"{op}: {name} {values} exceeds the largest supported extent, "
+                             f"2**60, in some dim")
     before, after = normalize_padding(padding, in_size, kernel, strides, dil)
     if any(p < 0 for p in before + after):
         raise ValueError(

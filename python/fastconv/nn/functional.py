@@ -57,7 +57,8 @@ def conv(x: Any, w: Any, bias: Any = None, *, stride: Any = 1, padding: Any = 0,
     bias (K,) or None. Gradients from conv_backward_input / conv_backward_weight."""
     x, w = _tensor("conv", "x", x), _tensor("conv", "w", w)
     b = _tensor("conv", "bias", bias, optional=True)
-    xd, wd, _ = float_arrays("conv", x=x.data, w=w.data, bias=None if b is None else b.data)
+    xd, wd, _ = float_arrays("conv", optional=("bias",), x=x.data, w=w.data,
+                             bias=None if b is None else b.data)
     plan = conv_plan(xd.shape, wd.shape, xd.dtype, device_of(xd), stride=stride,
                      padding=padding, dilation=dilation, groups=groups)
     return conv_with_plan(plan, x, w, b, flip=flip)

@@ -129,7 +129,7 @@ def conv(x: Any, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple = 1,
     NumPy arrays run on the CPU, CuPy arrays on the GPU (the result is of the same kind).
     """
     groups = _groups("conv", groups)
-    x, w, bias = float_arrays("conv", x=x, w=w, bias=bias)
+    x, w, bias = float_arrays("conv", optional=("bias",), x=x, w=w, bias=bias)
     plan = conv_plan(x.shape, w.shape, x.dtype, device_of(x), stride=stride, padding=padding,
                      dilation=dilation, groups=groups)
     return plan.forward(x, flipped(w) if flip else w, bias)
