@@ -18,6 +18,7 @@ from . import cuda
 from .tensor import Tensor, no_grad
 from . import nn, optim
 from . import models
+from . import face
 from .random import manual_seed
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "conv_backward_input",
     "conv_backward_weight",
     "cuda",
+    "face",
     "im2col",
     "info",
     "max_pool",

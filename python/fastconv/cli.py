@@ -21,6 +21,9 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                  "train a 1-D ConvNet on synthetic EKG rhythms (see --help)"),
     "train-3d": ("fastconv.examples.volumes3d",
                  "train a 3-D ConvNet on synthetic volumes, spheres vs cubes (see --help)"),
+    "train-siamese": ("fastconv.examples.train_siamese",
+                      "triplet-loss embeddings: one-shot unseen digits, lfw_subset face "
+                      "views (see --help)"),
 }
 
 

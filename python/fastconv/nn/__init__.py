@@ -3,18 +3,20 @@
 from . import functional
 from . import functional as F
 from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AvgPool1d,
-                      AvgPool2d, AvgPool3d, BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv, Conv1d,
-                      Conv2d, Conv3d, Dropout, Flatten, Identity, IncompatibleKeys, Linear,
-                      LocalResponseNorm, MaxPool1d, MaxPool2d, MaxPool3d, Module, Parameter,
-                      ReLU, Sequential, Sigmoid, Softmax, Tanh)
+                      AvgPool2d, AvgPool3d, BatchNorm1d, BatchNorm2d, BatchNorm3d,
+                      BatchTripletLoss, BCEWithLogitsLoss, Conv, Conv1d, Conv2d, Conv3d,
+                      Dropout, Flatten, Identity, IncompatibleKeys, Linear, LocalResponseNorm,
+                      MaxPool1d, MaxPool2d, MaxPool3d, Module, Normalize, Parameter, ReLU,
+                      Sequential, SiameseClassifier, Sigmoid, Softmax, Tanh, TripletLoss)
 from .serialization import load, save
 from .summary import LayerRow, Summary, summary
 
 __all__ = [
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AvgPool1d", "AvgPool2d",
-    "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv", "Conv1d", "Conv2d",
+    "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchTripletLoss",
+    "BCEWithLogitsLoss", "Conv", "Conv1d", "Conv2d",
     "Conv3d", "Dropout", "F", "Flatten", "Identity", "IncompatibleKeys", "LayerRow", "Linear",
-    "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module", "Parameter", "ReLU",
-    "Sequential", "Sigmoid", "Softmax", "Summary", "Tanh", "functional", "load", "save",
-    "summary",
+    "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module", "Normalize",
+    "Parameter", "ReLU", "Sequential", "SiameseClassifier", "Sigmoid", "Softmax", "Summary",
+    "Tanh", "TripletLoss", "functional", "load", "save", "summary",
 ]
