@@ -20,6 +20,7 @@ from . import nn, optim
 from . import models
 from . import detection
 from . import filters
+from . import face
 from .random import manual_seed
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "cuda",
     "detection",
     "filters",
+    "face",
     "im2col",
     "info",
     "max_pool",

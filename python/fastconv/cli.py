@@ -28,6 +28,9 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "learn-edges": ("fastconv.examples.learn_edges",
                     "learn a 3x3 edge filter by gradient descent from Sobel responses "
                     "(see --help)"),
+    "train-siamese": ("fastconv.examples.train_siamese",
+                      "triplet-loss embeddings: one-shot unseen digits, lfw_subset face "
+                      "views (see --help)"),
 }
 
 

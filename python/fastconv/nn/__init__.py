@@ -3,19 +3,21 @@
 from . import functional
 from . import functional as F
 from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AvgPool1d,
-                      AvgPool2d, AvgPool3d, BatchNorm1d, BatchNorm2d, BatchNorm3d, Conv, Conv1d,
-                      Conv2d, Conv3d, Dropout, Flatten, Identity, IncompatibleKeys, Linear,
-                      LocalResponseNorm, MaxPool1d, MaxPool2d, MaxPool3d, Module, Parameter,
-                      ReLU, ReLU6, Sequential, Sigmoid, Softmax, Tanh)
+                      AvgPool2d, AvgPool3d, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchTripletLoss,
+                      BCEWithLogitsLoss, Conv, Conv1d, Conv2d, Conv3d, Dropout, Flatten,
+                      Identity, IncompatibleKeys, Linear, LocalResponseNorm, MaxPool1d,
+                      MaxPool2d, MaxPool3d, Module, Normalize, Parameter, ReLU, ReLU6,
+                      Sequential, SiameseClassifier, Sigmoid, Softmax, Tanh, TripletLoss)
 from .serialization import load, save
 from .summary import LayerRow, Summary, summary
 from .torch_format import load_torch
 
 __all__ = [
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AvgPool1d", "AvgPool2d",
-    "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv", "Conv1d", "Conv2d",
-    "Conv3d", "Dropout", "F", "Flatten", "Identity", "IncompatibleKeys", "LayerRow", "Linear",
-    "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module", "Parameter", "ReLU",
-    "ReLU6", "Sequential", "Sigmoid", "Softmax", "Summary", "Tanh", "functional", "load",
-    "load_torch", "save", "summary",
+    "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchTripletLoss",
+    "BCEWithLogitsLoss", "Conv", "Conv1d", "Conv2d", "Conv3d", "Dropout", "F", "Flatten",
+    "functional", "Identity", "IncompatibleKeys", "LayerRow", "Linear", "load",
+    "load_torch", "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module",
+    "Normalize", "Parameter", "ReLU", "ReLU6", "save", "Sequential", "SiameseClassifier",
+    "Sigmoid", "Softmax", "Summary", "summary", "Tanh", "TripletLoss",
 ]

@@ -20,8 +20,9 @@ from ..ops.pool import PoolPlan, pool_plan
 from ..tensor import Tensor, is_grad_enabled, normalize_dims
 
 __all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "relu6", "sigmoid", "tanh",
-           "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss", "dropout",
-           "batch_norm", "local_response_norm", "flatten", "concat", "cat", "pad"]
+           "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss",
+           "binary_cross_entropy_with_logits", "dropout", "batch_norm",
+           "local_response_norm", "normalize", "flatten", "concat", "cat", "pad"]
 
 
 def _tensor(op: str, name: str, value: Any, optional: bool = False) -> Optional[Tensor]:
@@ -359,6 +360,65 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
     return _reduce(op, diff * diff, reduction)
 
 
+def _softplus_neg(x: Tensor) -> Tensor:
+    """log(1 + exp(-x)) without overflow, with the exact gradient -sigmoid(-x) (also at 0,
+    where composing abs and max would give 0)."""
+    xp = array_module(x.data)
+    data = x.data
+    e = xp.exp(-xp.abs(data))
+    out = xp.log1p(e) + xp.maximum(-data, 0)
+    # sigmoid(-x) = e / (1 + e) for x >= 0 and 1 / (1 + e) for x < 0, e = exp(-|x|).
+    sig_neg = xp.where(data >= 0, e, 1) / (1 + e)
+    return Tensor._make(out, [x], lambda g: (-g * sig_neg,), "softplus")
+
+
+def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None,
+                                     reduction: str = "mean", pos_weight: Any = None,
+                                     ) -> Tensor:
+    """Sigmoid + binary cross-entropy in one stable step (torch semantics): per element
+    l = weight * [pos_weight * target * softplus(-x) + (1 - target) * softplus(x)], i.e.
+    (1 - t) x + (1 + (pos_weight - 1) t) log(1 + exp(-x)), then reduced.
+
+    input (logits) and target (probabilities in [0, 1]) share a shape; weight broadcasts to
+    it, pos_weight (the weight of positive examples, per class) broadcasts along the last
+    dim. Gradients reach input, target, weight and pos_weight."""
+    op = "binary_cross_entropy_with_logits"
+    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
+    _float(op, "input", x)
+    _check_reduction(op, reduction)
+    if t.shape != x.shape:
+        raise ValueError(f"{op}: target shape {t.shape} must equal input shape {x.shape}")
+
+    def like_input(name: str, value: Tensor) -> Tensor:
+        # Constants (0/1 integer labels, Python lists) take the logits' dtype.
+        if value.dtype == x.dtype:
+            return value
+        if value.requires_grad:
+            raise TypeError(f"{op}: {name} has dtype {value.dtype} but input has "
+                            f"{x.dtype}")
+        return Tensor(value.data.astype(x.dtype))
+
+    def broadcasting(name: str, value: Any) -> Tensor:
+        v = like_input(name, _tensor(op, name, value))
+        try:
+            fits = np.broadcast_shapes(v.shape, x.shape) == x.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{op}: {name} shape {v.shape} does not broadcast to input "
+                             f"shape {x.shape}")
+        return v
+
+    t = like_input("target", t)
+    log_weight: Any = 1.0
+    if pos_weight is not None:
+        log_weight = (broadcasting("pos_weight", pos_weight) - 1.0) * t + 1.0
+    loss = (1.0 - t) * x + log_weight * _softplus_neg(x)
+    if weight is not None:
+        loss = loss * broadcasting("weight", weight)
+    return _reduce(op, loss, reduction)
+
+
 # ----------------------------------------------------------------------------- regularizers
 
 
@@ -522,6 +582,51 @@ def local_response_norm(x: Any, size: int, alpha: float = 1e-4, beta: float = 0.
                    count_include_pad=True)
     div = (avg.reshape(x.shape) * alpha + k) ** beta
     return x / div
+
+
+def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    """x / max(||x||_p, eps) along dim (torch.nn.functional.normalize): rows of unit
+    p-norm, e.g. the L2-normalized embeddings of a FaceNet head. p > 0 (inf: the largest
+    magnitude). Where the norm is below eps the gradient is that of x / eps, and the
+    norm's own gradient is 0 at zero (no NaN)."""
+    op = "normalize"
+    x = _tensor(op, "input", input)
+    _float(op, "input", x)
+    order = float(p) if isinstance(p, numbers.Real) and not isinstance(p, bool) else None
+    if order is None or not order > 0:
+        raise ValueError(f"{op}: p must be a number > 0 (or inf), got {p!r}")
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"{op}: eps must be a number >= 0, got {eps!r}")
+    d = _dim(op, dim, x)
+    xp = array_module(x.data)
+    data = x.data
+    magnitude = xp.abs(data)
+    if order == np.inf:
+        norm = magnitude.max(axis=d, keepdims=True) if data.shape[d] else \
+            xp.zeros(data.shape[:d] + (1,) + data.shape[d + 1:], data.dtype)
+    else:
+        norm = (magnitude ** order).sum(axis=d, keepdims=True) ** (1 / order)
+    norm = norm.astype(data.dtype, copy=False)
+    unclamped = norm >= eps
+    denom = xp.where(unclamped, norm, data.dtype.type(eps))
+    out = data / denom
+
+    def backward(g: Any) -> tuple:
+        g = _same_dtype(g, data)
+        if order == np.inf:
+            peak = (magnitude == norm) & unclamped
+            share = peak / xp.maximum(peak.sum(axis=d, keepdims=True), 1)
+            d_norm = xp.sign(data) * share
+        else:
+            # d||x||_p / dx = sign(x) |x|^(p-1) / ||x||_p^(p-1); 0 where x = 0 for p < 1.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                power = xp.where(magnitude > 0, magnitude ** (order - 1), 0)
+                d_norm = xp.where(unclamped, xp.sign(data) * power
+                                  / xp.where(unclamped, norm, 1) ** (order - 1), 0)
+        inner = (g * data).sum(axis=d, keepdims=True) / (denom * denom)
+        return ((g / denom - inner * d_norm).astype(data.dtype, copy=False),)
+
+    return Tensor._make(out, [x], backward, "normalize")
 
 
 # ----------------------------------------------------------------------------- shapes
