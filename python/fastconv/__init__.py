@@ -14,6 +14,7 @@ from .ops.boxes import batched_nms, box_convert, box_iou, nms
 from .ops.conv import conv, conv_backward_input, conv_backward_weight
 from .ops.im2col import col2im, im2col
 from .ops.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
+from .ops.roi import roi_align, roi_align_backward, roi_pool, roi_pool_backward
 from . import cuda
 from .tensor import Tensor, no_grad
 from . import nn, optim
@@ -48,4 +49,8 @@ __all__ = [
     "nms",
     "optim",
     "output_size",
+    "roi_align",
+    "roi_align_backward",
+    "roi_pool",
+    "roi_pool_backward",
 ]

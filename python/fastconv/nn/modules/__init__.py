@@ -8,7 +8,7 @@ from .module import Flatten, Identity, IncompatibleKeys, Module, Parameter, Sequ
 from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormNd, LocalResponseNorm
 from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d,
                       AdaptiveAvgPoolNd, AvgPool1d, AvgPool2d, AvgPool3d, AvgPoolNd, MaxPool1d,
-                      MaxPool2d, MaxPool3d, MaxPoolNd, PoolNd)
+                      MaxPool2d, MaxPool3d, MaxPoolNd, PoolNd, RoIAlign, RoIPool)
 
 __all__ = [
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveAvgPoolNd",
@@ -16,5 +16,5 @@ __all__ = [
     "BatchNorm3d", "BatchNormNd", "Conv", "Conv1d", "Conv2d", "Conv3d", "Dropout", "Flatten",
     "Identity", "IncompatibleKeys", "Linear", "LocalResponseNorm", "MaxPool1d", "MaxPool2d",
     "MaxPool3d", "MaxPoolNd", "Module", "Parameter", "PoolNd", "ReLU", "ReLU6", "Sequential",
-    "Sigmoid", "Softmax", "Tanh",
+    "RoIAlign", "RoIPool", "Sigmoid", "Softmax", "Tanh",
 ]

@@ -1,0 +1,510 @@
+// RoI align and RoI pool, forward and backward, on 2-D and 3-D inputs (semantics in
+// fastconv/roi.hpp: torchvision's kernels, written per axis).
+//
+// Layout: the channel loops are the vector loops. A forward call copies x once into a
+// channels-last buffer, cut into blocks of at most kRoiMaxVecs vectors of channels (block b
+// of image n is a (D, H, W, block width) array, the last block zero-padded to whole
+// vectors), so a bilinear tap is a scalar weight times a few contiguous vectors.
+//
+// RoI align precomputes, per roi and axis, the (cell, weight) taps of every bin: the sum of
+// the weights its samples give each cell (sample_taps), so a bin reads each cell once and
+// the weights are shared by every channel. Samples outside [-1, n] are never visited
+// (sample_span), so a roi far larger than the input costs what its visible part costs.
+//
+// Determinism: every output and every input-gradient cell is computed by one task from
+// read-only data, in an order fixed by the call alone:
+//   forward: tasks (roi, channel block);
+//   align backward: a gather by owner: tasks (image, channel block, band of rows) each hold a
+//     private accumulator of their band, zeroed, and add the rois of their image in
+//     increasing roi order, bins in row-major order, taps in cell order; the band and
+//     block split (which depend on the thread count) change which task owns a cell, never
+//     the order of its terms. Memory: one band (at most 2 MiB) and one roi's gradient per
+//     thread, no float atomics and no per-roi partial planes;
+//   pool backward: tasks (image, channel) planes, adding dy at the recorded indices in
+//     increasing roi and bin order.
+// So results are bitwise identical for any thread count.
+#include <omp.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "fastconv/bindings.hpp"
+#include "fastconv/check.hpp"
+#include "fastconv/pyarray.hpp"
+#include "fastconv/roi.hpp"
+
+namespace fastconv {
+
+namespace {
+
+template <typename T>
+const RoiKernelFns<T>& roi_fns() {
+  static const RoiKernels& k =
+      for_cpu_path(avx512::roi_kernels, avx2::roi_kernels, baseline::roi_kernels)();
+  return of_dtype<T>(k);
+}
+
+// Channel blocks of kRoiMaxVecs vectors; the last may be narrower (whole vectors, padded).
+struct ChannelBlocks {
+  int64_t channels, lanes, block, count;
+
+  ChannelBlocks(int64_t c, int64_t l)
+      : channels(c), lanes(l), block(kRoiMaxVecs * l), count((c + block - 1) / block) {}
+  int64_t first(int64_t b) const { return b * block; }
+  int64_t real(int64_t b) const { return std::min(block, channels - first(b)); }
+  int64_t vecs(int64_t b) const { return (real(b) + lanes - 1) / lanes; }
+  int64_t width(int64_t b) const { return vecs(b) * lanes; }
+  // Element offset of block b in a buffer of `cells` channels-last cells per block column.
+  int64_t offset(int64_t b, int64_t cells) const { return b * block * cells; }
+  int64_t padded() const { return (count - 1) * block + width(count - 1); }
+};
+
+// x (N, C, plane) as channels-last blocks: block b holds (N, plane, width(b)), padding
+// lanes zero.
+template <typename T>
+std::unique_ptr<T[]> channels_last(const RoiGeom& g, const ChannelBlocks& cb, const T* x) {
+  const int64_t plane = g.plane(), n_img = g.batch;
+  std::unique_ptr<T[]> buf(new T[static_cast<size_t>(n_img * plane * cb.padded())]);
+  constexpr int64_t kChunk = 64;  // cells per task: a chunk of a block fits L1
+  const int64_t chunks = (plane + kChunk - 1) / kChunk;
+  const int64_t tasks = cb.count * n_img * chunks;
+  T* out = buf.get();
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t b = t / (n_img * chunks), n = (t / chunks) % n_img, chunk = t % chunks;
+    const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
+    const int64_t p0 = chunk * kChunk, p1 = std::min(plane, p0 + kChunk);
+    T* dst = out + cb.offset(b, n_img * plane) + (n * plane) * w;
+    for (int64_t j = 0; j < real; ++j) {
+      const T* src = x + (n * g.channels + c0 + j) * plane;
+      for (int64_t p = p0; p < p1; ++p) dst[p * w + j] = src[p];
+    }
+    for (int64_t j = real; j < w; ++j) {
+      for (int64_t p = p0; p < p1; ++p) dst[p * w + j] = T(0);
+    }
+  }
+  return buf;
+}
+
+// Rows of rois checked before anything runs: the first bad row raises ValueError.
+template <typename T, typename Check>
+void check_rows(const char* op, const RoiGeom& g, const T* rois, Check problem_of) {
+  const int64_t w = g.row_width();
+  for (int64_t r = 0; r < g.rois; ++r) {
+    const int problem = problem_of(rois + r * w);
+    if (problem != kRoiOk) raise_roi_problem(op, problem, r, rois + r * w, g);
+  }
+}
+
+// Roi indices grouped by image, in increasing roi order within each image.
+struct ImageRois {
+  std::vector<int64_t> order, begin;
+
+  template <typename T>
+  ImageRois(const RoiGeom& g, const T* rois) : order(g.rois), begin(g.batch + 1, 0) {
+    const int64_t w = g.row_width();
+    for (int64_t r = 0; r < g.rois; ++r) ++begin[static_cast<int64_t>(rois[r * w]) + 1];
+    for (int64_t n = 0; n < g.batch; ++n) begin[n + 1] += begin[n];
+    std::vector<int64_t> next(begin.begin(), begin.end() - 1);
+    for (int64_t r = 0; r < g.rois; ++r) order[next[static_cast<int64_t>(rois[r * w])]++] = r;
+  }
+};
+
+// The RoI-align taps of every roi (see the file comment), with each roi's sample count and
+// the flat rows (z * H + y) its taps touch.
+template <typename T>
+struct AlignTables {
+  std::vector<int64_t> begin[kRoiAxes], cell[kRoiAxes];
+  std::vector<T> weight[kRoiAxes];
+  std::vector<T> count;
+  std::vector<int64_t> batch, row_lo, row_hi;  // row_hi < row_lo: no taps at all
+  const int64_t* out;
+
+  AlignTables(const RoiGeom& g, const T* rois, T scale, bool aligned, int64_t sampling_ratio)
+      : count(g.rois), batch(g.rois), row_lo(g.rois), row_hi(g.rois), out(g.out) {
+    const int64_t R = g.rois, w = g.row_width();
+    // Capacities: a bin holds at most two taps per sample and at most one per cell.
+    std::vector<int64_t> base[kRoiAxes];
+    for (int a = 0; a < kRoiAxes; ++a) {
+      base[a].resize(R + 1, 0);
+      for (int64_t r = 0; r < R; ++r) {
+        const RoiAxis<T> ax = roi_align_axis(rois + r * w, g, a, scale, aligned, sampling_ratio);
+        base[a][r + 1] = base[a][r] + ax.bins * std::min(2 * ax.grid, ax.size);
+      }
+      begin[a].resize(R * (g.out[a] + 1));
+      cell[a].resize(base[a][R]);
+      weight[a].resize(base[a][R]);
+    }
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t r = 0; r < R; ++r) {
+      const T* row = rois + r * w;
+      RoiAxis<T> axes[kRoiAxes];
+      int64_t lo[kRoiAxes], hi[kRoiAxes];
+      for (int a = 0; a < kRoiAxes; ++a) {
+        axes[a] = roi_align_axis(row, g, a, scale, aligned, sampling_ratio);
+        fill_axis(axes[a], base[a][r], begin[a].data() + r * (g.out[a] + 1), cell[a].data(),
+                  weight[a].data(), lo[a], hi[a]);
+      }
+      count[r] = sample_count(axes);
+      batch[r] = static_cast<int64_t>(row[0]);
+      const bool any = lo[0] <= hi[0] && lo[1] <= hi[1] && lo[2] <= hi[2];
+      row_lo[r] = any ? lo[0] * g.in[1] + lo[1] : 1;
+      row_hi[r] = any ? hi[0] * g.in[1] + hi[1] : 0;
+    }
+  }
+
+  // The taps of one axis from position `pos` on; lo/hi receive the lowest and highest cell.
+  static void fill_axis(const RoiAxis<T>& a, int64_t pos, int64_t* first, int64_t* cells,
+                        T* weights, int64_t& lo, int64_t& hi) {
+    int64_t k0 = 0, k1 = 0;
+    sample_span(a, -1.0, static_cast<double>(a.size), k0, k1);
+    lo = a.size;
+    hi = -1;
+    for (int64_t p = 0; p < a.bins; ++p) {
+      first[p] = pos;
+      const int64_t start = p * a.grid;
+      const int64_t from = std::max(k0, start), to = std::min(k1, start + a.grid);
+      for (int64_t k = from; k < to; ++k) {
+        int64_t c[2];
+        T wt[2];
+        if (!sample_taps(sample_position(a, p, k - start), a.size, c[0], c[1], wt[0], wt[1]))
+          continue;
+        // Cells never decrease along a bin, so a repeated cell is one of the last two taps.
+        for (int j = 0; j < 2; ++j) {
+          if (pos > first[p] && cells[pos - 1] == c[j]) {
+            weights[pos - 1] += wt[j];
+          } else if (pos - 1 > first[p] && cells[pos - 2] == c[j]) {
+            weights[pos - 2] += wt[j];
+          } else {
+            cells[pos] = c[j];
+            weights[pos] = wt[j];
+            ++pos;
+          }
+        }
+      }
+      if (pos > first[p]) {
+        lo = std::min(lo, cells[first[p]]);
+        hi = std::max(hi, cells[pos - 1]);
+      }
+    }
+    first[a.bins] = pos;
+  }
+
+  AlignTaps<T> taps(int64_t r) const {
+    AlignTaps<T> t;
+    for (int a = 0; a < kRoiAxes; ++a) {
+      t.axis[a] = AxisTaps<T>{begin[a].data() + r * (out[a] + 1), cell[a].data(),
+                              weight[a].data()};
+    }
+    t.out = out;
+    return t;
+  }
+};
+
+template <typename T>
+void align_forward_impl(const RoiGeom& g, const T* x, const T* rois, T* y, T scale, bool aligned,
+                        int64_t sampling_ratio) {
+  if (g.rois == 0) return;
+  const RoiKernelFns<T>& k = roi_fns<T>();
+  const ChannelBlocks cb(g.channels, k.lanes);
+  const AlignTables<T> tab(g, rois, scale, aligned, sampling_ratio);
+  const std::unique_ptr<T[]> xt = channels_last(g, cb, x);
+  const int64_t plane = g.plane(), bins = g.bins(), tasks = g.rois * cb.count;
+#pragma omp parallel
+  {
+    std::vector<T> local(static_cast<size_t>(bins * cb.block));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t r = t / cb.count, b = t % cb.count;
+      const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
+      const T* src = xt.get() + cb.offset(b, g.batch * plane) + tab.batch[r] * plane * w;
+      const int64_t pitch[kRoiAxes] = {g.in[1] * g.in[2] * w, g.in[2] * w, w};
+      k.align_forward(tab.taps(r), src, pitch, cb.vecs(b), tab.count[r], local.data());
+      T* dst = y + (r * g.channels + c0) * bins;
+      for (int64_t j = 0; j < real; ++j) {
+        for (int64_t i = 0; i < bins; ++i) dst[j * bins + i] = local[i * w + j];
+      }
+    }
+  }
+}
+
+template <typename T>
+void align_backward_impl(const RoiGeom& g, const T* dy, const T* rois, T* dx, T scale,
+                         bool aligned, int64_t sampling_ratio) {
+  const RoiKernelFns<T>& k = roi_fns<T>();
+  const ChannelBlocks cb(g.channels, k.lanes);
+  const AlignTables<T> tab(g, rois, scale, aligned, sampling_ratio);
+  const ImageRois images(g, rois);
+  const int64_t plane = g.plane(), bins = g.bins(), width = g.in[2];
+  const int64_t rows = g.in[0] * g.in[1];
+  // Bands of rows: an accumulator of at most 2 MiB, and enough tasks for every thread.
+  constexpr int64_t kBandBytes = int64_t(1) << 21;
+  int64_t band = std::max<int64_t>(
+      1, kBandBytes / (width * cb.block * static_cast<int64_t>(sizeof(T))));
+  const int64_t want = 2 * static_cast<int64_t>(omp_get_max_threads());
+  const int64_t owners = g.batch * cb.count;
+  if (owners * ((rows + band - 1) / band) < want) {
+    band = std::max<int64_t>(1, rows / ((want + owners - 1) / owners));
+  }
+  band = std::min(band, rows);
+  const int64_t bands = (rows + band - 1) / band, tasks = owners * bands;
+#pragma omp parallel
+  {
+    std::vector<T> acc(static_cast<size_t>(band * width * cb.block));
+    std::vector<T> grad(static_cast<size_t>(bins * cb.block));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t n = t / (cb.count * bands), b = (t / bands) % cb.count, s = t % bands;
+      const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
+      const int64_t row0 = s * band, row1 = std::min(rows, row0 + band);
+      std::fill(acc.begin(), acc.begin() + (row1 - row0) * width * w, T(0));
+      std::fill(grad.begin(), grad.begin() + bins * w, T(0));
+      const int64_t pitch[2] = {width * w, w};
+      for (int64_t i = images.begin[n]; i < images.begin[n + 1]; ++i) {
+        const int64_t r = images.order[i];
+        if (tab.row_hi[r] < row0 || tab.row_lo[r] >= row1) continue;
+        const T count = tab.count[r];
+        const T* src = dy + (r * g.channels + c0) * bins;
+        for (int64_t j = 0; j < real; ++j) {
+          for (int64_t q = 0; q < bins; ++q) grad[q * w + j] = src[j * bins + q] / count;
+        }
+        k.align_backward(tab.taps(r), grad.data(), cb.vecs(b), g.in[1], row0, row1, pitch,
+                         acc.data());
+      }
+      for (int64_t j = 0; j < real; ++j) {
+        T* dst = dx + (n * g.channels + c0 + j) * plane + row0 * width;
+        const T* from = acc.data() + j;
+        for (int64_t q = 0; q < (row1 - row0) * width; ++q) dst[q] = from[q * w];
+      }
+    }
+  }
+}
+
+template <typename T>
+void pool_forward_impl(const RoiGeom& g, const T* x, const T* rois, T* y, int64_t* indices,
+                       T scale) {
+  if (g.rois == 0) return;
+  const RoiKernelFns<T>& k = roi_fns<T>();
+  const ChannelBlocks cb(g.channels, k.lanes);
+  const std::unique_ptr<T[]> xt = channels_last(g, cb, x);
+  const int64_t plane = g.plane(), bins = g.bins(), tasks = g.rois * cb.count;
+  const int64_t w_row = g.row_width();
+#pragma omp parallel
+  {
+    std::vector<T> local(static_cast<size_t>(bins * cb.block));
+    std::vector<int64_t> at(static_cast<size_t>(bins * cb.block));
+    std::vector<int64_t> edges[kRoiAxes][2];
+    for (int a = 0; a < kRoiAxes; ++a) {
+      edges[a][0].resize(g.out[a]);
+      edges[a][1].resize(g.out[a]);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t r = t / cb.count, b = t % cb.count;
+      const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
+      const T* row = rois + r * w_row;
+      PoolBins bb;
+      for (int a = 0; a < kRoiAxes; ++a) {
+        const PoolAxis ax = roi_pool_axis(row, g, a, scale);
+        for (int64_t p = 0; p < g.out[a]; ++p) pool_bin<T>(ax, p, edges[a][0][p], edges[a][1][p]);
+        bb.start[a] = edges[a][0].data();
+        bb.end[a] = edges[a][1].data();
+      }
+      bb.out = g.out;
+      const T* src = xt.get() + cb.offset(b, g.batch * plane) +
+                     static_cast<int64_t>(row[0]) * plane * w;
+      const int64_t pitch[kRoiAxes] = {g.in[1] * g.in[2] * w, g.in[2] * w, w};
+      k.pool_forward(bb, src, pitch, cb.vecs(b), g.in[1], g.in[2], local.data(), at.data());
+      T* dst = y + (r * g.channels + c0) * bins;
+      int64_t* idx = indices ? indices + (r * g.channels + c0) * bins : nullptr;
+      for (int64_t j = 0; j < real; ++j) {
+        for (int64_t i = 0; i < bins; ++i) dst[j * bins + i] = local[i * w + j];
+        if (idx) {
+          for (int64_t i = 0; i < bins; ++i) idx[j * bins + i] = at[i * w + j];
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void pool_backward_impl(const RoiGeom& g, const T* dy, const int64_t* indices, const T* rois,
+                        T* dx) {
+  const ImageRois images(g, rois);
+  const int64_t plane = g.plane(), bins = g.bins(), planes = g.batch * g.channels;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t t = 0; t < planes; ++t) {
+    const int64_t n = t / g.channels, c = t % g.channels;
+    T* dst = dx + t * plane;
+    std::fill(dst, dst + plane, T(0));
+    for (int64_t i = images.begin[n]; i < images.begin[n + 1]; ++i) {
+      const int64_t r = images.order[i];
+      const T* src = dy + (r * g.channels + c) * bins;
+      const int64_t* at = indices + (r * g.channels + c) * bins;
+      for (int64_t q = 0; q < bins; ++q) {
+        if (at[q] >= 0) dst[at[q]] += src[q];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Bindings
+// ---------------------------------------------------------------------------------------
+
+const int64_t* index_input(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<int64_t>())) {
+    throw py::type_error(concat(name, " must have dtype int64, got ", dtype_name(a)));
+  }
+  FC_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous (shape ",
+           tuple_str(shape_of(a)), ")");
+  return static_cast<const int64_t*>(a.data());
+}
+
+// The geometry of a backward call: dx (N, C, *in), dy (R, C, *out).
+RoiGeom backward_geom(const char* op, const py::array& dy, const py::array& rois,
+                      const py::array& dx) {
+  const RoiDims dy_shape = shape_of(dy), dx_shape = shape_of(dx);
+  FC_CHECK(dy_shape.size() == dx_shape.size() && dy_shape.size() >= 2, op, ": dy shape ",
+           tuple_str(dy_shape), " must be (R, C, *output_size) for dx shape ",
+           tuple_str(dx_shape));
+  const RoiGeom g = make_roi_geom(op, dx_shape, "dx", shape_of(rois),
+                                  RoiDims(dy_shape.begin() + 2, dy_shape.end()));
+  check_shape(dy, roi_out_shape(g), "dy");
+  return g;
+}
+
+void roi_align_forward_py(const py::array& x, const py::array& rois, py::array& out,
+                          const RoiDims& output_size, double spatial_scale,
+                          int64_t sampling_ratio, bool aligned) {
+  const char* op = "roi_align";
+  check_roi_scale(op, spatial_scale);
+  check_sampling_ratio(op, sampling_ratio);
+  const RoiGeom g = make_roi_geom(op, shape_of(x), "x", shape_of(rois), output_size);
+  check_shape(out, roi_out_shape(g), "out");
+  dispatch_float(float_dtype(x, "x"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = input_ptr<T>(x, "x");
+    const T* rp = input_ptr<T>(rois, "rois");
+    T* yp = output_ptr<T>(out, "out");
+    const T scale = static_cast<T>(spatial_scale);
+    check_rows(op, g, rp, [&](const T* row) {
+      return align_row_problem(row, g, scale, aligned, sampling_ratio);
+    });
+    py::gil_scoped_release release;
+    align_forward_impl(g, xp, rp, yp, scale, aligned, sampling_ratio);
+  });
+}
+
+void roi_align_backward_py(const py::array& dy, const py::array& rois, py::array& dx,
+                           double spatial_scale, int64_t sampling_ratio, bool aligned) {
+  const char* op = "roi_align_backward";
+  check_roi_scale(op, spatial_scale);
+  check_sampling_ratio(op, sampling_ratio);
+  const RoiGeom g = backward_geom(op, dy, rois, dx);
+  dispatch_float(float_dtype(dy, "dy"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* dyp = input_ptr<T>(dy, "dy");
+    const T* rp = input_ptr<T>(rois, "rois");
+    T* dxp = output_ptr<T>(dx, "dx");
+    const T scale = static_cast<T>(spatial_scale);
+    check_rows(op, g, rp, [&](const T* row) {
+      return align_row_problem(row, g, scale, aligned, sampling_ratio);
+    });
+    py::gil_scoped_release release;
+    align_backward_impl(g, dyp, rp, dxp, scale, aligned, sampling_ratio);
+  });
+}
+
+void roi_pool_forward_py(const py::array& x, const py::array& rois, py::array& out,
+                         std::optional<py::array> indices, const RoiDims& output_size,
+                         double spatial_scale) {
+  const char* op = "roi_pool";
+  check_roi_scale(op, spatial_scale);
+  const RoiGeom g = make_roi_geom(op, shape_of(x), "x", shape_of(rois), output_size);
+  check_shape(out, roi_out_shape(g), "out");
+  if (indices) check_shape(*indices, roi_out_shape(g), "indices");
+  dispatch_float(float_dtype(x, "x"), [&](auto zero) {
+    using T = decltype(zero);
+    FC_CHECK(sizeof(T) == 8 || g.plane() < (int64_t(1) << 31), op, ": float32 planes of 2^31 "
+             "cells or more are not supported on the CPU (x shape ", tuple_str(shape_of(x)),
+             "); use float64");
+    const T* xp = input_ptr<T>(x, "x");
+    const T* rp = input_ptr<T>(rois, "rois");
+    T* yp = output_ptr<T>(out, "out");
+    int64_t* ip = nullptr;
+    if (indices) {
+      index_input(*indices, "indices");
+      FC_CHECK(indices->writeable(), "indices must be writeable");
+      ip = static_cast<int64_t*>(indices->mutable_data());
+    }
+    const T scale = static_cast<T>(spatial_scale);
+    check_rows(op, g, rp, [&](const T* row) { return pool_row_problem(row, g, scale); });
+    py::gil_scoped_release release;
+    // Without a caller's array the indices still need somewhere to go.
+    std::vector<int64_t> scratch;
+    if (!ip) {
+      scratch.resize(static_cast<size_t>(g.rois * g.channels * g.bins()));
+      ip = scratch.data();
+    }
+    pool_forward_impl(g, xp, rp, yp, ip, scale);
+  });
+}
+
+void roi_pool_backward_py(const py::array& dy, const py::array& indices, const py::array& rois,
+                          py::array& dx) {
+  const char* op = "roi_pool_backward";
+  const RoiGeom g = backward_geom(op, dy, rois, dx);
+  check_shape(indices, roi_out_shape(g), "indices");
+  const int64_t* ip = index_input(indices, "indices");
+  const int64_t count = g.rois * g.channels * g.bins(), plane = g.plane();
+  int64_t bad = count;
+  {
+    py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) reduction(min : bad)
+    for (int64_t j = 0; j < count; ++j) {
+      if ((ip[j] < -1 || ip[j] >= plane) && j < bad) bad = j;
+    }
+  }
+  FC_CHECK(bad == count, op, ": indices must lie in [-1, ", plane, ") (-1: an empty bin; else a "
+           "cell of one plane of dx shape ", tuple_str(shape_of(dx)), "), got ",
+           ip[bad == count ? 0 : bad], " at flat position ", bad, " of indices shape ",
+           tuple_str(shape_of(indices)));
+  dispatch_float(float_dtype(dy, "dy"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* dyp = input_ptr<T>(dy, "dy");
+    const T* rp = input_ptr<T>(rois, "rois");
+    T* dxp = output_ptr<T>(dx, "dx");
+    check_rows(op, g, rp, [&](const T* row) { return roi_row_problem(row, g); });
+    py::gil_scoped_release release;
+    pool_backward_impl(g, dyp, ip, rp, dxp);
+  });
+}
+
+}  // namespace
+
+void bind_roi(py::module_& m) {
+  m.def("roi_align_forward", &roi_align_forward_py, py::arg("x"), py::arg("rois"),
+        py::arg("out"), py::arg("output_size"), py::arg("spatial_scale"),
+        py::arg("sampling_ratio"), py::arg("aligned"),
+        "out (R, C, *output_size) <- RoI align of x (N, C, *spatial) over rois (R, 1 + 2 dims).");
+  m.def("roi_align_backward", &roi_align_backward_py, py::arg("dy"), py::arg("rois"),
+        py::arg("dx"), py::arg("spatial_scale"), py::arg("sampling_ratio"), py::arg("aligned"),
+        "dx (N, C, *spatial) <- the adjoint of roi_align_forward applied to dy (R, C, *out).");
+  m.def("roi_pool_forward", &roi_pool_forward_py, py::arg("x"), py::arg("rois"), py::arg("out"),
+        py::arg("indices").none(true), py::arg("output_size"), py::arg("spatial_scale"),
+        "out (R, C, *output_size) <- RoI max pooling of x; indices (int64, or None) <- the flat "
+        "cells of the maxima in their (batch index, c) planes, -1 for empty bins.");
+  m.def("roi_pool_backward", &roi_pool_backward_py, py::arg("dy"), py::arg("indices"),
+        py::arg("rois"), py::arg("dx"),
+        "dx (N, C, *spatial) <- dy (R, C, *out) added at indices in the planes of each roi's "
+        "image, in increasing roi order.");
+}
+
+}  // namespace fastconv
