@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._geometry import output_size
 from ._version import __version__
 from .info import info
-from .ops.boxes import batched_nms, box_convert, box_iou, nms
+from .ops.boxes import batched_nms, box_convert, box_iou, nms, soft_nms
 from .ops.conv import conv, conv_backward_input, conv_backward_weight
 from .ops.im2col import col2im, im2col
 from .ops.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
@@ -53,4 +53,5 @@ __all__ = [
     "roi_align_backward",
     "roi_pool",
     "roi_pool_backward",
+    "soft_nms",
 ]

@@ -357,11 +357,13 @@ def soft_nms(boxes: np.ndarray, scores: np.ndarray, sigma: float = 0.5,
     rescale the score of every remaining box b by a weight of its IoU with the kept one M:
     "linear": 1 - iou when iou >= iou_threshold, else 1; "gaussian": exp(-iou^2 / sigma).
     A box whose score is (or falls) below score_threshold is dropped (None keeps all).
-    Weights are computed in float64 from the box-dtype IoU and each rescored score is
-    rounded back to the scores' dtype, as the kernels do. Returns (int64 indices in the
-    order kept, i.e. by decreasing rescored score; their rescored scores).
+    Thresholds are rounded to the dtype; weights are computed in float64 from the
+    box-dtype IoU and each rescored score is rounded back to the scores' dtype, as the
+    kernels do. Returns (int64 indices in the order kept, i.e. by decreasing rescored
+    score; their rescored scores).
     """
     dtype = scores.dtype
+    t = dtype.type
     s = scores.copy()
     alive = np.ones(len(s), dtype=bool)
     if score_threshold is not None:
@@ -377,11 +379,11 @@ def soft_nms(boxes: np.ndarray, scores: np.ndarray, sigma: float = 0.5,
         alive[m] = False
         rest = np.flatnonzero(alive)
         iou = _pair_iou(tuple(c[m] for c in cols), tuple(c[rest] for c in cols))
-        iou = iou.astype(np.float64)
+        wide = iou.astype(np.float64)
         if method == "linear":
-            weight = np.where(iou >= iou_threshold, 1.0 - iou, 1.0)
+            weight = np.where(iou >= t(iou_threshold), 1.0 - wide, 1.0)
         else:
-            weight = np.exp(-(iou * iou) / sigma)
+            weight = np.exp(-(wide * wide) / sigma)
         s[rest] = (s[rest].astype(np.float64) * weight).astype(dtype)
         if score_threshold is not None:
             alive[rest] = s[rest] >= dtype.type(score_threshold)
