@@ -30,7 +30,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <vector>
 
@@ -50,46 +49,31 @@ const RoiKernelFns<T>& roi_fns() {
   return of_dtype<T>(k);
 }
 
-// Channel blocks of kRoiMaxVecs vectors; the last may be narrower (whole vectors, padded).
+// Channel blocks of at most kRoiMaxVecs vectors (fewer for large planes, so that one block
+// of one image stays within kBlockBytes); the last may be narrower (whole vectors, padded).
+constexpr int64_t kBlockBytes = int64_t(1) << 20;
+
 struct ChannelBlocks {
   int64_t channels, lanes, block, count;
 
-  ChannelBlocks(int64_t c, int64_t l)
-      : channels(c), lanes(l), block(kRoiMaxVecs * l), count((c + block - 1) / block) {}
+  ChannelBlocks(int64_t c, int64_t l, int64_t plane, int64_t item)
+      : channels(c), lanes(l),
+        block(l * std::clamp<int64_t>(kBlockBytes / std::max<int64_t>(1, plane * l * item), 1,
+                                      kRoiMaxVecs)),
+        count((c + block - 1) / block) {}
   int64_t first(int64_t b) const { return b * block; }
   int64_t real(int64_t b) const { return std::min(block, channels - first(b)); }
   int64_t vecs(int64_t b) const { return (real(b) + lanes - 1) / lanes; }
   int64_t width(int64_t b) const { return vecs(b) * lanes; }
-  // Element offset of block b in a buffer of `cells` channels-last cells per block column.
-  int64_t offset(int64_t b, int64_t cells) const { return b * block * cells; }
-  int64_t padded() const { return (count - 1) * block + width(count - 1); }
 };
 
-// x (N, C, plane) as channels-last blocks: block b holds (N, plane, width(b)), padding
-// lanes zero.
-template <typename T>
-std::unique_ptr<T[]> channels_last(const RoiGeom& g, const ChannelBlocks& cb, const T* x) {
-  const int64_t plane = g.plane(), n_img = g.batch;
-  std::unique_ptr<T[]> buf(new T[static_cast<size_t>(n_img * plane * cb.padded())]);
-  constexpr int64_t kChunk = 64;  // cells per task: a chunk of a block fits L1
-  const int64_t chunks = (plane + kChunk - 1) / kChunk;
-  const int64_t tasks = cb.count * n_img * chunks;
-  T* out = buf.get();
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t b = t / (n_img * chunks), n = (t / chunks) % n_img, chunk = t % chunks;
-    const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
-    const int64_t p0 = chunk * kChunk, p1 = std::min(plane, p0 + kChunk);
-    T* dst = out + cb.offset(b, n_img * plane) + (n * plane) * w;
-    for (int64_t j = 0; j < real; ++j) {
-      const T* src = x + (n * g.channels + c0 + j) * plane;
-      for (int64_t p = p0; p < p1; ++p) dst[p * w + j] = src[p];
-    }
-    for (int64_t j = real; j < w; ++j) {
-      for (int64_t p = p0; p < p1; ++p) dst[p * w + j] = T(0);
-    }
-  }
-  return buf;
+// Per-thread scratch reused across calls (no per-call allocation or page faults); each
+// Slot is a separate buffer.
+template <typename T, int Slot>
+T* scratch(int64_t count) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < count) buffer.resize(static_cast<size_t>(count));
+  return buffer.data();
 }
 
 // Rows of rois checked before anything runs: the first bad row raises ValueError.
@@ -116,53 +100,34 @@ struct ImageRois {
   }
 };
 
-// The RoI-align taps of every roi (see the file comment), with each roi's sample count and
-// the flat rows (z * H + y) its taps touch.
+// The RoI-align taps of one roi (see the file comment), rebuilt in place for each roi a
+// task visits, with its sample count and, per axis, the lowest and highest cell it reads.
 template <typename T>
-struct AlignTables {
+struct RoiTaps {
   std::vector<int64_t> begin[kRoiAxes], cell[kRoiAxes];
   std::vector<T> weight[kRoiAxes];
-  std::vector<T> count;
-  std::vector<int64_t> batch, row_lo, row_hi;  // row_hi < row_lo: no taps at all
-  const int64_t* out;
+  int64_t lo[kRoiAxes], hi[kRoiAxes];
+  T count;
 
-  AlignTables(const RoiGeom& g, const T* rois, T scale, bool aligned, int64_t sampling_ratio)
-      : count(g.rois), batch(g.rois), row_lo(g.rois), row_hi(g.rois), out(g.out) {
-    const int64_t R = g.rois, w = g.row_width();
-    // Capacities: a bin holds at most two taps per sample and at most one per cell.
-    std::vector<int64_t> base[kRoiAxes];
+  void build(const RoiGeom& g, const T* row, T scale, bool aligned, int64_t sampling_ratio) {
+    RoiAxis<T> axes[kRoiAxes];
     for (int a = 0; a < kRoiAxes; ++a) {
-      base[a].resize(R + 1, 0);
-      for (int64_t r = 0; r < R; ++r) {
-        const RoiAxis<T> ax = roi_align_axis(rois + r * w, g, a, scale, aligned, sampling_ratio);
-        base[a][r + 1] = base[a][r] + ax.bins * std::min(2 * ax.grid, ax.size);
+      axes[a] = roi_align_axis(row, g, a, scale, aligned, sampling_ratio);
+      // At most two taps per sample and one per cell in a bin.
+      const int64_t cap = axes[a].bins * std::min(2 * axes[a].grid, axes[a].size);
+      if (static_cast<int64_t>(cell[a].size()) < cap) {
+        cell[a].resize(cap);
+        weight[a].resize(cap);
       }
-      begin[a].resize(R * (g.out[a] + 1));
-      cell[a].resize(base[a][R]);
-      weight[a].resize(base[a][R]);
+      begin[a].resize(axes[a].bins + 1);
+      fill_axis(axes[a], begin[a].data(), cell[a].data(), weight[a].data(), lo[a], hi[a]);
     }
-#pragma omp parallel for schedule(dynamic, 16)
-    for (int64_t r = 0; r < R; ++r) {
-      const T* row = rois + r * w;
-      RoiAxis<T> axes[kRoiAxes];
-      int64_t lo[kRoiAxes], hi[kRoiAxes];
-      for (int a = 0; a < kRoiAxes; ++a) {
-        axes[a] = roi_align_axis(row, g, a, scale, aligned, sampling_ratio);
-        fill_axis(axes[a], base[a][r], begin[a].data() + r * (g.out[a] + 1), cell[a].data(),
-                  weight[a].data(), lo[a], hi[a]);
-      }
-      count[r] = sample_count(axes);
-      batch[r] = static_cast<int64_t>(row[0]);
-      const bool any = lo[0] <= hi[0] && lo[1] <= hi[1] && lo[2] <= hi[2];
-      row_lo[r] = any ? lo[0] * g.in[1] + lo[1] : 1;
-      row_hi[r] = any ? hi[0] * g.in[1] + hi[1] : 0;
-    }
+    count = sample_count(axes);
   }
 
-  // The taps of one axis from position `pos` on; lo/hi receive the lowest and highest cell.
-  static void fill_axis(const RoiAxis<T>& a, int64_t pos, int64_t* first, int64_t* cells,
-                        T* weights, int64_t& lo, int64_t& hi) {
-    int64_t k0 = 0, k1 = 0;
+  static void fill_axis(const RoiAxis<T>& a, int64_t* first, int64_t* cells, T* weights,
+                        int64_t& lo, int64_t& hi) {
+    int64_t k0 = 0, k1 = 0, pos = 0;
     sample_span(a, -1.0, static_cast<double>(a.size), k0, k1);
     lo = a.size;
     hi = -1;
@@ -196,57 +161,116 @@ struct AlignTables {
     first[a.bins] = pos;
   }
 
-  AlignTaps<T> taps(int64_t r) const {
+  // Flat rows (z * H + y) the taps reach: [row_lo, row_hi], empty when row_hi < row_lo.
+  bool reaches(const RoiGeom& g, int64_t row0, int64_t row1) const {
+    if (lo[0] > hi[0] || lo[1] > hi[1] || lo[2] > hi[2]) return false;
+    return lo[0] * g.in[1] + lo[1] < row1 && hi[0] * g.in[1] + hi[1] >= row0;
+  }
+
+  AlignTaps<T> view(const RoiGeom& g) const {
     AlignTaps<T> t;
     for (int a = 0; a < kRoiAxes; ++a) {
-      t.axis[a] = AxisTaps<T>{begin[a].data() + r * (out[a] + 1), cell[a].data(),
-                              weight[a].data()};
+      t.axis[a] = AxisTaps<T>{begin[a].data(), cell[a].data(), weight[a].data()};
     }
-    t.out = out;
+    t.out = g.out;
     return t;
   }
 };
 
+// The forward passes: one parallel region of tasks (image, channel block, share of that
+// image's rois). A task copies its block of its image channels-last into a per-thread
+// buffer (a block fits L2), then runs `per_roi(r, block, buffer, thread slot)` for its rois
+// in increasing order. Images with more rois than tasks get shares so that every thread
+// has work; an output belongs to one task, so the split never changes a bit.
+template <typename T, typename PerRoi>
+void forward_by_block(const RoiGeom& g, const T* x, const T* rois, const ChannelBlocks& cb,
+                      const RoiKernelFns<T>& k, PerRoi per_roi) {
+  if (g.rois == 0) return;
+  const ImageRois images(g, rois);
+  const int64_t plane = g.plane(), owners = g.batch * cb.count;
+  const int64_t want = 2 * static_cast<int64_t>(omp_get_max_threads());
+  const int64_t shares = std::min(g.rois, owners >= want ? 1 : (want + owners - 1) / owners);
+  const int64_t tasks = owners * shares;
+#pragma omp parallel
+  {
+    T* buf = scratch<T, 0>(plane * cb.block);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t n = t / (cb.count * shares), b = (t / shares) % cb.count, s = t % shares;
+      const int64_t first = images.begin[n], len = images.begin[n + 1] - first;
+      const int64_t i0 = first + len * s / shares, i1 = first + len * (s + 1) / shares;
+      if (i0 == i1) continue;
+      const int64_t w = cb.width(b), real = cb.real(b);
+      k.transpose(x + (n * g.channels + cb.first(b)) * plane, plane, real, plane, buf, w);
+      for (int64_t p = 0; p < plane && real < w; ++p) {
+        std::fill(buf + p * w + real, buf + (p + 1) * w, T(0));
+      }
+      for (int64_t i = i0; i < i1; ++i) per_roi(images.order[i], b, buf);
+    }
+  }
+}
+
 template <typename T>
 void align_forward_impl(const RoiGeom& g, const T* x, const T* rois, T* y, T scale, bool aligned,
                         int64_t sampling_ratio) {
-  if (g.rois == 0) return;
   const RoiKernelFns<T>& k = roi_fns<T>();
-  const ChannelBlocks cb(g.channels, k.lanes);
-  const AlignTables<T> tab(g, rois, scale, aligned, sampling_ratio);
-  const std::unique_ptr<T[]> xt = channels_last(g, cb, x);
-  const int64_t plane = g.plane(), bins = g.bins(), tasks = g.rois * cb.count;
-#pragma omp parallel
-  {
-    std::vector<T> local(static_cast<size_t>(bins * cb.block));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t r = t / cb.count, b = t % cb.count;
-      const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
-      const T* src = xt.get() + cb.offset(b, g.batch * plane) + tab.batch[r] * plane * w;
-      const int64_t pitch[kRoiAxes] = {g.in[1] * g.in[2] * w, g.in[2] * w, w};
-      k.align_forward(tab.taps(r), src, pitch, cb.vecs(b), tab.count[r], local.data());
-      T* dst = y + (r * g.channels + c0) * bins;
-      for (int64_t j = 0; j < real; ++j) {
-        for (int64_t i = 0; i < bins; ++i) dst[j * bins + i] = local[i * w + j];
-      }
+  const ChannelBlocks cb(g.channels, k.lanes, g.plane(), sizeof(T));
+  const int64_t bins = g.bins(), w_row = g.row_width();
+  forward_by_block(g, x, rois, cb, k, [&](int64_t r, int64_t b, const T* buf) {
+    thread_local RoiTaps<T> taps;
+    taps.build(g, rois + r * w_row, scale, aligned, sampling_ratio);
+    const int64_t w = cb.width(b);
+    T* local = scratch<T, 1>(bins * w);
+    const int64_t pitch[kRoiAxes] = {g.in[1] * g.in[2] * w, g.in[2] * w, w};
+    k.align_forward(taps.view(g), buf, pitch, cb.vecs(b), taps.count, local);
+    k.transpose(local, w, bins, cb.real(b), y + (r * g.channels + cb.first(b)) * bins, bins);
+  });
+}
+
+template <typename T>
+void pool_forward_impl(const RoiGeom& g, const T* x, const T* rois, T* y, int64_t* indices,
+                       T scale) {
+  const RoiKernelFns<T>& k = roi_fns<T>();
+  const ChannelBlocks cb(g.channels, k.lanes, g.plane(), sizeof(T));
+  const int64_t bins = g.bins(), w_row = g.row_width();
+  forward_by_block(g, x, rois, cb, k, [&](int64_t r, int64_t b, const T* buf) {
+    thread_local std::vector<int64_t> edges[kRoiAxes][2];
+    const T* row = rois + r * w_row;
+    PoolBins bb;
+    for (int a = 0; a < kRoiAxes; ++a) {
+      const PoolAxis ax = roi_pool_axis(row, g, a, scale);
+      edges[a][0].resize(g.out[a]);
+      edges[a][1].resize(g.out[a]);
+      for (int64_t p = 0; p < g.out[a]; ++p) pool_bin<T>(ax, p, edges[a][0][p], edges[a][1][p]);
+      bb.start[a] = edges[a][0].data();
+      bb.end[a] = edges[a][1].data();
     }
-  }
+    bb.out = g.out;
+    const int64_t w = cb.width(b), real = cb.real(b);
+    T* local = scratch<T, 1>(bins * w);
+    int64_t* at = scratch<int64_t, 2>(bins * w);
+    const int64_t pitch[kRoiAxes] = {g.in[1] * g.in[2] * w, g.in[2] * w, w};
+    k.pool_forward(bb, buf, pitch, cb.vecs(b), g.in[1], g.in[2], local, at);
+    k.transpose(local, w, bins, real, y + (r * g.channels + cb.first(b)) * bins, bins);
+    if (!indices) return;
+    int64_t* idx = indices + (r * g.channels + cb.first(b)) * bins;
+    for (int64_t j = 0; j < real; ++j) {
+      for (int64_t i = 0; i < bins; ++i) idx[j * bins + i] = at[i * w + j];
+    }
+  });
 }
 
 template <typename T>
 void align_backward_impl(const RoiGeom& g, const T* dy, const T* rois, T* dx, T scale,
                          bool aligned, int64_t sampling_ratio) {
   const RoiKernelFns<T>& k = roi_fns<T>();
-  const ChannelBlocks cb(g.channels, k.lanes);
-  const AlignTables<T> tab(g, rois, scale, aligned, sampling_ratio);
+  const ChannelBlocks cb(g.channels, k.lanes, g.plane(), sizeof(T));
   const ImageRois images(g, rois);
-  const int64_t plane = g.plane(), bins = g.bins(), width = g.in[2];
+  const int64_t plane = g.plane(), bins = g.bins(), width = g.in[2], w_row = g.row_width();
   const int64_t rows = g.in[0] * g.in[1];
-  // Bands of rows: an accumulator of at most 2 MiB, and enough tasks for every thread.
-  constexpr int64_t kBandBytes = int64_t(1) << 21;
+  // Bands of rows: an accumulator of at most kBlockBytes, and enough tasks for every thread.
   int64_t band = std::max<int64_t>(
-      1, kBandBytes / (width * cb.block * static_cast<int64_t>(sizeof(T))));
+      1, kBlockBytes / (width * cb.block * static_cast<int64_t>(sizeof(T))));
   const int64_t want = 2 * static_cast<int64_t>(omp_get_max_threads());
   const int64_t owners = g.batch * cb.count;
   if (owners * ((rows + band - 1) / band) < want) {
@@ -256,79 +280,27 @@ void align_backward_impl(const RoiGeom& g, const T* dy, const T* rois, T* dx, T 
   const int64_t bands = (rows + band - 1) / band, tasks = owners * bands;
 #pragma omp parallel
   {
-    std::vector<T> acc(static_cast<size_t>(band * width * cb.block));
-    std::vector<T> grad(static_cast<size_t>(bins * cb.block));
+    T* acc = scratch<T, 0>(band * width * cb.block);
+    T* grad = scratch<T, 1>(bins * cb.block);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
+      thread_local RoiTaps<T> taps;
       const int64_t n = t / (cb.count * bands), b = (t / bands) % cb.count, s = t % bands;
       const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
       const int64_t row0 = s * band, row1 = std::min(rows, row0 + band);
-      std::fill(acc.begin(), acc.begin() + (row1 - row0) * width * w, T(0));
-      std::fill(grad.begin(), grad.begin() + bins * w, T(0));
+      std::fill(acc, acc + (row1 - row0) * width * w, T(0));
+      std::fill(grad, grad + bins * w, T(0));
       const int64_t pitch[2] = {width * w, w};
       for (int64_t i = images.begin[n]; i < images.begin[n + 1]; ++i) {
         const int64_t r = images.order[i];
-        if (tab.row_hi[r] < row0 || tab.row_lo[r] >= row1) continue;
-        const T count = tab.count[r];
-        const T* src = dy + (r * g.channels + c0) * bins;
-        for (int64_t j = 0; j < real; ++j) {
-          for (int64_t q = 0; q < bins; ++q) grad[q * w + j] = src[j * bins + q] / count;
-        }
-        k.align_backward(tab.taps(r), grad.data(), cb.vecs(b), g.in[1], row0, row1, pitch,
-                         acc.data());
+        taps.build(g, rois + r * w_row, scale, aligned, sampling_ratio);
+        if (!taps.reaches(g, row0, row1)) continue;
+        k.transpose(dy + (r * g.channels + c0) * bins, bins, real, bins, grad, w);
+        for (int64_t q = 0; q < bins * w; ++q) grad[q] /= taps.count;
+        k.align_backward(taps.view(g), grad, cb.vecs(b), g.in[1], row0, row1, pitch, acc);
       }
-      for (int64_t j = 0; j < real; ++j) {
-        T* dst = dx + (n * g.channels + c0 + j) * plane + row0 * width;
-        const T* from = acc.data() + j;
-        for (int64_t q = 0; q < (row1 - row0) * width; ++q) dst[q] = from[q * w];
-      }
-    }
-  }
-}
-
-template <typename T>
-void pool_forward_impl(const RoiGeom& g, const T* x, const T* rois, T* y, int64_t* indices,
-                       T scale) {
-  if (g.rois == 0) return;
-  const RoiKernelFns<T>& k = roi_fns<T>();
-  const ChannelBlocks cb(g.channels, k.lanes);
-  const std::unique_ptr<T[]> xt = channels_last(g, cb, x);
-  const int64_t plane = g.plane(), bins = g.bins(), tasks = g.rois * cb.count;
-  const int64_t w_row = g.row_width();
-#pragma omp parallel
-  {
-    std::vector<T> local(static_cast<size_t>(bins * cb.block));
-    std::vector<int64_t> at(static_cast<size_t>(bins * cb.block));
-    std::vector<int64_t> edges[kRoiAxes][2];
-    for (int a = 0; a < kRoiAxes; ++a) {
-      edges[a][0].resize(g.out[a]);
-      edges[a][1].resize(g.out[a]);
-    }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t r = t / cb.count, b = t % cb.count;
-      const int64_t w = cb.width(b), real = cb.real(b), c0 = cb.first(b);
-      const T* row = rois + r * w_row;
-      PoolBins bb;
-      for (int a = 0; a < kRoiAxes; ++a) {
-        const PoolAxis ax = roi_pool_axis(row, g, a, scale);
-        for (int64_t p = 0; p < g.out[a]; ++p) pool_bin<T>(ax, p, edges[a][0][p], edges[a][1][p]);
-        bb.start[a] = edges[a][0].data();
-        bb.end[a] = edges[a][1].data();
-      }
-      bb.out = g.out;
-      const T* src = xt.get() + cb.offset(b, g.batch * plane) +
-                     static_cast<int64_t>(row[0]) * plane * w;
-      const int64_t pitch[kRoiAxes] = {g.in[1] * g.in[2] * w, g.in[2] * w, w};
-      k.pool_forward(bb, src, pitch, cb.vecs(b), g.in[1], g.in[2], local.data(), at.data());
-      T* dst = y + (r * g.channels + c0) * bins;
-      int64_t* idx = indices ? indices + (r * g.channels + c0) * bins : nullptr;
-      for (int64_t j = 0; j < real; ++j) {
-        for (int64_t i = 0; i < bins; ++i) dst[j * bins + i] = local[i * w + j];
-        if (idx) {
-          for (int64_t i = 0; i < bins; ++i) idx[j * bins + i] = at[i * w + j];
-        }
-      }
+      k.transpose(acc, w, (row1 - row0) * width, real,
+                  dx + (n * g.channels + c0) * plane + row0 * width, plane);
     }
   }
 }
@@ -447,12 +419,6 @@ void roi_pool_forward_py(const py::array& x, const py::array& rois, py::array& o
     const T scale = static_cast<T>(spatial_scale);
     check_rows(op, g, rp, [&](const T* row) { return pool_row_problem(row, g, scale); });
     py::gil_scoped_release release;
-    // Without a caller's array the indices still need somewhere to go.
-    std::vector<int64_t> scratch;
-    if (!ip) {
-      scratch.resize(static_cast<size_t>(g.rois * g.channels * g.bins()));
-      ip = scratch.data();
-    }
     pool_forward_impl(g, xp, rp, yp, ip, scale);
   });
 }

@@ -161,6 +161,76 @@ void pool_forward_n(const PoolBins& b, const T* __restrict src, const int64_t* p
   }
 }
 
+// Transposes of square tiles of 32 bytes a row (8 floats or 4 doubles) in registers: the
+// classic unpack, pair and half-swap stages as two-vector shuffles.
+template <typename T>
+struct Tile {
+  static constexpr int kSize = 32 / sizeof(T);
+  typedef T Vec __attribute__((vector_size(32)));
+  typedef LaneInt<T> IVec __attribute__((vector_size(32)));
+
+  static FC_INLINE Vec load(const T* p) {
+    Vec v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+  static FC_INLINE void store(T* p, Vec v) { std::memcpy(p, &v, sizeof v); }
+
+  static FC_INLINE void transpose(const T* src, int64_t src_stride, T* dst, int64_t dst_stride) {
+    Vec r[kSize];
+    for (int i = 0; i < kSize; ++i) r[i] = load(src + i * src_stride);
+    if constexpr (kSize == 8) {
+      Vec t[8], u[8];
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], IVec{0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], IVec{2, 10, 3, 11, 6, 14, 7, 15});
+      }
+      for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shuffle(t[i], t[i + 2], IVec{0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 1] = __builtin_shuffle(t[i], t[i + 2], IVec{2, 3, 10, 11, 6, 7, 14, 15});
+        u[i + 2] = __builtin_shuffle(t[i + 1], t[i + 3], IVec{0, 1, 8, 9, 4, 5, 12, 13});
+        u[i + 3] = __builtin_shuffle(t[i + 1], t[i + 3], IVec{2, 3, 10, 11, 6, 7, 14, 15});
+      }
+      for (int i = 0; i < 4; ++i) {
+        store(dst + i * dst_stride,
+              __builtin_shuffle(u[i], u[i + 4], IVec{0, 1, 2, 3, 8, 9, 10, 11}));
+        store(dst + (i + 4) * dst_stride,
+              __builtin_shuffle(u[i], u[i + 4], IVec{4, 5, 6, 7, 12, 13, 14, 15}));
+      }
+    } else {
+      const Vec t0 = __builtin_shuffle(r[0], r[1], IVec{0, 4, 2, 6});
+      const Vec t1 = __builtin_shuffle(r[0], r[1], IVec{1, 5, 3, 7});
+      const Vec t2 = __builtin_shuffle(r[2], r[3], IVec{0, 4, 2, 6});
+      const Vec t3 = __builtin_shuffle(r[2], r[3], IVec{1, 5, 3, 7});
+      store(dst, __builtin_shuffle(t0, t2, IVec{0, 1, 4, 5}));
+      store(dst + dst_stride, __builtin_shuffle(t1, t3, IVec{0, 1, 4, 5}));
+      store(dst + 2 * dst_stride, __builtin_shuffle(t0, t2, IVec{2, 3, 6, 7}));
+      store(dst + 3 * dst_stride, __builtin_shuffle(t1, t3, IVec{2, 3, 6, 7}));
+    }
+  }
+};
+
+// Tiles walk the destination row by row (a band of K rows at a time), so each destination
+// cache line is completed while it is still in L1.
+template <typename T>
+void transpose(const T* __restrict src, int64_t src_stride, int64_t rows, int64_t cols,
+               T* __restrict dst, int64_t dst_stride) {
+  constexpr int K = Tile<T>::kSize;
+  const int64_t full_rows = rows / K * K, full_cols = cols / K * K;
+  for (int64_t c = 0; c < full_cols; c += K) {
+    for (int64_t r = 0; r < full_rows; r += K) {
+      Tile<T>::transpose(src + r * src_stride + c, src_stride, dst + c * dst_stride + r,
+                         dst_stride);
+    }
+    for (int64_t i = c; i < c + K; ++i) {
+      for (int64_t r = full_rows; r < rows; ++r) dst[i * dst_stride + r] = src[r * src_stride + i];
+    }
+  }
+  for (int64_t c = full_cols; c < cols; ++c) {
+    for (int64_t r = 0; r < rows; ++r) dst[c * dst_stride + r] = src[r * src_stride + c];
+  }
+}
+
 template <typename T>
 void align_forward(const AlignTaps<T>& t, const T* src, const int64_t* pitch, int64_t vecs,
                    T count, T* dst) {
@@ -197,7 +267,8 @@ void pool_forward(const PoolBins& b, const T* src, const int64_t* pitch, int64_t
 template <typename T>
 RoiKernelFns<T> kernels_of() {
   static_assert(kRoiMaxVecs == 4, "the dispatch above covers 1 to 4 vectors");
-  return {align_forward<T>, align_backward<T>, pool_forward<T>, Lanes<T>::kCount};
+  return {align_forward<T>, align_backward<T>, pool_forward<T>, transpose<T>,
+          Lanes<T>::kCount};
 }
 
 }  // namespace

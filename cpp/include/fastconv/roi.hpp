@@ -486,6 +486,10 @@ struct RoiKernelFns {
   // 2^31 cells (32-bit positions in the vector lanes).
   void (*pool_forward)(const PoolBins& bins, const T* src, const int64_t* pitch, int64_t vecs,
                        int64_t height, int64_t width, T* dst, int64_t* at);
+  // dst[c * dst_stride + r] = src[r * src_stride + c] for r < rows, c < cols: the layout
+  // changes between the callers' arrays and the channels-last blocks.
+  void (*transpose)(const T* src, int64_t src_stride, int64_t rows, int64_t cols, T* dst,
+                    int64_t dst_stride);
   int64_t lanes;  // channels per vector
 };
 
