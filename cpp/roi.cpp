@@ -67,6 +67,14 @@ struct ChannelBlocks {
   int64_t width(int64_t b) const { return vecs(b) * lanes; }
 };
 
+// Calls with less work than this many elements (inputs plus outputs) run on the calling
+// thread: waking the pool would cost more than it saves.
+constexpr int64_t kParallelWork = int64_t(1) << 16;
+
+bool worth_threads(const RoiGeom& g) {
+  return g.batch * g.channels * g.plane() + g.rois * g.channels * g.bins() > kParallelWork;
+}
+
 // Per-thread scratch reused across calls (no per-call allocation or page faults); each
 // Slot is a separate buffer.
 template <typename T, int Slot>
@@ -191,7 +199,7 @@ void forward_by_block(const RoiGeom& g, const T* x, const T* rois, const Channel
   const int64_t want = 2 * static_cast<int64_t>(omp_get_max_threads());
   const int64_t shares = std::min(g.rois, owners >= want ? 1 : (want + owners - 1) / owners);
   const int64_t tasks = owners * shares;
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(g))
   {
     T* buf = scratch<T, 0>(plane * cb.block);
 #pragma omp for schedule(dynamic, 1)
@@ -278,7 +286,7 @@ void align_backward_impl(const RoiGeom& g, const T* dy, const T* rois, T* dx, T 
   }
   band = std::min(band, rows);
   const int64_t bands = (rows + band - 1) / band, tasks = owners * bands;
-#pragma omp parallel
+#pragma omp parallel if (worth_threads(g))
   {
     T* acc = scratch<T, 0>(band * width * cb.block);
     T* grad = scratch<T, 1>(bins * cb.block);
@@ -309,18 +317,27 @@ template <typename T>
 void pool_backward_impl(const RoiGeom& g, const T* dy, const int64_t* indices, const T* rois,
                         T* dx) {
   const ImageRois images(g, rois);
-  const int64_t plane = g.plane(), bins = g.bins(), planes = g.batch * g.channels;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t t = 0; t < planes; ++t) {
-    const int64_t n = t / g.channels, c = t % g.channels;
-    T* dst = dx + t * plane;
-    std::fill(dst, dst + plane, T(0));
+  const int64_t plane = g.plane(), bins = g.bins();
+  // Tasks own the planes of a block of channels of one image (at most kBlockBytes of dx),
+  // so each roi's dy and indices for the block are one contiguous read.
+  const int64_t block = std::clamp<int64_t>(
+      kBlockBytes / (2 * plane * static_cast<int64_t>(sizeof(T))), 1, g.channels);
+  const int64_t blocks = (g.channels + block - 1) / block, tasks = g.batch * blocks;
+#pragma omp parallel for schedule(dynamic, 1) if (worth_threads(g))
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t n = t / blocks, c0 = (t % blocks) * block;
+    const int64_t c1 = std::min(g.channels, c0 + block);
+    T* planes = dx + (n * g.channels + c0) * plane;
+    std::fill(planes, planes + (c1 - c0) * plane, T(0));
     for (int64_t i = images.begin[n]; i < images.begin[n + 1]; ++i) {
       const int64_t r = images.order[i];
-      const T* src = dy + (r * g.channels + c) * bins;
-      const int64_t* at = indices + (r * g.channels + c) * bins;
-      for (int64_t q = 0; q < bins; ++q) {
-        if (at[q] >= 0) dst[at[q]] += src[q];
+      const T* src = dy + (r * g.channels + c0) * bins;
+      const int64_t* at = indices + (r * g.channels + c0) * bins;
+      for (int64_t c = 0; c < c1 - c0; ++c) {
+        T* dst = planes + c * plane;
+        for (int64_t q = 0; q < bins; ++q) {
+          if (at[c * bins + q] >= 0) dst[at[c * bins + q]] += src[c * bins + q];
+        }
       }
     }
   }
@@ -433,7 +450,7 @@ void roi_pool_backward_py(const py::array& dy, const py::array& indices, const p
   int64_t bad = count;
   {
     py::gil_scoped_release release;
-#pragma omp parallel for schedule(static) reduction(min : bad)
+#pragma omp parallel for schedule(static) reduction(min : bad) if (count > kParallelWork)
     for (int64_t j = 0; j < count; ++j) {
       if ((ip[j] < -1 || ip[j] >= plane) && j < bad) bad = j;
     }

@@ -458,6 +458,16 @@ def _align_matrices(row: np.ndarray, dims: int, output_size: Ints, spatial_size:
 _AXES = "dhw"
 
 
+def _support(mats: list) -> tuple:
+    """Per axis the slice of cells with a nonzero weight (the roi's footprint), so that a
+    roi's contraction touches its footprint only."""
+    box = []
+    for m in mats:
+        cells = np.flatnonzero(m.any(axis=0))
+        box.append(slice(cells[0], cells[-1] + 1) if cells.size else slice(0, 0))
+    return tuple(box)
+
+
 def roi_align(x: np.ndarray, rois: np.ndarray, output_size: Ints, spatial_scale: float = 1.0,
               sampling_ratio: int = -1, aligned: bool = False) -> np.ndarray:
     """RoI align of x (N, C, *spatial) over rois (R, 1 + 2 dims): (R, C, *output_size).
@@ -472,7 +482,10 @@ def roi_align(x: np.ndarray, rois: np.ndarray, output_size: Ints, spatial_scale:
     for r, row in enumerate(rois):
         mats, count = _align_matrices(row, dims, output_size, x.shape[2:], spatial_scale,
                                       sampling_ratio, aligned, x.dtype)
-        y[r] = np.einsum(formula, *mats, x[int(row[0])], optimize=True) / count
+        box = _support(mats)
+        crop = x[int(row[0])][(slice(None),) + box]
+        y[r] = np.einsum(formula, *(m[:, s] for m, s in zip(mats, box)), crop,
+                         optimize=True) / count
     return y
 
 
@@ -488,7 +501,9 @@ def roi_align_backward(dy: np.ndarray, rois: np.ndarray, input_shape: Ints,
     for r, row in enumerate(rois):
         mats, count = _align_matrices(row, dims, dy.shape[2:], input_shape[2:], spatial_scale,
                                       sampling_ratio, aligned, dy.dtype)
-        dx[int(row[0])] += np.einsum(formula, *mats, dy[r], optimize=True) / count
+        box = _support(mats)
+        dx[(int(row[0]), slice(None)) + box] += np.einsum(
+            formula, *(m[:, s] for m, s in zip(mats, box)), dy[r], optimize=True) / count
     return dx
 
 
