@@ -105,8 +105,6 @@ def main() -> None:
                 call()
                 times.setdefault(f"{name}/{who}", []).append(time.perf_counter() - start)
 
-    build = dict(line.strip().split(": ", 1) for line in fastconv.info().splitlines()
-                 if ": " in line)
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -117,7 +115,7 @@ def main() -> None:
     print(f"machine: {cpu}, {os.cpu_count()} logical CPUs; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, fastconv "
-          f"{fastconv.__version__} (cpu_path {build.get('cpu_path')}), "
+          f"{fastconv.__version__} (cpu_path {fastconv.info(as_dict=True)['cpu_path']}), "
           f"{args.threads} threads each, {args.dtype}, {args.rounds} rounds")
     print(f"shape: x {x_shape}, {layer.rois} rois, output {layer.out}, sampling_ratio "
           f"{layer.sampling_ratio}, aligned {layer.aligned}, spatial_scale {layer.scale}")
