@@ -1,6 +1,6 @@
 """fastconv: hand-written C++ and CUDA kernels for N-D convolution, pooling, im2col/col2im,
-box IoU and non-max suppression on NumPy and CuPy arrays, and a PyTorch-shaped network
-layer (Tensor, nn, optim, models) on top.
+box IoU, non-max suppression (greedy and soft) and RoI align/pool on NumPy and CuPy
+arrays, and a PyTorch-shaped network layer (Tensor, nn, optim, models) on top.
 
 Layout is channels first: x is (N, C, *spatial), w is (K, C // groups, *kernel).
 """
