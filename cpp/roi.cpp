@@ -1,28 +1,30 @@
 // RoI align and RoI pool, forward and backward, on 2-D and 3-D inputs (semantics in
 // fastconv/roi.hpp: torchvision's kernels, written per axis).
 //
-// Layout: the channel loops are the vector loops. A forward call copies x once into a
-// channels-last buffer, cut into blocks of at most kRoiMaxVecs vectors of channels (block b
-// of image n is a (D, H, W, block width) array, the last block zero-padded to whole
-// vectors), so a bilinear tap is a scalar weight times a few contiguous vectors.
+// Layout: the channel loops are the vector loops. Channels are cut into blocks of at most
+// kRoiMaxVecs vectors (fewer for large planes, so that a block of one image fits in about
+// 1 MiB, i.e. in L2); a task copies its block of its image channels-last, (D, H, W, block
+// width) with the padding lanes zero, so a bilinear tap is a scalar weight times a few
+// contiguous vectors, and results go back channels-first through vector tile transposes.
 //
-// RoI align precomputes, per roi and axis, the (cell, weight) taps of every bin: the sum of
-// the weights its samples give each cell (sample_taps), so a bin reads each cell once and
-// the weights are shared by every channel. Samples outside [-1, n] are never visited
+// RoI align builds, per roi and axis, the (cell, weight) taps of every bin: the sum of the
+// weights its samples give each cell (sample_taps), so a bin reads each cell once and the
+// weights are shared by every channel. Samples outside [-1, n] are never visited
 // (sample_span), so a roi far larger than the input costs what its visible part costs.
 //
 // Determinism: every output and every input-gradient cell is computed by one task from
-// read-only data, in an order fixed by the call alone:
-//   forward: tasks (roi, channel block);
-//   align backward: a gather by owner: tasks (image, channel block, band of rows) each hold a
+// read-only data, in an order fixed by the call alone, so results are bitwise identical for
+// any thread count (and no float atomics are needed):
+//   forward: tasks (image, channel block, share of the image's rois); a roi's outputs for
+//     a block are computed by one task;
+//   align backward, a gather by owner: tasks (image, channel block, band of rows) hold a
 //     private accumulator of their band, zeroed, and add the rois of their image in
-//     increasing roi order, bins in row-major order, taps in cell order; the band and
-//     block split (which depend on the thread count) change which task owns a cell, never
-//     the order of its terms. Memory: one band (at most 2 MiB) and one roi's gradient per
-//     thread, no float atomics and no per-roi partial planes;
-//   pool backward: tasks (image, channel) planes, adding dy at the recorded indices in
-//     increasing roi and bin order.
-// So results are bitwise identical for any thread count.
+//     increasing roi order, bins in row-major order, taps in cell order; the band split
+//     (which depends on the thread count) changes which task owns a cell, never the order of
+//     its terms. Memory per thread: one band (at most about 1 MiB) and one roi's gradient
+//     block, no per-roi partial planes;
+//   pool backward: tasks (image, channel block) own those planes and add dy at the recorded
+//     indices in increasing roi, then bin order.
 #include <omp.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
