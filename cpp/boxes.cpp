@@ -1,4 +1,4 @@
-// Box IoU, format conversion and greedy non-max suppression.
+// Box IoU, format conversion, greedy non-max suppression and Soft-NMS.
 //
 // Every IoU is computed with one formula, in the box dtype and in one fixed order (see
 // pair_iou), and the file is compiled with -ffp-contract=off: the NumPy reference performs
@@ -80,9 +80,11 @@ void check_boxes_values(const char* op, const T* b, int64_t n, const char* name)
 }
 
 template <typename T>
-void check_scores_values(const char* op, const T* s, int64_t n) {
+void check_scores_values(const char* op, const T* s, int64_t n, bool finite = false) {
   for (int64_t i = 0; i < n; ++i) {
     FC_CHECK(!std::isnan(s[i]), op, ": scores has NaN at index ", i);
+    FC_CHECK(!finite || std::isfinite(s[i]), op, ": scores has a non-finite value (", s[i],
+             ") at index ", i);
   }
 }
 
@@ -414,6 +416,93 @@ py::array_t<int64_t> batched_nms_py(const py::array& boxes, const py::array& sco
                  NmsParams{iou_threshold, score_threshold, max_output});
 }
 
+// ---------------------------------------------------------------------------------------
+// soft_nms
+// ---------------------------------------------------------------------------------------
+
+// The rescoring weight of a box at `iou` with the kept one (see nms_params.hpp).
+double soft_nms_weight(const SoftNmsParams& p, double iou) {
+  if (p.method == SoftNmsMethod::kLinear) return 1.0 - iou;
+  return std::exp(-(iou * iou) / p.sigma);
+}
+
+// The live boxes in increasing index order (structure of arrays, compacted in place), so
+// the first maximum of a sweep is the lowest index among equal scores. Each step keeps the
+// best box, rescores and compacts the rest in one pass that also finds the next best.
+template <typename T>
+void soft_nms_impl(const T* boxes, const T* scores, int64_t n, const SoftNmsParams& p,
+                   Index& keep, std::vector<T>& kept) {
+  const bool drop = p.score_threshold.has_value();
+  const T st = drop ? static_cast<T>(*p.score_threshold) : T(0);
+  const T thr = static_cast<T>(p.iou_threshold);
+  const bool linear = p.method == SoftNmsMethod::kLinear;
+  Index order;
+  for (int64_t i = 0; i < n; ++i)
+    if (!drop || scores[i] >= st) order.push_back(i);
+  SortedBoxes<T> s(boxes, order);
+  std::vector<T> score(order.size()), iou(order.size());
+  int64_t len = static_cast<int64_t>(order.size()), best = -1;
+  for (int64_t j = 0; j < len; ++j) {
+    score[j] = scores[order[j]];
+    if (best < 0 || score[j] > score[best]) best = j;
+  }
+  const int64_t limit = p.max_output ? *p.max_output : len;
+  const BoxSweepFns<T>& sweeps = selected_sweeps<T>();
+  T *X1 = s.x1.data(), *Y1 = s.y1.data(), *X2 = s.x2.data(), *Y2 = s.y2.data(),
+    *AR = s.area.data(), *S = score.data();
+  int64_t* pos = s.pos.data();
+  while (len > 0 && static_cast<int64_t>(keep.size()) < limit) {
+    const int64_t m = best;
+    keep.push_back(order[pos[m]]);
+    kept.push_back(S[m]);
+    const Box<T> box{X1[m], Y1[m], X2[m], Y2[m], AR[m]};
+    sweeps.iou_row(box, X1, Y1, X2, Y2, AR, len, iou.data());
+    int64_t w = 0;
+    best = -1;
+    for (int64_t j = 0; j < len; ++j) {
+      if (j == m) continue;
+      T sj = S[j];
+      const T o = iou[j];
+      if (o > T(0) && (!linear || o >= thr)) {
+        sj = static_cast<T>(static_cast<double>(sj) * soft_nms_weight(p, static_cast<double>(o)));
+      }
+      if (drop && !(sj >= st)) continue;
+      X1[w] = X1[j], Y1[w] = Y1[j], X2[w] = X2[j], Y2[w] = Y2[j], AR[w] = AR[j];
+      pos[w] = pos[j], S[w] = sj;
+      if (best < 0 || sj > S[best]) best = w;
+      ++w;
+    }
+    len = w;
+  }
+}
+
+py::tuple soft_nms_py(const py::array& boxes, const py::array& scores, double sigma,
+                      const std::string& method, double iou_threshold,
+                      std::optional<double> score_threshold, std::optional<int64_t> max_output) {
+  const char* op = "soft_nms";
+  const SoftNmsParams p{parse_soft_nms_method(method), sigma, iou_threshold, score_threshold,
+                        max_output};
+  check_soft_nms_params(p);
+  const int64_t n = check_boxes_shape(op, boxes, "boxes");
+  check_lengths(op, boxes, scores, "scores");
+  return dispatch_float(float_dtype(boxes, "boxes"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = input_ptr<T>(boxes, "boxes");
+    const T* s = input_ptr<T>(scores, "scores");
+    check_boxes_values(op, b, n, "boxes");
+    check_scores_values(op, s, n, true);
+    Index keep;
+    std::vector<T> kept;
+    {
+      py::gil_scoped_release release;
+      soft_nms_impl(b, s, n, p, keep, kept);
+    }
+    py::array_t<T> rescored(static_cast<py::ssize_t>(kept.size()));
+    std::copy(kept.begin(), kept.end(), rescored.mutable_data());
+    return py::tuple(py::make_tuple(to_array(keep), rescored));
+  });
+}
+
 }  // namespace
 
 void bind_boxes(py::module_& m) {
@@ -428,6 +517,11 @@ void bind_boxes(py::module_& m) {
         py::arg("iou_threshold"), py::arg("score_threshold") = py::none(),
         py::arg("max_output") = py::none(),
         "Non-max suppression per label (int64 labels); int64 indices by decreasing score.");
+  m.def("soft_nms", &soft_nms_py, py::arg("boxes"), py::arg("scores"), py::arg("sigma"),
+        py::arg("method"), py::arg("iou_threshold"), py::arg("score_threshold") = py::none(),
+        py::arg("max_output") = py::none(),
+        "Soft-NMS (linear or gaussian); (int64 indices, rescored scores) by decreasing "
+        "rescored score.");
 }
 
 }  // namespace fastconv

@@ -39,6 +39,7 @@ PYBIND11_MODULE(_cpu, m) {
   fastconv::bind_im2col(m);
   fastconv::bind_pool(m);
   fastconv::bind_boxes(m);
+  fastconv::bind_roi(m);
   fastconv::bind_matmul(m);
   fastconv::bind_elementwise(m);
   fastconv::bind_peak(m);

@@ -348,6 +348,62 @@ void batched_nms_fixed_cuda(py::handle boxes, py::handle scores, py::handle labe
                    count, alloc, stream);
 }
 
+// Soft-NMS in one block (see soft_nms_kernel); one read of the status words, then the
+// results, sliced to the count, as arrays of the caller's allocator.
+py::tuple soft_nms_cuda(py::handle boxes, py::handle scores, double sigma,
+                        const std::string& method, double iou_threshold,
+                        std::optional<double> score_threshold, std::optional<int64_t> max_output,
+                        py::object alloc, uintptr_t stream_handle) {
+  const char* op = "soft_nms";
+  const SoftNmsParams p{parse_soft_nms_method(method), sigma, iou_threshold, score_threshold,
+                        max_output};
+  check_soft_nms_params(p);
+  const DeviceArray ba = device_array(boxes, "boxes"), sa = device_array(scores, "scores");
+  const int64_t n = check_boxes_shape(op, ba, "boxes");
+  check_lengths(op, ba, sa, "scores");
+  const cudaStream_t stream = as_stream(stream_handle);
+  return dispatch_float(ba, "boxes", [&](auto zero) {
+    using T = decltype(zero);
+    const T* b = input_ptr<T>(ba, "boxes");
+    const T* s = input_ptr<T>(sa, "scores");
+    const int64_t limit = std::min<int64_t>(p.max_output.value_or(n), n);
+    const char* dtype = sizeof(T) == 4 ? "float32" : "float64";
+    // The results outlive the workspace: allocated apart.
+    py::object keep =
+        alloc(std::max<int64_t>(1, n) * int64_t(sizeof(int64_t))).attr("view")("int64");
+    py::object kept = alloc(std::max<int64_t>(1, n) * int64_t(sizeof(T))).attr("view")(dtype);
+    long long status[kSoftStatusWords] = {0, 0, 0};
+    if (n > 0) {
+      Workspace ws(alloc);
+      long long* dev = ws.get<long long>(kSoftStatusWords);
+      T* work = ws.get<T>(n);
+      uint8_t* live = ws.get<uint8_t>(n);
+      StreamLauncher{stream, 32}(&fill_i64_kernel, 1, dev, 2,
+                                 std::numeric_limits<long long>::max());
+      StreamLauncher{stream, 32}(&fill_i64_kernel, 1, dev + kSoftCount, 1, 0);
+      StreamLauncher{stream, kSoftNmsThreads}(
+          &soft_nms_kernel<T>, 1, b, s, n, p.method == SoftNmsMethod::kLinear, p.sigma,
+          static_cast<T>(p.iou_threshold), p.score_threshold.has_value(),
+          static_cast<T>(p.score_threshold.value_or(0)), limit, work, live,
+          static_cast<int64_t*>(device_array(keep, "keep").data),
+          static_cast<T*>(device_array(kept, "kept").data), dev);
+      read_status(dev, status, kSoftStatusWords, stream);
+      if (status[kSoftBadBox] < n) raise_box_row(op, "boxes", b, status[kSoftBadBox], stream);
+      if (status[kSoftBadScore] < n) {
+        T v = 0;
+        FC_CUDA_CHECK(cudaMemcpyAsync(&v, s + status[kSoftBadScore], sizeof v,
+                                      cudaMemcpyDeviceToHost, stream));
+        FC_CUDA_CHECK(cudaStreamSynchronize(stream));
+        FC_CHECK(!std::isnan(v), op, ": scores has NaN at index ", status[kSoftBadScore]);
+        FC_CHECK(false, op, ": scores has a non-finite value (", v, ") at index ",
+                 status[kSoftBadScore]);
+      }
+    }
+    const py::slice first(0, static_cast<py::ssize_t>(status[kSoftCount]), 1);
+    return py::tuple(py::make_tuple(keep[first], kept[first]));
+  });
+}
+
 }  // namespace
 
 void bind_boxes(py::module_& m) {
@@ -378,6 +434,11 @@ void bind_boxes(py::module_& m) {
         py::arg("labels"), py::arg("iou_threshold"), py::arg("score_threshold").none(true),
         py::arg("max_output").none(true), py::arg("keep"), py::arg("count"), py::arg("alloc"),
         py::arg("stream"), "batched_nms into fixed-size device arrays; see nms_fixed.");
+  m.def("soft_nms", &soft_nms_cuda, py::arg("boxes"), py::arg("scores"), py::arg("sigma"),
+        py::arg("method"), py::arg("iou_threshold"), py::arg("score_threshold").none(true),
+        py::arg("max_output").none(true), py::arg("alloc"), py::arg("stream"),
+        "Soft-NMS on the GPU (one block); (int64 indices, rescored scores) by decreasing "
+        "rescored score. One stream synchronization (the result length).");
 }
 
 }  // namespace fastconv::cuda

@@ -74,6 +74,7 @@ PYBIND11_MODULE(_cuda, m) {
   fastconv::cuda::bind_im2col(m);
   fastconv::cuda::bind_pool(m);
   fastconv::cuda::bind_boxes(m);
+  fastconv::cuda::bind_roi(m);
   m.def("device_status", &device_status,
         "(number of CUDA devices, reason when there are none); never raises.");
   m.def("check_stream", &check_stream, py::arg("stream"), py::arg("op"),

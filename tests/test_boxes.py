@@ -925,3 +925,133 @@ def test_cuda_extension_rejects_bad_input_directly():
 # ----------------------------------------------------------------------------------------
 # Timings (printed, not asserted beyond sanity: the targets are for a human to read)
 # ----------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------
+# soft_nms
+# ----------------------------------------------------------------------------------------
+
+def paper_soft_nms(boxes, scores, sigma, method, nt, threshold):
+    """Bodla et al. 2017, Algorithm 1, one Python float at a time (float64 inputs)."""
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        inter = w * h
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        return inter / union if union > 0 else 0.0
+
+    live = [i for i in range(len(boxes)) if threshold is None or scores[i] >= threshold]
+    s = [float(v) for v in scores]
+    keep, kept = [], []
+    while live:
+        m = max(live, key=lambda i: (s[i], -i))  # highest score, then lowest index
+        keep.append(m)
+        kept.append(s[m])
+        live.remove(m)
+        for i in list(live):
+            o = iou(boxes[m], boxes[i])
+            if method == "linear":
+                s[i] *= (1.0 - o) if o >= nt else 1.0
+            else:
+                s[i] *= float(np.exp(-(o * o) / sigma))
+            if threshold is not None and s[i] < threshold:
+                live.remove(i)
+    return keep, kept
+
+
+def soft_nms_on(device, boxes, scores, **kw):
+    keep, kept = fc.soft_nms(boxes, scores, **kw)
+    if device == "cuda":
+        gk, gs = fc.soft_nms(gpu(boxes), gpu(scores), **kw)
+        assert_indices(host(gk), keep)
+        np.testing.assert_allclose(host(gs), kept, rtol=1e-6 if kept.dtype == np.float32
+                                   else 1e-14)
+        assert host(gs).dtype == kept.dtype
+    return keep, kept
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+@pytest.mark.parametrize("method", ["gaussian", "linear"])
+@pytest.mark.parametrize("n", [0, 1, 2, 40, 300])
+def test_soft_nms_matches_the_paper_loop(device, method, n):
+    rng = np.random.default_rng(n + len(method))
+    boxes = clustered_boxes(rng, n, np.float64, clusters=max(1, n // 10))
+    scores = random_scores(rng, n, np.float64)
+    for kw in (dict(), dict(sigma=0.3, iou_threshold=0.5, score_threshold=0.2),
+               dict(score_threshold=None, max_output=7)):
+        keep, kept = soft_nms_on(device, boxes, scores, method=method, **kw)
+        want_keep, want_kept = paper_soft_nms(boxes, scores, kw.get("sigma", 0.5), method,
+                                              kw.get("iou_threshold", 0.3),
+                                              kw.get("score_threshold", 0.001))
+        limit = kw.get("max_output")
+        assert_indices(keep, np.array(want_keep[:limit], dtype=np.int64))
+        np.testing.assert_allclose(kept, want_kept[:limit], rtol=1e-13)
+        assert np.all(np.diff(kept) <= 0)
+        ref_keep, ref_kept = ref.soft_nms(boxes, scores, method=method, **kw)
+        assert_indices(keep, ref_keep)
+        np.testing.assert_allclose(kept, ref_kept, rtol=1e-14)
+
+
+@pytest.mark.parametrize("device", cpu_and_cuda())
+def test_soft_nms_float32_against_the_reference(device):
+    rng = np.random.default_rng(5)
+    boxes = clustered_boxes(rng, 500, np.float32, clusters=30)
+    scores = random_scores(rng, 500, np.float32)
+    for method in ("gaussian", "linear"):
+        keep, kept = soft_nms_on(device, boxes, scores, method=method)
+        ref_keep, ref_kept = ref.soft_nms(boxes, scores, method=method)
+        assert kept.dtype == np.float32
+        assert_indices(keep, ref_keep)
+        np.testing.assert_allclose(kept, ref_kept, rtol=1e-6)
+
+
+def test_soft_nms_hand_cases():
+    # IoU of these two is 1/3: 2x2 boxes overlapping by half of one side.
+    boxes = np.array([[0, 0, 2, 2], [1, 0, 3, 2], [10, 10, 11, 11]], dtype=np.float64)
+    scores = np.array([0.9, 0.8, 0.5])
+    keep, kept = fc.soft_nms(boxes, scores, method="linear", iou_threshold=0.3)
+    assert_indices(keep, [0, 1, 2])
+    np.testing.assert_allclose(kept, [0.9, 0.8 * (2 / 3), 0.5])
+    keep, kept = fc.soft_nms(boxes, scores, method="linear", iou_threshold=0.4)
+    np.testing.assert_allclose(kept, [0.9, 0.8, 0.5])  # below the threshold: untouched
+    keep, kept = fc.soft_nms(boxes, scores, sigma=0.5)
+    np.testing.assert_allclose(kept, [0.9, 0.8 * np.exp(-(1 / 9) / 0.5), 0.5])
+    # Rescoring can reorder: box 1 falls below box 2 once box 0 is kept.
+    keep, kept = fc.soft_nms(boxes, np.array([0.9, 0.75, 0.7]), method="linear")
+    assert_indices(keep, [0, 2, 1])
+    np.testing.assert_allclose(kept, [0.9, 0.7, 0.5])
+    # Equal scores: the lower index first; identical boxes (IoU 1, linear) drop to 0.
+    keep, kept = fc.soft_nms(boxes[[0, 0, 2]], np.array([0.5, 0.5, 0.5]), method="linear")
+    assert_indices(keep, [0, 2])
+    keep, kept = fc.soft_nms(boxes[[0, 0]], np.array([0.5, 0.5]), method="linear",
+                             score_threshold=None)
+    assert_indices(keep, [0, 1])
+    np.testing.assert_allclose(kept, [0.5, 0.0])
+    # score_threshold drops boxes from the start; max_output truncates.
+    keep, _ = fc.soft_nms(boxes, np.array([0.9, 0.0005, 0.7]))
+    assert_indices(keep, [0, 2])
+    keep, kept = fc.soft_nms(boxes, scores, max_output=1)
+    assert_indices(keep, [0]) and kept.shape == (1,)
+    keep, kept = fc.soft_nms(boxes[:0], scores[:0])
+    assert keep.shape == kept.shape == (0,) and keep.dtype == np.int64
+
+
+def test_soft_nms_errors():
+    boxes = np.array([[0, 0, 2, 2], [1, 0, 3, 2]], dtype=np.float32)
+    scores = np.array([0.9, 0.8], dtype=np.float32)
+    with pytest.raises(ValueError, match="method must be 'gaussian' or 'linear'"):
+        fc.soft_nms(boxes, scores, method="hard")
+    with pytest.raises(ValueError, match="sigma must be finite and positive"):
+        fc.soft_nms(boxes, scores, sigma=0.0)
+    with pytest.raises(ValueError, match="scores has NaN at index 1"):
+        fc.soft_nms(boxes, np.array([0.9, np.nan], np.float32))
+    with pytest.raises(ValueError, match="scores has a non-finite value"):
+        fc.soft_nms(boxes, np.array([np.inf, 0.1], np.float32))
+    with pytest.raises(ValueError, match="boxes row 0 is inverted"):
+        fc.soft_nms(boxes[:, [2, 1, 0, 3]], scores)
+    with pytest.raises(ValueError, match=r"scores shape \(1,\) must be \(N,\)"):
+        fc.soft_nms(boxes, scores[:1])
+    with pytest.raises(TypeError, match="scores has dtype float64 but boxes has float32"):
+        fc.soft_nms(boxes, scores.astype(np.float64))
+    with pytest.raises(ValueError, match="max_output must be >= 0"):
+        fc.soft_nms(boxes, scores, max_output=-1)

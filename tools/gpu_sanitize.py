@@ -353,15 +353,111 @@ def _box_cases() -> List[Case]:
             return Problem((boxes, scores), call)
 
         cases.append(Case("nms", "nms_fixed_size", fixed))
+
+    def soft(method: str, dtype: Any, **kwargs: Any) -> Callable[[np.random.Generator], Problem]:
+        def build(rng: np.random.Generator) -> Problem:
+            boxes, scores = _boxes(rng, 1500, 40, dtype)
+            # Indices exactly; rescored scores within a few roundings (the device's exp).
+            return Problem((boxes, scores),
+                           lambda b, s: fc.soft_nms(b, s, method=method, **kwargs),
+                           lambda b, s: (0, 1.0), 4)
+
+        return build
+
+    if hasattr(fc, "soft_nms"):
+        cases += [Case("nms", "soft_nms_gaussian", soft("gaussian", np.float32)),
+                  Case("nms", "soft_nms_linear_f64", soft("linear", np.float64,
+                                                          iou_threshold=0.4)),
+                  Case("nms", "soft_nms_max_output", soft("gaussian", np.float32,
+                                                          score_threshold=None,
+                                                          max_output=33))]
+    return cases
+
+
+# name, x shape, rois, output size, spatial_scale, sampling_ratio, aligned
+_ROI = [
+    ("2d_head", (2, 37, 13, 17), 60, (7, 7), 0.25, 2, True),
+    ("2d_adaptive", (3, 5, 9, 11), 40, (3, 4), 1.0, -1, False),
+    ("3d", (2, 3, 5, 6, 7), 25, (2, 3, 2), 1.0, 2, False),
+]
+
+
+def _rois(rng: np.random.Generator, count: int, batch: int, extent: Sequence[float],
+          dtype: Any) -> np.ndarray:
+    """Rois spilling past every border (x first in a row), some thinner than a cell."""
+    extent = np.asarray(extent, dtype=np.float64)[::-1]
+    lo = rng.uniform(-0.3, 1.3, (count, len(extent))) * extent
+    size = rng.uniform(0, 0.8, (count, len(extent))) * extent
+    size[::7] *= 0.01
+    index = rng.integers(0, batch, (count, 1))
+    return np.concatenate([index, lo, lo + size], axis=1).astype(dtype)
+
+
+def _roi_cases() -> List[Case]:
+    cases = []
+    for name, x_shape, count, out, scale, ratio, aligned in _ROI:
+        geo = dict(spatial_scale=scale, sampling_ratio=ratio, aligned=aligned)
+        extent = tuple(s / scale for s in x_shape[2:])
+        # Terms per output: every sample of a bin (at most a few hundred here) times its
+        # corners; per input cell: every roi's samples that reach it.
+        terms = 64 * 2 ** (len(x_shape) - 2)
+
+        for dtype in (np.float32, np.float64):
+            suffix = "" if dtype == np.float32 else "_f64"
+
+            def align(rng: np.random.Generator, x_shape=x_shape, count=count, out=out,
+                      geo=geo, extent=extent, dtype=dtype) -> Problem:
+                x = _randn(rng, x_shape, dtype)
+                rois = _rois(rng, count, x_shape[0], extent, dtype)
+
+                def call(x: Any, r: Any) -> Any:
+                    return fc.roi_align(x, r, out, **geo)
+
+                # The bound's magnitudes: the weights are >= 0, so |x| through the same
+                # rois (not |rois|, which would move them).
+                return Problem((x, rois), call, lambda x, _: call(x, rois), terms)
+
+            def align_bwd(rng: np.random.Generator, x_shape=x_shape, count=count, out=out,
+                          geo=geo, extent=extent, dtype=dtype) -> Problem:
+                dy = _randn(rng, (count, x_shape[1]) + out, dtype)
+                rois = _rois(rng, count, x_shape[0], extent, dtype)
+
+                def call(dy: Any, r: Any) -> Any:
+                    return fc.roi_align_backward(dy, r, x_shape, **geo)
+
+                return Problem((dy, rois), call, lambda dy, _: call(dy, rois), terms * count)
+
+            def pool(rng: np.random.Generator, x_shape=x_shape, count=count, out=out,
+                     scale=scale, extent=extent, dtype=dtype) -> Problem:
+                x = rng.integers(-4, 5, x_shape).astype(dtype)  # ties
+                rois = _rois(rng, count, x_shape[0], extent, dtype)
+                return Problem((x, rois), lambda x, r: fc.roi_pool(
+                    x, r, out, spatial_scale=scale, return_indices=True))
+
+            def pool_bwd(rng: np.random.Generator, x_shape=x_shape, count=count, out=out,
+                         scale=scale, extent=extent, dtype=dtype) -> Problem:
+                x = _randn(rng, x_shape, dtype)
+                rois = _rois(rng, count, x_shape[0], extent, dtype)
+                _, idx = fc.roi_pool(x, rois, out, spatial_scale=scale, return_indices=True)
+                dy = _randn(rng, idx.shape, dtype)
+                # The same additions in the same order on both sides: exactly equal.
+                return Problem((dy, idx, rois),
+                               lambda dy, i, r: fc.roi_pool_backward(dy, i, r, x_shape))
+
+            cases += [Case("roi", f"roi_align_{name}{suffix}", align),
+                      Case("roi", f"roi_pool_{name}{suffix}", pool),
+                      Case("roi_backward", f"roi_align_backward_{name}{suffix}", align_bwd),
+                      Case("roi_backward", f"roi_pool_backward_{name}{suffix}", pool_bwd)]
     return cases
 
 
 def all_cases() -> List[Case]:
     return (_conv_cases(np.float32) + _conv_cases(np.float64) + _unfold_cases()
-            + _pool_cases() + _box_cases())
+            + _pool_cases() + _box_cases() + _roi_cases())
 
 
-GROUPS = ("conv", "conv_backward", "im2col", "pool", "pool_backward", "boxes", "nms")
+GROUPS = ("conv", "conv_backward", "im2col", "pool", "pool_backward", "boxes", "nms", "roi",
+          "roi_backward")
 
 
 # ------------------------------------------------------------------------------------------

@@ -345,3 +345,231 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
     kept = np.concatenate(kept)
     kept = kept[np.lexsort((kept, -scores[kept]))]
     return kept if max_output is None else kept[:max_output]
+
+
+def soft_nms(boxes: np.ndarray, scores: np.ndarray, sigma: float = 0.5,
+             method: str = "gaussian", iou_threshold: float = 0.3,
+             score_threshold: Optional[float] = 0.001,
+             max_output: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Soft-NMS (Bodla et al. 2017, Algorithm 1), one Python iteration per kept box.
+
+    Repeatedly keep the box of highest current score (equal scores: lower index first) and
+    rescale the score of every remaining box b by a weight of its IoU with the kept one M:
+    "linear": 1 - iou when iou >= iou_threshold, else 1; "gaussian": exp(-iou^2 / sigma).
+    A box whose score is (or falls) below score_threshold is dropped (None keeps all).
+    Thresholds are rounded to the dtype; weights are computed in float64 from the
+    box-dtype IoU and each rescored score is rounded back to the scores' dtype, as the
+    kernels do. Returns (int64 indices in the order kept, i.e. by decreasing rescored
+    score; their rescored scores).
+    """
+    dtype = scores.dtype
+    t = dtype.type
+    s = scores.copy()
+    alive = np.ones(len(s), dtype=bool)
+    if score_threshold is not None:
+        alive &= s >= dtype.type(score_threshold)
+    cols = _box_cols(boxes)
+    keep, kept_scores = [], []
+    limit = len(s) if max_output is None else max_output
+    while alive.any() and len(keep) < limit:
+        candidates = np.flatnonzero(alive)
+        m = candidates[np.argmax(s[candidates])]  # the first maximum: lowest index
+        keep.append(m)
+        kept_scores.append(s[m])
+        alive[m] = False
+        rest = np.flatnonzero(alive)
+        iou = _pair_iou(tuple(c[m] for c in cols), tuple(c[rest] for c in cols))
+        wide = iou.astype(np.float64)
+        if method == "linear":
+            weight = np.where(iou >= t(iou_threshold), 1.0 - wide, 1.0)
+        else:
+            weight = np.exp(-(wide * wide) / sigma)
+        s[rest] = (s[rest].astype(np.float64) * weight).astype(dtype)
+        if score_threshold is not None:
+            alive[rest] = s[rest] >= dtype.type(score_threshold)
+    return np.array(keep, dtype=np.int64), np.array(kept_scores, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# RoI align and RoI pool
+# ----------------------------------------------------------------------------------------
+#
+# Both ops cut each roi into a grid of bins that is the product of independent 1-D
+# partitions, so each is written per axis: RoI align as one (bins, size) matrix of summed
+# bilinear sample weights per axis (the roi's output is the input contracted with them),
+# RoI pool as the [start, end) cells of every bin per axis. A roi row is (batch index, x1,
+# y1, x2, y2), or (batch index, x1, y1, z1, x2, y2, z2); spatial dim d of x (0 = the first)
+# takes its low coordinate from column 1 + (dims - 1 - d).
+
+def _roi_columns(dims: int, d: int) -> Tuple[int, int]:
+    lo = 1 + (dims - 1 - d)
+    return lo, lo + dims
+
+
+def _align_axis(lo: float, hi: float, spatial_scale: float, sampling_ratio: int,
+                aligned: bool, bins: int, size: int, dtype: np.dtype) -> Tuple[np.ndarray, int]:
+    """The (bins, size) weights of one axis and its samples per bin, torchvision's rules:
+    roi start lo * scale (- 0.5 if aligned), length at least 1 unless aligned, `grid`
+    samples per bin at start + p * bin + (i + 0.5) * bin / grid; a sample outside
+    [-1, size] reads nothing, else it is clamped to [0, size - 1] and splits its weight
+    between floor(y) (1 - frac) and floor(y) + 1 (frac) -- the last cell alone, weight 1,
+    when floor(y) >= size - 1. All arithmetic in the roi dtype."""
+    t = dtype.type
+    offset = t(0.5) if aligned else t(0)
+    start = t(lo) * t(spatial_scale) - offset
+    length = (t(hi) * t(spatial_scale) - offset) - start
+    if not aligned:
+        length = max(length, t(1))
+    bin_size = length / t(bins)
+    grid = sampling_ratio if sampling_ratio > 0 else int(np.ceil(bin_size))
+    weights = np.zeros((bins, size), dtype=dtype)
+    if grid == 0:
+        return weights, grid
+    p = np.arange(bins, dtype=dtype)[:, None]
+    i = np.arange(grid, dtype=dtype)[None, :]
+    y = (start + p * bin_size) + ((i + t(0.5)) * bin_size) / t(grid)
+    valid = (y >= -1) & (y <= size)
+    y = np.where(y <= 0, t(0), y)
+    low = np.floor(np.where(valid, y, 0)).astype(np.int64)
+    top = low >= size - 1
+    low = np.where(top, size - 1, low)
+    high = np.where(top, size - 1, low + 1)
+    frac = np.where(top, t(0), y - low.astype(dtype))
+    rows = np.broadcast_to(np.arange(bins)[:, None], y.shape)
+    np.add.at(weights, (rows[valid], low[valid]), (t(1) - frac)[valid])
+    np.add.at(weights, (rows[valid], high[valid]), frac[valid])
+    return weights, grid
+
+
+def _align_matrices(row: np.ndarray, dims: int, output_size: Ints, spatial_size: Ints,
+                    spatial_scale: float, sampling_ratio: int, aligned: bool,
+                    dtype: np.dtype) -> Tuple[list, np.ndarray]:
+    """Per spatial dim the weight matrix of one roi row, and its sample count (>= 1)."""
+    mats, count = [], 1
+    for d in range(dims):
+        lo, hi = _roi_columns(dims, d)
+        m, grid = _align_axis(row[lo], row[hi], spatial_scale, sampling_ratio, aligned,
+                              output_size[d], spatial_size[d], dtype)
+        mats.append(m)
+        count *= grid
+    return mats, dtype.type(max(count, 1))
+
+
+_AXES = "dhw"
+
+
+def _support(mats: list) -> tuple:
+    """Per axis the slice of cells with a nonzero weight (the roi's footprint), so that a
+    roi's contraction touches its footprint only."""
+    box = []
+    for m in mats:
+        cells = np.flatnonzero(m.any(axis=0))
+        box.append(slice(cells[0], cells[-1] + 1) if cells.size else slice(0, 0))
+    return tuple(box)
+
+
+def roi_align(x: np.ndarray, rois: np.ndarray, output_size: Ints, spatial_scale: float = 1.0,
+              sampling_ratio: int = -1, aligned: bool = False) -> np.ndarray:
+    """RoI align of x (N, C, *spatial) over rois (R, 1 + 2 dims): (R, C, *output_size).
+
+    Each bin averages its grid of bilinear samples; with the per-axis weight matrices A_d of
+    a roi this is x[n] contracted with every A_d, divided by the sample count."""
+    dims = x.ndim - 2
+    spec = _AXES[3 - dims:]
+    outs = "pqr"[:dims]
+    formula = ",".join(f"{o}{a}" for o, a in zip(outs, spec)) + f",c{spec}->c{outs}"
+    y = np.zeros((len(rois), x.shape[1]) + tuple(output_size), dtype=x.dtype)
+    for r, row in enumerate(rois):
+        mats, count = _align_matrices(row, dims, output_size, x.shape[2:], spatial_scale,
+                                      sampling_ratio, aligned, x.dtype)
+        box = _support(mats)
+        crop = x[int(row[0])][(slice(None),) + box]
+        y[r] = np.einsum(formula, *(m[:, s] for m, s in zip(mats, box)), crop,
+                         optimize=True) / count
+    return y
+
+
+def roi_align_backward(dy: np.ndarray, rois: np.ndarray, input_shape: Ints,
+                       spatial_scale: float = 1.0, sampling_ratio: int = -1,
+                       aligned: bool = False) -> np.ndarray:
+    """The adjoint of `roi_align`: dy (R, C, *output_size) -> dx of input_shape."""
+    dims = dy.ndim - 2
+    spec = _AXES[3 - dims:]
+    outs = "pqr"[:dims]
+    formula = ",".join(f"{o}{a}" for o, a in zip(outs, spec)) + f",c{outs}->c{spec}"
+    dx = np.zeros(tuple(input_shape), dtype=dy.dtype)
+    for r, row in enumerate(rois):
+        mats, count = _align_matrices(row, dims, dy.shape[2:], input_shape[2:], spatial_scale,
+                                      sampling_ratio, aligned, dy.dtype)
+        box = _support(mats)
+        dx[(int(row[0]), slice(None)) + box] += np.einsum(
+            formula, *(m[:, s] for m, s in zip(mats, box)), dy[r], optimize=True) / count
+    return dx
+
+
+def _round_half_away(v: np.generic) -> int:
+    whole = np.trunc(v)
+    return int(whole) + (int(np.sign(v)) if abs(v - whole) >= 0.5 else 0)
+
+
+def _pool_edges(lo: float, hi: float, spatial_scale: float, bins: int, size: int,
+                dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
+    """[start, end) cells of every bin of one axis, torchvision's rules: the scaled roi
+    rounded half away from zero, length max(end - start + 1, 1) cells, bin p covering
+    [floor(p * bin), ceil((p + 1) * bin)) + start, clipped to [0, size)."""
+    t = dtype.type
+    start = _round_half_away(t(lo) * t(spatial_scale))
+    end = _round_half_away(t(hi) * t(spatial_scale))
+    bin_size = t(max(end - start + 1, 1)) / t(bins)
+    p = np.arange(bins + 1, dtype=dtype)
+    lower = np.floor(p[:-1] * bin_size).astype(np.int64) + start
+    upper = np.ceil(p[1:] * bin_size).astype(np.int64) + start
+    return np.clip(lower, 0, size), np.clip(upper, 0, size)
+
+
+def roi_pool(x: np.ndarray, rois: np.ndarray, output_size: Ints,
+             spatial_scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+    """RoI max pooling of x (N, C, *spatial): (values, int64 flat cells in the (n, c) plane).
+
+    An empty bin gives 0 and index -1; otherwise the first cell in scan order holding the
+    maximum of the values strictly above -FLT_MAX (float32's lowest), or -FLT_MAX and -1
+    when there is none (NaN never wins), as torchvision."""
+    dims = x.ndim - 2
+    floor = x.dtype.type(-np.finfo(np.float32).max)
+    size = x.shape[2:]
+    channels = x.shape[1]
+    y = np.zeros((len(rois), channels) + tuple(output_size), dtype=x.dtype)
+    at = np.full(y.shape, -1, dtype=np.int64)
+    for r, row in enumerate(rois):
+        edges = [_pool_edges(row[lo], row[hi], spatial_scale, output_size[d], size[d],
+                             x.dtype) for d, (lo, hi) in
+                 enumerate(_roi_columns(dims, d) for d in range(dims))]
+        image = x[int(row[0])]
+        for b in np.ndindex(*output_size):
+            box = tuple(slice(edges[d][0][b[d]], edges[d][1][b[d]]) for d in range(dims))
+            if any(s.stop <= s.start for s in box):
+                continue
+            values = image[(slice(None),) + box].reshape(channels, -1)
+            coords = np.indices(tuple(s.stop - s.start for s in box)).reshape(dims, -1)
+            cells = np.ravel_multi_index(tuple(c + s.start for c, s in zip(coords, box)), size)
+            wins = values > floor
+            masked = np.where(wins, values, -np.inf)
+            j = np.argmax(masked, axis=1)
+            found = wins.any(axis=1)
+            y[(r, slice(None)) + b] = np.where(found, values[np.arange(channels), j], floor)
+            at[(r, slice(None)) + b] = np.where(found, cells[j], -1)
+    return y, at
+
+
+def roi_pool_backward(dy: np.ndarray, indices: np.ndarray, rois: np.ndarray,
+                      input_shape: Ints) -> np.ndarray:
+    """dy (R, C, *output_size) added at indices (-1: nothing) in each roi's image planes."""
+    dx = np.zeros(tuple(input_shape), dtype=dy.dtype)
+    planes = dx.reshape(input_shape[0], input_shape[1], -1)
+    channels = np.broadcast_to(np.arange(dy.shape[1])[:, None], (dy.shape[1],
+                                                                  int(np.prod(dy.shape[2:]))))
+    for r, row in enumerate(rois):
+        at = indices[r].reshape(dy.shape[1], -1)
+        hit = at >= 0
+        np.add.at(planes[int(row[0])], (channels[hit], at[hit]), dy[r].reshape(dy.shape[1], -1)[hit])
+    return dx

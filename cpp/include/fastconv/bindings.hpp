@@ -8,6 +8,7 @@ void bind_conv(pybind11::module_& m);
 void bind_im2col(pybind11::module_& m);
 void bind_pool(pybind11::module_& m);
 void bind_boxes(pybind11::module_& m);
+void bind_roi(pybind11::module_& m);
 void bind_matmul(pybind11::module_& m);
 void bind_elementwise(pybind11::module_& m);
 void bind_peak(pybind11::module_& m);

@@ -176,5 +176,6 @@ void bind_conv(py::module_& m);
 void bind_im2col(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_boxes(py::module_& m);
+void bind_roi(py::module_& m);
 
 }  // namespace fastconv::cuda

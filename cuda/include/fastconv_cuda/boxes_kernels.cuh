@@ -1,5 +1,6 @@
-// Box kernels for the CUDA backend: IoU, format conversion, and non-max suppression (plain
-// and per label), with the results of cpp/boxes.cpp bit for bit. Device code only (no
+// Box kernels for the CUDA backend: IoU, format conversion, non-max suppression (plain and
+// per label) and Soft-NMS, with the results of cpp/boxes.cpp bit for bit (Soft-NMS: up to
+// the last bit of the device's exp in the Gaussian weight). Device code only (no
 // pybind11, no CUDA runtime calls); boxes.cu validates, launches on the caller's stream and
 // reads the status words back.
 //
@@ -467,6 +468,101 @@ __global__ void finalize_fixed_kernel(const long long* status, int64_t n, int64_
     keep[i] = -1;
   }
   if (blockIdx.x == 0 && threadIdx.x == 0) *count = -1;
+}
+
+// ---------------------------------------------------------------------------------------
+// soft_nms
+// ---------------------------------------------------------------------------------------
+
+// Status words of a soft_nms call: first bad box row, first non-finite score, count kept.
+enum SoftNmsStatus { kSoftBadBox = 0, kSoftBadScore = 1, kSoftCount = 2, kSoftStatusWords = 3 };
+constexpr int kSoftNmsThreads = 1024;  // one block, a power of two
+
+// The CPU's soft_nms_weight (nms_params.hpp), explicitly rounded.
+__device__ __forceinline__ double soft_nms_weight(bool linear, double sigma, double iou) {
+  if (linear) return __dsub_rn(1.0, iou);
+  return exp(-__ddiv_rn(__dmul_rn(iou, iou), sigma));
+}
+
+// The whole greedy loop in one block: each step reduces the live boxes to the best (highest
+// score, then lowest index -- the CPU's first maximum) in shared memory, then every thread
+// rescores its strided share of the live boxes against it, in the CPU's arithmetic, and
+// finds its share's best for the next step. Scores and live flags live in `score` / `live`
+// (n each); keep / kept receive the result, status[kSoftCount] its length.
+template <typename T>
+__global__ void __launch_bounds__(kSoftNmsThreads)
+soft_nms_kernel(const T* __restrict__ boxes, const T* __restrict__ scores, int64_t n,
+                bool linear, double sigma, T iou_threshold, bool drop, T score_threshold,
+                int64_t limit, T* __restrict__ score, uint8_t* __restrict__ live,
+                int64_t* __restrict__ keep, T* __restrict__ kept, long long* status) {
+  __shared__ T best_score[kSoftNmsThreads];
+  __shared__ int64_t best_index[kSoftNmsThreads];
+  const int tid = threadIdx.x, threads = blockDim.x;
+  const T big = std::numeric_limits<T>::max();
+  T my_score = T(0);
+  int64_t my_index = -1;
+  for (int64_t i = tid; i < n; i += threads) {
+    if (row_is_bad(boxes + 4 * i, false)) atomicMin(status + kSoftBadBox, (long long)i);
+    const T s = scores[i];
+    if (!(fabs(s) <= big)) atomicMin(status + kSoftBadScore, (long long)i);
+    score[i] = s;
+    const bool alive = !drop || s >= score_threshold;
+    live[i] = alive;
+    if (alive && (my_index < 0 || s > my_score)) my_score = s, my_index = i;
+  }
+  __syncthreads();
+  if (status[kSoftBadBox] < n || status[kSoftBadScore] < n) return;  // the host raises
+  int64_t count = 0;
+  while (true) {
+    best_score[tid] = my_score;
+    best_index[tid] = my_index;
+    __syncthreads();
+    for (int half = threads / 2; half > 0; half /= 2) {
+      if (tid < half) {
+        const T s = best_score[tid + half];
+        const int64_t j = best_index[tid + half], i = best_index[tid];
+        if (j >= 0 && (i < 0 || s > best_score[tid] || (s == best_score[tid] && j < i))) {
+          best_score[tid] = s;
+          best_index[tid] = j;
+        }
+      }
+      __syncthreads();
+    }
+    const int64_t m = best_index[0];
+    const T m_score = best_score[0];
+    if (m < 0 || count >= limit) break;
+    if (tid == 0) {
+      keep[count] = m;
+      kept[count] = m_score;
+    }
+    ++count;
+    const T* b = boxes + 4 * m;
+    const T area = box_area(b[0], b[1], b[2], b[3]);
+    my_index = -1;
+    for (int64_t j = tid; j < n; j += threads) {
+      if (!live[j]) continue;
+      if (j == m) {
+        live[j] = 0;
+        continue;
+      }
+      const T* c = boxes + 4 * j;
+      const T o = pair_iou(b[0], b[1], b[2], b[3], area, c[0], c[1], c[2], c[3],
+                           box_area(c[0], c[1], c[2], c[3]));
+      T s = score[j];
+      if (o > T(0) && (!linear || o >= iou_threshold)) {
+        s = static_cast<T>(__dmul_rn(static_cast<double>(s),
+                                     soft_nms_weight(linear, sigma, static_cast<double>(o))));
+        score[j] = s;
+      }
+      if (drop && !(s >= score_threshold)) {
+        live[j] = 0;
+        continue;
+      }
+      if (my_index < 0 || s > my_score) my_score = s, my_index = j;
+    }
+    __syncthreads();  // everyone has read best_*[0] before the next step overwrites it
+  }
+  if (tid == 0) status[kSoftCount] = count;
 }
 
 }  // namespace fastconv::cuda

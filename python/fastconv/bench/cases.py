@@ -32,6 +32,7 @@ OPS = (
     "conv", "conv_backward_input", "conv_backward_weight", "im2col", "col2im",
     "max_pool", "avg_pool", "max_pool_backward", "avg_pool_backward",
     "box_iou", "box_convert", "nms", "batched_nms",
+    "roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward",
 )
 
 
@@ -583,9 +584,132 @@ def _box_cases() -> List[Case]:
     return cases
 
 
+# ----------------------------------------------------------------------------------------
+# RoI align / RoI pool
+# ----------------------------------------------------------------------------------------
+
+def detector_rois(rng: np.random.Generator, count: int, batch: int,
+                  image_size: Ints = (800, 1088), min_size: float = 16.0,
+                  max_size: float = 600.0, dtype: Any = np.float32) -> np.ndarray:
+    """(count, 5) rois as a region proposal network emits them: widths and heights
+    log-uniform in [min_size, max_size] pixels, centres uniform over an image of
+    image_size (H, W) (so boxes spill past its borders), batch indices uniform."""
+    height, width = image_size
+    wh = np.exp(rng.uniform(np.log(min_size), np.log(max_size), (count, 2)))
+    centres = rng.uniform(0, 1, (count, 2)) * np.array([width, height], dtype=np.float64)
+    boxes = np.concatenate([centres - wh / 2, centres + wh / 2], axis=1)
+    index = rng.integers(0, batch, (count, 1))
+    return np.concatenate([index, boxes], axis=1).astype(dtype)
+
+
+@dataclass(frozen=True)
+class RoiLayer:
+    name: str
+    batch: int
+    channels: int
+    size: Ints  # feature map (H, W)
+    rois: int
+    out: Ints
+    scale: float  # feature cells per image pixel
+    sampling_ratio: int
+    aligned: bool
+
+
+# The box head of Faster R-CNN (ResNet-50 C4-style 1/16 feature map of an 800x1088 image).
+FASTER_RCNN_HEAD = RoiLayer("faster_rcnn_head", 2, 256, (50, 68), 512, (7, 7), 1 / 16, 2, True)
+SMOKE_ROI = RoiLayer("smoke", 2, 8, (12, 17), 20, (3, 3), 1 / 16, 2, True)
+
+
+def _roi_setup(op: str, layer: RoiLayer) -> Callable[[np.random.Generator], Problem]:
+    def setup(rng: np.random.Generator) -> Problem:
+        x_shape = (layer.batch, layer.channels) + layer.size
+        image = tuple(int(s / layer.scale) for s in layer.size)
+        x = _randn(rng, x_shape, np.float32)
+        rois = detector_rois(rng, layer.rois, layer.batch, image)
+        out, scale = layer.out, layer.scale
+        geo = dict(spatial_scale=scale, sampling_ratio=layer.sampling_ratio,
+                   aligned=layer.aligned)
+        ref_geo = (scale, layer.sampling_ratio, layer.aligned)
+        x_bytes = float(x.nbytes)
+        y_bytes = 4.0 * layer.rois * layer.channels * int(np.prod(out))
+        dy = _randn(rng, (layer.rois, layer.channels) + out, np.float32)
+
+        def tv_align(torch: Any, t: Tuple[Any, ...]) -> Callable[[], Any]:
+            ops = _torchvision_ops()
+            return lambda: ops.roi_align(t[0], t[1], out, scale, layer.sampling_ratio,
+                                         layer.aligned)
+
+        def tv_align_grad(torch: Any, t: Tuple[Any, ...]) -> Callable[[], Any]:
+            ops = _torchvision_ops()
+            dy_t, rois_t = t
+            x_t = torch.zeros(x_shape, dtype=dy_t.dtype, device=dy_t.device,
+                              requires_grad=True)
+            y_t = ops.roi_align(x_t, rois_t, out, scale, layer.sampling_ratio, layer.aligned)
+            # The graph is built once; only the backward pass is timed.
+            return lambda: torch.autograd.grad(y_t, x_t, dy_t, retain_graph=True)[0]
+
+        def tv_pool(torch: Any, t: Tuple[Any, ...]) -> Callable[[], Any]:
+            _torchvision_ops()  # registers torch.ops.torchvision
+            # The raw op also returns its argmax (int32, the same flat cells).
+            return lambda: torch.ops.torchvision.roi_pool(t[0], t[1], scale, *out)
+
+        def tv_pool_grad(torch: Any, t: Tuple[Any, ...]) -> Callable[[], Any]:
+            ops = _torchvision_ops()
+            dy_t, rois_t = t[0], t[2]
+            x_t = torch.as_tensor(x, device=dy_t.device).requires_grad_(True)
+            y_t = ops.roi_pool(x_t, rois_t, out, scale)
+            return lambda: torch.autograd.grad(y_t, x_t, dy_t, retain_graph=True)[0]
+
+        if op == "roi_align":
+            return Problem(
+                (x, rois),
+                lambda x, r: fastconv.roi_align(x, r, out, **geo),
+                lambda x, r: reference.roi_align(x, r, out, *ref_geo),
+                tv_align, x_bytes + y_bytes, "byte")
+        if op == "roi_align_backward":
+            return Problem(
+                (dy, rois),
+                lambda dy, r: fastconv.roi_align_backward(dy, r, x_shape, **geo),
+                lambda dy, r: reference.roi_align_backward(dy, r, x_shape, *ref_geo),
+                tv_align_grad, x_bytes + y_bytes, "byte")
+        if op == "roi_pool":
+            # Checked on the same float32 inputs: bin edges are computed in the roi dtype,
+            # so a float64 evaluation may cut some bins one cell differently.
+            return Problem(
+                (x, rois),
+                lambda x, r: fastconv.roi_pool(x, r, out, spatial_scale=scale,
+                                               return_indices=True),
+                lambda x, r: reference.roi_pool(x, r, out, scale),
+                tv_pool, x_bytes + 3 * y_bytes, "byte", exact=True)
+        # The indices come from the oracle, so every backend adds at the same cells.
+        _, indices = reference.roi_pool(x, rois, out, scale)
+        return Problem(
+            (dy, indices, rois),
+            lambda dy, idx, r: fastconv.roi_pool_backward(dy, idx, r, x_shape),
+            lambda dy, idx, r: reference.roi_pool_backward(dy, idx, r, x_shape),
+            tv_pool_grad, x_bytes + 3 * y_bytes, "byte")
+
+    return setup
+
+
+def _roi_shape(layer: RoiLayer) -> str:
+    return (f"{layer.batch}x{layer.channels}x{_ints(layer.size)}, {layer.rois} rois -> "
+            f"{_ints(layer.out)}, s{layer.sampling_ratio}{' aligned' if layer.aligned else ''}")
+
+
+def _roi_cases() -> List[Case]:
+    cases = []
+    for op in ("roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward"):
+        for device in DEVICES:
+            for layer, modes in ((FASTER_RCNN_HEAD, "quick full"), (SMOKE_ROI, "smoke")):
+                cases.append(Case(op, layer.name, _roi_shape(layer), device,
+                                  frozenset(modes.split()), _roi_setup(op, layer)))
+    return cases
+
+
 def all_cases() -> List[Case]:
     """Every case of every mode and device, in table order."""
-    return _conv_cases() + _unfold_cases() + _pool_cases() + _box_cases()
+    return _conv_cases() + _unfold_cases() + _pool_cases() + _box_cases() + _roi_cases()
 
 
 def cases(mode: str = "full", ops: Optional[Sequence[str]] = None,

@@ -3,11 +3,12 @@
 from . import functional
 from . import functional as F
 from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, AvgPool1d,
-                      AvgPool2d, AvgPool3d, BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchTripletLoss,
-                      BCEWithLogitsLoss, Conv, Conv1d, Conv2d, Conv3d, Dropout, Flatten,
-                      Identity, IncompatibleKeys, Linear, LocalResponseNorm, MaxPool1d,
-                      MaxPool2d, MaxPool3d, Module, Normalize, Parameter, ReLU, ReLU6,
-                      Sequential, SiameseClassifier, Sigmoid, Softmax, Tanh, TripletLoss)
+                      AvgPool2d, AvgPool3d, BatchNorm1d, BatchNorm2d, BatchNorm3d,
+                      BatchTripletLoss, BCEWithLogitsLoss, Conv, Conv1d, Conv2d, Conv3d,
+                      Dropout, Flatten, Identity, IncompatibleKeys, Linear, LocalResponseNorm,
+                      MaxPool1d, MaxPool2d, MaxPool3d, Module, Normalize, Parameter, ReLU,
+                      ReLU6, RoIAlign, RoIPool, Sequential, SiameseClassifier, Sigmoid, Softmax,
+                      Tanh, TripletLoss)
 from .serialization import load, save
 from .summary import LayerRow, Summary, summary
 from .torch_format import load_torch
@@ -18,6 +19,6 @@ __all__ = [
     "BCEWithLogitsLoss", "Conv", "Conv1d", "Conv2d", "Conv3d", "Dropout", "F", "Flatten",
     "functional", "Identity", "IncompatibleKeys", "LayerRow", "Linear", "load",
     "load_torch", "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module",
-    "Normalize", "Parameter", "ReLU", "ReLU6", "save", "Sequential", "SiameseClassifier",
-    "Sigmoid", "Softmax", "Summary", "summary", "Tanh", "TripletLoss",
+    "Normalize", "Parameter", "ReLU", "ReLU6", "RoIAlign", "RoIPool", "save", "Sequential",
+    "SiameseClassifier", "Sigmoid", "Softmax", "Summary", "summary", "Tanh", "TripletLoss",
 ]

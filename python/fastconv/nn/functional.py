@@ -17,11 +17,12 @@ import numpy as np
 from .._backend import array_module, channel_affine, device_of, float_arrays, is_gpu
 from ..ops.conv import ConvPlan, conv_plan, flipped
 from ..ops.pool import PoolPlan, pool_plan
+from ..ops.roi import RoiPlan, roi_plan
 from ..tensor import Tensor, is_grad_enabled, normalize_dims
 
-__all__ = ["conv", "max_pool", "avg_pool", "linear", "relu", "relu6", "sigmoid", "tanh",
-           "softmax", "log_softmax", "cross_entropy", "nll_loss", "mse_loss",
-           "binary_cross_entropy_with_logits", "dropout", "batch_norm",
+__all__ = ["conv", "max_pool", "avg_pool", "roi_align", "roi_pool", "linear", "relu",
+           "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "nll_loss",
+           "mse_loss", "binary_cross_entropy_with_logits", "dropout", "batch_norm",
            "local_response_norm", "normalize", "flatten", "concat", "cat", "pad"]
 
 
@@ -124,6 +125,51 @@ def pool_with_plan(plan: PoolPlan, x: Tensor, return_indices: bool = False) -> A
     out = Tensor._make(y, [x], lambda g: (plan.backward(_same_dtype(g, x_data), idx),),
                        "max_pool")
     return (out, idx) if return_indices else out
+
+
+def roi_arrays(boxes: Any) -> Any:
+    """rois given as a Tensor, an array, or a list of per-image Tensors or arrays, as
+    arrays (boxes are constants: no gradient flows to them, as in torchvision)."""
+    if isinstance(boxes, Tensor):
+        return boxes.data
+    if isinstance(boxes, (list, tuple)):
+        return [b.data if isinstance(b, Tensor) else b for b in boxes]
+    return boxes
+
+
+def roi_align(input: Any, boxes: Any, output_size: Any, spatial_scale: float = 1.0,
+              sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
+    """RoI align (see fastconv.roi_align; torchvision.ops.roi_align's signature): input
+    (N, C, *spatial), boxes (R, 1 + 2 dims) or a list of per-image boxes -> (R, C,
+    *output_size). The gradient reaches input through roi_align_backward."""
+    x = _tensor("roi_align", "input", input)
+    (data,) = float_arrays("roi_align", x=x.data)
+    plan = roi_plan("align", data.shape, data.dtype, device_of(data), output_size=output_size,
+                    spatial_scale=spatial_scale, sampling_ratio=sampling_ratio, aligned=aligned)
+    return roi_with_plan(plan, x, plan.rois(roi_arrays(boxes)))
+
+
+def roi_pool(input: Any, boxes: Any, output_size: Any, spatial_scale: float = 1.0) -> Tensor:
+    """RoI max pooling (see fastconv.roi_pool; torchvision.ops.roi_pool's signature); the
+    gradient goes to the recorded maxima through roi_pool_backward."""
+    x = _tensor("roi_pool", "input", input)
+    (data,) = float_arrays("roi_pool", x=x.data)
+    plan = roi_plan("pool", data.shape, data.dtype, device_of(data), output_size=output_size,
+                    spatial_scale=spatial_scale)
+    return roi_with_plan(plan, x, plan.rois(roi_arrays(boxes)))
+
+
+def roi_with_plan(plan: RoiPlan, x: Tensor, rois: Any) -> Tensor:
+    """RoI align or pool on a prepared plan (fastconv.ops.roi.roi_plan) and normalized rois
+    (plan.rois), as the RoI layers call it."""
+    x_data = x.data
+    if plan.kind == "align":
+        return Tensor._make(plan.forward(x_data, rois), [x],
+                            lambda g: (plan.backward(_same_dtype(g, x_data), rois),),
+                            "roi_align")
+    y, idx = plan.forward(x_data, rois, return_indices=True)
+    return Tensor._make(y, [x], lambda g: (plan.backward(_same_dtype(g, x_data), rois, idx),),
+                        "roi_pool")
 
 
 # ----------------------------------------------------------------------------- dense

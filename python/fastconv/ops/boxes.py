@@ -1,4 +1,4 @@
-"""Box IoU, box format conversion and non-max suppression on NumPy or CuPy arrays.
+"""Box IoU, box format conversion, non-max suppression and Soft-NMS on NumPy or CuPy arrays.
 
 Boxes are (N, 4) float32/float64 arrays of (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2.
 Argument kinds, dtypes and shapes are checked here; the values (finite, not inverted,
@@ -9,14 +9,15 @@ arrays' device directly, without a plan.
 Every op also takes CuPy arrays (or any `__cuda_array_interface__` object) and then runs on
 the GPU, on CuPy's current stream, returning CuPy arrays. GPU `box_iou`/`box_convert` read one
 validation flag back (one stream synchronization); GPU `nms`/`batched_nms` read the result
-length back (one synchronization) unless `fixed_size=True`, which never synchronizes.
+length back (one synchronization) unless `fixed_size=True`, which never synchronizes;
+GPU `soft_nms` reads its result length back.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -178,3 +179,33 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
         return _pad(kernels("cpu").batched_nms(boxes, scores, labels, thr, st, mo), keep, count)
     kernels(device_of(boxes)).batched_nms_fixed(boxes, scores, labels, thr, st, mo, keep, count)
     return keep, count
+
+
+def soft_nms(boxes: np.ndarray, scores: np.ndarray, *, sigma: float = 0.5,
+             method: str = "gaussian", iou_threshold: float = 0.3,
+             score_threshold: Optional[float] = 0.001,
+             max_output: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Soft-NMS (Bodla et al. 2017): returns (int64 indices, rescored scores), both in the
+    order kept, which is decreasing rescored score.
+
+    Repeatedly keeps the box of highest current score (equal scores: lower index first) and
+    multiplies the score of every remaining box by a weight of its IoU with the kept box:
+    method "linear": 1 - IoU where IoU >= iou_threshold (else 1); "gaussian":
+    exp(-IoU^2 / sigma). Boxes scoring below score_threshold, initially or after a
+    rescoring, are dropped (None keeps every box); at most max_output are kept. Scores
+    must be finite. IoUs are in the boxes' dtype and thresholds are rounded to it; weights
+    are computed in float64 and rescored scores rounded back to the scores' dtype.
+    """
+    op = "soft_nms"
+    if not isinstance(method, str) or method not in ("gaussian", "linear"):
+        raise ValueError(f"{op}: method must be 'gaussian' or 'linear', got {method!r}")
+    sig = _real(op, "sigma", sigma)
+    if not (math.isfinite(sig) and sig > 0):
+        raise ValueError(f"{op}: sigma must be finite and positive, got {sig}")
+    thr = _iou_threshold(op, iou_threshold)
+    st = _score_threshold(op, score_threshold)
+    mo = _max_output(op, max_output)
+    boxes, scores = float_arrays(op, boxes=boxes, scores=scores)
+    _check_boxes(op, "boxes", boxes)
+    _check_length(op, "scores", scores, boxes)
+    return kernels(device_of(boxes)).soft_nms(boxes, scores, sig, method, thr, st, mo)

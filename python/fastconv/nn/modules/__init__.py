@@ -10,7 +10,7 @@ from .module import Flatten, Identity, IncompatibleKeys, Module, Parameter, Sequ
 from .normalization import BatchNorm1d, BatchNorm2d, BatchNorm3d, BatchNormNd, LocalResponseNorm
 from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d,
                       AdaptiveAvgPoolNd, AvgPool1d, AvgPool2d, AvgPool3d, AvgPoolNd, MaxPool1d,
-                      MaxPool2d, MaxPool3d, MaxPoolNd, PoolNd)
+                      MaxPool2d, MaxPool3d, MaxPoolNd, PoolNd, RoIAlign, RoIPool)
 from .siamese import Normalize, SiameseClassifier
 
 __all__ = [
@@ -19,6 +19,6 @@ __all__ = [
     "BatchNorm3d", "BatchNormNd", "BatchTripletLoss", "BCEWithLogitsLoss", "Conv", "Conv1d",
     "Conv2d", "Conv3d", "Dropout", "Flatten", "Identity", "IncompatibleKeys", "Linear",
     "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "MaxPoolNd", "Module",
-    "Normalize", "Parameter", "PoolNd", "ReLU", "ReLU6", "Sequential", "SiameseClassifier",
-    "Sigmoid", "Softmax", "Tanh", "TripletLoss",
+    "Normalize", "Parameter", "PoolNd", "ReLU", "ReLU6", "RoIAlign", "RoIPool",
+    "Sequential", "SiameseClassifier", "Sigmoid", "Softmax", "Tanh", "TripletLoss",
 ]

@@ -1,15 +1,16 @@
-"""Pooling layers: max and average pooling over windows (1-D to 3-D) and adaptive average
-pooling to any output size."""
+"""Pooling layers: max and average pooling over windows (1-D to 3-D), adaptive average
+pooling to any output size, and RoI align / RoI pool over regions of interest."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from ..._backend import array_module, device_of
 from ..._geometry import IntOrTuple, Padding
 from ...ops.pool import pool_plan
+from ...ops.roi import roi_plan
 from ...tensor import Tensor
 from .. import functional as F
 from .module import Module, check_rank, runs_plain
@@ -183,3 +184,52 @@ class AdaptiveAvgPool3d(AdaptiveAvgPoolNd):
     """x (N, C, D, H, W) -> (N, C, *output_size)."""
 
     ndim = 3
+
+
+class RoIAlign(Module):
+    """RoI align (torchvision.ops.RoIAlign): forward(input (N, C, *spatial), rois) ->
+    (R, C, *output_size); rois (R, 1 + 2 dims) or a list of per-image boxes (see
+    fastconv.roi_align)."""
+
+    def __init__(self, output_size: SizeArg, spatial_scale: float = 1.0,
+                 sampling_ratio: int = -1, aligned: bool = False) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+        self.sampling_ratio = sampling_ratio
+        self.aligned = aligned
+
+    def forward(self, input: Tensor, rois: Any) -> Tensor:
+        if not runs_plain(input):
+            return F.roi_align(input, rois, self.output_size, self.spatial_scale,
+                               self.sampling_ratio, self.aligned)
+        data = input.data
+        plan = roi_plan("align", data.shape, data.dtype, device_of(data),
+                        output_size=self.output_size, spatial_scale=self.spatial_scale,
+                        sampling_ratio=self.sampling_ratio, aligned=self.aligned)
+        return Tensor(plan.forward(data, plan.rois(F.roi_arrays(rois))))
+
+    def extra_repr(self) -> str:
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
+
+
+class RoIPool(Module):
+    """RoI max pooling (torchvision.ops.RoIPool): forward(input (N, C, *spatial), rois) ->
+    (R, C, *output_size) (see fastconv.roi_pool)."""
+
+    def __init__(self, output_size: SizeArg, spatial_scale: float = 1.0) -> None:
+        super().__init__()
+        self.output_size = output_size
+        self.spatial_scale = spatial_scale
+
+    def forward(self, input: Tensor, rois: Any) -> Tensor:
+        if not runs_plain(input):
+            return F.roi_pool(input, rois, self.output_size, self.spatial_scale)
+        data = input.data
+        plan = roi_plan("pool", data.shape, data.dtype, device_of(data),
+                        output_size=self.output_size, spatial_scale=self.spatial_scale)
+        return Tensor(plan.forward(data, plan.rois(F.roi_arrays(rois))))
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
