@@ -20,6 +20,8 @@ from . import nn, optim
 from . import models
 from . import detection
 from . import filters
+from . import visualize
+from . import style
 from .random import manual_seed
 
 __all__ = [
@@ -48,4 +50,6 @@ __all__ = [
     "nms",
     "optim",
     "output_size",
+    "style",
+    "visualize",
 ]

@@ -28,6 +28,11 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "learn-edges": ("fastconv.examples.learn_edges",
                     "learn a 3x3 edge filter by gradient descent from Sobel responses "
                     "(see --help)"),
+    "style-transfer": ("fastconv.examples.style_transfer",
+                       "neural style transfer of one image onto another (see --help)"),
+    "visualize": ("fastconv.examples.visualize",
+                  "the nine image patches that activate units of a network most, per "
+                  "layer, as a PNG grid (see --help)"),
 }
 
 

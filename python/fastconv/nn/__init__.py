@@ -7,6 +7,7 @@ from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, A
                       Conv2d, Conv3d, Dropout, Flatten, Identity, IncompatibleKeys, Linear,
                       LocalResponseNorm, MaxPool1d, MaxPool2d, MaxPool3d, Module, Parameter,
                       ReLU, ReLU6, Sequential, Sigmoid, Softmax, Tanh)
+from .features import get_layer, layer_outputs
 from .serialization import load, save
 from .summary import LayerRow, Summary, summary
 from .torch_format import load_torch
@@ -16,6 +17,6 @@ __all__ = [
     "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv", "Conv1d", "Conv2d",
     "Conv3d", "Dropout", "F", "Flatten", "Identity", "IncompatibleKeys", "LayerRow", "Linear",
     "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module", "Parameter", "ReLU",
-    "ReLU6", "Sequential", "Sigmoid", "Softmax", "Summary", "Tanh", "functional", "load",
-    "load_torch", "save", "summary",
+    "ReLU6", "Sequential", "Sigmoid", "Softmax", "Summary", "Tanh", "functional", "get_layer",
+    "layer_outputs", "load", "load_torch", "save", "summary",
 ]
