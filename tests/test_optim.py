@@ -324,6 +324,11 @@ LBFGS_CONFIGS = [
     {"line_search_fn": "strong_wolfe", "max_iter": 7, "max_eval": 9, "history_size": 3},
     {"line_search_fn": "strong_wolfe", "max_iter": 20, "tolerance_grad": 1e-4},
     {"max_iter": 10, "tolerance_change": 1e-2},
+    # line-search branches: extrapolation from a short first step, zoom after a long one,
+    # the search cut off by max_eval
+    {"line_search_fn": "strong_wolfe", "lr": 0.01, "max_iter": 6},
+    {"line_search_fn": "strong_wolfe", "lr": 30, "max_iter": 6},
+    {"line_search_fn": "strong_wolfe", "lr": 1e-3, "max_iter": 4, "max_eval": 3},
 ]
 LBFGS_IDS = [",".join(f"{k}={v}" for k, v in c.items()) for c in LBFGS_CONFIGS]
 
@@ -393,6 +398,36 @@ def test_lbfgs_matches_torch_on_rosenbrock(kwargs: dict) -> None:
     # the stopping tests and evaluation counts must still agree exactly.
     x0 = np.random.default_rng(2).standard_normal(6)
     errors = run_lbfgs(rosenbrock, x0, kwargs, steps=4, shapes=[(6,)])
+    assert max(errors) < 1e-9, errors
+
+
+def wavy(x: np.ndarray) -> tuple:
+    """A non-convex sum of a bowl and ripples: the line search meets curvature of both
+    signs."""
+    return np.sum(0.5 * x ** 2 + 2 * np.cos(3 * x)), x - 6 * np.sin(3 * x)
+
+
+@pytest.mark.parametrize("kwargs", [c for c in LBFGS_CONFIGS if "line_search_fn" in c],
+                         ids=[i for c, i in zip(LBFGS_CONFIGS, LBFGS_IDS)
+                              if "line_search_fn" in c])
+def test_lbfgs_matches_torch_on_a_non_convex_function(kwargs: dict) -> None:
+    # (Fixed steps on ripples are chaotic: last-bit differences grow to O(1) in a few
+    # iterations, so only the line-search configurations can be compared here.)
+    x0 = np.random.default_rng(4).uniform(-3, 3, 8)
+    errors = run_lbfgs(wavy, x0, kwargs, steps=5, shapes=[(2, 4)])
+    assert max(errors) < 1e-9, errors
+
+
+def test_lbfgs_zoom_steps_away_from_the_bracket_ends() -> None:
+    # sum log(1 + x^2) from far away with lr 100: the zoom's trial steps land next to the
+    # bracket's ends and are moved 10% inside (torch's insufficient-progress rule)
+    def cauchy(x: np.ndarray) -> tuple:
+        return np.sum(np.log1p(x ** 2)), 2 * x / (1 + x ** 2)
+
+    x0 = np.random.default_rng(3).uniform(-3, 3, 5)
+    kwargs = {"line_search_fn": "strong_wolfe", "lr": 100, "max_iter": 8,
+              "tolerance_change": 1e-6}
+    errors = run_lbfgs(cauchy, x0, kwargs, steps=4, shapes=[(5,)])
     assert max(errors) < 1e-9, errors
 
 

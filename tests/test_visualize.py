@@ -172,7 +172,7 @@ def test_published_fields_of_alexnet_and_vgg16() -> None:
 
 
 @needs_weights
-def test_efficientnet_fields_match_brute_force_on_a_small_input() -> None:
+def test_efficientnet_fields() -> None:
     model = models.efficientnet_lite0("imagenet").eval()
     field = visualize.receptive_field(model, "_blocks.2", (3, 64, 64))
     assert field[0] == (19, 4, -6)
@@ -328,9 +328,10 @@ def test_visualize_command_on_a_folder(tmp_path: Path, capsys: pytest.CaptureFix
     for name in ("b.png", "a.PNG", "notes.txt"):
         (tmp_path / name).write_bytes(b"")
     assert [Path(f).name for f in program.image_specs(str(tmp_path))] == ["a.PNG", "b.png"]
-    # a 50 x 70 grey image: short side to 40 (twice the tile), tiles at stride 10
+    # a 50 x 70 grey image at short sides 40 and 60 (two and three tiles): 40 x 56 gives
+    # 2 x 2 tiles, 60 x 84 gives 3 x 4
     tiles = program.tiles([(rng.random((50, 70)) * 255).astype(np.uint8)], 20)
-    assert tiles.shape == (3 * 4, 3, 20, 20) and tiles.dtype == np.float32
+    assert tiles.shape == (4 + 12, 3, 20, 20) and tiles.dtype == np.float32
     assert 0 <= tiles.min() and tiles.max() <= 1
 
 
@@ -371,3 +372,18 @@ def test_layer_outputs_of_a_shared_module_is_its_first_run() -> None:
     x = np.array([[[0.5, 2.0, -1.0]]])
     got = nn.layer_outputs(Twice(), x, ["act"])["act"].numpy()
     np.testing.assert_array_equal(got, np.maximum(x, 0))
+
+
+@pytest.mark.cuda
+def test_top_patches_and_fields_on_cupy() -> None:
+    import cupy
+
+    images, spots = spot_images()
+    model = spot_model().to("cuda")
+    top = visualize.top_patches(model, "0", cupy.asarray(images), k=9, per_image=3,
+                                inside=True)
+    ref = visualize.top_patches(spot_model(), "0", images, k=9, per_image=3, inside=True)
+    assert isinstance(top.patches, cupy.ndarray)
+    for name in ("activations", "sources", "patches"):
+        np.testing.assert_array_equal(cupy.asnumpy(getattr(top, name)), getattr(ref, name))
+    assert visualize.receptive_field(model, "0", (1, 8, 9)) == ((3, 1, -1),) * 2

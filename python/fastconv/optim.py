@@ -4,9 +4,9 @@
 operation by operation, so a model trained here and the same model trained with
 `torch.optim` on the same gradients stay together to rounding. `LBFGS` is torch's L-BFGS
 (the minFunc port, with its optional strong Wolfe line search) step for step: the same
-closure protocol, history, stopping tests and scalar arithmetic in the parameters' dtype. `StepLR` and
-`CosineAnnealingLR` use torch's recursive ("chainable") form for the same reason: the
-closed form rounds differently.
+closure protocol, history, stopping tests and scalar arithmetic in the parameters' dtype.
+`StepLR` and `CosineAnnealingLR` use torch's recursive ("chainable") form for the same
+reason: the closed form rounds differently.
 
 Parameters are any objects with a NumPy array `.data`, a `.grad` that is a NumPy array or
 None, and `.requires_grad` (fastconv.Tensor / nn.Parameter qualify). `.data` is updated in

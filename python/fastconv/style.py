@@ -69,8 +69,8 @@ def _check_normalization(normalization: Any) -> str:
     return normalization
 
 
-def _activation(name: str, a: Any) -> Tensor:
-    """A float Tensor (N, C, *spatial) from a Tensor or an array, checked."""
+def _activation(name: str, a: Any, min_ndim: int = 3) -> Tensor:
+    """A float Tensor from a Tensor or an array, checked: (N, C, *spatial) by default."""
     if not isinstance(a, Tensor):
         if not (isinstance(a, np.ndarray) or is_gpu(a)):
             raise TypeError(f"{name} must be a Tensor or a NumPy/CuPy array, got "
@@ -78,9 +78,9 @@ def _activation(name: str, a: Any) -> Tensor:
         a = Tensor(a)
     if a.dtype.kind != "f":
         raise TypeError(f"{name} must hold floats, got dtype {a.dtype} (shape {a.shape})")
-    if a.ndim < 3:
-        raise ValueError(f"{name} must be (N, C, *spatial) with at least one spatial dim, "
-                         f"got shape {a.shape}")
+    if a.ndim < min_ndim or min(a.shape, default=1) < 1:
+        raise ValueError(f"{name} must be (N, C, *spatial) with at least one spatial dim "
+                         f"and no empty dim, got shape {a.shape}")
     return a
 
 
@@ -140,31 +140,33 @@ def _squared_distance(x: Tensor, y: Tensor, coef: float) -> Tensor:
     return Tensor._make(out, [x, y], backward, "squared_distance")
 
 
-def _pair(name_x: str, x: Any, name_y: str, y: Any) -> Tuple[Tensor, Tensor]:
-    """(a_G, a_target): same dtype and (C, *spatial); the target's batch is 1 or a_G's."""
-    x, y = _activation(name_x, x), _activation(name_y, y)
+def _pair(name_x: str, x: Any, name_y: str, y: Any, min_ndim: int = 3
+          ) -> Tuple[Tensor, Tensor]:
+    """(a_G, a_target): same kind and dtype, the target's batch 1 or a_G's."""
+    x, y = _activation(name_x, x, min_ndim), _activation(name_y, y, min_ndim)
     if x.dtype != y.dtype or type(x.data) is not type(y.data):
         raise TypeError(f"{name_x} and {name_y} must be arrays of one kind and dtype, got "
                         f"{type(x.data).__name__} {x.dtype} and {type(y.data).__name__} "
                         f"{y.dtype}")
-    if y.shape[0] not in (1, x.shape[0]) or x.shape[1] != y.shape[1]:
+    if x.ndim != y.ndim or (x.ndim and y.shape[0] not in (1, x.shape[0])):
         raise ValueError(f"{name_x} {x.shape} and {name_y} {y.shape} must have the same "
-                         "channels and batch sizes equal (or 1 for the target)")
+                         "number of dims and batch sizes equal (or 1 for the target)")
     return x, y
 
 
 def content_cost(a_C: Any, a_G: Any, *, normalization: str = "course") -> Tensor:
     """J_content = 1/2 * sum (a_C - a_G)^2 over every entry (batch included), a 0-d Tensor.
-    a_C, a_G: (N, C, *spatial) Tensors or arrays of one shape (a_C may have batch 1).
+    a_C, a_G: Tensors or arrays of one shape, (N, C, *spatial) as the network gives them
+    (any layout works: the sum runs over everything); a_C may have batch 1.
     normalization "torch": the mean over the entries of one image, summed over the batch
     (torch's mse_loss for one image); "keras": the sum without the 1/2."""
     norm = _check_normalization(normalization)
-    a_G, a_C = _pair("a_G", a_G, "a_C", a_C)
+    a_G, a_C = _pair("a_G", a_G, "a_C", a_C, min_ndim=0)
     if a_C.shape[1:] != a_G.shape[1:]:
         raise ValueError(f"a_C {a_C.shape} and a_G {a_G.shape} must have the same shape")
     coef = {"course": 0.5, "keras": 1.0}.get(norm)
     if coef is None:
-        coef = 1.0 / int(np.prod(a_G.shape[1:]))
+        coef = 1.0 / int(np.prod(a_G.shape[1:] if a_G.ndim > 1 else a_G.shape))
     return _squared_distance(a_G, a_C, coef)
 
 
@@ -199,6 +201,8 @@ def style_cost(a_S: Any, a_G: Any, *, normalization: str = "course",
     "keras" needs `pixels`, the generated image's H * W."""
     norm = _check_normalization(normalization)
     a_G, a_S = _pair("a_G", a_G, "a_S", a_S)
+    if a_S.shape[1] != a_G.shape[1]:
+        raise ValueError(f"a_S {a_S.shape} and a_G {a_G.shape} must have the same channels")
     scale_s, scale_g, coef = _style_scales(norm, a_S.shape, a_G.shape, pixels)
     return _squared_distance(_raw_gram(a_G, scale_g), _raw_gram(a_S, scale_s), coef)
 
@@ -336,8 +340,7 @@ class StyleTransferCost:
                 raise ValueError(f"style_weights has {len(style_weights)} entries for "
                                  f"{len(self.style_layers)} style layers")
         self.alpha, self.beta = float(alpha), float(beta)
-        params = [p.data for p in model.parameters()]
-        self.dtype = params[0].dtype if params else np.dtype(np.float32)
+        self.dtype = next((p.data.dtype for p in model.parameters()), np.dtype(np.float32))
         content_batch = _as_batch(_unit_image("content", content), self.dtype)
         style_batch = _as_batch(_unit_image("style", style), self.dtype)
         self.mean = _channel_vector("mean", mean, content_batch)
@@ -522,8 +525,8 @@ def style_transfer(content: Any, style: Any, *,
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     scales = tuple(float(s) for s in scales)
-    if not scales or scales[-1] != 1.0 or any(not 0 < a < b for a, b in
-                                              zip(scales, scales[1:] + (1.0 + 1e-9,))):
+    if not scales or scales[0] <= 0 or scales[-1] != 1.0 or any(
+            b <= a for a, b in zip(scales, scales[1:])):
         raise ValueError(f"scales must increase from above 0 to 1.0, got {scales}")
     out_h, out_w = _output_size(content_img.shape, size)
     content_img = _fit(content_img, (out_h, out_w))
@@ -595,8 +598,6 @@ def style_transfer(content: Any, style: Any, *,
         model.train(training)
         for p, flag in flags:
             p.requires_grad = flag
-    if image.shape[:2] != (out_h, out_w):
-        image = resize(image, (out_h, out_w))
     return xp.clip(image, 0.0, 1.0)
 
 

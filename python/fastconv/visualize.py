@@ -13,7 +13,6 @@ layer).
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from dataclasses import dataclass
@@ -135,8 +134,11 @@ def _probe(model: Module, layer: Module, input_shape: Tuple[int, ...]) -> tuple:
         reached.append(output)
         raise _Reached
 
-    x = Tensor(np.random.default_rng(0).uniform(0.5, 1.0, (1,) + input_shape)
-               .astype(_param_dtype(model)), requires_grad=True)
+    first = next(model.parameters(), None)
+    probe = np.random.default_rng(0).uniform(0.5, 1.0, (1,) + input_shape)
+    if first is not None:   # on the parameters' device, in their dtype
+        probe = array_module(first.data).asarray(probe, dtype=first.data.dtype)
+    x = Tensor(probe.astype(np.float32) if first is None else probe, requires_grad=True)
     flags = [(p, p.requires_grad) for p in model.parameters()]
     training = model.training
     handles = [m.register_forward_hook(record) for m in model.modules()
@@ -160,12 +162,6 @@ def _probe(model: Module, layer: Module, input_shape: Tuple[int, ...]) -> tuple:
         raise ValueError(f"receptive_field: the layer never ran in {type(model).__name__}'s "
                          "forward pass")
     return x, reached[0], calls
-
-
-def _param_dtype(model: Module) -> Any:
-    for p in model.parameters():
-        return p.data.dtype
-    return np.float32
 
 
 def receptive_field(model: Module, layer: Union[str, Module],
@@ -466,8 +462,10 @@ def save_grid(top_patches: Union[TopPatches, Sequence[TopPatches]],
     cells = [min(max(p.patches.shape[-1], 32), 64) for p in panels]
     widths = [c * p.patches.shape[1] for c, p in zip(cells, panels)]
     height = max(c * p.patches.shape[0] for c, p in zip(cells, panels))
+    # (at least 5 inches wide, so that the titles fit)
     fig, axes = plt.subplots(1, len(panels), squeeze=False,
-                             figsize=(sum(widths) / 100 + 0.3 * len(panels), height / 100 + 0.9),
+                             figsize=(max(sum(widths) / 100 + 0.3 * len(panels), 5.0),
+                                      height / 100 + 0.9),
                              gridspec_kw={"width_ratios": widths})
     try:
         for ax, panel, image in zip(axes[0], panels, images):

@@ -3,11 +3,12 @@
 
 The course's picture: for some units of each layer, the nine image patches that activate
 them most. The images are every scikit-image sample photo (or every image file in DIR),
-resized to a short side of twice the tile size and cut into tiles overlapping by half;
+resized to short sides of two and three tile sizes and cut into tiles;
 the network (EfficientNet-Lite0 with its ImageNet weights by default) scans every tile,
 and each unit's top-k activations (from k different tiles, at cells whose receptive field
 lies within the tile) are shown as the receptive field of the activating cell
-(fastconv.visualize.top_patches). One panel per layer, one row per unit. Needs the `pretrained` extra and matplotlib.
+(fastconv.visualize.top_patches). One panel per layer, one row per unit. Needs the
+`pretrained` extra and matplotlib.
 """
 
 from __future__ import annotations
@@ -73,20 +74,22 @@ def image_specs(folder: Optional[str]) -> List[str]:
     return files
 
 
-def tiles(images: Sequence[np.ndarray], tile: int) -> np.ndarray:
+def tiles(images: Sequence[np.ndarray], tile: int, scales: Sequence[int] = (2, 3)
+          ) -> np.ndarray:
     """(T, 3, tile, tile) float32 RGB in [0, 1]: each image resized to a short side of
-    2 * tile and cut into tiles at a stride of tile / 2."""
+    s * tile for each s in `scales` and cut into tiles side by side (tiles that do not
+    overlap, so one place of an image is not shown twice at one scale)."""
     out = []
     for image in images:
         rgb = image if image.ndim == 3 else np.stack([image] * 3, axis=-1)
         rgb = rgb[..., :3].astype(np.float64) / (255.0 if rgb.dtype == np.uint8 else 1.0)
-        scale = 2 * tile / min(rgb.shape[:2])
-        h, w = (max(tile, round(n * scale)) for n in rgb.shape[:2])
-        rgb = np.clip(resize(rgb, (h, w)), 0.0, 1.0)
-        step = tile // 2
-        for top in range(0, h - tile + 1, step):
-            for left in range(0, w - tile + 1, step):
-                out.append(rgb[top:top + tile, left:left + tile].transpose(2, 0, 1))
+        for s in scales:
+            scale = s * tile / min(rgb.shape[:2])
+            h, w = (max(tile, round(n * scale)) for n in rgb.shape[:2])
+            resized = np.clip(resize(rgb, (h, w)), 0.0, 1.0)
+            for top in range(0, h - tile + 1, tile):
+                for left in range(0, w - tile + 1, tile):
+                    out.append(resized[top:top + tile, left:left + tile].transpose(2, 0, 1))
     return np.stack(out).astype(np.float32)
 
 
@@ -117,8 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{layer}: receptive field {field.size} px, stride {field.stride}; "
                   f"top activations {np.round(found.activations[:, 0], 2).tolist()}")
         save_grid(panels, args.output, value_range=(0.0, 1.0),
-                  title=f"{args.features}: top {args.k} of {len(pictures)} tiles "
-                        f"({tile} px) per unit")
+                  title=f"{args.features}: top {args.k} of {len(pictures)} tiles per unit")
     except (ValueError, ImportError, OSError) as e:
         print(f"python -m fastconv visualize: error: {e}", file=sys.stderr)
         return 1

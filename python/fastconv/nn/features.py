@@ -27,24 +27,33 @@ class _Collected(Exception):
 def get_layer(model: Module, layer: LayerSpec) -> Tuple[str, Module]:
     """(name, module) of `layer` in `model`: a name from model.named_modules() ("" is the
     model itself) or one of its modules. ValueError naming close alternatives otherwise."""
+    return _resolve(model, [layer])[0]
+
+
+def _resolve(model: Module, layers: Sequence[LayerSpec]) -> List[Tuple[str, Module]]:
+    """get_layer for several layers with one walk over the model."""
     if not isinstance(model, Module):
         raise TypeError(f"model must be a fastconv.nn.Module, got {type(model).__name__}")
-    if isinstance(layer, Module):
-        for name, module in model.named_modules():
-            if module is layer:
-                return name, module
-        raise ValueError(f"layer {type(layer).__name__} is not a module of the "
-                         f"{type(model).__name__} model")
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a module name (str) or a Module, got "
-                        f"{type(layer).__name__}")
     modules = dict(model.named_modules())
-    if layer in modules:
-        return layer, modules[layer]
-    parent = layer.rsplit(".", 1)[0] if "." in layer else ""
-    near = [name for name in modules if name and name.startswith(parent)][:12]
-    raise ValueError(f"{type(model).__name__} has no layer {layer!r}; layers are the names "
-                     f"of model.named_modules(), e.g. {', '.join(near)}")
+    names = {id(module): name for name, module in modules.items()}
+    out = []
+    for layer in layers:
+        if isinstance(layer, Module):
+            if id(layer) not in names:
+                raise ValueError(f"layer {type(layer).__name__} is not a module of the "
+                                 f"{type(model).__name__} model")
+            out.append((names[id(layer)], layer))
+        elif not isinstance(layer, str):
+            raise TypeError(f"layer must be a module name (str) or a Module, got "
+                            f"{type(layer).__name__}")
+        elif layer in modules:
+            out.append((layer, modules[layer]))
+        else:
+            parent = layer.rsplit(".", 1)[0] if "." in layer else ""
+            near = [name for name in modules if name and name.startswith(parent)][:12]
+            raise ValueError(f"{type(model).__name__} has no layer {layer!r}; layers are the "
+                             f"names of model.named_modules(), e.g. {', '.join(near)}")
+    return out
 
 
 def layer_outputs(model: Module, x: Any, layers: Sequence[LayerSpec]) -> Dict[str, Tensor]:
@@ -55,7 +64,7 @@ def layer_outputs(model: Module, x: Any, layers: Sequence[LayerSpec]) -> Dict[st
     ValueError for unknown layers and for a layer the forward pass never reaches."""
     if isinstance(layers, (str, Module)):
         raise TypeError("layers must be a sequence of layer names or modules, not one")
-    wanted = dict(get_layer(model, layer) for layer in layers)
+    wanted = dict(_resolve(model, list(layers)))
     if not wanted:
         raise ValueError("layer_outputs: layers is empty")
     outputs: Dict[str, Tensor] = {}
