@@ -252,8 +252,8 @@ def feature_model(name: str, weights: Union[None, str, "os.PathLike[str]"] = Non
     part only (module names "features.0", ...; the classifier is not needed), loaded from
     `weights`, the path of a torchvision checkpoint (e.g. vgg19-dcbb9e9d.pth, read without
     torch; its classifier entries are ignored). Without weights a VGG keeps random
-    weights, with a warning: random features transfer colours and some texture, not
-    style."""
+    weights, with a warning (a fallback for trying the code, no substitute for trained
+    features)."""
     if name == "efficientnet_lite0":
         model: nn.Module = efficientnet_lite0("imagenet" if weights is None else weights)
     elif name in ("vgg16", "vgg19"):
