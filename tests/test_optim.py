@@ -287,3 +287,224 @@ def test_grad_shape_mismatch_rejected() -> None:
     p.grad = np.zeros(3)
     with pytest.raises(ValueError, match="shape"):
         opt.step()
+
+
+# -- L-BFGS ----------------------------------------------------------------------------------
+#
+# Both optimizers get the loss and the gradient from one NumPy function, so the comparison
+# sees only the optimizers' arithmetic; the small network runs each side's own autograd.
+
+
+def quadratic(n: int = 12, seed: int = 0) -> Callable:
+    """f(x) = 1/2 x^T A x - b^T x with A symmetric positive definite, condition ~100.
+    Summed elementwise, not by BLAS, whose rounding can depend on the arrays' alignment."""
+    a, b = _spd_system(n, seed)
+    return lambda x: (0.5 * np.sum(x[:, None] * a * x[None, :]) - np.sum(b * x),
+                      np.sum(a * x[None, :], axis=1) - b)
+
+
+def _spd_system(n: int, seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return q @ np.diag(np.geomspace(0.1, 10, n)) @ q.T, rng.standard_normal(n)
+
+
+def rosenbrock(x: np.ndarray) -> tuple:
+    r = x[1:] - x[:-1] ** 2
+    grad = np.zeros_like(x)
+    grad[1:] += 200 * r
+    grad[:-1] += -400 * r * x[:-1] - 2 * (1 - x[:-1])
+    return np.sum(100 * r ** 2 + (1 - x[:-1]) ** 2), grad
+
+
+LBFGS_CONFIGS = [
+    {"max_iter": 4},
+    {"lr": 0.5, "max_iter": 3, "history_size": 2},
+    {"line_search_fn": "strong_wolfe", "max_iter": 5},
+    {"line_search_fn": "strong_wolfe", "max_iter": 7, "max_eval": 9, "history_size": 3},
+    {"line_search_fn": "strong_wolfe", "max_iter": 20, "tolerance_grad": 1e-4},
+    {"max_iter": 10, "tolerance_change": 1e-2},
+    # line-search branches: extrapolation from a short first step, zoom after a long one,
+    # the search cut off by max_eval
+    {"line_search_fn": "strong_wolfe", "lr": 0.01, "max_iter": 6},
+    {"line_search_fn": "strong_wolfe", "lr": 30, "max_iter": 6},
+    {"line_search_fn": "strong_wolfe", "lr": 1e-3, "max_iter": 4, "max_eval": 3},
+]
+LBFGS_IDS = [",".join(f"{k}={v}" for k, v in c.items()) for c in LBFGS_CONFIGS]
+
+
+def run_lbfgs(fn: Callable, x0: np.ndarray, kwargs: dict, steps: int, shapes: list) -> list:
+    """Run fastconv's and torch's LBFGS side by side on fn (flat x -> (f, grad)) with x
+    split into parameters of `shapes`; after every step the evaluation and iteration
+    counts must agree. Returns per step the larger relative difference of the parameters
+    and of the loss the step returned."""
+    sizes = [int(np.prod(s)) for s in shapes]
+    parts = np.split(x0, np.cumsum(sizes)[:-1])
+    ours = [Param(p.reshape(s).copy()) for p, s in zip(parts, shapes)]
+    theirs = [torch.tensor(p.reshape(s).copy(), requires_grad=True)
+              for p, s in zip(parts, shapes)]
+    opt, topt = optim.LBFGS(ours, **kwargs), torch.optim.LBFGS(theirs, **kwargs)
+    calls = [0]
+
+    def evaluate(params: list, set_grads: Callable) -> float:
+        flat = np.concatenate([np.asarray(p).reshape(-1) for p in params])
+        f, g = fn(flat)
+        set_grads(np.split(g, np.cumsum(sizes)[:-1]))
+        return float(f)
+
+    def closure() -> float:
+        calls[0] += 1
+
+        def set_grads(gs: list) -> None:
+            for p, g in zip(ours, gs):
+                p.grad = g.reshape(p.data.shape).astype(p.data.dtype)
+        return evaluate([p.data for p in ours], set_grads)
+
+    def tclosure() -> float:
+        def set_grads(gs: list) -> None:
+            for p, g in zip(theirs, gs):
+                p.grad = torch.from_numpy(g.reshape(p.shape).astype(x0.dtype))
+        return evaluate([p.detach().numpy() for p in theirs], set_grads)
+
+    errors = []
+    for _ in range(steps):
+        before = calls[0]
+        loss, tloss = opt.step(closure), topt.step(tclosure)
+        ours_flat = np.concatenate([p.data.reshape(-1) for p in ours])
+        theirs_flat = np.concatenate([p.detach().numpy().reshape(-1) for p in theirs])
+        state, tstate = opt.state[ours[0]], topt.state[theirs[0]]
+        assert (state["func_evals"], state["n_iter"]) == (tstate["func_evals"],
+                                                          tstate["n_iter"])
+        assert calls[0] - before >= 1 and ours_flat.dtype == x0.dtype
+        scale = np.abs(theirs_flat).max() + 1e-300
+        errors.append(max(float(np.abs(ours_flat - theirs_flat).max() / scale),
+                          abs(float(loss) - float(tloss)) / max(abs(float(tloss)), 1.0)))
+    return errors
+
+
+@pytest.mark.parametrize("kwargs", LBFGS_CONFIGS, ids=LBFGS_IDS)
+def test_lbfgs_matches_torch_on_a_quadratic(kwargs: dict) -> None:
+    x0 = np.random.default_rng(1).standard_normal(12)
+    errors = run_lbfgs(quadratic(), x0, kwargs, steps=8, shapes=[(3, 2), (6,)])
+    # torch fuses p + t * d into one multiply-add and sums dot products in another order:
+    # last-bit differences, which the iteration carries forward.
+    assert max(errors) < 1e-10, errors
+
+
+@pytest.mark.parametrize("kwargs", LBFGS_CONFIGS, ids=LBFGS_IDS)
+def test_lbfgs_matches_torch_on_rosenbrock(kwargs: dict) -> None:
+    # The valley's ill-conditioning multiplies the two BLAS libraries' rounding
+    # differences (dot products summed in another order) by about 10 per iteration;
+    # the stopping tests and evaluation counts must still agree exactly.
+    x0 = np.random.default_rng(2).standard_normal(6)
+    errors = run_lbfgs(rosenbrock, x0, kwargs, steps=4, shapes=[(6,)])
+    assert max(errors) < 1e-9, errors
+
+
+def wavy(x: np.ndarray) -> tuple:
+    """A non-convex sum of a bowl and ripples: the line search meets curvature of both
+    signs."""
+    return np.sum(0.5 * x ** 2 + 2 * np.cos(3 * x)), x - 6 * np.sin(3 * x)
+
+
+@pytest.mark.parametrize("kwargs", [c for c in LBFGS_CONFIGS if "line_search_fn" in c],
+                         ids=[i for c, i in zip(LBFGS_CONFIGS, LBFGS_IDS)
+                              if "line_search_fn" in c])
+def test_lbfgs_matches_torch_on_a_non_convex_function(kwargs: dict) -> None:
+    # (Fixed steps on ripples are chaotic: last-bit differences grow to O(1) in a few
+    # iterations, so only the line-search configurations can be compared here.)
+    x0 = np.random.default_rng(4).uniform(-3, 3, 8)
+    errors = run_lbfgs(wavy, x0, kwargs, steps=5, shapes=[(2, 4)])
+    assert max(errors) < 1e-9, errors
+
+
+def test_lbfgs_zoom_steps_away_from_the_bracket_ends() -> None:
+    # sum log(1 + x^2) from far away with lr 100: the zoom's trial steps land next to the
+    # bracket's ends and are moved 10% inside (torch's insufficient-progress rule)
+    def cauchy(x: np.ndarray) -> tuple:
+        return np.sum(np.log1p(x ** 2)), 2 * x / (1 + x ** 2)
+
+    x0 = np.random.default_rng(3).uniform(-3, 3, 5)
+    kwargs = {"line_search_fn": "strong_wolfe", "lr": 100, "max_iter": 8,
+              "tolerance_change": 1e-6}
+    errors = run_lbfgs(cauchy, x0, kwargs, steps=4, shapes=[(5,)])
+    assert max(errors) < 1e-9, errors
+
+
+def test_lbfgs_float32_stays_float32_and_close_to_torch() -> None:
+    x0 = np.random.default_rng(3).standard_normal(12).astype(np.float32)
+    errors = run_lbfgs(lambda x: tuple(np.asarray(v, dtype=np.float32)
+                                       for v in quadratic()(x.astype(np.float64))),
+                       x0, {"max_iter": 5, "line_search_fn": "strong_wolfe"}, steps=3,
+                       shapes=[(12,)])
+    assert max(errors) < 1e-4, errors
+
+
+def test_lbfgs_trains_a_network_as_torch_does() -> None:
+    from fastconv import Tensor, nn
+    from fastconv.nn import functional as Fn
+
+    fastconv.manual_seed(4)
+    net = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    twin = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh(),
+                               torch.nn.Linear(8, 2)).double()
+    twin.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in net.state_dict().items()})
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((16, 5)), rng.standard_normal((16, 2))
+    kwargs = {"max_iter": 6, "history_size": 4, "line_search_fn": "strong_wolfe"}
+    opt = optim.LBFGS(net.parameters(), **kwargs)
+    topt = torch.optim.LBFGS(twin.parameters(), **kwargs)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = Fn.mse_loss(net(Tensor(x)), Tensor(y))
+        loss.backward()
+        return loss
+
+    def tclosure() -> torch.Tensor:
+        topt.zero_grad()
+        loss = torch.nn.functional.mse_loss(twin(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        return loss.detach()   # torch's LBFGS takes float() of it
+
+    first = None
+    for _ in range(5):
+        loss, tloss = opt.step(closure), topt.step(tclosure)
+        first = first if first is not None else float(loss)
+        assert isinstance(loss, Tensor)
+        assert float(loss) == pytest.approx(float(tloss), rel=1e-9)
+        for (name, p), tp in zip(net.named_parameters(), twin.parameters()):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-8, atol=1e-10,
+                                       err_msg=name)
+    assert float(closure()) < 0.5 * first
+
+
+def test_lbfgs_stops_at_a_stationary_point() -> None:
+    a, b = _spd_system(4, 0)
+    p = Param(np.linalg.solve(a, b))          # the minimizer: gradient ~1e-15
+    opt = optim.LBFGS([p], max_iter=5)
+    calls = []
+
+    def closure() -> float:
+        f, g = quadratic(4)(p.data)
+        p.grad = g
+        calls.append(f)
+        return f
+
+    assert opt.step(closure) == calls[0] and len(calls) == 1
+    assert opt.state[p]["func_evals"] == 1 and opt.state[p]["n_iter"] == 0
+
+
+@pytest.mark.parametrize("make,exc,name", [
+    (lambda: optim.LBFGS(_ps(), lr=-1), ValueError, "lr"),
+    (lambda: optim.LBFGS(_ps(), line_search_fn="armijo"), ValueError, "line_search_fn"),
+    (lambda: optim.LBFGS(_ps(), history_size=0), ValueError, "history_size"),
+    (lambda: optim.LBFGS(_ps(), max_iter=2.5), TypeError, "max_iter"),
+    (lambda: optim.LBFGS(_ps(), max_eval=-1), ValueError, "max_eval"),
+    (lambda: optim.LBFGS([{"params": _ps()}, {"params": _ps()}]), ValueError, "groups"),
+    (lambda: optim.LBFGS(_ps()).step(), TypeError, "closure"),
+    (lambda: optim.LBFGS(_ps()).step(1.0), TypeError, "closure"),
+])
+def test_lbfgs_bad_arguments(make: Callable, exc: type, name: str) -> None:
+    with pytest.raises(exc, match=name):
+        make()

@@ -22,6 +22,8 @@ from . import models
 from . import detection
 from . import filters
 from . import face
+from . import visualize
+from . import style
 from .random import manual_seed
 
 __all__ = [
@@ -56,4 +58,6 @@ __all__ = [
     "roi_pool",
     "roi_pool_backward",
     "soft_nms",
+    "style",
+    "visualize",
 ]

@@ -31,6 +31,11 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "train-siamese": ("fastconv.examples.train_siamese",
                       "triplet-loss embeddings: one-shot unseen digits, lfw_subset face "
                       "views (see --help)"),
+    "style-transfer": ("fastconv.examples.style_transfer",
+                       "neural style transfer of one image onto another (see --help)"),
+    "visualize": ("fastconv.examples.visualize",
+                  "the nine image patches that activate units of a network most, per "
+                  "layer, as a PNG grid (see --help)"),
 }
 
 

@@ -2,9 +2,11 @@
 
 `SGD` and `Adam` follow PyTorch's single-tensor (non-foreach, non-fused) update formulas
 operation by operation, so a model trained here and the same model trained with
-`torch.optim` on the same gradients stay together to rounding. `StepLR` and
-`CosineAnnealingLR` use torch's recursive ("chainable") form for the same reason: the
-closed form rounds differently.
+`torch.optim` on the same gradients stay together to rounding. `LBFGS` is torch's L-BFGS
+(the minFunc port, with its optional strong Wolfe line search) step for step: the same
+closure protocol, history, stopping tests and scalar arithmetic in the parameters' dtype.
+`StepLR` and `CosineAnnealingLR` use torch's recursive ("chainable") form for the same
+reason: the closed form rounds differently.
 
 Parameters are any objects with a NumPy array `.data`, a `.grad` that is a NumPy array or
 None, and `.requires_grad` (fastconv.Tensor / nn.Parameter qualify). `.data` is updated in
@@ -15,15 +17,16 @@ a test) see the new values, and float32 parameters stay float32.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, MutableMapping
-from numbers import Real
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
 from ._backend import array_module
+from .tensor import enable_grad
 
-__all__ = ["SGD", "Adam", "CosineAnnealingLR", "Optimizer", "StepLR"]
+__all__ = ["SGD", "Adam", "CosineAnnealingLR", "LBFGS", "Optimizer", "StepLR"]
 
 ParamGroup = dict[str, Any]
 
@@ -358,6 +361,355 @@ def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:
         diff = end - start
         diff *= 1 - weight
         np.subtract(end, diff, out=start)
+
+
+# ----------------------------------------------------------------------------- L-BFGS
+#
+# A transcription of torch.optim.LBFGS (torch/optim/lbfgs.py, itself a port of minFunc and
+# of torch7's optim.lbfgs / lswolfe / polyinterp): the same branches in the same order, so
+# that a run here and a run in torch on the same problem take the same steps. Scalars that
+# torch keeps as 0-d tensors (dot products, H_diag, ro, the first step length) are NumPy
+# scalars of the parameters' dtype here, so float32 runs round as torch's do.
+
+
+def _cubic_interpolate(x1: Any, f1: Any, g1: Any, x2: Any, f2: Any, g2: Any,
+                       bounds: tuple | None = None) -> Any:
+    """The minimizer of the cubic through (x1, f1, g1) and (x2, f2, g2), clipped to
+    `bounds` (default the interval between the points); its midpoint when the cubic has no
+    real minimizer."""
+    if bounds is not None:
+        xmin_bound, xmax_bound = bounds
+    else:
+        xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1**2 - g1 * g2
+    if d2_square >= 0:
+        d2 = d2_square**0.5
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+        else:
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+        return min(max(min_pos, xmin_bound), xmax_bound)
+    return (xmin_bound + xmax_bound) / 2.0
+
+
+def _strong_wolfe(obj_func: Callable, x: list, t: Any, d: Any, f: float, g: Any, gtd: Any,
+                  c1: float = 1e-4, c2: float = 0.9, tolerance_change: float = 1e-9,
+                  max_ls: int = 25) -> tuple:
+    """Line search along d for a step t meeting the strong Wolfe conditions (sufficient
+    decrease c1, curvature c2): bracketing, then zoom by cubic interpolation. Returns
+    (f(t), grad(t), t, function evaluations)."""
+    xp = array_module(d)
+    d_norm = xp.abs(d).max()
+    g = g.copy()
+    f_new, g_new = obj_func(x, t, d)
+    ls_func_evals = 1
+    gtd_new = g_new.dot(d)
+
+    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:
+        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+            bracket = [t_prev, t]
+            bracket_f = [f_prev, f_new]
+            bracket_g = [g_prev, g_new.copy()]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket = [t_prev, t]
+            bracket_f = [f_prev, f_new]
+            bracket_g = [g_prev, g_new.copy()]
+            bracket_gtd = [gtd_prev, gtd_new]
+            break
+        # Extrapolate: a cubic step between 1.01 t and 10 t.
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new,
+                               bounds=(min_step, max_step))
+        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = g_new.dot(d)
+        ls_iter += 1
+
+    if ls_iter == max_ls:
+        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+
+    # Zoom: shrink the bracket until a point meets the conditions.
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
+                               bracket[1], bracket_f[1], bracket_gtd[1])
+        # A trial too close to an end of the bracket twice in a row (or outside it) moves
+        # to 10% of the bracket's length from that end.
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                if abs(t - max(bracket)) < abs(t - min(bracket)):
+                    t = max(bracket) - eps
+                else:
+                    t = min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = g_new.dot(d)
+        ls_iter += 1
+
+        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+            # Not enough decrease, or not below the low end: the new high end.
+            bracket[high_pos] = t
+            bracket_f[high_pos] = f_new
+            bracket_g[high_pos] = g_new.copy()
+            bracket_gtd[high_pos] = gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos] = bracket[low_pos]
+                bracket_f[high_pos] = bracket_f[low_pos]
+                bracket_g[high_pos] = bracket_g[low_pos]
+                bracket_gtd[high_pos] = bracket_gtd[low_pos]
+            bracket[low_pos] = t
+            bracket_f[low_pos] = f_new
+            bracket_g[low_pos] = g_new.copy()
+            bracket_gtd[low_pos] = gtd_new
+
+    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"Invalid {name} value: {value} ({name} must be >= 0)")
+    return int(value)
+
+
+class LBFGS(Optimizer):
+    """Limited-memory BFGS, torch.optim.LBFGS's algorithm and semantics.
+
+    `step(closure)` runs up to `max_iter` iterations (at most `max_eval` evaluations of the
+    closure), each along the two-loop L-BFGS direction built from the last `history_size`
+    (s, y) pairs, with a fixed step `lr` (the first iteration ever scales it by
+    min(1, 1 / ||g||_1)) or, with line_search_fn="strong_wolfe", a step meeting the strong
+    Wolfe conditions (c1 = 1e-4, c2 = 0.9). It stops early when the largest gradient entry
+    is at most `tolerance_grad`, or when the step, the directional derivative or the change
+    of the loss falls below `tolerance_change`. The history persists across step() calls.
+
+    closure: a function that clears the gradients, evaluates the objective, calls
+    backward() and returns the loss (a one-element Tensor or a float); it runs with grad
+    mode on. step() returns the closure's first result. One parameter group only: the
+    parameters are treated as one flat vector. Memory: history_size + 3 copies of it.
+    """
+
+    def __init__(self, params: Iterable[Any] | Iterable[ParamGroup], lr: float = 1,
+                 max_iter: int = 20, max_eval: int | None = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9,
+                 history_size: int = 100, line_search_fn: str | None = None) -> None:
+        if max_eval is None:
+            max_eval = _check_count("max_iter", max_iter) * 5 // 4
+        defaults = {"lr": lr, "max_iter": max_iter, "max_eval": max_eval,
+                    "tolerance_grad": tolerance_grad, "tolerance_change": tolerance_change,
+                    "history_size": history_size, "line_search_fn": line_search_fn}
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+        self._params: list = self.param_groups[0]["params"]
+
+    def add_param_group(self, param_group: ParamGroup) -> None:
+        if self.param_groups:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        super().add_param_group(param_group)
+
+    def _check_group(self, group: ParamGroup) -> None:
+        _check_nonnegative("lr", group["lr"])
+        _check_count("max_iter", group["max_iter"])
+        _check_count("max_eval", group["max_eval"])
+        _check_nonnegative("tolerance_grad", group["tolerance_grad"])
+        _check_nonnegative("tolerance_change", group["tolerance_change"])
+        if _check_count("history_size", group["history_size"]) < 1:
+            raise ValueError(f"Invalid history_size value: {group['history_size']} "
+                             "(history_size must be >= 1)")
+        if group["line_search_fn"] not in (None, "strong_wolfe"):
+            raise ValueError(f"line_search_fn must be None or 'strong_wolfe', got "
+                             f"{group['line_search_fn']!r}")
+
+    def _gather_flat_grad(self) -> Any:
+        xp = array_module(self._params[0].data)
+        views = []
+        for p in self._params:
+            g = self._grad(p)
+            views.append(xp.zeros(p.data.size, dtype=p.data.dtype) if g is None
+                         else g.reshape(-1))
+        return xp.concatenate(views)
+
+    def _add_grad(self, step_size: Any, update: Any) -> None:
+        offset = 0
+        for p in self._params:
+            n = p.data.size
+            p.data += step_size * update[offset:offset + n].reshape(p.data.shape)
+            offset += n
+
+    def _clone_param(self) -> list:
+        return [p.data.copy() for p in self._params]
+
+    def _set_param(self, params_data: list) -> None:
+        for p, data in zip(self._params, params_data):
+            p.data[...] = data
+
+    def _directional_evaluate(self, closure: Callable, x: list, t: Any, d: Any) -> tuple:
+        self._add_grad(t, d)
+        loss = float(closure())
+        flat_grad = self._gather_flat_grad()
+        self._set_param(x)
+        return loss, flat_grad
+
+    def step(self, closure: Callable[[], Any]) -> Any:  # type: ignore[override]
+        """Up to max_iter L-BFGS iterations on the closure (see the class); returns the
+        loss the first closure call returned."""
+        if not callable(closure):
+            raise TypeError("LBFGS.step needs a closure that re-evaluates the loss and its "
+                            f"gradients, got {type(closure).__name__}")
+        closure = enable_grad()(closure)
+        group = self.param_groups[0]
+        lr = group["lr"]
+        max_iter = group["max_iter"]
+        max_eval = group["max_eval"]
+        tolerance_grad = group["tolerance_grad"]
+        tolerance_change = group["tolerance_change"]
+        line_search_fn = group["line_search_fn"]
+        history_size = group["history_size"]
+        xp = array_module(self._params[0].data)
+
+        # One global state, kept under the first parameter (as torch).
+        state = self.state.setdefault(self._params[0], {})
+        state.setdefault("func_evals", 0)
+        state.setdefault("n_iter", 0)
+
+        orig_loss = closure()
+        loss = float(orig_loss)
+        current_evals = 1
+        state["func_evals"] += 1
+
+        flat_grad = self._gather_flat_grad()
+        if xp.abs(flat_grad).max() <= tolerance_grad:
+            return orig_loss
+
+        d = state.get("d")
+        t = state.get("t")
+        old_dirs = state.get("old_dirs")
+        old_stps = state.get("old_stps")
+        ro = state.get("ro")
+        H_diag = state.get("H_diag")
+        prev_flat_grad = state.get("prev_flat_grad")
+        prev_loss = state.get("prev_loss")
+
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            state["n_iter"] += 1
+
+            # -- direction
+            if state["n_iter"] == 1:
+                d = -flat_grad
+                old_dirs, old_stps, ro = [], [], []
+                H_diag = 1
+            else:
+                y = flat_grad - prev_flat_grad
+                s = d * t
+                ys = y.dot(s)
+                if ys > 1e-10:
+                    if len(old_dirs) == history_size:
+                        old_dirs.pop(0)
+                        old_stps.pop(0)
+                        ro.pop(0)
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(1.0 / ys)
+                    # scale of the initial inverse Hessian approximation
+                    H_diag = ys / y.dot(y)
+
+                # The two-loop recursion: d = -H g.
+                num_old = len(old_dirs)
+                if "al" not in state:
+                    state["al"] = [None] * history_size
+                al = state["al"]
+                q = -flat_grad
+                for i in range(num_old - 1, -1, -1):
+                    al[i] = old_stps[i].dot(q) * ro[i]
+                    q -= al[i] * old_dirs[i]
+                d = r = q * H_diag
+                for i in range(num_old):
+                    be_i = old_dirs[i].dot(r) * ro[i]
+                    r += (al[i] - be_i) * old_stps[i]
+
+            if prev_flat_grad is None:
+                prev_flat_grad = flat_grad.copy()
+            else:
+                prev_flat_grad[...] = flat_grad
+            prev_loss = loss
+
+            # -- step length
+            if state["n_iter"] == 1:
+                t = min(1.0, 1.0 / xp.abs(flat_grad).sum()) * lr
+            else:
+                t = lr
+
+            gtd = flat_grad.dot(d)
+            if gtd > -tolerance_change:
+                break
+
+            ls_func_evals = 0
+            if line_search_fn is not None:
+                x_init = self._clone_param()
+
+                def obj_func(x: list, t: Any, d: Any) -> tuple:
+                    return self._directional_evaluate(closure, x, t, d)
+
+                loss, flat_grad, t, ls_func_evals = _strong_wolfe(
+                    obj_func, x_init, t, d, loss, flat_grad, gtd,
+                    max_ls=max(max_eval - current_evals, 0))
+                self._add_grad(t, d)
+                opt_cond = xp.abs(flat_grad).max() <= tolerance_grad
+            else:
+                self._add_grad(t, d)
+                opt_cond = False
+                if n_iter != max_iter:
+                    # The last iteration leaves the evaluation at the new point to the
+                    # next step() call, as torch.
+                    loss = float(closure())
+                    flat_grad = self._gather_flat_grad()
+                    opt_cond = xp.abs(flat_grad).max() <= tolerance_grad
+                    ls_func_evals = 1
+
+            current_evals += ls_func_evals
+            state["func_evals"] += ls_func_evals
+
+            # -- stopping tests
+            if n_iter == max_iter or current_evals >= max_eval or opt_cond:
+                break
+            if xp.abs(d * t).max() <= tolerance_change:
+                break
+            if abs(loss - prev_loss) < tolerance_change:
+                break
+
+        state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
+                     prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
+        return orig_loss
 
 
 class LRScheduler:

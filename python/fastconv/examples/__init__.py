@@ -4,8 +4,11 @@ with `main(argv=None)` returning the final test accuracy and wired to
 `python -m fastconv train-lenet | train-1d | train-3d`; and the pretrained and edge
 programs: `classify` (EfficientNet-Lite0 on photos), `edges` (the course's edge maps) and
 `learn_edges` (gradient descent recovers the Sobel kernel), wired to
-`python -m fastconv classify | edges | learn-edges`.
+`python -m fastconv classify | edges | learn-edges`; and the course's applications:
+`style_transfer` (neural style transfer) and `visualize` (the top-9 patches per unit),
+wired to `python -m fastconv style-transfer | visualize`.
 
 They need the `examples` extra (scikit-learn for the digits, matplotlib for the plots,
-scikit-image for the photos); `classify` needs the `pretrained` extra.
+scikit-image for the photos); `classify`, `style_transfer` and `visualize` need the
+`pretrained` extra.
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..nn import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d
 from .alexnet import AlexNet, alexnet
 from .efficientnet import (EfficientNetLite, MBConvBlock, efficientnet_lite0, imagenet_classes,
-                           preprocess)
+                           preprocess, resize)
 from .googlenet import BasicConv2d, GoogLeNet, Inception, googlenet
 from .lenet import LeNet5, lenet5
 from .resnet import (BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50,
@@ -27,6 +27,6 @@ __all__ = [
     "BasicConv2d", "Bottleneck", "ConvNet1d", "ConvNet3d", "EfficientNetLite", "GoogLeNet",
     "Inception", "LeNet5", "MBConvBlock", "NIN", "ResNet", "VGG", "alexnet", "convnet1d",
     "convnet3d", "efficientnet_lite0", "googlenet", "imagenet_classes", "lenet5", "nin",
-    "preprocess", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "vgg16",
+    "preprocess", "resize", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "vgg16",
     "vgg19",
 ]

@@ -40,7 +40,7 @@ from ._layers import constant_, flatten, init_batch_norms, kaiming_normal_, unif
 
 __all__ = ["CROP_PADDING", "EfficientNetLite", "IMAGE_SIZE", "LITE0_STAGES", "MBConvBlock",
            "MEAN_RGB", "STDDEV_RGB", "WEIGHTS_PACKAGE", "efficientnet_lite0",
-           "imagenet_classes", "preprocess", "pretrained_weights_path"]
+           "imagenet_classes", "preprocess", "pretrained_weights_path", "resize"]
 
 IMAGE_SIZE = 224                     # EfficientNet-Lite0's training resolution
 CROP_PADDING = 32                    # evaluation crop: 224 / (224 + 32) of the short side
@@ -210,6 +210,28 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     return w / w.sum(axis=1, keepdims=True)
 
 
+def resize(image: Any, size: Tuple[int, int]) -> Any:
+    """An image (H, W, *channels), NumPy or CuPy, resampled to size = (h, w) by linear
+    interpolation with pixel centres aligned, antialiased when shrinking (PIL's bilinear):
+    (h, w, *channels) float64 (float32 input stays float32); values stay within the
+    input's range."""
+    xp = array_module(image)
+    image = xp.asarray(image)
+    if image.ndim < 2 or min(image.shape[:2]) < 1:
+        raise ValueError(f"resize: image must be (H, W, *channels) with H, W >= 1, got "
+                         f"shape {tuple(image.shape)}")
+    h, w = (int(n) for n in size)
+    if h < 1 or w < 1:
+        raise ValueError(f"resize: size must be two positive ints, got {tuple(size)}")
+    dtype = image.dtype if image.dtype == np.float32 else np.float64
+    image = image.astype(dtype, copy=False)
+    rows = xp.asarray(_resize_matrix(image.shape[0], h), dtype=dtype)
+    cols = xp.asarray(_resize_matrix(image.shape[1], w), dtype=dtype)
+    # One axis at a time (separable): (h, W, *c), then (h, *c, w).
+    out = xp.tensordot(xp.tensordot(rows, image, axes=(1, 0)), cols, axes=(1, 1))
+    return xp.moveaxis(out, -1, 1)
+
+
 def _as_rgb255(image: Any) -> Any:
     xp = array_module(image)
     image = xp.asarray(image)
@@ -239,10 +261,7 @@ def preprocess(image: Any, size: int = IMAGE_SIZE) -> Any:
     crop = max(1, int(size / (size + CROP_PADDING) * min(h, w)))
     top, left = (h - crop + 1) // 2, (w - crop + 1) // 2
     rgb = rgb[top:top + crop, left:left + crop]
-    weights = xp.asarray(_resize_matrix(crop, size))
-    # One axis at a time (separable): (size, crop, 3), then (size, 3, size).
-    resized = xp.tensordot(xp.tensordot(weights, rgb, axes=(1, 0)), weights, axes=(1, 1))
-    resized = resized.transpose(1, 0, 2)                       # (3, size, size)
+    resized = resize(rgb, (size, size)).transpose(2, 0, 1)    # (3, size, size)
     mean = xp.asarray(MEAN_RGB).reshape(3, 1, 1)
     std = xp.asarray(STDDEV_RGB).reshape(3, 1, 1)
     return ((resized - mean) / std).astype(np.float32)

@@ -9,6 +9,7 @@ from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AdaptiveAvgPool3d, A
                       MaxPool1d, MaxPool2d, MaxPool3d, Module, Normalize, Parameter, ReLU,
                       ReLU6, RoIAlign, RoIPool, Sequential, SiameseClassifier, Sigmoid, Softmax,
                       Tanh, TripletLoss)
+from .features import get_layer, layer_outputs
 from .serialization import load, save
 from .summary import LayerRow, Summary, summary
 from .torch_format import load_torch
@@ -17,8 +18,9 @@ __all__ = [
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AvgPool1d", "AvgPool2d",
     "AvgPool3d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchTripletLoss",
     "BCEWithLogitsLoss", "Conv", "Conv1d", "Conv2d", "Conv3d", "Dropout", "F", "Flatten",
-    "functional", "Identity", "IncompatibleKeys", "LayerRow", "Linear", "load",
-    "load_torch", "LocalResponseNorm", "MaxPool1d", "MaxPool2d", "MaxPool3d", "Module",
-    "Normalize", "Parameter", "ReLU", "ReLU6", "RoIAlign", "RoIPool", "save", "Sequential",
-    "SiameseClassifier", "Sigmoid", "Softmax", "Summary", "summary", "Tanh", "TripletLoss",
+    "functional", "get_layer", "Identity", "IncompatibleKeys", "layer_outputs", "LayerRow",
+    "Linear", "load", "load_torch", "LocalResponseNorm", "MaxPool1d", "MaxPool2d",
+    "MaxPool3d", "Module", "Normalize", "Parameter", "ReLU", "ReLU6", "RoIAlign", "RoIPool",
+    "save", "Sequential", "SiameseClassifier", "Sigmoid", "Softmax", "Summary", "summary",
+    "Tanh", "TripletLoss",
 ]
