@@ -388,13 +388,17 @@ def test_batched_nms_thousands_of_labels(dtype):
                    np.lexsort((np.arange(n), -scores)))
 
 
+def huge_boxes_three_times():
+    """Three copies of three boxes at 1e30 (the first two overlap, IoU 0.67), scores 9..1."""
+    base = np.array([[1e30, 1e30, 2e30, 2e30], [1.2e30, 1e30, 2.2e30, 2e30],
+                     [5e30, 5e30, 6e30, 6e30]])
+    return np.concatenate([base, base, base]), np.arange(9, 0, -1).astype(np.float64)
+
+
 def test_batched_nms_huge_coordinates_and_extreme_labels():
     # The coordinate-offset trick (shift each label by label * (max + 1)) loses every
     # distinction at 1e30 in float64; per-label grouping does not.
-    base = np.array([[1e30, 1e30, 2e30, 2e30], [1.2e30, 1e30, 2.2e30, 2e30],
-                     [5e30, 5e30, 6e30, 6e30]])
-    boxes = np.concatenate([base, base, base])
-    scores = np.arange(9, 0, -1).astype(np.float64)
+    boxes, scores = huge_boxes_three_times()
     labels = np.array([0, 0, 0, 1, 1, 1, 2**62, 2**62, -2**62])
     got = fc.batched_nms(boxes, scores, labels, 0.5)
     assert_indices(got, [0, 2, 3, 5, 6, 8])
@@ -779,10 +783,7 @@ def test_cuda_batched_nms_thousands_of_labels(dtype):
 
 @pytest.mark.cuda
 def test_cuda_batched_nms_extreme_labels_and_ties():
-    base = np.array([[1e30, 1e30, 2e30, 2e30], [1.2e30, 1e30, 2.2e30, 2e30],
-                     [5e30, 5e30, 6e30, 6e30]])
-    boxes = np.concatenate([base, base, base])
-    scores = np.arange(9, 0, -1).astype(np.float64)
+    boxes, scores = huge_boxes_three_times()
     labels = np.array([0, 0, 0, 1, 1, 1, 2**62, 2**62, -2**62])
     assert_indices(check_batched(boxes, scores, labels, 0.5), [0, 2, 3, 5, 6, 8])
     labels = np.array([2**63 - 1, -2**63, 0, 2**63 - 1, -2**63, 0, 1, 1, 1])

@@ -292,3 +292,46 @@ def test_malformed_checkpoints_raise_value_error(tmp_path):
     legacy.write_bytes(data[:-3])
     with pytest.raises(ValueError, match="truncated"):
         nn.load_torch(legacy)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors", ".pth"])
+def test_damaged_files_raise_value_error_naming_the_file(tmp_path, suffix):
+    """Truncations and flipped bytes anywhere in a saved file either still load (a flip in
+    a padding or name byte) or raise ValueError naming the file; never another exception."""
+    good = tmp_path / f"good{suffix}"
+    state = {"w": np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32),
+             "b": np.arange(7, dtype=np.int64)}
+    if suffix == ".pth":
+        torch = pytest.importorskip("torch")
+        torch.save({k: torch.from_numpy(v) for k, v in state.items()}, good)
+    else:
+        nn.save(state, good)
+    data = good.read_bytes()
+    rng = np.random.default_rng(1)
+    bad = tmp_path / f"bad{suffix}"
+    cuts = [0, 1, 8, len(data) // 3, len(data) // 2, len(data) - 1]
+    variants = [data[:cut] for cut in cuts]
+    for at in rng.integers(0, len(data), 40):
+        variants.append(data[:at] + bytes([data[at] ^ 0xA5]) + data[at + 1:])
+    raised = 0
+    for variant in variants:
+        bad.write_bytes(variant)
+        try:
+            loaded = nn.load(bad)
+        except ValueError as error:
+            assert str(bad) in str(error), error
+            raised += 1
+        else:
+            assert sorted(loaded) == sorted(state)
+    assert raised >= len(cuts)  # every truncation is refused
+
+
+def test_npz_object_arrays_are_refused_not_unpickled(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(ValueError, match="object arrays"):
+        nn.load(path)
+    not_zip = tmp_path / "pickle.npz"
+    not_zip.write_bytes(pickle.dumps({"w": np.ones(3)}))
+    with pytest.raises(ValueError, match="not a .npz file"):
+        nn.load(not_zip)

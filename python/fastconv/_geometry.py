@@ -8,6 +8,7 @@ rules with the same output-size formula, and tests/test_geometry.py checks they 
 
 from __future__ import annotations
 
+import numbers
 import operator
 from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple, Union
@@ -31,6 +32,14 @@ def as_int(value: object, name: str) -> int:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name} must be an int, got {value!r}") from None
+
+
+def as_real(op: str, name: str, value: object) -> float:
+    """`value` as a Python float (NumPy scalars included); bools and non-numbers raise
+    TypeError naming `op` and `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    return float(value)
 
 
 def as_tuple(value: IntOrTuple, dims: int, name: str) -> IntTuple:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Hashable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._backend import array_module, float_arrays, is_gpu, matmul
+from ._geometry import as_real
 from .ops.metric import (MINING, batch_triplet, check_margin, check_mining, cross_squared,
                          pairwise_squared)
 from .tensor import Tensor, is_grad_enabled, no_grad
@@ -93,14 +94,8 @@ def _flag(op: str, name: str, value: Any) -> bool:
     return bool(value)
 
 
-def _real(op: str, name: str, value: Any) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
-    return float(value)
-
-
 def _threshold(op: str, threshold: Any) -> float:
-    value = _real(op, "threshold", threshold)
+    value = as_real(op, "threshold", threshold)
     if math.isnan(value) or value < 0:
         raise ValueError(f"{op}: threshold must be a distance >= 0 (inf accepts every "
                          f"pair), got {threshold!r}")
@@ -536,7 +531,7 @@ def tar_at_far(distances: Any, same: Any, far: float = 1e-2) -> Tuple[float, flo
     """(TAR, threshold) at the largest threshold whose FAR is <= `far`: the verification
     operating point "at most `far` of impostors accepted". threshold -inf (TAR 0) when
     even the smallest distance accepts too many impostors."""
-    target = _real("tar_at_far", "far", far)
+    target = as_real("tar_at_far", "far", far)
     if not 0 <= target <= 1:
         raise ValueError(f"tar_at_far: far must be in [0, 1], got {far!r}")
     rates, tar, thresholds = roc_curve(distances, same)

@@ -7,15 +7,18 @@ returns; the format follows the file's suffix.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Dict, Mapping, Union
 
 import numpy as np
 
 from .modules import Module
-from .torch_format import load_torch
+from .torch_format import is_zip, load_torch
 
 __all__ = ["load", "save"]
 
@@ -60,23 +63,56 @@ def load(path: PathLike) -> Dict[str, np.ndarray]:
     Returns {key: NumPy array} in the file's order."""
     suffix = _suffix(path)
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        return _load_npz(path)
     if suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.numpy import load_file
-
-        arrays = load_file(str(path))
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-        order = json.loads(metadata.get(_ORDER_KEY, "[]"))
-        if sorted(order) != sorted(arrays):  # written by another tool: keep the file's order
-            order = list(arrays)
-        return {key: arrays[key] for key in order}
+        return _load_safetensors(path)
     if suffix in (".pth", ".pt"):
         return _state_dict(load_torch(path), path)
     raise ValueError(f"load: cannot tell the format of {str(path)!r}: expected .npz, "
                      f".safetensors, .pth or .pt")
+
+
+def _damaged(path: PathLike, kind: str, error: Exception) -> ValueError:
+    return ValueError(f"load: {str(path)!r} is not a readable {kind} file (damaged, truncated "
+                      f"or another format): {type(error).__name__}: {error}")
+
+
+def _load_npz(path: PathLike) -> Dict[str, np.ndarray]:
+    # np.load falls back to unpickling anything that is not a zip or .npy file; check first,
+    # so a damaged archive is reported as such (pickles stay refused: allow_pickle=False).
+    with open(path, "rb") as file:  # ours to close, whatever np.load raises
+        if not is_zip(file):
+            raise ValueError(f"load: {str(path)!r} is not a .npz file (not a zip archive)")
+        file.seek(0)
+        return _read_npz(path, file)
+
+
+def _read_npz(path: PathLike, file: "io.BufferedReader") -> Dict[str, np.ndarray]:
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError,
+            NotImplementedError, RuntimeError) as error:  # RuntimeError: "encrypted member"
+        if isinstance(error, ValueError) and "allow_pickle" in str(error):
+            raise ValueError(f"load: {str(path)!r} holds object arrays (pickles), which "
+                             f"are never loaded: store numeric arrays only") from None
+        raise _damaged(path, ".npz", error) from None
+
+
+def _load_safetensors(path: PathLike) -> Dict[str, np.ndarray]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.numpy import load_file
+
+    try:
+        arrays = load_file(str(path))
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        order = json.loads(metadata.get(_ORDER_KEY, "[]"))
+    except (SafetensorError, json.JSONDecodeError, ValueError) as error:
+        raise _damaged(path, ".safetensors", error) from None
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(arrays):
+        order = list(arrays)  # written by another tool: keep the file's order
+    return {key: arrays[key] for key in order}
 
 
 def _state_dict(obj: object, path: PathLike) -> Dict[str, np.ndarray]:

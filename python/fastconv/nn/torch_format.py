@@ -26,7 +26,9 @@ import collections
 import io
 import os
 import pickle
+import struct
 import zipfile
+import zlib
 from typing import IO, Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
@@ -348,6 +350,15 @@ def is_torch_file(path: PathLike) -> bool:
     return head[:2] == b"PK" or head == b"\x80\x02\x8a\x0a"
 
 
+def is_zip(file: Union[PathLike, IO[bytes]]) -> bool:
+    """zipfile.is_zipfile, except that a damaged end record reads as "not a zip" instead of
+    raising BadZipFile (CPython 3.11 lets some of those escape)."""
+    try:
+        return zipfile.is_zipfile(file)
+    except zipfile.BadZipFile:
+        return False
+
+
 def load_torch(path: PathLike) -> Any:
     """Read a file written by torch.save, without torch, as NumPy: every tensor becomes a
     C-contiguous NumPy array of its dtype (bfloat16 as float32, exactly; tensors sharing a
@@ -358,7 +369,7 @@ def load_torch(path: PathLike) -> Any:
     A pickle that refers to anything else (a class, a function, a module object, a
     quantized or sparse tensor) raises ValueError without calling it; so does a damaged
     file."""
-    if zipfile.is_zipfile(path):
+    if is_zip(path):
         reader = _read_zip
     elif is_torch_file(path):
         reader = _read_legacy
@@ -374,6 +385,7 @@ def load_torch(path: PathLike) -> Any:
         raise ValueError(f"load_torch: {str(path)!r}: {e}") from None
     except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError,
             KeyError, RecursionError, zipfile.BadZipFile, UnicodeDecodeError,
-            OverflowError) as e:
+            OverflowError, NotImplementedError, OSError, zlib.error, struct.error,
+            RuntimeError) as e:  # RuntimeError: zipfile's "encrypted member"
         raise ValueError(f"load_torch: {str(path)!r} is damaged or not a torch checkpoint "
                          f"({type(e).__name__}: {e})") from None

@@ -16,13 +16,12 @@ GPU `soft_nms` reads its result length back.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Optional, Tuple
 
 import numpy as np
 
 from .._backend import array_module, device_of, empty_like, float_arrays, index_array, kernels
-from .._geometry import as_int
+from .._geometry import as_int, as_real
 
 FORMATS = ("xyxy", "xywh", "cxcywh")
 
@@ -38,14 +37,8 @@ def _check_length(op: str, name: str, a: np.ndarray, boxes: np.ndarray) -> None:
                          f"{boxes.shape}")
 
 
-def _real(op: str, name: str, value: object) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
-    return float(value)
-
-
 def _iou_threshold(op: str, value: object) -> float:
-    thr = _real(op, "iou_threshold", value)
+    thr = as_real(op, "iou_threshold", value)
     if not math.isfinite(thr):
         raise ValueError(f"{op}: iou_threshold must be finite, got {thr}")
     return thr
@@ -54,7 +47,7 @@ def _iou_threshold(op: str, value: object) -> float:
 def _score_threshold(op: str, value: object) -> Optional[float]:
     if value is None:
         return None
-    thr = _real(op, "score_threshold", value)
+    thr = as_real(op, "score_threshold", value)
     if math.isnan(thr):
         raise ValueError(f"{op}: score_threshold must not be NaN")
     return thr
@@ -199,7 +192,7 @@ def soft_nms(boxes: np.ndarray, scores: np.ndarray, *, sigma: float = 0.5,
     op = "soft_nms"
     if not isinstance(method, str) or method not in ("gaussian", "linear"):
         raise ValueError(f"{op}: method must be 'gaussian' or 'linear', got {method!r}")
-    sig = _real(op, "sigma", sigma)
+    sig = as_real(op, "sigma", sigma)
     if not (math.isfinite(sig) and sig > 0):
         raise ValueError(f"{op}: sigma must be finite and positive, got {sig}")
     thr = _iou_threshold(op, iou_threshold)

@@ -22,12 +22,12 @@ through `_backend.matmul` (fastconv's GEMM on the CPU).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
 from .._backend import array_module, matmul
+from .._geometry import as_real
 
 MINING = ("all", "hard", "semihard")
 
@@ -43,9 +43,7 @@ BLOCK_ELEMENTS = 1 << 22
 def check_margin(op: str, margin: Any) -> float:
     """The triplet margin (the course's alpha) as a float, or a clear error: a finite
     number >= 0 (a negative margin would reward triplets the wrong way round)."""
-    if isinstance(margin, (bool, np.bool_)) or not isinstance(margin, numbers.Real):
-        raise TypeError(f"{op}: margin must be a real number, got {margin!r}")
-    value = float(margin)
+    value = as_real(op, "margin", margin)
     if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"{op}: margin must be a finite number >= 0 (the course's alpha), "
                          f"got {margin!r}")

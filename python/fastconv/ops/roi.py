@@ -21,14 +21,13 @@ the GPU gathers per cell (align) or sorts the recorded positions (pool).
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .._backend import (PlanBase, PlanCache, array_module, device_of, dtype_key, float_arrays,
                         full_shape, index_array, is_gpu)
-from .._geometry import as_int, as_tuple
+from .._geometry import as_int, as_real, as_tuple
 
 KINDS = ("align", "pool")
 Size = Union[int, Sequence[int]]
@@ -36,9 +35,7 @@ Rois = Union[Any, Sequence[Any]]
 
 
 def _scale(op: str, value: object) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{op}: spatial_scale must be a real number, got {value!r}")
-    scale = float(value)
+    scale = as_real(op, "spatial_scale", value)
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"{op}: spatial_scale must be finite and positive, got {scale}")
     return scale
