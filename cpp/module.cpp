@@ -1,6 +1,7 @@
 // fastconv._cpu: the CPU kernels. Registration lives with each op family; this file adds
 // the shared geometry formula and the build information.
 #include <omp.h>
+#include <pthread.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -27,9 +28,17 @@ std::vector<int64_t> output_size(const std::vector<int64_t>& in, const std::vect
       .out;
 }
 
+// GNU OpenMP's thread pool does not survive fork(): the child's main thread would wait
+// forever at its first parallel region for pool threads that exist only in the parent
+// (multiprocessing's default start method on Linux). The child's main thread therefore runs
+// the kernels on one thread; results do not depend on the thread count. Threads the child
+// starts later get their own pool and the full thread count.
+void run_single_threaded_after_fork() { omp_set_num_threads(1); }
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
+  pthread_atfork(nullptr, nullptr, &run_single_threaded_after_fork);
   m.doc() = "fastconv CPU kernels (C++17, OpenMP)";
   m.def("output_size", &output_size, py::arg("input_size"), py::arg("kernel_size"),
         py::arg("stride"), py::arg("pad_before"), py::arg("pad_after"), py::arg("dilation"),

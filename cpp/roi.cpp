@@ -362,6 +362,26 @@ RoiGeom backward_geom(const char* op, const py::array& dy, const py::array& rois
   return g;
 }
 
+// One roi_align pass, `in` -> `out` (forward: x -> y; adjoint: dy -> dx), after every roi
+// row has been checked with the GIL held.
+template <class Pass>
+void run_align(const char* op, const RoiGeom& g, const py::array& in, const char* in_name,
+               const py::array& rois, py::array& out, const char* out_name,
+               double spatial_scale, int64_t sampling_ratio, bool aligned, Pass pass) {
+  dispatch_float(float_dtype(in, in_name), [&](auto zero) {
+    using T = decltype(zero);
+    const T* ip = input_ptr<T>(in, in_name);
+    const T* rp = input_ptr<T>(rois, "rois");
+    T* op_out = output_ptr<T>(out, out_name);
+    const T scale = static_cast<T>(spatial_scale);
+    check_rows(op, g, rp, [&](const T* row) {
+      return align_row_problem(row, g, scale, aligned, sampling_ratio);
+    });
+    py::gil_scoped_release release;
+    pass(g, ip, rp, op_out, scale, aligned, sampling_ratio);
+  });
+}
+
 void roi_align_forward_py(const py::array& x, const py::array& rois, py::array& out,
                           const RoiDims& output_size, double spatial_scale,
                           int64_t sampling_ratio, bool aligned) {
@@ -370,18 +390,8 @@ void roi_align_forward_py(const py::array& x, const py::array& rois, py::array& 
   check_sampling_ratio(op, sampling_ratio);
   const RoiGeom g = make_roi_geom(op, shape_of(x), "x", shape_of(rois), output_size);
   check_shape(out, roi_out_shape(g), "out");
-  dispatch_float(float_dtype(x, "x"), [&](auto zero) {
-    using T = decltype(zero);
-    const T* xp = input_ptr<T>(x, "x");
-    const T* rp = input_ptr<T>(rois, "rois");
-    T* yp = output_ptr<T>(out, "out");
-    const T scale = static_cast<T>(spatial_scale);
-    check_rows(op, g, rp, [&](const T* row) {
-      return align_row_problem(row, g, scale, aligned, sampling_ratio);
-    });
-    py::gil_scoped_release release;
-    align_forward_impl(g, xp, rp, yp, scale, aligned, sampling_ratio);
-  });
+  run_align(op, g, x, "x", rois, out, "out", spatial_scale, sampling_ratio, aligned,
+            [](auto&&... args) { align_forward_impl(args...); });
 }
 
 void roi_align_backward_py(const py::array& dy, const py::array& rois, py::array& dx,
@@ -390,18 +400,8 @@ void roi_align_backward_py(const py::array& dy, const py::array& rois, py::array
   check_roi_scale(op, spatial_scale);
   check_sampling_ratio(op, sampling_ratio);
   const RoiGeom g = backward_geom(op, dy, rois, dx);
-  dispatch_float(float_dtype(dy, "dy"), [&](auto zero) {
-    using T = decltype(zero);
-    const T* dyp = input_ptr<T>(dy, "dy");
-    const T* rp = input_ptr<T>(rois, "rois");
-    T* dxp = output_ptr<T>(dx, "dx");
-    const T scale = static_cast<T>(spatial_scale);
-    check_rows(op, g, rp, [&](const T* row) {
-      return align_row_problem(row, g, scale, aligned, sampling_ratio);
-    });
-    py::gil_scoped_release release;
-    align_backward_impl(g, dyp, rp, dxp, scale, aligned, sampling_ratio);
-  });
+  run_align(op, g, dy, "dy", rois, dx, "dx", spatial_scale, sampling_ratio, aligned,
+            [](auto&&... args) { align_backward_impl(args...); });
 }
 
 void roi_pool_forward_py(const py::array& x, const py::array& rois, py::array& out,

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <optional>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "fastconv/roi.hpp"
@@ -48,6 +50,29 @@ RoiGeom backward_geom(const char* op, const DeviceArray& dy, const DeviceArray& 
   return g;
 }
 
+// One roi_align pass on the caller's stream, `in` -> `out` (forward: x -> y; adjoint:
+// dy -> dx), then the status read-back that validates the rois.
+template <class Pass>
+void run_align(const char* op, const RoiGeom& g, const DeviceArray& in, const char* in_name,
+               const DeviceArray& rois, const DeviceArray& out, const char* out_name,
+               double spatial_scale, int64_t sampling_ratio, bool aligned, py::object alloc,
+               uintptr_t stream_handle, Pass pass) {
+  const cudaStream_t stream = as_stream(stream_handle);
+  dispatch_float(in, in_name, [&](auto zero) {
+    using T = decltype(zero);
+    const T* rp = input_ptr<T>(rois, "rois");
+    const T scale = static_cast<T>(spatial_scale);
+    Workspace ws(alloc);
+    long long* status = ws.get<long long>(2);
+    pass(g, input_ptr<T>(in, in_name), rp, scale, aligned, sampling_ratio,
+         output_ptr<T>(out, out_name), status, ws, StreamLauncher{stream});
+    long long host[2];
+    raise_on_status(op, g, rp, status, host, stream, [&](const T* row) {
+      return align_row_problem(row, g, scale, aligned, sampling_ratio);
+    });
+  });
+}
+
 void roi_align_forward_cuda(py::handle x, py::handle rois, py::handle out,
                             const Dims& output_size, double spatial_scale, int64_t sampling_ratio,
                             bool aligned, py::object alloc, uintptr_t stream_handle) {
@@ -58,20 +83,12 @@ void roi_align_forward_cuda(py::handle x, py::handle rois, py::handle out,
                     ya = device_array(out, "out");
   const RoiGeom g = make_roi_geom(op, xa.shape, "x", ra.shape, output_size);
   check_shape(ya, roi_out_shape(g), "out");
-  const cudaStream_t stream = as_stream(stream_handle);
-  dispatch_float(xa, "x", [&](auto zero) {
-    using T = decltype(zero);
-    const T* rp = input_ptr<T>(ra, "rois");
-    const T scale = static_cast<T>(spatial_scale);
-    Workspace ws(alloc);
-    long long* status = ws.get<long long>(2);
-    roi_align_forward_run<T>(g, input_ptr<T>(xa, "x"), rp, scale, aligned, sampling_ratio,
-                             output_ptr<T>(ya, "out"), status, ws, StreamLauncher{stream});
-    long long host[2];
-    raise_on_status(op, g, rp, status, host, stream, [&](const T* row) {
-      return align_row_problem(row, g, scale, aligned, sampling_ratio);
-    });
-  });
+  run_align(op, g, xa, "x", ra, ya, "out", spatial_scale, sampling_ratio, aligned,
+            std::move(alloc), stream_handle,
+            [](const RoiGeom& geom, const auto* in, auto&&... rest) {
+              using T = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
+              roi_align_forward_run<T>(geom, in, std::forward<decltype(rest)>(rest)...);
+            });
 }
 
 void roi_align_backward_cuda(py::handle dy, py::handle rois, py::handle dx, double spatial_scale,
@@ -83,20 +100,12 @@ void roi_align_backward_cuda(py::handle dy, py::handle rois, py::handle dx, doub
   const DeviceArray dya = device_array(dy, "dy"), ra = device_array(rois, "rois"),
                     dxa = device_array(dx, "dx");
   const RoiGeom g = backward_geom(op, dya, ra, dxa);
-  const cudaStream_t stream = as_stream(stream_handle);
-  dispatch_float(dya, "dy", [&](auto zero) {
-    using T = decltype(zero);
-    const T* rp = input_ptr<T>(ra, "rois");
-    const T scale = static_cast<T>(spatial_scale);
-    Workspace ws(alloc);
-    long long* status = ws.get<long long>(2);
-    roi_align_backward_run<T>(g, input_ptr<T>(dya, "dy"), rp, scale, aligned, sampling_ratio,
-                              output_ptr<T>(dxa, "dx"), status, ws, StreamLauncher{stream});
-    long long host[2];
-    raise_on_status(op, g, rp, status, host, stream, [&](const T* row) {
-      return align_row_problem(row, g, scale, aligned, sampling_ratio);
-    });
-  });
+  run_align(op, g, dya, "dy", ra, dxa, "dx", spatial_scale, sampling_ratio, aligned,
+            std::move(alloc), stream_handle,
+            [](const RoiGeom& geom, const auto* in, auto&&... rest) {
+              using T = std::remove_const_t<std::remove_pointer_t<decltype(in)>>;
+              roi_align_backward_run<T>(geom, in, std::forward<decltype(rest)>(rest)...);
+            });
 }
 
 void roi_pool_forward_cuda(py::handle x, py::handle rois, py::handle out,

@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fastconv/check.hpp"
@@ -51,44 +52,27 @@ namespace fastconv {
 // compiled with -ffp-contract=off)
 // ---------------------------------------------------------------------------------------
 
-FC_HD float roi_add(float a, float b) {
+// One template per operation: the float and double intrinsics differ only by their prefix.
+template <class T>
+FC_HD T roi_add(T a, T b) {
 #ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
+  if constexpr (std::is_same_v<T, float>) return __fadd_rn(a, b); else return __dadd_rn(a, b);
 #else
   return a + b;
 #endif
 }
-FC_HD double roi_add(double a, double b) {
+template <class T>
+FC_HD T roi_mul(T a, T b) {
 #ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-FC_HD float roi_mul(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
+  if constexpr (std::is_same_v<T, float>) return __fmul_rn(a, b); else return __dmul_rn(a, b);
 #else
   return a * b;
 #endif
 }
-FC_HD double roi_mul(double a, double b) {
+template <class T>
+FC_HD T roi_div(T a, T b) {
 #ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-FC_HD float roi_div(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-FC_HD double roi_div(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __ddiv_rn(a, b);
+  if constexpr (std::is_same_v<T, float>) return __fdiv_rn(a, b); else return __ddiv_rn(a, b);
 #else
   return a / b;
 #endif
