@@ -1,10 +1,22 @@
-"""Test configuration: `cuda`-marked tests run only where the CUDA backend can."""
+"""Test configuration: `cuda`-marked tests run only where the CUDA backend can; a
+sanitizer run (tools/sanitize_check.sh) makes sure it tests the instrumented module."""
 
 from __future__ import annotations
+
+import importlib
+import os
 
 import pytest
 
 import fastconv
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.environ.get("FASTCONV_EXPECT_SANITIZED"):
+        module = importlib.import_module("fastconv._cpu").__file__ or ""
+        if "sanitize" not in module:
+            raise pytest.UsageError(f"expected the sanitizer build of fastconv._cpu, got "
+                                    f"{module}")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:

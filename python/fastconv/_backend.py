@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Hashable, Optional, Sequence, TypeVar
 import numpy as np
 
 from . import _cpu
+from ._geometry import MAX_EXTENT
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -174,6 +175,9 @@ def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
         raise ValueError(f"{op}: {name} {shape} must have {ndim} entries (N, C, *spatial)")
     if any(s < 1 for s in shape):
         raise ValueError(f"{op}: {name} {shape} must be positive in every dim")
+    if any(s > MAX_EXTENT for s in shape):
+        raise ValueError(f"{op}: {name} {shape} exceeds the largest supported extent, 2**60, "
+                         f"in some dim")
     return shape
 
 
@@ -190,11 +194,15 @@ def empty(device: str, shape: Sequence[int], dtype: Any) -> Any:
     """An uninitialized C-contiguous output on `device`: CuPy (from CuPy's pool), or NumPy,
     from 128 KiB on in memory reused from released outputs (`_cpu.host_empty`), so that a
     layer's output does not page-fault in fresh memory on every call."""
-    if device == "cuda":
-        import cupy
+    try:
+        if device == "cuda":
+            import cupy
 
-        return cupy.empty(tuple(shape), dtype=dtype)
-    return _cpu.host_empty(tuple(shape), np.dtype(dtype))
+            return cupy.empty(tuple(shape), dtype=dtype)
+        return _cpu.host_empty(tuple(shape), np.dtype(dtype))
+    except ValueError as error:  # NumPy/CuPy: the byte count does not fit an address
+        raise MemoryError(f"an output of shape {tuple(shape)} and dtype {np.dtype(dtype)} is "
+                          f"too large to allocate ({error})") from None
 
 
 def empty_like(like: Any, shape: Sequence[int], dtype: Any) -> Any:

@@ -119,22 +119,27 @@ class Window:
 
 def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
                 stride: Optional[IntOrTuple], padding: Padding, dilation: IntOrTuple = 1,
-                ceil_mode: bool = False, pool: bool = False) -> Window:
-    """Validate and normalize the geometry of `op` on an input of spatial size `in_size`.
+                ceil_mode: bool = False, pool: bool = False,
+                size_name: str = "input spatial size") -> Window:
+    """Validate and normalize the geometry of `op` on an input of spatial size `in_size`
+    (`size_name` is how messages call it: the argument it came from).
 
     `pool` selects the pooling padding limit (kernel_size // 2 per side) instead of the
-    convolution one (dilation * (kernel_size - 1) per side); stride=None means kernel_size.
+    convolution one (dilation * (kernel_size - 1) per side) and lets stride=None mean
+    kernel_size, as torch's pooling does (a convolution's stride has no such default).
     Callers keep the result in their op family's plan (see _backend.PlanCache), so this
     runs once per geometry, not once per call.
     """
-    in_size = tuple(as_int(n, "input size") for n in in_size)
+    in_size = tuple(as_int(n, size_name) for n in in_size)
     dims = len(in_size)
     if dims < 1:
-        raise ValueError(f"{op}: need at least one spatial dim, got input spatial size {in_size}")
+        raise ValueError(f"{op}: need at least one spatial dim, got {size_name} {in_size}")
     kernel = as_tuple(kernel_size, dims, "kernel_size")
+    if stride is None and not pool:
+        raise TypeError(f"{op}: stride must be an int or a tuple of ints, got None")
     strides = kernel if stride is None else as_tuple(stride, dims, "stride")
     dil = as_tuple(dilation, dims, "dilation")
-    for name, values in (("input spatial size", in_size), ("kernel_size", kernel),
+    for name, values in ((size_name, in_size), ("kernel_size", kernel),
                          ("stride", strides), ("dilation", dil)):
         if any(v < 1 for v in values):
             raise ValueError(f"{op}: {name} {values} must be positive in every dim")

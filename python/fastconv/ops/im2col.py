@@ -86,7 +86,8 @@ def col2im(cols: Any, output_size: IntOrTuple, kernel_size: IntOrTuple, *,
         raise ValueError(f"col2im: cols has a zero-size dim, shape {cols.shape}")
     dims = len(output_size) if isinstance(output_size, Sequence) else 1
     size = as_tuple(output_size, dims, "output_size")
-    win = make_window("col2im", size, kernel_size, stride, padding, dilation)
+    win = make_window("col2im", size, kernel_size, stride, padding, dilation,
+                      size_name="output_size")
     kvol = math.prod(win.kernel)
     positions = math.prod(win.out_size)
     if cols.shape[1] % kvol or cols.shape[2] != positions:
