@@ -1,5 +1,5 @@
-"""Tensors of more than 2**31 elements (opt-in: `pytest -m large tests/test_large.py`; about
-13 GiB of memory each): a single plane longer than 2**31 and a batch whose offsets pass
+"""Tensors of more than 2**31 elements (opt-in: `pytest -m large tests/test_large.py`; at
+most 13 GiB of memory each): a single plane longer than 2**31 and a batch whose offsets pass
 2**31, for conv and pooling, spot-checked against the NumPy reference on slices (the
 reference on the whole array would need several times the memory). CI runs the 2**40
 stride and index cases of the other test files instead."""
@@ -71,17 +71,18 @@ def test_max_pool_batch_offsets_past_int32() -> None:
     _need(14)
     plane = POOL_PLANE
     x = _random((1, 2, plane), 1)  # channel 1 starts past 2**30; its end past 2**31
-    y, idx = fastconv.max_pool(x, 3, stride=2, return_indices=True)
-    out_len = (plane - 3) // 2 + 1
+    # Stride 4 keeps the int64 indices at a quarter of x (x 8 GiB, y 1 GiB, indices 2 GiB).
+    y, idx = fastconv.max_pool(x, 5, stride=4, return_indices=True)
+    out_len = (plane - 5) // 4 + 1
     assert y.shape == (1, 2, out_len) and idx.shape == y.shape
     for c in (0, 1):
         for o in (0, out_len // 2, out_len - 64):
-            seg = x[0, c, 2 * o:2 * o + 2 * 63 + 3]
-            expect, expect_idx = ref.max_pool(seg[None, None].astype(np.float64), (3,), (2,),
+            seg = x[0, c, 4 * o:4 * o + 4 * 63 + 5]
+            expect, expect_idx = ref.max_pool(seg[None, None].astype(np.float64), (5,), (4,),
                                               (0,), (0,), False)
             np.testing.assert_array_equal(y[0, c, o:o + 64], expect[0, 0, :64])
-            np.testing.assert_array_equal(idx[0, c, o:o + 64], expect_idx[0, 0, :64] + 2 * o)
-    del idx
+            np.testing.assert_array_equal(idx[0, c, o:o + 64], expect_idx[0, 0, :64] + 4 * o)
+    del y, idx
     avg = fastconv.avg_pool(x, 2)
     np.testing.assert_allclose(avg[0, 1, -5:], x[0, 1, 2 * (plane // 2 - 5):2 * (plane // 2)]
                                .reshape(5, 2).mean(axis=1), rtol=1e-6)

@@ -12,6 +12,8 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <tuple>
@@ -96,5 +98,22 @@ struct Workspace {
     return block.get();
   }
 };
+
+// Mismatch reporting shared by the kernel tests: the first 20 failures are printed with
+// the case (`describe(c)`, found next to the test's Case type), all are counted.
+inline int failures = 0;
+
+inline bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+template <typename T, class Case>
+void expect(bool ok, const Case& c, const char* what, int64_t at, double got, double want) {
+  if (ok) return;
+  ++failures;
+  if (failures <= 20) {
+    std::printf("FAIL %s (%s) %s at %lld: got %.17g, want %.17g\n", what,
+                sizeof(T) == 4 ? "float32" : "float64", describe(c).c_str(),
+                static_cast<long long>(at), got, want);
+  }
+}
 
 }  // namespace emu

@@ -22,7 +22,6 @@ using fastconv::WindowGeom;
 
 namespace {
 
-int failures = 0;
 
 struct Case {
   int64_t N, C;
@@ -93,18 +92,9 @@ int64_t offset(const std::vector<int64_t>& c, const std::vector<int64_t>& extent
   return off;
 }
 
-template <typename T>
-void expect(bool ok, const Case& c, const char* what, int64_t at, double got, double want) {
-  if (ok) return;
-  ++failures;
-  if (failures <= 20) {
-    std::printf("FAIL %s (%s) %s at %lld: got %.17g, want %.17g\n", what,
-                sizeof(T) == 4 ? "float32" : "float64", describe(c).c_str(),
-                static_cast<long long>(at), got, want);
-  }
-}
-
-bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+using emu::expect;
+using emu::failures;
+using emu::same_bits;
 
 template <typename T>
 void run_case(const Case& c, std::mt19937_64& rng) {

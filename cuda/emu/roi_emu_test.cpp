@@ -27,7 +27,6 @@ using fastconv::RoiGeom;
 
 namespace {
 
-int failures = 0;
 
 struct Case {
   int dims;
@@ -56,18 +55,9 @@ RoiGeom geom_of(const Case& c) {
   return fastconv::make_roi_geom("emu", x_shape, "x", {c.R, 1 + 2 * c.dims}, c.out);
 }
 
-template <typename T>
-void expect(bool ok, const Case& c, const char* what, int64_t at, double got, double want) {
-  if (ok) return;
-  ++failures;
-  if (failures <= 20) {
-    std::printf("FAIL %s (%s) %s at %lld: got %.17g, want %.17g\n", what,
-                sizeof(T) == 4 ? "float32" : "float64", describe(c).c_str(),
-                static_cast<long long>(at), got, want);
-  }
-}
-
-bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+using emu::expect;
+using emu::failures;
+using emu::same_bits;
 
 // ---------------------------------------------------------------------------------------
 // Naive loops: torchvision's roi_align / roi_pool, one axis written out at a time
