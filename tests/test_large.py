@@ -1,7 +1,7 @@
 """Tensors of more than 2**31 elements (opt-in: `pytest -m large tests/test_large.py`; at
-most 13 GiB of memory each): a single plane longer than 2**31 and a batch whose offsets pass
-2**31, for conv and pooling, spot-checked against the NumPy reference on slices (the
-reference on the whole array would need several times the memory). CI runs the 2**40
+most 13 GiB of memory each): a single plane of more than 2**31 cells for conv and pooling,
+spot-checked against the NumPy reference on slices (the reference on the whole array would
+need several times the memory). CI runs the 2**40
 stride and index cases of the other test files instead."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastconv import reference as ref
 pytestmark = pytest.mark.large
 
 BIG = 2**31 + 4099  # elements of one plane: past the int32 range, not a multiple of 64
-POOL_PLANE = 2**30 + 77  # two channels: the second ends past 2**31
+POOL_PLANE = (2**16 + 3, 2**15 + 5)  # rows x columns: 2**31 + 425,999 cells
 CHUNK = 1 << 26
 
 
@@ -67,22 +67,26 @@ def test_conv_one_plane_past_int32() -> None:
                                rtol=1e-5)
 
 
-def test_max_pool_batch_offsets_past_int32() -> None:
-    _need(14)
-    plane = POOL_PLANE
-    x = _random((1, 2, plane), 1)  # channel 1 starts past 2**30; its end past 2**31
-    # Stride 4 keeps the int64 indices at a quarter of x (x 8 GiB, y 1 GiB, indices 2 GiB).
-    y, idx = fastconv.max_pool(x, 5, stride=4, return_indices=True)
-    out_len = (plane - 5) // 4 + 1
-    assert y.shape == (1, 2, out_len) and idx.shape == y.shape
-    for c in (0, 1):
-        for o in (0, out_len // 2, out_len - 64):
-            seg = x[0, c, 4 * o:4 * o + 4 * 63 + 5]
-            expect, expect_idx = ref.max_pool(seg[None, None].astype(np.float64), (5,), (4,),
-                                              (0,), (0,), False)
-            np.testing.assert_array_equal(y[0, c, o:o + 64], expect[0, 0, :64])
-            np.testing.assert_array_equal(idx[0, c, o:o + 64], expect_idx[0, 0, :64] + 4 * o)
+def test_pool_one_plane_past_int32() -> None:
+    """A 2-D plane of more than 2**31 cells: flat indices past the int32 range. (A 1-D plane
+    that long would also work, but pooling keeps one row per thread in a workspace, and a
+    1-D row is the whole plane: twice the memory of x on two threads.)"""
+    _need(13)
+    h, w = POOL_PLANE
+    x = _random((1, 1, h, w), 1)
+    y, idx = fastconv.max_pool(x, 3, stride=4, return_indices=True)
+    out = ((h - 3) // 4 + 1, (w - 3) // 4 + 1)
+    assert y.shape == (1, 1) + out and idx.shape == y.shape
+    for r in (0, out[0] // 2, out[0] - 1):
+        rows = x[:, :, 4 * r:4 * r + 3]
+        expect, expect_idx = ref.max_pool(rows.astype(np.float64), (3, 3), (4, 4), (0, 0),
+                                          (0, 0), False)
+        np.testing.assert_array_equal(y[:, :, r], expect[:, :, 0])
+        np.testing.assert_array_equal(idx[:, :, r], expect_idx[:, :, 0] + 4 * r * w)
+    assert idx.max() > 2**31
     del y, idx
     avg = fastconv.avg_pool(x, 2)
-    np.testing.assert_allclose(avg[0, 1, -5:], x[0, 1, 2 * (plane // 2 - 5):2 * (plane // 2)]
-                               .reshape(5, 2).mean(axis=1), rtol=1e-6)
+    oh, ow = h // 2, w // 2  # odd sizes: the last row and column of x are dropped
+    corner = x[0, 0, 2 * oh - 2:2 * oh, 2 * ow - 10:2 * ow].astype(np.float64)
+    np.testing.assert_allclose(avg[0, 0, -1, -5:], corner.reshape(2, 5, 2).mean(axis=(0, 2)),
+                               rtol=1e-6)
