@@ -23,7 +23,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 

@@ -183,21 +183,6 @@ void avg_pool_backward_impl(const PoolPlan& p, const T* dy, T* dx, bool count_in
   run_jobs(jobs, row_kernels<T>().avg_backward[stride_kind(p)], &a, dy, dx);
 }
 
-const int64_t* index_input(const py::array& a, const char* name) {
-  if (!a.dtype().is(py::dtype::of<int64_t>())) {
-    throw py::type_error(concat(name, " must have dtype int64, got ", dtype_name(a)));
-  }
-  FC_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous (shape ",
-           tuple_str(shape_of(a)), ")");
-  return static_cast<const int64_t*>(a.data());
-}
-
-int64_t* index_output(py::array& a, const char* name) {
-  index_input(a, name);
-  FC_CHECK(a.writeable(), name, " must be writeable");
-  return static_cast<int64_t*>(a.mutable_data());
-}
-
 Dims out_shape(const PoolPlan& p) {
   Dims s{p.g.batch, p.g.channels};
   s.insert(s.end(), p.g.out.begin(), p.g.out.end());

@@ -349,15 +349,6 @@ void pool_backward_impl(const RoiGeom& g, const T* dy, const int64_t* indices, c
 // Bindings
 // ---------------------------------------------------------------------------------------
 
-const int64_t* index_input(const py::array& a, const char* name) {
-  if (!a.dtype().is(py::dtype::of<int64_t>())) {
-    throw py::type_error(concat(name, " must have dtype int64, got ", dtype_name(a)));
-  }
-  FC_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous (shape ",
-           tuple_str(shape_of(a)), ")");
-  return static_cast<const int64_t*>(a.data());
-}
-
 // The geometry of a backward call: dx (N, C, *in), dy (R, C, *out).
 RoiGeom backward_geom(const char* op, const py::array& dy, const py::array& rois,
                       const py::array& dx) {

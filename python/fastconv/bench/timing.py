@@ -283,15 +283,17 @@ class CudaDevice(Device):
 
     def _copy_bandwidth(self) -> float:
         nbytes = GPU_COPY_BYTES if self.mode != "smoke" else 1 << 24
+        seconds = self._time_device_copy(nbytes)
+        self.settle()  # the buffers died with _time_device_copy's frame
+        return 2.0 * nbytes / seconds / 1e9
+
+    def _time_device_copy(self, nbytes: int) -> float:
         src = self.cupy.empty(nbytes // 4, dtype=self.cupy.float32)
         src[...] = 1.5  # never time on untouched memory
         dst = self.cupy.empty_like(src)
         # cudaMemcpyAsync on the current stream: the copy engine's rate, no kernel of ours.
-        seconds = self.time(lambda: dst.data.copy_from_device_async(src.data, nbytes),
-                            "fastconv")[0]
-        del src, dst
-        self.settle()
-        return 2.0 * nbytes / seconds / 1e9
+        return self.time(lambda: dst.data.copy_from_device_async(src.data, nbytes),
+                         "fastconv")[0]
 
     def settle(self) -> None:
         """Give cached device memory back between cases (big ones follow small ones)."""

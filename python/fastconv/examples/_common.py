@@ -4,9 +4,10 @@ evaluation and the loss/accuracy plot."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -115,17 +116,31 @@ def fit(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_test: np.n
     return history
 
 
-def save_plot(history: History, path: str, title: str) -> None:
-    """Loss and accuracy per epoch, train and test, side by side, as a PNG at `path`."""
+@contextlib.contextmanager
+def figure(path: str, title: str, **subplots: Any) -> Iterator[Any]:
+    """The axes of a new matplotlib figure (plt.subplots(**subplots)); on leaving the block
+    the figure gets `title` and is saved as a PNG at `path`, and is always closed (many runs
+    in one process, as in the tests, would otherwise warn)."""
     import matplotlib
 
     # Agg: the examples run headless (CI, ssh); an interactive backend would need a display.
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = np.arange(1, len(history.train_loss) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(**subplots)
     try:
+        yield axes
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
+def save_plot(history: History, path: str, title: str) -> None:
+    """Loss and accuracy per epoch, train and test, side by side, as a PNG at `path`."""
+    epochs = np.arange(1, len(history.train_loss) + 1)
+    with figure(path, title, ncols=2, figsize=(10, 4)) as (ax_loss, ax_acc):
         ax_loss.plot(epochs, history.train_loss, marker="o", label="train")
         ax_loss.plot(epochs, history.test_loss, marker="o", label="test")
         ax_loss.set_xlabel("epoch")
@@ -139,12 +154,6 @@ def save_plot(history: History, path: str, title: str) -> None:
         ax_acc.set_ylim(0.0, 1.02)
         ax_acc.set_title(f"accuracy (final test {history.test_acc[-1]:.3f})")
         ax_acc.legend(loc="lower right")
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        # Closing frees the figure; many runs in one process (tests) would otherwise warn.
-        plt.close(fig)
 
 
 def split(x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple:

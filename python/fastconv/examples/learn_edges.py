@@ -32,6 +32,8 @@ import fastconv
 from fastconv import filters, nn, optim
 from fastconv.nn import functional as F
 
+from . import _common
+
 TARGETS = {"sobel_x": filters.SOBEL_X, "sobel_y": filters.SOBEL_Y,
            "scharr_x": filters.SCHARR_X, "scharr_y": filters.SCHARR_Y,
            "vertical": filters.VERTICAL, "horizontal": filters.HORIZONTAL}
@@ -111,14 +113,8 @@ def learn_filter(images: np.ndarray, target: np.ndarray, steps: int, seed: int =
 def save_plot(result: LearnedFilter, target: np.ndarray, path: str, title: str) -> None:
     """Loss and error per step (with the guaranteed bound), and the learned and the target
     kernels with their values, as a PNG at `path`."""
-    import matplotlib
-
-    # Agg: the examples run headless (CI, ssh); an interactive backend would need a display.
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), gridspec_kw={"width_ratios": [2, 1, 1]})
-    try:
+    with _common.figure(path, title, ncols=3, figsize=(13, 4),
+                        gridspec_kw={"width_ratios": [2, 1, 1]}) as axes:
         steps = np.arange(len(result.errors))
         axes[0].semilogy(steps, result.losses, label="loss (MSE)")
         axes[0].semilogy(steps, result.errors, label="||w - k||")
@@ -135,11 +131,6 @@ def save_plot(result: LearnedFilter, target: np.ndarray, path: str, title: str) 
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(name)
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> float:

@@ -313,16 +313,10 @@ def lfw_experiment(args: argparse.Namespace, echo: Callable[[str], None]) -> Dic
 
 def save_plot(digits: Dict, lfw: Dict, path: str, title: str) -> None:
     """The two ROC plots (FAR on a log axis) side by side as a PNG at `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     panels = [("digits 6-9, never seen in training",
                {k: (v.auc, v.far_curve, v.tar_curve) for k, (v, _) in digits.items()}),
               ("lfw_subset: augmented views of 40 held-out faces", lfw)]
-    try:
+    with _common.figure(path, title, ncols=2, figsize=(11, 4.5)) as axes:
         for ax, (name, curves) in zip(axes, panels):
             for label, (auc, far_curve, tar_curve) in curves.items():
                 ax.step(far_curve, tar_curve, where="post", label=f"{label} (AUC {auc:.3f})")
@@ -334,11 +328,6 @@ def save_plot(digits: Dict, lfw: Dict, path: str, title: str) -> None:
             ax.set_ylabel("true accept rate (same pairs accepted)")
             ax.set_title(name)
             ax.legend(loc="lower right")
-        fig.suptitle(title)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> float:
