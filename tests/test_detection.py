@@ -9,10 +9,11 @@ differences, explicit crops through the original classifier, and PyTorch.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-from collections import OrderedDict
+import re
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
@@ -376,6 +377,19 @@ def test_convolutionalize_the_seeds_classifier_equals_every_crop(side: int, grid
             np.testing.assert_allclose(out[:, :, i, j], crop, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("side", [18, 28, 128])
+def test_the_bench_cases_multiply_adds_are_nn_summarys(side: int) -> None:
+    from fastconv.bench.cases import sliding_macs
+
+    model = seed_classifier()
+    grid = (side - 14) // 2 + 1
+    crops, sliding = sliding_macs(side)
+    assert crops == nn.summary(model, (3, 14, 14)).total_mult_adds * grid * grid
+    assert sliding == nn.summary(nn.convolutionalize(model, (3, 14, 14)),
+                                 (3, side, side)).total_mult_adds
+    assert 1 < crops / sliding < 1.4  # the FC part, the same per window, dominates
+
+
 def test_convolutionalize_shares_the_parameters_and_their_gradients() -> None:
     model = seed_classifier().double()
     sliding = nn.convolutionalize(model, (3, 14, 14))
@@ -696,3 +710,72 @@ def test_leaky_relu_matches_torch(slope: float) -> None:
     assert same.data is plain
     np.testing.assert_allclose(plain, ref.detach().numpy(), rtol=1e-6)
     assert "negative_slope=" in repr(nn.LeakyReLU(slope))
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@pytest.fixture(scope="module")
+def quick_yolo(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """`python -m fastconv train-yolo --quick` once for this module: (its stdout, the PNG
+    grid, the saved model)."""
+    for module in ("skimage", "matplotlib", "tqdm"):
+        pytest.importorskip(module)
+    from fastconv import cli
+
+    folder = tmp_path_factory.mktemp("yolo")
+    plot, model = folder / "yolo.png", folder / "yolo.safetensors"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["train-yolo", "--quick", "--no-progress", "--plot", str(plot),
+                         "--model", str(model)]) == 0
+    return out.getvalue(), plot, model
+
+
+def test_train_yolo_quick_reaches_map_0_5_on_the_held_out_split(quick_yolo: tuple) -> None:
+    out, plot, model = quick_yolo
+    found = re.search(r"held-out mAP@0.5 \(VOC all points\) ([0-9.]+), COCO mAP@\[.5:.95\] "
+                      r"([0-9.]+)", out)
+    assert found, out
+    map_50, coco = float(found.group(1)), float(found.group(2))
+    assert map_50 >= 0.5, out
+    assert 0 < coco < map_50
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+    restored = detection.YOLO.from_state_dict(nn.load(str(model)))
+    assert restored.num_classes == 4 and restored.stride == 16
+
+
+def test_detect_prints_json_in_the_images_pixels_and_draws_a_png(
+        quick_yolo: tuple, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from skimage import io as skio
+
+    from fastconv import cli
+
+    _, _, model = quick_yolo
+    # A fresh image (no split's seed), twice as large as the model's input: boxes come back
+    # in the image's own pixels.
+    shapes = datasets.shapes(1, seed=7)
+    image = shapes.images[0].repeat(2, axis=0).repeat(2, axis=1)
+    path, drawn = tmp_path / "shapes.png", tmp_path / "boxes.png"
+    skio.imsave(str(path), image, check_contrast=False)
+    assert cli.main(["detect", str(model), str(path), "--output", str(drawn),
+                     "--score-threshold", "0.1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["width"], result["height"]) == (256, 256)
+    assert drawn.read_bytes()[:8] == PNG_MAGIC
+    dets = result["detections"]
+    assert dets and [d["score"] for d in dets] == sorted((d["score"] for d in dets),
+                                                         reverse=True)
+    for d in dets:
+        assert d["score"] > 0.1 and d["class"] == datasets.SHAPE_CLASSES[d["label"]]
+        np.testing.assert_allclose(d["box"], np.array(d["box_fraction"]) * 256, atol=0.1)
+    # The quick model (mAP@0.5 about 0.6) finds at least half of the shapes: a detection
+    # of the shape's class at IoU >= 0.5.
+    boxes = np.array([d["box_fraction"] for d in dets])
+    labels = np.array([d["label"] for d in dets])
+    iou = fastconv.box_iou(shapes.boxes[0], boxes)
+    found = [(iou[m][labels == label] >= 0.5).any() for m, label in enumerate(shapes.labels[0])]
+    assert 2 * sum(found) >= len(found), (shapes.boxes[0], dets)
+    with pytest.raises(ValueError, match="not a fastconv.detection.YOLO checkpoint"):
+        nn.save(nn.Linear(2, 2), str(tmp_path / "linear.safetensors"))
+        cli.main(["detect", str(tmp_path / "linear.safetensors"), str(path)])

@@ -2,7 +2,7 @@
 R-CNN examples (coloured shapes on a white background, drawn by scikit-image).
 
 The splits the examples use: `shapes(2000, seed=0)` to train, `shapes(500, seed=1)` held
-out.
+out. Needs scikit-image (the `examples` extra).
 """
 
 from __future__ import annotations
@@ -57,7 +57,11 @@ def shapes(n: int, *, size: int = 128, seed: int = 0) -> Shapes:
     size = _count("size", size, MAX_SIZE)
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"shapes: seed must be an int, got {seed!r}")
-    from skimage.draw import random_shapes
+    try:
+        from skimage.draw import random_shapes
+    except ImportError as error:
+        raise ImportError("fastconv.datasets.shapes needs scikit-image: pip install "
+                          "'fastconv[examples]'") from error
 
     rng = np.random.default_rng(int(seed))
     images = np.empty((n, size, size, 3), dtype=np.uint8)

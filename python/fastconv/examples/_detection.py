@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -44,15 +44,14 @@ class Split:
 
 @dataclass
 class Result:
-    """A finished run: mAP figures on the held-out split, per-epoch mean training loss,
-    the training wall time (seconds) and the held-out detections."""
+    """A finished run: mAP figures on the held-out split (mAP@0.5 per class), the mean
+    training loss of each epoch and the training wall time (seconds)."""
 
     map_50: float
     coco_map: float
     per_class: Dict[int, float]
-    losses: List[float] = field(default_factory=list)
-    seconds: float = 0.0
-    detections: List[Dict[str, np.ndarray]] = field(default_factory=list)
+    losses: List[float]
+    seconds: float
 
 
 def as_input(images: np.ndarray) -> np.ndarray:
@@ -85,8 +84,8 @@ def parser(prog: str, description: str, epochs: int, plot: str,
     return p
 
 
-def train(model: nn.Module, count: int, loss_of: Callable[[np.ndarray, np.ndarray], fastconv.Tensor],
-          *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
+def train(model: nn.Module, count: int,
+          loss_of: Callable[[np.ndarray, np.ndarray], fastconv.Tensor], *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
           desc: str) -> Tuple[List[float], float]:
     """Adam with the learning rate annealed along a cosine over every step; each step
     draws `batch_size` of the `count` training images (shuffled per epoch with `seed`),
@@ -130,10 +129,12 @@ def flip_inputs(inputs: np.ndarray, flip: np.ndarray) -> np.ndarray:
     return out
 
 
-def evaluate(detections: List[Dict[str, np.ndarray]], split: Split) -> Result:
+def evaluate(detections: List[Dict[str, np.ndarray]], split: Split, losses: List[float],
+             seconds: float) -> Result:
+    """mAP@0.5 (VOC, all points) and COCO mAP of the detections of `split`'s images."""
     voc = mean_average_precision(detections, split.targets, method="voc")
     coco = mean_average_precision(detections, split.targets)
-    return Result(voc["map"], coco["map"], voc["map_per_class"], detections=detections)
+    return Result(voc["map"], coco["map"], voc["map_per_class"], losses, seconds)
 
 
 def report(name: str, result: Result, train_count: int, epochs: int,
@@ -142,46 +143,51 @@ def report(name: str, result: Result, train_count: int, epochs: int,
                           for k, v in sorted(result.per_class.items()))
     echo(f"{name}: held-out mAP@0.5 (VOC all points) {result.map_50:.4f}, COCO mAP@[.5:.95] "
          f"{result.coco_map:.4f} ({per_class}); {train_count} training images, {epochs} "
-         f"epochs, {result.seconds:.1f} s of training")
+         f"epochs, {result.seconds:.1f} s of training, final loss {result.losses[-1]:.3f}")
 
 
 def save_grid(split: Split, detections: Sequence[Dict[str, np.ndarray]], path: str,
               title: str, count: int = 16, score_threshold: float = SHOW_SCORE_THRESHOLD,
               ) -> None:
-    """The first `count` held-out images in a grid: true boxes dashed black, detections
-    scoring above score_threshold solid in their class colour with name and score."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """The first `count` held-out images in a grid, each in its own frame: true boxes
+    dashed black, detections scoring above score_threshold solid in their class colour
+    with name and score."""
     count = min(count, len(split.images))
     cols = int(np.ceil(np.sqrt(count)))
     rows = -(-count // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows + 0.6))
-    try:
-        for i, ax in enumerate(np.ravel(axes)):
-            ax.axis("off")
+    with _common.figure(path, f"{title}\ndashed: ground truth; solid: detections with "
+                        f"score > {score_threshold}", nrows=rows, ncols=cols,
+                        figsize=(2.6 * cols, 2.6 * rows + 0.7), squeeze=False) as axes:
+        for i, ax in enumerate(axes.ravel()):
             if i >= count:
+                ax.axis("off")
                 continue
+            show_image(ax, split.images[i])
             h, w = split.images[i].shape[:2]
-            ax.imshow(split.images[i])
             draw_boxes(ax, split.boxes[i], w, h, color="black", linestyle="--")
             det = detections[i]
             keep = det["scores"] > score_threshold
             draw_boxes(ax, det["boxes"][keep], w, h, labels=det["labels"][keep],
                        scores=det["scores"][keep])
-        fig.suptitle(f"{title}\ndashed: ground truth; solid: detections with score > "
-                     f"{score_threshold}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+
+
+def show_image(ax, image: np.ndarray) -> None:
+    """The image on a matplotlib axis inside a grey frame, without ticks (the shapes
+    images have white backgrounds, which would run together in a grid)."""
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_edgecolor("0.4")
+        spine.set_linewidth(1.2)
 
 
 def draw_boxes(ax, boxes: np.ndarray, width: int, height: int, *, labels=None, scores=None,
-               color=None, linestyle="-") -> None:
-    """Boxes (D, 4) xyxy fractions on a matplotlib axis showing a width x height image."""
+               color=None, linestyle="-", names: Sequence[str] = datasets.SHAPE_CLASSES,
+               ) -> None:
+    """Boxes (D, 4) xyxy fractions on a matplotlib axis showing a width x height image;
+    with labels, each box in its class colour with the class name (`names[label]`) and
+    its score on it."""
     from matplotlib.patches import Rectangle
 
     for d, (x1, y1, x2, y2) in enumerate(np.asarray(boxes).reshape(-1, 4)):
@@ -192,8 +198,11 @@ def draw_boxes(ax, boxes: np.ndarray, width: int, height: int, *, labels=None, s
                                (y2 - y1) * height, fill=False, edgecolor=edge,
                                linestyle=linestyle, linewidth=1.5))
         if label is not None:
-            name = datasets.SHAPE_CLASSES[label] if label < len(datasets.SHAPE_CLASSES) \
-                else str(label)
-            text = name if scores is None else f"{name} {float(scores[d]):.2f}"
-            ax.text(x1 * width, y1 * height - 1.5, text, color="white", fontsize=6,
+            text = names[label] if label < len(names) else str(label)
+            if scores is not None:
+                text = f"{text} {float(scores[d]):.2f}"
+            # Above the box, or inside its top edge when it touches the image's top.
+            top = y1 * height > 0.08 * height
+            ax.text(x1 * width, y1 * height + (-1.5 if top else 1.5), text, color="white",
+                    fontsize=6, va="bottom" if top else "top",
                     bbox=dict(facecolor=edge, alpha=0.8, pad=0.5, linewidth=0))

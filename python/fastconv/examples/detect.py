@@ -22,7 +22,7 @@ from fastconv import nn
 from fastconv.datasets import SHAPE_CLASSES
 from fastconv.detection import YOLO
 
-from . import _detection
+from . import _common, _detection
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -86,29 +86,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
            "detections": detections}
     print(json.dumps(out, indent=2))
     if args.output:
-        draw(image, found, args.output, Path(args.image).name)
+        draw(image, found, args.output, Path(args.image).name, names)
     return out
 
 
-def draw(image: np.ndarray, found: Dict[str, np.ndarray], path: str, title: str) -> None:
+def draw(image: np.ndarray, found: Dict[str, np.ndarray], path: str, title: str,
+         names: Sequence[str]) -> None:
     """The image with the detections' boxes, names and scores, as a PNG at `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     height, width = image.shape[:2]
-    fig, ax = plt.subplots(figsize=(5, 5 * height / width))
-    try:
-        ax.imshow(image)
-        ax.axis("off")
+    with _common.figure(path, f"{title}: {len(found['boxes'])} detections",
+                        figsize=(5, 5 * height / width + 0.4)) as ax:
+        _detection.show_image(ax, image)
         _detection.draw_boxes(ax, found["boxes"], width, height, labels=found["labels"],
-                              scores=found["scores"])
-        ax.set_title(f"{title}: {len(found['boxes'])} detections", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
+                              scores=found["scores"], names=names)
 
 
 if __name__ == "__main__":

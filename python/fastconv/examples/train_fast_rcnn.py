@@ -65,8 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
                                        desc="Fast R-CNN")
     detections = model.detect(held_out.inputs,
                               score_threshold=_detection.EVAL_SCORE_THRESHOLD)
-    result = _detection.evaluate(detections, held_out)
-    result.losses, result.seconds = losses, seconds
+    result = _detection.evaluate(detections, held_out, losses, seconds)
     _detection.report("Fast R-CNN shapes", result, len(train.inputs), args.epochs)
     if args.plot:
         _detection.save_grid(held_out, detections, args.plot,
