@@ -33,7 +33,7 @@ OPS = (
     "max_pool", "avg_pool", "max_pool_backward", "avg_pool_backward",
     "box_iou", "box_convert", "nms", "batched_nms",
     "roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward",
-    "mean_average_precision", "convolutionalize",
+    "mean_average_precision", "sliding_windows",
 )
 
 
@@ -830,7 +830,7 @@ def _sliding_shape(side: int) -> str:
 
 def _sliding_cases() -> List[Case]:
     # The seed's 28x28 -> 8x8 case, a larger image with dense windows, and a smoke size.
-    return [Case("convolutionalize", name, _sliding_shape(side), "cpu", frozenset(modes.split()),
+    return [Case("sliding_windows", name, _sliding_shape(side), "cpu", frozenset(modes.split()),
                  _sliding_setup(side))
             for name, side, modes in (("seed_28x28", 28, "quick full"),
                                       ("dense_128x128", 128, "quick full"),

@@ -85,7 +85,8 @@ def parser(prog: str, description: str, epochs: int, plot: str,
 
 
 def train(model: nn.Module, count: int,
-          loss_of: Callable[[np.ndarray, np.ndarray], fastconv.Tensor], *, epochs: int, batch_size: int, lr: float, seed: int, progress: bool,
+          loss_of: Callable[[np.ndarray, np.ndarray], fastconv.Tensor], *, epochs: int,
+          batch_size: int, lr: float, seed: int, progress: bool,
           desc: str) -> Tuple[List[float], float]:
     """Adam with the learning rate annealed along a cosine over every step; each step
     draws `batch_size` of the `count` training images (shuffled per epoch with `seed`),

@@ -1,13 +1,15 @@
 """A region-based detector (Fast R-CNN style) on the shapes data set:
 `python -m fastconv train-fast-rcnn`.
 
-fastconv.detection.region.FastRCNN: a backbone to a stride-8 feature map (16 x 16 on the
-128 x 128 images), the fixed anchor proposals of 5 k-means shapes on every cell (1,280 per
-image), RoI align of each proposal to 4 x 4, and a fully connected head that classifies
-the region (4 classes or background) and regresses its box as deltas. Trained end to end
-(the backbone learns through RoI align) on minibatches of 64 regions per image (at most a
-quarter holding an object; the ground-truth boxes join the proposals during training), on
-the same 2,000 training images as train-yolo; mAP on the same 500 held-out images.
+fastconv.detection.region.FastRCNN: a backbone (4 x 4 space-to-depth, three 3x3 conv /
+batch norm / LeakyReLU stages of 32, 64, 128 channels, two 2x2 max pools) to a stride-16
+feature map (8 x 8 on the 128 x 128 images), the fixed anchor proposals of 5 k-means shapes
+on every cell (320 per image), RoI align of each proposal to 4 x 4, and a fully connected
+head that classifies the region (4 classes or background) and regresses its box as deltas.
+Trained end to end (the backbone learns through RoI align) on minibatches of 64 regions per
+image (at most a quarter holding an object; the ground-truth boxes join the proposals
+during training), on the same 2,000 training images as train-yolo; mAP on the same 500
+held-out images.
 """
 
 from __future__ import annotations
