@@ -8,7 +8,7 @@ and COCO mAP@[.5:.95] on the 500 held-out images (seed 1), saves a PNG grid of h
 images with predicted and true boxes, and saves the model (a .safetensors state dict that
 `python -m fastconv detect` reads).
 
-`--quick` (for CI) trains 6 epochs on the same data; the README gives the measured figures.
+`--quick` (for CI) trains 5 epochs on the same data; the README gives the measured figures.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastconv.detection import YOLO, kmeans_anchors, yolo_encode, yolo_loss
 
 from . import _detection
 
-EPOCHS, QUICK_EPOCHS = 24, 6
+EPOCHS, QUICK_EPOCHS = 24, 5
 ANCHORS = 5
 CHANNELS = (32, 64, 128, 128)
 BLOCK, UNPOOLED = 4, 2       # space-to-depth 4 x 4, then pools after the first 2 stages
