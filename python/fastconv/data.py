@@ -81,13 +81,13 @@ class DataLoader:
     @staticmethod
     def _take(part: Any, index: Any) -> Any:
         if isinstance(part, np.ndarray) or is_gpu(part):
-            return part[index if isinstance(index, slice) else array_index(part, index)]
+            return part[index if isinstance(index, slice) else _index_for(part, index)]
         if isinstance(index, slice):
             return list(part[index])
         return [part[int(i)] for i in index]
 
 
-def array_index(part: Any, index: np.ndarray) -> Any:
+def _index_for(part: Any, index: np.ndarray) -> Any:
     """`index` on `part`'s device (CuPy arrays take CuPy indices)."""
     if is_gpu(part):
         import cupy
