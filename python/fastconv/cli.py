@@ -33,6 +33,15 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                       "views (see --help)"),
     "style-transfer": ("fastconv.examples.style_transfer",
                        "neural style transfer of one image onto another (see --help)"),
+    "train-yolo": ("fastconv.examples.train_yolo",
+                   "train a small YOLO on the shapes data set; held-out mAP, a PNG of "
+                   "detections (see --help)"),
+    "train-fast-rcnn": ("fastconv.examples.train_fast_rcnn",
+                        "train a Fast R-CNN style detector on the shapes data set; held-out "
+                        "mAP (see --help)"),
+    "detect": ("fastconv.examples.detect",
+               "boxes a model saved by train-yolo finds in an image: JSON and a PNG "
+               "(see --help)"),
     "visualize": ("fastconv.examples.visualize",
                   "the nine image patches that activate units of a network most, per "
                   "layer, as a PNG grid (see --help)"),

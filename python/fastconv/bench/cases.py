@@ -33,7 +33,7 @@ OPS = (
     "max_pool", "avg_pool", "max_pool_backward", "avg_pool_backward",
     "box_iou", "box_convert", "nms", "batched_nms",
     "roi_align", "roi_align_backward", "roi_pool", "roi_pool_backward",
-    "mean_average_precision",
+    "mean_average_precision", "sliding_windows",
 )
 
 
@@ -759,10 +759,88 @@ def _map_cases() -> List[Case]:
                                   ("smoke", 20, "smoke"))]
 
 
+# ----------------------------------------------------------------------------------------
+# Sliding windows: the convolutional implementation (nn.convolutionalize) against every
+# window's crop through the original classifier in one batch (the "numpy" column)
+# ----------------------------------------------------------------------------------------
+
+# The seed's classifier of 14x14x3 windows: 5x5 conv to 16 channels (10x10), 2x2 max pool
+# (5x5), FC 400, FC 400, softmax over 4 classes. Sliding stride: 2 (the pool's).
+WINDOW, WINDOW_STRIDE = 14, 2
+CONV_OUT, CONV_MACS = 16, 5 * 5 * 3                 # per output value of the conv
+FC_MACS = 400 * 400 + 400 * 400 + 400 * 4           # the FC part, per window
+
+
+def sliding_macs(side: int) -> Tuple[int, int]:
+    """Multiply-adds of scoring every window of a side x side image with the seed's
+    classifier: (crops, sliding). Crops pay the convolution once per window; the sliding
+    network once per position of the image, shared by the overlapping windows. The fully
+    connected part costs the same per window in both."""
+    grid = (side - WINDOW) // WINDOW_STRIDE + 1
+    conv_side = WINDOW - 4
+    crops = grid * grid * (conv_side * conv_side * CONV_OUT * CONV_MACS + FC_MACS)
+    sliding = (side - 4) ** 2 * CONV_OUT * CONV_MACS + grid * grid * FC_MACS
+    return crops, sliding
+
+
+def _sliding_setup(side: int) -> Callable[[np.random.Generator], Problem]:
+    def setup(rng: np.random.Generator) -> Problem:
+        import copy
+
+        from .. import Tensor, nn, no_grad
+
+        model = nn.Sequential(nn.Conv2d(3, CONV_OUT, 5), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(400, 400), nn.ReLU(),
+                              nn.Linear(400, 400), nn.ReLU(), nn.Linear(400, 4),
+                              nn.Softmax(dim=1)).eval()
+        sliding = nn.convolutionalize(model, (3, WINDOW, WINDOW))
+        # The float64 twin checks the float32 sliding scores (the runner's float64 reference).
+        twins = {np.dtype(np.float32): model, np.dtype(np.float64): copy.deepcopy(model).double()}
+        grid = (side - WINDOW) // WINDOW_STRIDE + 1
+        image = _randn(rng, (1, 3, side, side), np.float32)
+
+        def every_window(image: np.ndarray) -> np.ndarray:
+            views = np.lib.stride_tricks.sliding_window_view(image[0], (WINDOW, WINDOW),
+                                                             axis=(1, 2))
+            # (3, rows, cols, 14, 14) at stride 2 -> one (windows, 3, 14, 14) batch, copied:
+            # gathering the crops is part of what the crops approach costs.
+            crops = np.ascontiguousarray(
+                views[:, ::WINDOW_STRIDE, ::WINDOW_STRIDE].transpose(1, 2, 0, 3, 4)
+                .reshape(grid * grid, 3, WINDOW, WINDOW))
+            with no_grad():
+                return twins[image.dtype](Tensor(crops)).numpy()
+
+        def ours(image: np.ndarray) -> np.ndarray:
+            with no_grad():
+                scores = sliding(Tensor(image)).numpy()
+            return scores[0].reshape(4, grid * grid).T  # window by window, as the crops
+
+        return Problem((image,), ours, every_window, None, 2.0 * sliding_macs(side)[1],
+                       "flop")
+
+    return setup
+
+
+def _sliding_shape(side: int) -> str:
+    grid = (side - WINDOW) // WINDOW_STRIDE + 1
+    crops, sliding = sliding_macs(side)
+    return (f"14x14 windows of 1x3x{side}x{side}: {grid}x{grid}; MACs crops/sliding "
+            f"{crops / sliding:.2f}; baseline all crops in one batch")
+
+
+def _sliding_cases() -> List[Case]:
+    # The seed's 28x28 -> 8x8 case, a larger image with dense windows, and a smoke size.
+    return [Case("sliding_windows", name, _sliding_shape(side), "cpu", frozenset(modes.split()),
+                 _sliding_setup(side))
+            for name, side, modes in (("seed_28x28", 28, "quick full"),
+                                      ("dense_128x128", 128, "quick full"),
+                                      ("smoke", 18, "smoke"))]
+
+
 def all_cases() -> List[Case]:
     """Every case of every mode and device, in table order."""
     return (_conv_cases() + _unfold_cases() + _pool_cases() + _box_cases() + _roi_cases()
-            + _map_cases())
+            + _map_cases() + _sliding_cases())
 
 
 def cases(mode: str = "full", ops: Optional[Sequence[str]] = None,

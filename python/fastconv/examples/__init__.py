@@ -6,7 +6,9 @@ programs: `classify` (EfficientNet-Lite0 on photos), `edges` (the course's edge 
 `learn_edges` (gradient descent recovers the Sobel kernel), wired to
 `python -m fastconv classify | edges | learn-edges`; and the course's applications:
 `style_transfer` (neural style transfer) and `visualize` (the top-9 patches per unit),
-wired to `python -m fastconv style-transfer | visualize`.
+wired to `python -m fastconv style-transfer | visualize`; and object detection on
+fastconv.datasets.shapes: `train_yolo`, `train_fast_rcnn` and `detect` (a saved YOLO on
+one image), wired to `python -m fastconv train-yolo | train-fast-rcnn | detect`.
 
 They need the `examples` extra (scikit-learn for the digits, matplotlib for the plots,
 scikit-image for the photos); `classify`, `style_transfer` and `visualize` need the

@@ -21,8 +21,9 @@ from ..ops.roi import RoiPlan, roi_plan
 from ..tensor import Tensor, is_grad_enabled, normalize_dims
 
 __all__ = ["conv", "max_pool", "avg_pool", "roi_align", "roi_pool", "linear", "relu",
-           "relu6", "sigmoid", "tanh", "softmax", "log_softmax", "cross_entropy", "nll_loss",
-           "mse_loss", "binary_cross_entropy_with_logits", "dropout", "batch_norm",
+           "relu6", "leaky_relu", "sigmoid", "tanh", "softmax", "log_softmax",
+           "cross_entropy", "nll_loss", "mse_loss", "smooth_l1_loss", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "dropout", "batch_norm",
            "local_response_norm", "normalize", "flatten", "concat", "cat", "pad"]
 
 
@@ -219,6 +220,28 @@ def relu6(x: Any, inplace: bool = False) -> Tensor:
     return Tensor._make(xp.clip(data, 0, 6), [x], lambda g: (g * mask,), "relu6")
 
 
+def leaky_relu(x: Any, negative_slope: float = 0.01, inplace: bool = False) -> Tensor:
+    """x where x > 0, negative_slope * x elsewhere (torch.nn.functional.leaky_relu); the
+    gradient is 1 where x > 0 and negative_slope elsewhere (at 0 too, as torch). `inplace`
+    as in relu: x's data is overwritten only when nothing is recorded for backward."""
+    op = "leaky_relu"
+    x = _tensor(op, "x", x)
+    _float(op, "x", x)
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, numbers.Real):
+        raise TypeError(f"{op}: negative_slope must be a float, got {negative_slope!r}")
+    xp = array_module(x.data)
+    data = x.data
+    slope = data.dtype.type(negative_slope)
+    positive = data > 0
+    if not (is_grad_enabled() and x.requires_grad):
+        if inplace:
+            xp.multiply(data, slope, out=data, where=~positive)
+            return x
+        return Tensor(xp.where(positive, data, data * slope))
+    factor = xp.where(positive, data.dtype.type(1), slope)
+    return Tensor._make(data * factor, [x], lambda g: (g * factor,), "leaky_relu")
+
+
 def sigmoid(x: Any) -> Tensor:
     """1 / (1 + exp(-x)), computed without overflow."""
     x = _tensor("sigmoid", "x", x)
@@ -404,6 +427,82 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
         raise ValueError(f"{op}: input shape {x.shape} and target shape {t.shape} differ")
     diff = x - t
     return _reduce(op, diff * diff, reduction)
+
+
+def smooth_l1_loss(input: Any, target: Any, reduction: str = "mean",
+                   beta: float = 1.0) -> Tensor:
+    """Huber-like loss of torch.nn.functional.smooth_l1_loss: per element, with d = input -
+    target, 0.5 d^2 / beta where |d| < beta and |d| - 0.5 beta elsewhere (beta = 0: |d|);
+    then reduced. Gradients reach input and target (d/beta inside, sign(d) outside)."""
+    op = "smooth_l1_loss"
+    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
+    _float(op, "input", x)
+    _check_reduction(op, reduction)
+    if x.shape != t.shape:
+        raise ValueError(f"{op}: input shape {x.shape} and target shape {t.shape} differ")
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not beta >= 0:
+        raise ValueError(f"{op}: beta must be a number >= 0, got {beta!r}")
+    xp = array_module(x.data)
+    d = x.data - t.data.astype(x.dtype, copy=False)
+    size = xp.abs(d)
+    b = x.dtype.type(beta)
+    inside = size < b
+    out = xp.where(inside, 0.5 * d * d / (b if beta else 1), size - 0.5 * b)
+    slope = xp.where(inside, d / (b if beta else 1), xp.sign(d))
+
+    def backward(g: Any) -> tuple:
+        gx = g * slope
+        return gx, -gx
+
+    return _reduce(op, Tensor._make(out.astype(x.dtype, copy=False), [x, t], backward,
+                                    "smooth_l1"), reduction)
+
+
+def binary_cross_entropy(input: Any, target: Any, weight: Any = None,
+                         reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of probabilities (torch.nn.functional.binary_cross_entropy):
+    per element -weight * (t log(x) + (1 - t) log(1 - x)) with each log clamped at -100,
+    as torch, so x = 0 or 1 gives a finite loss; then reduced. input must lie in [0, 1]
+    (ValueError otherwise). The input gradient is torch's, weight * (x - t) /
+    max(x (1 - x), 1e-12); gradients also reach weight and target (the latter from the
+    clamped logs, so finite at x = 0 or 1 where torch's is infinite)."""
+    op = "binary_cross_entropy"
+    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
+    _float(op, "input", x)
+    _check_reduction(op, reduction)
+    if x.shape != t.shape:
+        raise ValueError(f"{op}: target shape {t.shape} must equal input shape {x.shape}")
+    xp = array_module(x.data)
+    data = x.data
+    if data.size and not bool(((data >= 0) & (data <= 1)).all()):
+        raise ValueError(f"{op}: every element of input (shape {x.shape}) must be in [0, 1]")
+    if t.dtype != x.dtype:
+        if t.requires_grad:
+            raise TypeError(f"{op}: target has dtype {t.dtype} but input has {x.dtype}")
+        t = Tensor(t.data.astype(x.dtype))
+    target_data = t.data
+    with np.errstate(divide="ignore"):
+        log_x = xp.maximum(xp.log(data), -100).astype(data.dtype, copy=False)
+        log_1mx = xp.maximum(xp.log(1 - data), -100).astype(data.dtype, copy=False)
+    out = -(target_data * log_x + (1 - target_data) * log_1mx)
+
+    def backward(g: Any) -> tuple:
+        denom = xp.maximum(data * (1 - data), data.dtype.type(1e-12))
+        return g * (data - target_data) / denom, g * (log_1mx - log_x)
+
+    loss = Tensor._make(out, [x, t], backward, "binary_cross_entropy")
+    if weight is not None:
+        w = _tensor(op, "weight", weight)
+        try:
+            fits = np.broadcast_shapes(w.shape, x.shape) == x.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{op}: weight shape {w.shape} does not broadcast to input "
+                             f"shape {x.shape}")
+        loss = loss * (w if w.dtype == x.dtype or w.requires_grad
+                       else Tensor(w.data.astype(x.dtype)))
+    return _reduce(op, loss, reduction)
 
 
 def _softplus_neg(x: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..tensor import Tensor, no_grad
+from .convolutionalize import LinearAsConv
 from .modules import BatchNormNd, Conv, Linear, Module, PoolNd
 
 __all__ = ["LayerRow", "Summary", "summary"]
@@ -73,6 +74,8 @@ def _mult_adds(layer: Module, output_shape: Tuple[int, ...]) -> int:
         out_channels, *out_spatial = output_shape[1:]
         per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
         return math.prod(out_spatial) * out_channels * per_output
+    if isinstance(layer, LinearAsConv):
+        return math.prod(output_shape[1:]) * layer.in_features
     if isinstance(layer, Linear):
         positions = math.prod(output_shape[1:-1])  # (N, *, out): one product per position
         return positions * layer.in_features * layer.out_features

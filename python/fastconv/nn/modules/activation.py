@@ -1,4 +1,4 @@
-"""Elementwise activation layers: ReLU, ReLU6, Sigmoid, Tanh, Softmax."""
+"""Elementwise activation layers: ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, Softmax."""
 
 from __future__ import annotations
 
@@ -30,6 +30,22 @@ class ReLU6(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu6(x, inplace=self.inplace)
+
+
+class LeakyReLU(Module):
+    """x where x > 0, negative_slope * x elsewhere, any shape (torch.nn.LeakyReLU; the
+    activation of the YOLO networks); `inplace` as in ReLU."""
+
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+        self.inplace = bool(inplace)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope, inplace=self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
 
 
 class Sigmoid(Module):
