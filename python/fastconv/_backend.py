@@ -20,6 +20,7 @@ network layer uses between kernels (`matmul`, `tanh`, `channel_affine`).
 from __future__ import annotations
 
 import functools
+import importlib
 import operator
 import os
 import threading
@@ -72,7 +73,7 @@ def cuda_unavailable_reason() -> Optional[str]:
     if count == 0:
         return f"no usable CUDA device: {why}"
     try:
-        import cupy  # noqa: F401
+        importlib.import_module("cupy")
     except ImportError:
         return "CuPy is not installed (pip install 'fastconv[gpu]')"
     return None
