@@ -1,0 +1,131 @@
+"""conv, max_pool and avg_pool on Dask arrays of NumPy or CuPy chunks (see windows.py)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional
+
+import dask.array as da
+import numpy as np
+from dask.array.utils import meta_from_array
+
+from .._backend import FLOAT_DTYPES, array_module, device_of
+from .._geometry import IntOrTuple, Padding
+from ..ops.conv import conv as conv_in_memory
+from ..ops.conv import conv_plan, flipped
+from ..ops.pool import avg_pool as avg_pool_in_memory
+from ..ops.pool import max_pool as max_pool_in_memory
+from ..ops.pool import pool_plan
+from .windows import spatial_plans, windowed
+
+
+def dask_input(op: str, x: Any) -> da.Array:
+    """x as a Dask array of float32/float64 with at least one spatial dim, or a clear
+    TypeError/ValueError naming it."""
+    if not isinstance(x, da.Array):
+        raise TypeError(f"{op}: x must be a dask.array.Array (wrap an in-memory array with "
+                        f"dask.array.from_array), got {type(x).__name__}")
+    if np.dtype(x.dtype) not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: x must be float32 or float64, got {x.dtype} (shape {x.shape})")
+    if x.ndim < 3:
+        raise ValueError(f"{op}: x must be (N, C, *spatial) with at least one spatial dim, "
+                         f"got shape {x.shape}")
+    if any(np.isnan(s) for s in x.shape):
+        raise ValueError(f"{op}: x has unknown chunk sizes (shape {x.shape}); call "
+                         "x.compute_chunk_sizes() first")
+    return x
+
+
+def _operand(name: str, a: Any, dtype: Any) -> Any:
+    """A NumPy or CuPy operand of the conv, of x's dtype, or TypeError naming it."""
+    if isinstance(a, da.Array) or not isinstance(a, np.ndarray) and device_of(a) == "cpu":
+        raise TypeError(f"conv: {name} must be a NumPy or CuPy array, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"conv: {name} has dtype {a.dtype} but x has {np.dtype(dtype)}; "
+                        "pass one dtype")
+    return a
+
+
+def _small(a: Optional[Any]) -> Optional[da.Array]:
+    """An in-memory operand as a one-block Dask array, so the graph holds it once."""
+    return None if a is None else da.from_array(a, chunks=a.shape)
+
+
+def _conv_block(block: Any, pads: tuple, w: Any, bias: Optional[Any] = None, *,
+                stride: tuple, dilation: tuple, groups: int) -> Any:
+    # The weights follow the chunk to its device (NumPy weights with CuPy chunks).
+    xp = array_module(block)
+    w = xp.asarray(w)
+    bias = None if bias is None else xp.asarray(bias)
+    return conv_in_memory(block, w, bias, stride=stride, padding=pads, dilation=dilation,
+                          groups=groups)
+
+
+def conv(x: da.Array, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple = 1,
+         padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
+         flip: bool = False) -> da.Array:
+    """`fastconv.conv` of a Dask array, block by block, equal to the in-memory op bitwise.
+
+    x: Dask array (N, C, *spatial) of NumPy or CuPy chunks, chunked in any way along every
+    dim; w: (K, C // groups, *kernel) and bias: (K,) or None, NumPy or CuPy arrays (moved
+    to each chunk's device). Returns a Dask array (N, K, *out) whose batch chunks are x's,
+    with one channel chunk (each block gathers every input channel, so channel chunks of
+    x need no rechunk), and spatial chunks cut where x's are (divided by the stride).
+    Arguments and semantics as `fastconv.conv`.
+    """
+    x = dask_input("conv", x)
+    # The geometry and dtypes are checked here against the whole array; the kernels run
+    # on the workers (which may hold the GPUs this process lacks).
+    w = _operand("w", w, x.dtype)
+    bias = None if bias is None else _operand("bias", bias, x.dtype)
+    plan = conv_plan(x.shape, w.shape, x.dtype, "cpu", stride=stride, padding=padding,
+                     dilation=dilation, groups=groups)
+    if bias is not None and tuple(bias.shape) != plan.w_shape[:1]:
+        raise ValueError(f"conv: bias must have shape ({plan.w_shape[0]},) for w shape "
+                         f"{plan.w_shape}, got {tuple(bias.shape)}")
+    window = plan.window
+    block_op = functools.partial(_conv_block, stride=window.stride, dilation=window.dilation,
+                                 groups=plan.groups)
+    extra = [e for e in (_small(flipped(w) if flip else w), _small(bias)) if e is not None]
+    return windowed(x, "fastconv-conv", spatial_plans(window, x.chunks[2:]), block_op,
+                    plan.w_shape[0], meta_from_array(x._meta, x.ndim, x.dtype), extra)
+
+
+def _pool_block(block: Any, pads: tuple, *, kind: str, kernel: tuple, stride: tuple,
+                ceil_mode: bool, count_include_pad: bool) -> Any:
+    if kind == "max":
+        return max_pool_in_memory(block, kernel, stride=stride, padding=pads,
+                                  ceil_mode=ceil_mode)
+    return avg_pool_in_memory(block, kernel, stride=stride, padding=pads, ceil_mode=ceil_mode,
+                              count_include_pad=count_include_pad)
+
+
+def _pool(kind: str, x: da.Array, kernel_size: IntOrTuple, stride: Optional[IntOrTuple],
+          padding: Padding, ceil_mode: bool, count_include_pad: bool) -> da.Array:
+    op = f"{kind}_pool"
+    x = dask_input(op, x)
+    plan = pool_plan(kind, x.shape, x.dtype, "cpu", kernel_size=kernel_size, stride=stride,
+                     padding=padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    window = plan.window
+    block_op = functools.partial(_pool_block, kind=kind, kernel=window.kernel,
+                                 stride=window.stride, ceil_mode=plan.ceil_mode,
+                                 count_include_pad=plan.count_include_pad)
+    return windowed(x, f"fastconv-{op}", spatial_plans(window, x.chunks[2:], plan.ceil_mode),
+                    block_op, None, meta_from_array(x._meta, x.ndim, x.dtype))
+
+
+def max_pool(x: da.Array, kernel_size: IntOrTuple, *, stride: Optional[IntOrTuple] = None,
+             padding: Padding = 0, ceil_mode: bool = False) -> da.Array:
+    """`fastconv.max_pool` of a Dask array (N, C, *spatial), block by block, equal to the
+    in-memory op bitwise; batch and channel chunks carry over, spatial chunks are cut where
+    x's are (divided by the stride). Arguments as `fastconv.max_pool` (no return_indices:
+    the flat offsets are per whole plane, which no block sees)."""
+    return _pool("max", x, kernel_size, stride, padding, ceil_mode, True)
+
+
+def avg_pool(x: da.Array, kernel_size: IntOrTuple, *, stride: Optional[IntOrTuple] = None,
+             padding: Padding = 0, ceil_mode: bool = False,
+             count_include_pad: bool = True) -> da.Array:
+    """`fastconv.avg_pool` of a Dask array (N, C, *spatial), block by block, equal to the
+    in-memory op bitwise; chunks as for `max_pool`, arguments as `fastconv.avg_pool`."""
+    return _pool("avg", x, kernel_size, stride, padding, ceil_mode, count_include_pad)

@@ -1,0 +1,159 @@
+"""Sliding-window ops (conv, max_pool, avg_pool) on Dask arrays, block by block.
+
+One mechanism serves every op: the geometry is normalized once on the whole array
+(`make_window`), the outputs of each spatial dim are cut where the input's chunks are cut
+(output j belongs to the input chunk holding cell j * stride, so with stride-aligned input
+chunks the output chunks are the input chunks divided by the stride, and "same" padding
+at stride 1 keeps the chunks as they are), and each output block runs the in-memory op on
+exactly the input cells its windows read: its own cells plus a halo of pad_before cells
+before and dilation*(f-1) - pad_before - (stride-1) after, gathered from as many
+neighbouring blocks as that takes, so chunks smaller than the halo need no rechunk. The
+block's padding is the op's padding where the block touches the true edge of the array
+and zero inside, so every output value is computed by the same kernel from the same cells
+in the same order as the in-memory op computes it: the results are equal bitwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import dask.array as da
+import numpy as np
+from dask.array.core import concatenate3
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
+
+from .._geometry import Window
+
+# Per spatial dim and output block: (first output, end output, first input cell, end input
+# cell, pad before, pad after).
+AxisBlock = Tuple[int, int, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """How one spatial dim of length n is cut into output blocks."""
+
+    blocks: Tuple[AxisBlock, ...]
+
+    @property
+    def chunks(self) -> Tuple[int, ...]:
+        return tuple(b[1] - b[0] for b in self.blocks)
+
+
+def axis_plan(n: int, input_chunks: Sequence[int], kernel: int, stride: int, pad_before: int,
+              pad_after: int, dilation: int, out_len: int, ceil_mode: bool) -> AxisPlan:
+    """Output blocks of one spatial dim and the input range and padding each one needs.
+
+    Output j reads padded cells [j*stride, j*stride + dilation*(kernel-1)], i.e. input
+    cells from j*stride - pad_before; it belongs to the input chunk holding cell j*stride.
+    Chunks that would own no output are merged into their neighbour. Every block but the
+    last spans a whole number of strides, so ceil_mode changes nothing there and the
+    blocks may all run with the array's ceil_mode.
+    """
+    reach = dilation * (kernel - 1)
+    bounds = np.cumsum((0,) + tuple(input_chunks))
+    cuts = sorted({0, out_len} | {min(-(-int(b) // stride), out_len) for b in bounds[1:-1]})
+    # A ceil_mode block must still hold one whole window (the in-memory op's rule), not
+    # only the overhanging last one: merge it into its neighbour until it does.
+    while ceil_mode and len(cuts) > 2 and n - cuts[-2] * stride + pad_before + pad_after <= reach:
+        del cuts[-2]
+    blocks = []
+    for o0, o1 in zip(cuts[:-1], cuts[1:]):
+        start = o0 * stride - pad_before
+        stop = (o1 - 1) * stride - pad_before + reach + 1
+        last = o1 == out_len
+        lo = max(0, start)
+        if last and ceil_mode:
+            # The ceil_mode overhang is decided on the block as on the whole array: from the
+            # true end of the input and the true end padding.
+            blocks.append((o0, o1, lo, n, lo - start, pad_after))
+        else:
+            hi = min(n, stop)
+            blocks.append((o0, o1, lo, hi, lo - start, stop - hi))
+    return AxisPlan(tuple(blocks))
+
+
+def spatial_plans(window: Window, input_chunks: Sequence[Sequence[int]],
+                  ceil_mode: bool = False) -> List[AxisPlan]:
+    """One AxisPlan per spatial dim of `window` (the whole array's normalized geometry)."""
+    return [axis_plan(n, chunks, k, s, pb, pa, d, m, ceil_mode)
+            for n, chunks, k, s, pb, pa, d, m in zip(
+                window.in_size, input_chunks, window.kernel, window.stride, window.pad_before,
+                window.pad_after, window.dilation, window.out_size)]
+
+
+def _pieces(chunks: Sequence[int], lo: int, hi: int) -> List[Tuple[int, slice]]:
+    """(block index, slice inside that block) covering cells [lo, hi) of one axis."""
+    out = []
+    start = 0
+    for index, size in enumerate(chunks):
+        end = start + size
+        if end > lo and start < hi:
+            out.append((index, slice(max(lo, start) - start, min(hi, end) - start)))
+        start = end
+    return out
+
+
+def _gather(pieces: Any) -> Any:
+    """The nested list of input pieces as one array (NumPy or CuPy alike)."""
+    return concatenate3(pieces)
+
+
+def _run(block_op: Callable[..., Any], pieces: Any, *args: Any) -> Any:
+    return block_op(_gather(pieces), *args)
+
+
+def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callable[..., Any],
+             out_channels: Optional[int], meta: Any, extra: Sequence[Any] = ()) -> da.Array:
+    """The Dask array of `block_op(block, pads, *extra)` over output blocks.
+
+    x: (N, C, *spatial) Dask array; plans: one AxisPlan per spatial dim. With
+    `out_channels` given (a convolution) each block gathers every channel and the output
+    has one channel chunk of that size; with None (pooling) the channel chunks of x carry
+    over. `extra` are Dask collections (weights, bias) passed whole to every block.
+    `block_op` gets the gathered block and ((pad_before, pad_after), ...) per spatial dim.
+    """
+    token = tokenize(x, name, plans, block_op, out_channels, *extra)
+    out_name = f"{name}-{token}"
+    piece_name = f"{name}-halo-{token}"
+    batch_chunks, channel_chunks = x.chunks[0], x.chunks[1]
+    if out_channels is None:
+        channel_groups = [[(c, slice(None))] for c in range(len(channel_chunks))]
+        out_channel_chunks = channel_chunks
+    else:
+        channel_groups = [[(c, slice(None)) for c in range(len(channel_chunks))]]
+        out_channel_chunks = (out_channels,)
+    extra_keys = []
+    for e in extra:
+        # Small arrays, one block each (the caller rechunks them).
+        extra_keys.append((e.name,) + (0,) * e.ndim)
+    dsk: Dict[Any, Any] = {}
+    for n_block in range(len(batch_chunks)):
+        for c_out, channel_pieces in enumerate(channel_groups):
+            for spatial in itertools.product(*(range(len(p.blocks)) for p in plans)):
+                blocks = [p.blocks[i] for p, i in zip(plans, spatial)]
+                per_axis = [[(n_block, slice(None))], channel_pieces]
+                per_axis += [_pieces(chunks, b[2], b[3])
+                             for chunks, b in zip(x.chunks[2:], blocks)]
+                out_key = (out_name, n_block, c_out) + spatial
+
+                def nest(level: int, prefix: Tuple[Tuple[int, slice], ...]) -> Any:
+                    if level == len(per_axis):
+                        index = tuple(i for i, _ in prefix)
+                        slices = tuple(s for _, s in prefix)
+                        key = (piece_name,) + out_key[1:] + index
+                        if all(s == slice(None) for s in slices):
+                            return (x.name,) + index
+                        dsk[key] = (operator.getitem, (x.name,) + index, slices)
+                        return key
+                    return [nest(level + 1, prefix + (p,)) for p in per_axis[level]]
+
+                pads = tuple((b[4], b[5]) for b in blocks)
+                dsk[out_key] = (_run, block_op, nest(0, ()), pads, *extra_keys)
+    chunks = (batch_chunks, out_channel_chunks) + tuple(p.chunks for p in plans)
+    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x, *extra])
+    return da.Array(graph, out_name, chunks, meta=meta)
