@@ -33,6 +33,9 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                       "views (see --help)"),
     "style-transfer": ("fastconv.examples.style_transfer",
                        "neural style transfer of one image onto another (see --help)"),
+    "dask-demo": ("fastconv.examples.dask_demo",
+                  "convolve and pool a volume larger than memory with fastconv.dask, "
+                  "locally or on a dask.distributed cluster (see --help)"),
     "visualize": ("fastconv.examples.visualize",
                   "the nine image patches that activate units of a network most, per "
                   "layer, as a PNG grid (see --help)"),
