@@ -1,4 +1,4 @@
-"""fastconv.dask: conv and pooling of Dask arrays equal the in-memory ops bitwise on random
+"""fastconv.dask: conv, its input gradient and pooling of Dask arrays equal the in-memory ops bitwise on random
 chunkings (chunks of one cell, smaller than the halo, included), map_model equals the
 model on the whole batch, the .npy storage round-trips, one case runs on a
 dask.distributed cluster of worker processes, and the dask-demo command checks itself."""
@@ -74,6 +74,22 @@ def test_conv_equals_in_memory_bitwise(x_shape, w_shape, geometry, dtype) -> Non
         assert np.array_equal(got, expected), (chunks, np.abs(got - expected).max())
 
 
+@pytest.mark.parametrize("x_shape, w_shape, geometry", [
+    case for case in CONV_CASES if not case[2].get("flip")])
+def test_conv_backward_input_equals_in_memory_bitwise(x_shape, w_shape, geometry) -> None:
+    rng = np.random.default_rng(sum(x_shape) + 2 * len(w_shape))
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    out_shape = fastconv.conv(np.zeros(x_shape, np.float32), w, **geometry).shape
+    dy = rng.standard_normal(out_shape).astype(np.float32)
+    expected = fastconv.conv_backward_input(dy, w, x_shape, **geometry)
+    for _ in range(3):
+        chunks = random_chunks(rng, out_shape)
+        dx = fd.conv_backward_input(da.from_array(dy, chunks=chunks), w, x_shape, **geometry)
+        assert dx.shape == expected.shape and dx.chunks[:2] == (chunks[0], (x_shape[1],))
+        got = dx.compute(scheduler="sync")
+        assert np.array_equal(got, expected), (chunks, np.abs(got - expected).max())
+
+
 POOL_CASES = [
     # (x shape, kernel_size, geometry)
     ((2, 3, 23), 3, dict()),
@@ -139,6 +155,10 @@ def test_pipeline_of_ops_and_threaded_scheduler() -> None:
     (lambda x, w: fd.max_pool(x[:, :, :0], 2), ValueError, "zero-size"),
     (lambda x, w: fd.max_pool(x, 2, padding=2), ValueError, "padding"),
     (lambda x, w: fd.avg_pool(x, 0), ValueError, "kernel_size"),
+    (lambda x, w: fd.conv_backward_input(x, w, (2, 1, 7)), ValueError, "dy has shape"),
+    (lambda x, w: fd.conv_backward_input(x, w, (2, 1)), ValueError, "input_shape"),
+    (lambda x, w: fd.conv_backward_input(x.compute(), w, (2, 1, 10)), TypeError,
+     "dy must be a dask"),
     (lambda x, w: fd.avg_pool(x, 2, stride="2"), TypeError, "stride"),
     (lambda x, w: fd.max_pool(x[0, 0], 2), ValueError, "(N, C, *spatial)"),
 ])

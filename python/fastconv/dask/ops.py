@@ -1,48 +1,51 @@
-"""conv, max_pool and avg_pool on Dask arrays of NumPy or CuPy chunks (see windows.py)."""
+"""conv, conv_backward_input, max_pool and avg_pool on Dask arrays of NumPy or CuPy chunks (see windows.py)."""
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import dask.array as da
 import numpy as np
 from dask.array.utils import meta_from_array
 
-from .._backend import FLOAT_DTYPES, array_module, device_of
+from .._backend import FLOAT_DTYPES, array_module, device_of, full_shape
 from .._geometry import IntOrTuple, Padding
 from ..ops.conv import conv as conv_in_memory
+from ..ops.conv import conv_backward_input as conv_backward_input_in_memory
 from ..ops.conv import conv_plan, flipped
 from ..ops.pool import avg_pool as avg_pool_in_memory
 from ..ops.pool import max_pool as max_pool_in_memory
 from ..ops.pool import pool_plan
-from .windows import spatial_plans, windowed
+from .windows import paddings, spatial_plans, transposed_axis_plan, windowed
 
 
-def dask_input(op: str, x: Any) -> da.Array:
+def dask_input(op: str, x: Any, name: str = "x") -> da.Array:
     """x as a Dask array of float32/float64 with at least one spatial dim, or a clear
-    TypeError/ValueError naming it."""
+    TypeError/ValueError naming it (as `name`)."""
     if not isinstance(x, da.Array):
-        raise TypeError(f"{op}: x must be a dask.array.Array (wrap an in-memory array with "
+        raise TypeError(f"{op}: {name} must be a dask.array.Array (wrap an in-memory array with "
                         f"dask.array.from_array), got {type(x).__name__}")
     if np.dtype(x.dtype) not in FLOAT_DTYPES:
-        raise TypeError(f"{op}: x must be float32 or float64, got {x.dtype} (shape {x.shape})")
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {x.dtype} "
+                        f"(shape {x.shape})")
     if x.ndim < 3:
-        raise ValueError(f"{op}: x must be (N, C, *spatial) with at least one spatial dim, "
-                         f"got shape {x.shape}")
+        raise ValueError(f"{op}: {name} must be (N, C, *spatial) with at least one spatial "
+                         f"dim, got shape {x.shape}")
     if any(np.isnan(s) for s in x.shape):
-        raise ValueError(f"{op}: x has unknown chunk sizes (shape {x.shape}); call "
+        raise ValueError(f"{op}: {name} has unknown chunk sizes (shape {x.shape}); call "
                          "x.compute_chunk_sizes() first")
     return x
 
 
-def _operand(name: str, a: Any, dtype: Any) -> Any:
-    """A NumPy or CuPy operand of the conv, of x's dtype, or TypeError naming it."""
+def _operand(op: str, name: str, a: Any, dtype: Any) -> Any:
+    """An in-memory (NumPy or CuPy) operand of the Dask array's dtype, or TypeError
+    naming it."""
     if isinstance(a, da.Array) or not isinstance(a, np.ndarray) and device_of(a) == "cpu":
-        raise TypeError(f"conv: {name} must be a NumPy or CuPy array, got {type(a).__name__}")
+        raise TypeError(f"{op}: {name} must be a NumPy or CuPy array, got {type(a).__name__}")
     if a.dtype != dtype:
-        raise TypeError(f"conv: {name} has dtype {a.dtype} but x has {np.dtype(dtype)}; "
-                        "pass one dtype")
+        raise TypeError(f"{op}: {name} has dtype {a.dtype} but the Dask array has "
+                        f"{np.dtype(dtype)}; pass one dtype")
     return a
 
 
@@ -51,14 +54,14 @@ def _small(a: Optional[Any]) -> Optional[da.Array]:
     return None if a is None else da.from_array(a, chunks=a.shape)
 
 
-def _conv_block(block: Any, pads: tuple, w: Any, bias: Optional[Any] = None, *,
+def _conv_block(block: Any, blocks: tuple, w: Any, bias: Optional[Any] = None, *,
                 stride: tuple, dilation: tuple, groups: int) -> Any:
     # The weights follow the chunk to its device (NumPy weights with CuPy chunks).
     xp = array_module(block)
     w = xp.asarray(w)
     bias = None if bias is None else xp.asarray(bias)
-    return conv_in_memory(block, w, bias, stride=stride, padding=pads, dilation=dilation,
-                          groups=groups)
+    return conv_in_memory(block, w, bias, stride=stride, padding=paddings(blocks),
+                          dilation=dilation, groups=groups)
 
 
 def conv(x: da.Array, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple = 1,
@@ -76,8 +79,8 @@ def conv(x: da.Array, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple 
     x = dask_input("conv", x)
     # The geometry and dtypes are checked here against the whole array; the kernels run
     # on the workers (which may hold the GPUs this process lacks).
-    w = _operand("w", w, x.dtype)
-    bias = None if bias is None else _operand("bias", bias, x.dtype)
+    w = _operand("conv", "w", w, x.dtype)
+    bias = None if bias is None else _operand("conv", "bias", bias, x.dtype)
     plan = conv_plan(x.shape, w.shape, x.dtype, "cpu", stride=stride, padding=padding,
                      dilation=dilation, groups=groups)
     if bias is not None and tuple(bias.shape) != plan.w_shape[:1]:
@@ -91,8 +94,58 @@ def conv(x: da.Array, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple 
                     plan.w_shape[0], meta_from_array(x._meta, x.ndim, x.dtype), extra)
 
 
-def _pool_block(block: Any, pads: tuple, *, kind: str, kernel: tuple, stride: tuple,
+def _backward_input_block(dy: Any, blocks: tuple, w: Any, *, channels: int, stride: tuple,
+                          dilation: tuple, groups: int) -> Any:
+    xp = array_module(dy)
+    w = xp.asarray(w)
+    span = tuple(b.span_stop - b.span_start for b in blocks)
+    local = conv_backward_input_in_memory(dy, w, dy.shape[:1] + (channels,) + span,
+                                          stride=stride, padding=paddings(blocks),
+                                          dilation=dilation, groups=groups)
+    if all(b.span_start == b.out_start and b.span_stop == b.out_stop for b in blocks):
+        return local
+    # The block's cells that windows cover come from the call; the rest are zero.
+    dx = xp.zeros(dy.shape[:1] + (channels,) + tuple(b.out_stop - b.out_start for b in blocks),
+                  dy.dtype)
+    keep = [(max(b.span_start, b.out_start), min(b.span_stop, b.out_stop)) for b in blocks]
+    if all(lo < hi for lo, hi in keep):
+        dst = tuple(slice(lo - b.out_start, hi - b.out_start) for (lo, hi), b in zip(keep, blocks))
+        src = tuple(slice(lo - b.span_start, hi - b.span_start) for (lo, hi), b in zip(keep, blocks))
+        dx[(Ellipsis,) + dst] = local[(Ellipsis,) + src]
+    return dx
+
+
+def conv_backward_input(dy: da.Array, w: Any, input_shape: Sequence[int], *,
+                        stride: IntOrTuple = 1, padding: Padding = 0,
+                        dilation: IntOrTuple = 1, groups: int = 1) -> da.Array:
+    """`fastconv.conv_backward_input` of a Dask array dy (N, K, *out), block by block,
+    equal to the in-memory op bitwise: dx (N, C, *spatial) of shape input_shape, with dy's
+    batch chunks, one channel chunk, and spatial chunks at dy's boundaries times the
+    stride. Each dx block runs the in-memory op on the dy cells whose windows reach it.
+    w: (K, C // groups, *kernel), NumPy or CuPy."""
+    op = "conv_backward_input"
+    dy = dask_input(op, dy, "dy")
+    w = _operand(op, "w", w, dy.dtype)
+    shape = full_shape(op, "input_shape", input_shape, w.ndim)
+    plan = conv_plan(shape, w.shape, dy.dtype, "cpu", stride=stride, padding=padding,
+                     dilation=dilation, groups=groups, op=op, x_name="input_shape")
+    if dy.shape != plan.out_shape:
+        raise ValueError(f"{op}: dy has shape {dy.shape}, expected {plan.out_shape} for "
+                         f"input_shape {shape} and w shape {w.shape}")
+    win = plan.window
+    plans = [transposed_axis_plan(n, chunks, k, s, pb, pa, d)
+             for n, chunks, k, s, pb, pa, d in zip(win.in_size, dy.chunks[2:], win.kernel,
+                                                   win.stride, win.pad_before, win.pad_after,
+                                                   win.dilation)]
+    block_op = functools.partial(_backward_input_block, channels=shape[1], stride=win.stride,
+                                 dilation=win.dilation, groups=plan.groups)
+    return windowed(dy, "fastconv-conv-backward-input", plans, block_op, shape[1],
+                    meta_from_array(dy._meta, dy.ndim, dy.dtype), [_small(w)])
+
+
+def _pool_block(block: Any, blocks: tuple, *, kind: str, kernel: tuple, stride: tuple,
                 ceil_mode: bool, count_include_pad: bool) -> Any:
+    pads = paddings(blocks)
     if kind == "max":
         return max_pool_in_memory(block, kernel, stride=stride, padding=pads,
                                   ceil_mode=ceil_mode)

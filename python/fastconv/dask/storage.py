@@ -53,13 +53,15 @@ def from_npy(path: Union[str, os.PathLike], chunks: Chunks = "auto") -> da.Array
                          meta=np.empty((0,) * source.ndim, source.dtype))
 
 
-def to_npy(x: da.Array, path: Union[str, os.PathLike], compute: bool = True) -> Any:
+def to_npy(x: da.Array, path: Union[str, os.PathLike], compute: bool = True,
+           **compute_kwargs: Any) -> Any:
     """Write the Dask array `x` (NumPy chunks) to a new .npy file at `path`, block by block
     and in parallel. The file is created at its full size first (sparse where the file
-    system allows). With compute=False returns the Delayed write instead of running it."""
+    system allows). With compute=False returns the Delayed write instead of running it;
+    `compute_kwargs` (scheduler=..., num_workers=...) go to dask.array.store."""
     if not isinstance(x, da.Array):
         raise TypeError(f"to_npy: x must be a dask.array.Array, got {type(x).__name__}")
     created = np.lib.format.open_memmap(os.fspath(path), mode="w+", dtype=x.dtype,
                                         shape=x.shape)
     del created
-    return da.store(x, NpyFile(path), lock=False, compute=compute)
+    return da.store(x, NpyFile(path), lock=False, compute=compute, **compute_kwargs)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import dask.array as da
 import numpy as np
@@ -28,20 +28,31 @@ from dask.highlevelgraph import HighLevelGraph
 
 from .._geometry import Window
 
-# Per spatial dim and output block: (first output, end output, first input cell, end input
-# cell, pad before, pad after).
-AxisBlock = Tuple[int, int, int, int, int, int]
+class AxisBlock(NamedTuple):
+    """One output block along one spatial dim: its outputs [out_start, out_stop), the cells
+    of the operand it reads [read_start, read_stop), the padding of its in-memory call
+    and, for the transposed op (conv_backward_input), the cells [span_start, span_stop)
+    that call covers."""
+
+    out_start: int
+    out_stop: int
+    read_start: int
+    read_stop: int
+    pad_before: int
+    pad_after: int
+    span_start: int = 0
+    span_stop: int = 0
 
 
 @dataclass(frozen=True)
 class AxisPlan:
-    """How one spatial dim of length n is cut into output blocks."""
+    """How one spatial dim is cut into output blocks."""
 
     blocks: Tuple[AxisBlock, ...]
 
     @property
     def chunks(self) -> Tuple[int, ...]:
-        return tuple(b[1] - b[0] for b in self.blocks)
+        return tuple(b.out_stop - b.out_start for b in self.blocks)
 
 
 def axis_plan(n: int, input_chunks: Sequence[int], kernel: int, stride: int, pad_before: int,
@@ -70,10 +81,35 @@ def axis_plan(n: int, input_chunks: Sequence[int], kernel: int, stride: int, pad
         if last and ceil_mode:
             # The ceil_mode overhang is decided on the block as on the whole array: from the
             # true end of the input and the true end padding.
-            blocks.append((o0, o1, lo, n, lo - start, pad_after))
+            blocks.append(AxisBlock(o0, o1, lo, n, lo - start, pad_after))
         else:
             hi = min(n, stop)
-            blocks.append((o0, o1, lo, hi, lo - start, stop - hi))
+            blocks.append(AxisBlock(o0, o1, lo, hi, lo - start, stop - hi))
+    return AxisPlan(tuple(blocks))
+
+
+def transposed_axis_plan(n: int, output_chunks: Sequence[int], kernel: int, stride: int,
+                         pad_before: int, pad_after: int, dilation: int) -> AxisPlan:
+    """Blocks of the input gradient along one spatial dim of length n, from the chunks of
+    the output gradient (boundaries times the stride).
+
+    Input cell i receives from every output whose window covers it; a block [lo, hi)
+    reads those outputs [j0, j1), runs the in-memory conv_backward_input on the cells
+    their windows span (padded where that passes the array's edges) and keeps [lo, hi)
+    of it; cells no window covers (stride > dilation*(f-1) + 1) are zero.
+    """
+    reach = dilation * (kernel - 1)
+    m = int(sum(output_chunks))
+    bounds = np.cumsum((0,) + tuple(output_chunks))
+    cuts = sorted({0, n} | {min(int(b) * stride, n) for b in bounds[1:-1]})
+    blocks = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        j0 = min(max(0, -(-(lo + pad_before - reach) // stride)), m - 1)
+        j1 = max(min(m, (hi - 1 + pad_before) // stride + 1), j0 + 1)
+        start = j0 * stride - pad_before
+        stop = (j1 - 1) * stride - pad_before + reach + 1
+        first, last = max(0, start), min(n, stop)
+        blocks.append(AxisBlock(lo, hi, j0, j1, first - start, stop - last, first, last))
     return AxisPlan(tuple(blocks))
 
 
@@ -107,15 +143,20 @@ def _run(block_op: Callable[..., Any], pieces: Any, *args: Any) -> Any:
     return block_op(_gather(pieces), *args)
 
 
+def paddings(blocks: Sequence[AxisBlock]) -> tuple:
+    """((pad_before, pad_after), ...) of a block's in-memory call."""
+    return tuple((b.pad_before, b.pad_after) for b in blocks)
+
+
 def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callable[..., Any],
              out_channels: Optional[int], meta: Any, extra: Sequence[Any] = ()) -> da.Array:
-    """The Dask array of `block_op(block, pads, *extra)` over output blocks.
+    """The Dask array of `block_op(block, axis_blocks, *extra)` over output blocks.
 
     x: (N, C, *spatial) Dask array; plans: one AxisPlan per spatial dim. With
     `out_channels` given (a convolution) each block gathers every channel and the output
     has one channel chunk of that size; with None (pooling) the channel chunks of x carry
     over. `extra` are Dask collections (weights, bias) passed whole to every block.
-    `block_op` gets the gathered block and ((pad_before, pad_after), ...) per spatial dim.
+    `block_op` gets the gathered block and its AxisBlock in every spatial dim.
     """
     token = tokenize(x, name, plans, block_op, out_channels, *extra)
     out_name = f"{name}-{token}"
@@ -137,7 +178,7 @@ def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callab
             for spatial in itertools.product(*(range(len(p.blocks)) for p in plans)):
                 blocks = [p.blocks[i] for p, i in zip(plans, spatial)]
                 per_axis = [[(n_block, slice(None))], channel_pieces]
-                per_axis += [_pieces(chunks, b[2], b[3])
+                per_axis += [_pieces(chunks, b.read_start, b.read_stop)
                              for chunks, b in zip(x.chunks[2:], blocks)]
                 out_key = (out_name, n_block, c_out) + spatial
 
@@ -152,8 +193,7 @@ def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callab
                         return key
                     return [nest(level + 1, prefix + (p,)) for p in per_axis[level]]
 
-                pads = tuple((b[4], b[5]) for b in blocks)
-                dsk[out_key] = (_run, block_op, nest(0, ()), pads, *extra_keys)
+                dsk[out_key] = (_run, block_op, nest(0, ()), tuple(blocks), *extra_keys)
     chunks = (batch_chunks, out_channel_chunks) + tuple(p.chunks for p in plans)
     graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x, *extra])
     return da.Array(graph, out_name, chunks, meta=meta)
