@@ -11,4 +11,5 @@ from .model import map_model
 from .ops import avg_pool, conv, conv_backward_input, max_pool
 from .storage import from_npy, to_npy
 
-__all__ = ["avg_pool", "conv", "conv_backward_input", "from_npy", "map_model", "max_pool", "to_npy"]
+__all__ = ["avg_pool", "conv", "conv_backward_input", "from_npy", "map_model", "max_pool",
+           "to_npy"]

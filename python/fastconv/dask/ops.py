@@ -1,4 +1,5 @@
-"""conv, conv_backward_input, max_pool and avg_pool on Dask arrays of NumPy or CuPy chunks (see windows.py)."""
+"""conv, conv_backward_input, max_pool and avg_pool on Dask arrays of NumPy or CuPy
+chunks (the mechanism is in windows.py)."""
 
 from __future__ import annotations
 
@@ -107,10 +108,10 @@ def _backward_input_block(dy: Any, blocks: tuple, w: Any, *, channels: int, stri
     # The block's cells that windows cover come from the call; the rest are zero.
     dx = xp.zeros(dy.shape[:1] + (channels,) + tuple(b.out_stop - b.out_start for b in blocks),
                   dy.dtype)
-    keep = [(max(b.span_start, b.out_start), min(b.span_stop, b.out_stop)) for b in blocks]
-    if all(lo < hi for lo, hi in keep):
-        dst = tuple(slice(lo - b.out_start, hi - b.out_start) for (lo, hi), b in zip(keep, blocks))
-        src = tuple(slice(lo - b.span_start, hi - b.span_start) for (lo, hi), b in zip(keep, blocks))
+    keep = [(max(b.span_start, b.out_start), min(b.span_stop, b.out_stop), b) for b in blocks]
+    if all(lo < hi for lo, hi, _ in keep):
+        dst = tuple(slice(lo - b.out_start, hi - b.out_start) for lo, hi, b in keep)
+        src = tuple(slice(lo - b.span_start, hi - b.span_start) for lo, hi, b in keep)
         dx[(Ellipsis,) + dst] = local[(Ellipsis,) + src]
     return dx
 

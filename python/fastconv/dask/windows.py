@@ -1,4 +1,5 @@
-"""Sliding-window ops (conv, max_pool, avg_pool) on Dask arrays, block by block.
+"""Sliding-window ops (conv, its input gradient, max_pool, avg_pool) on Dask arrays,
+block by block.
 
 One mechanism serves every op: the geometry is normalized once on the whole array
 (`make_window`), the outputs of each spatial dim are cut where the input's chunks are cut
@@ -27,6 +28,7 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from .._geometry import Window
+
 
 class AxisBlock(NamedTuple):
     """One output block along one spatial dim: its outputs [out_start, out_stop), the cells
@@ -70,7 +72,8 @@ def axis_plan(n: int, input_chunks: Sequence[int], kernel: int, stride: int, pad
     cuts = sorted({0, out_len} | {min(-(-int(b) // stride), out_len) for b in bounds[1:-1]})
     # A ceil_mode block must still hold one whole window (the in-memory op's rule), not
     # only the overhanging last one: merge it into its neighbour until it does.
-    while ceil_mode and len(cuts) > 2 and n - cuts[-2] * stride + pad_before + pad_after <= reach:
+    while (ceil_mode and len(cuts) > 2
+           and n - cuts[-2] * stride + pad_before + pad_after <= reach):
         del cuts[-2]
     blocks = []
     for o0, o1 in zip(cuts[:-1], cuts[1:]):
@@ -124,19 +127,25 @@ def spatial_plans(window: Window, input_chunks: Sequence[Sequence[int]],
 
 def _pieces(chunks: Sequence[int], lo: int, hi: int) -> List[Tuple[int, slice]]:
     """(block index, slice inside that block) covering cells [lo, hi) of one axis."""
+    bounds = np.cumsum((0,) + tuple(chunks))
+    first = int(np.searchsorted(bounds, lo, side="right")) - 1
     out = []
-    start = 0
-    for index, size in enumerate(chunks):
-        end = start + size
-        if end > lo and start < hi:
+    for index in range(first, len(chunks)):
+        start, end = int(bounds[index]), int(bounds[index + 1])
+        if start >= hi:
+            break
+        if end > lo:
             out.append((index, slice(max(lo, start) - start, min(hi, end) - start)))
-        start = end
     return out
 
 
 def _gather(pieces: Any) -> Any:
-    """The nested list of input pieces as one array (NumPy or CuPy alike)."""
-    return concatenate3(pieces)
+    """The nested list of input pieces as one array (NumPy or CuPy alike); a single piece
+    as it is, without a copy."""
+    leaf = pieces
+    while isinstance(leaf, list) and len(leaf) == 1:
+        leaf = leaf[0]
+    return leaf if not isinstance(leaf, list) else concatenate3(pieces)
 
 
 def _run(block_op: Callable[..., Any], pieces: Any, *args: Any) -> Any:
