@@ -1,5 +1,6 @@
 """fastconv.dask: conv, its input gradient and pooling of Dask arrays equal the in-memory
-ops bitwise on random chunkings (chunks of one cell, smaller than the halo, included),
+ops bitwise on random chunkings (chunks of one cell, smaller than the halo, included), its
+weight gradient up to rounding,
 map_model equals the model on the whole batch, the .npy storage round-trips, one case runs
 on a dask.distributed cluster of worker processes, and the dask-demo command checks
 itself."""
@@ -91,6 +92,25 @@ def test_conv_backward_input_equals_in_memory_bitwise(x_shape, w_shape, geometry
         assert np.array_equal(got, expected), (chunks, np.abs(got - expected).max())
 
 
+@pytest.mark.parametrize("x_shape, w_shape, geometry", [
+    case for case in CONV_CASES if not case[2].get("flip")])
+def test_conv_backward_weight_equals_in_memory_up_to_rounding(x_shape, w_shape,
+                                                              geometry) -> None:
+    # A sum over blocks in another order than the kernel's: equal up to float rounding.
+    rng = np.random.default_rng(sum(x_shape) + 3 * len(w_shape))
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal(w_shape)
+    dy = rng.standard_normal(fastconv.conv(x, w, **geometry).shape)
+    expected = fastconv.conv_backward_weight(x, dy, w_shape[2:], **geometry)
+    for _ in range(2):
+        dw = fd.conv_backward_weight(da.from_array(x, chunks=random_chunks(rng, x_shape)),
+                                     da.from_array(dy, chunks=random_chunks(rng, dy.shape)),
+                                     w_shape[2:], **geometry)
+        assert dw.chunks == tuple((n,) for n in w_shape)
+        np.testing.assert_allclose(dw.compute(scheduler="sync"), expected, rtol=1e-12,
+                                   atol=1e-12 * np.abs(expected).max())
+
+
 POOL_CASES = [
     # (x shape, kernel_size, geometry)
     ((2, 3, 23), 3, dict()),
@@ -160,6 +180,10 @@ def test_pipeline_of_ops_and_threaded_scheduler() -> None:
     (lambda x, w: fd.conv_backward_input(x, w, (2, 1)), ValueError, "input_shape"),
     (lambda x, w: fd.conv_backward_input(x.compute(), w, (2, 1, 10)), TypeError,
      "dy must be a dask"),
+    (lambda x, w: fd.conv_backward_weight(x, x, 3), ValueError, "dy has shape"),
+    (lambda x, w: fd.conv_backward_weight(x, x.astype(np.float64), 1), TypeError,
+     "dy has dtype"),
+    (lambda x, w: fd.conv_backward_weight(x, x, (1, 1)), ValueError, "kernel_size"),
     (lambda x, w: fd.avg_pool(x, 2, stride="2"), TypeError, "stride"),
     (lambda x, w: fd.max_pool(x[0, 0], 2), ValueError, "(N, C, *spatial)"),
 ])

@@ -8,8 +8,8 @@ Needs the optional extra: pip install 'fastconv[dask]'. Chunks may be NumPy or C
 from __future__ import annotations
 
 from .model import map_model
-from .ops import avg_pool, conv, conv_backward_input, max_pool
+from .ops import avg_pool, conv, conv_backward_input, conv_backward_weight, max_pool
 from .storage import from_npy, to_npy
 
-__all__ = ["avg_pool", "conv", "conv_backward_input", "from_npy", "map_model", "max_pool",
-           "to_npy"]
+__all__ = ["avg_pool", "conv", "conv_backward_input", "conv_backward_weight", "from_npy",
+           "map_model", "max_pool", "to_npy"]

@@ -11,9 +11,10 @@ import numpy as np
 from dask.array.utils import meta_from_array
 
 from .._backend import FLOAT_DTYPES, array_module, device_of, full_shape
-from .._geometry import IntOrTuple, Padding
+from .._geometry import IntOrTuple, Padding, as_int, as_tuple
 from ..ops.conv import conv as conv_in_memory
 from ..ops.conv import conv_backward_input as conv_backward_input_in_memory
+from ..ops.conv import conv_backward_weight as conv_backward_weight_in_memory
 from ..ops.conv import conv_plan, flipped
 from ..ops.pool import avg_pool as avg_pool_in_memory
 from ..ops.pool import max_pool as max_pool_in_memory
@@ -142,6 +143,53 @@ def conv_backward_input(dy: da.Array, w: Any, input_shape: Sequence[int], *,
                                  dilation=win.dilation, groups=plan.groups)
     return windowed(dy, "fastconv-conv-backward-input", plans, block_op, shape[1],
                     meta_from_array(dy._meta, dy.ndim, dy.dtype), [_small(w)])
+
+
+def _backward_weight_block(x: Any, blocks: tuple, dy: Any, *, kernel: tuple, stride: tuple,
+                           dilation: tuple, groups: int) -> Any:
+    dw = conv_backward_weight_in_memory(x, dy, kernel, stride=stride, padding=paddings(blocks),
+                                        dilation=dilation, groups=groups)
+    return dw.reshape((1, -1) + (1,) * len(kernel))
+
+
+def conv_backward_weight(x: da.Array, dy: da.Array, kernel_size: IntOrTuple, *,
+                         stride: IntOrTuple = 1, padding: Padding = 0,
+                         dilation: IntOrTuple = 1, groups: int = 1) -> da.Array:
+    """`fastconv.conv_backward_weight` of Dask arrays x (N, C, *spatial) and dy
+    (N, K, *out): the in-memory op on each output block (with its input halo), summed over
+    the blocks by Dask's tree reduction. Returns a one-chunk Dask array dw
+    (K, C // groups, *kernel), equal to the in-memory op up to float rounding (the sum
+    runs in another order). dy is rechunked to the blocks of `conv(x)` where it differs.
+    """
+    op = "conv_backward_weight"
+    x = dask_input(op, x)
+    dy = dask_input(op, dy, "dy")
+    if dy.dtype != x.dtype:
+        raise TypeError(f"{op}: dy has dtype {dy.dtype} but x has {x.dtype}; pass one dtype")
+    if dy.ndim != x.ndim:
+        raise ValueError(f"{op}: x shape {x.shape} and dy shape {dy.shape} must both be "
+                         "(N, C, *spatial) with the same number of dims")
+    kernel = as_tuple(kernel_size, x.ndim - 2, "kernel_size")
+    groups = as_int(groups, f"{op}: groups")
+    if groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"{op}: groups={groups} must be positive and divide the input "
+                         f"channels (x shape {x.shape})")
+    w_shape = (dy.shape[1], x.shape[1] // groups) + kernel
+    plan = conv_plan(x.shape, w_shape, x.dtype, "cpu", stride=stride, padding=padding,
+                     dilation=dilation, groups=groups, op=op)
+    if dy.shape != plan.out_shape:
+        raise ValueError(f"{op}: dy has shape {dy.shape}, expected {plan.out_shape} for x "
+                         f"shape {x.shape} and kernel_size {kernel}")
+    plans = spatial_plans(plan.window, x.chunks[2:])
+    dy = dy.rechunk((x.chunks[0], -1) + tuple(p.chunks for p in plans))
+    block_op = functools.partial(_backward_weight_block, kernel=kernel,
+                                 stride=plan.window.stride, dilation=plan.window.dilation,
+                                 groups=plan.groups)
+    parts = windowed(x, "fastconv-conv-backward-weight", plans, block_op,
+                     int(np.prod(w_shape)), meta_from_array(x._meta, x.ndim, x.dtype),
+                     aligned=dy, partials=True)
+    axes = (0,) + tuple(range(2, x.ndim))
+    return parts.sum(axis=axes, dtype=x.dtype).reshape(w_shape).rechunk(-1)
 
 
 def _pool_block(block: Any, blocks: tuple, *, kind: str, kernel: tuple, stride: tuple,

@@ -158,16 +158,20 @@ def paddings(blocks: Sequence[AxisBlock]) -> tuple:
 
 
 def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callable[..., Any],
-             out_channels: Optional[int], meta: Any, extra: Sequence[Any] = ()) -> da.Array:
+             out_channels: Optional[int], meta: Any, extra: Sequence[Any] = (),
+             aligned: Optional[da.Array] = None, partials: bool = False) -> da.Array:
     """The Dask array of `block_op(block, axis_blocks, *extra)` over output blocks.
 
     x: (N, C, *spatial) Dask array; plans: one AxisPlan per spatial dim. With
     `out_channels` given (a convolution) each block gathers every channel and the output
     has one channel chunk of that size; with None (pooling) the channel chunks of x carry
     over. `extra` are Dask collections (weights, bias) passed whole to every block.
-    `block_op` gets the gathered block and its AxisBlock in every spatial dim.
+    `block_op` gets the gathered block and its AxisBlock in every spatial dim, then the
+    block of `aligned` (a Dask array chunked as the output, one channel chunk) at the
+    output block's index if given, then the extras. With `partials`, each block yields
+    (1, out_channels, 1, ...) (one partial result per block, e.g. of a reduction).
     """
-    token = tokenize(x, name, plans, block_op, out_channels, *extra)
+    token = tokenize(x, name, plans, block_op, out_channels, aligned, partials, *extra)
     out_name = f"{name}-{token}"
     piece_name = f"{name}-halo-{token}"
     batch_chunks, channel_chunks = x.chunks[0], x.chunks[1]
@@ -202,7 +206,12 @@ def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callab
                         return key
                     return [nest(level + 1, prefix + (p,)) for p in per_axis[level]]
 
-                dsk[out_key] = (_run, block_op, nest(0, ()), tuple(blocks), *extra_keys)
+                pair = [] if aligned is None else [(aligned.name, n_block, 0) + spatial]
+                dsk[out_key] = (_run, block_op, nest(0, ()), tuple(blocks), *pair,
+                                *extra_keys)
     chunks = (batch_chunks, out_channel_chunks) + tuple(p.chunks for p in plans)
-    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=[x, *extra])
+    if partials:
+        chunks = tuple((1,) * len(c) if d != 1 else c for d, c in enumerate(chunks))
+    inputs = [x, *extra] + ([] if aligned is None else [aligned])
+    graph = HighLevelGraph.from_collections(out_name, dsk, dependencies=inputs)
     return da.Array(graph, out_name, chunks, meta=meta)
