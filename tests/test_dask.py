@@ -1,9 +1,8 @@
 """fastconv.dask: conv, its input gradient and pooling of Dask arrays equal the in-memory
-ops bitwise on random chunkings (chunks of one cell, smaller than the halo, included), its
-weight gradient up to rounding,
-map_model equals the model on the whole batch, the .npy storage round-trips, one case runs
-on a dask.distributed cluster of worker processes, and the dask-demo command checks
-itself."""
+ops bitwise on random chunkings (chunks of one cell, smaller than the halo, included) and
+its weight gradient up to rounding; map_model equals the model on the whole batch, the
+.npy storage round-trips, one case runs on a dask.distributed cluster of worker
+processes, and the dask-demo command checks itself."""
 
 from __future__ import annotations
 
