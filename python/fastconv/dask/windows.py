@@ -19,14 +19,15 @@ from __future__ import annotations
 import itertools
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import dask.array as da
 import numpy as np
-from dask.array.core import concatenate3
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from .._backend import empty_like
 from .._geometry import Window
 
 
@@ -139,13 +140,32 @@ def _pieces(chunks: Sequence[int], lo: int, hi: int) -> List[Tuple[int, slice]]:
     return out
 
 
+def _leaves(node: Any, path: Tuple[int, ...] = ()) -> Iterator[Tuple[Tuple[int, ...], Any]]:
+    if isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _leaves(child, path + (i,))
+    else:
+        yield path, node
+
+
 def _gather(pieces: Any) -> Any:
-    """The nested list of input pieces as one array (NumPy or CuPy alike); a single piece
-    as it is, without a copy."""
-    leaf = pieces
-    while isinstance(leaf, list) and len(leaf) == 1:
-        leaf = leaf[0]
-    return leaf if not isinstance(leaf, list) else concatenate3(pieces)
+    """The nested list of input pieces (one nesting level per dim) as one array, NumPy or
+    CuPy alike; a single piece as it is. The array comes from the backend's allocator
+    (fastconv's cache of released host blocks, CuPy's pool), so that gathering block after
+    block does not page-fault fresh memory each time."""
+    items = list(_leaves(pieces))
+    if len(items) == 1:
+        return items[0][1]
+    first = items[0][1]
+    sizes: List[Dict[int, int]] = [{} for _ in range(first.ndim)]
+    for path, piece in items:
+        for d, i in enumerate(path):
+            sizes[d][i] = piece.shape[d]
+    offsets = [np.cumsum([0] + [axis[i] for i in range(len(axis))]) for axis in sizes]
+    out = empty_like(first, tuple(int(o[-1]) for o in offsets), first.dtype)
+    for path, piece in items:
+        out[tuple(slice(o[i], o[i + 1]) for o, i in zip(offsets, path))] = piece
+    return out
 
 
 def _run(block_op: Callable[..., Any], pieces: Any, *args: Any) -> Any:

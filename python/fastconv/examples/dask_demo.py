@@ -16,7 +16,8 @@ Three passes, each block by block so that memory holds a few blocks, never the v
 The default shape, 1920 x 1984 x 1984, is a 28.2 GiB volume. With --scheduler ADDRESS the
 passes run on that dask.distributed scheduler (e.g. tcp://10.0.0.5:8786); DIR must then be
 a path every worker sees (a shared file system). The files are deleted at the end unless
---keep. Prints the wall time of each pass and the peak resident set of this process.
+--keep. Prints the wall time and the peak resident set of this process in each pass
+(with --scheduler, the work and its memory are on the workers).
 """
 
 from __future__ import annotations
@@ -72,8 +73,24 @@ def parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak resident set measurement (Linux; elsewhere peaks are since start)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_gib() -> float:
-    """Peak resident set of this process so far, GiB (ru_maxrss is in KiB on Linux)."""
+    """Peak resident set of this process since reset_peak_rss (or since start), GiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -162,15 +179,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         noise = da.random.default_rng(args.seed).standard_normal(shape, chunks=chunks,
                                                                  dtype=np.float32)
+        reset_peak_rss()
         t_gen = runner.run(fd.to_npy(noise, in_path, compute=False), "1/3 generate")
+        gen_peak = peak_rss_gib()
         x = fd.from_npy(in_path, chunks=chunks)
         y = fd.max_pool(fd.conv(x, w, bias, padding="same"), POOL)
+        reset_peak_rss()
         t_run = runner.run(fd.to_npy(y, out_path, compute=False),
                            f"2/3 conv {KERNEL}^3 -> {CHANNELS} channels, max_pool {POOL}^3")
         print(f"generate {t_gen:.1f} s; conv + pool {t_run:.1f} s "
               f"({np.prod(shape) * 4 / 2**30 / t_run:.2f} GiB/s of input); output "
               f"{y.shape} {y.nbytes / 2**30:.2f} GiB; peak RSS of this process "
-              f"{peak_rss_gib():.2f} GiB")
+              f"{gen_peak:.2f} GiB generating, {peak_rss_gib():.2f} GiB in conv + pool")
         print("3/3 check")
         bad = check(in_path, out_path, w, bias, args.samples, rng)
     finally:
