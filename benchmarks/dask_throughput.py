@@ -127,6 +127,52 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
             "equal": equal}
 
 
+def interleaved(args: argparse.Namespace) -> None:
+    """In-memory and dask-memory runs alternated in one process (the same load for both):
+    the median of the per-round time ratios."""
+    import dask.array as da
+    import numpy as np
+
+    import fastconv
+    from fastconv import dask as fd
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((1, 1, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(1).astype(np.float32)
+    volume = np.load(os.path.join(args.dir, "volume.npy"))
+    chunks = (1, 1, args.slab, args.size, args.size)
+    for pipeline in args.pipelines:
+        pooled = pipeline == "conv+pool"
+
+        def memory() -> Any:
+            y = fastconv.conv(volume, w, bias, padding="same")
+            return fastconv.max_pool(y, 4) if pooled else y
+
+        def on_dask() -> Any:
+            y = fd.conv(da.from_array(InPlace(volume), chunks=chunks, asarray=False,
+                                      meta=volume[:0]), w, bias, padding="same")
+            y = fd.max_pool(y, 4) if pooled else y
+            out = np.empty(y.shape, y.dtype)
+            da.store(y, out, lock=False, scheduler="threads", num_workers=args.workers[0])
+            return out
+
+        memory(), on_dask()  # warm-up
+        rounds = []
+        for _ in range(args.repeats):
+            times = []
+            for run in (memory, on_dask):
+                start = time.perf_counter()
+                result = run()
+                times.append(time.perf_counter() - start)
+                del result
+            rounds.append(times)
+        ratio = statistics.median(d / m for m, d in rounds)
+        print(f"{pipeline:<10} interleaved, {args.workers[0]} dask thread(s): memory "
+              f"{statistics.median(m for m, _ in rounds):.2f} s, dask "
+              f"{statistics.median(d for _, d in rounds):.2f} s, median ratio {ratio:.2f}x "
+              f"(rounds: {', '.join(f'{d / m:.2f}' for m, d in rounds)})", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=1024, help="volume edge S (default 1024)")
@@ -137,6 +183,9 @@ def main() -> int:
     p.add_argument("--pipelines", nargs="+", default=["conv", "conv+pool"],
                    choices=["conv", "conv+pool"], help="what to time (default both)")
     p.add_argument("--dir", default=None, help="where the volume goes (a temporary folder)")
+    p.add_argument("--interleave", action="store_true",
+                   help="alternate in-memory and dask-memory runs in one process instead "
+                        "(times only)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="memory", help=argparse.SUPPRESS)
     p.add_argument("--pipeline", default="conv", help=argparse.SUPPRESS)
@@ -159,9 +208,14 @@ def main() -> int:
     block_gib = args.slab * args.size**2 * 4 / 2**30
     print(f"volume (1, 1, {args.size}, {args.size}, {args.size}) float32 {gib:.2f} GiB, "
           f"blocks of {args.slab} z-planes ({block_gib * 1024:.0f} MiB)")
-    print(f"{'pipeline':<10} {'run':<22} {'time s':>8} {'vs memory':>10} "
-          f"{'extra peak GiB':>15} {'/ block':>8} {'peak RSS GiB':>13}  equal")
+    if not args.interleave:
+        print(f"{'pipeline':<10} {'run':<22} {'time s':>8} {'vs memory':>10} "
+              f"{'extra peak GiB':>15} {'/ block':>8} {'peak RSS GiB':>13}  equal")
     try:
+        if args.interleave:
+            args.dir = folder
+            interleaved(args)
+            return 0
         for pipeline in args.pipelines:
             runs = [("memory", 0)] + [(m, n) for m in ("dask-memory", "dask-disk")
                                       for n in args.workers]
