@@ -104,6 +104,16 @@ def cpu_build_info() -> Dict[str, Any]:
 # ----------------------------------------------------------------------------- operands
 
 
+def native_dtype(a: Any) -> Any:
+    """`a` viewed with NumPy's own float32/float64 dtype instance. The compiled bindings
+    check dtypes by identity, and an unpickled array (one a Dask worker received) carries
+    an equal but distinct instance."""
+    for dtype in FLOAT_DTYPES:
+        if a.dtype == dtype:
+            return a if a.dtype is dtype else a.view(dtype)
+    return a
+
+
 def float_arrays(op: str, optional: Sequence[str] = (), **arrays: Optional[object]) -> list:
     """Check that the named arrays are float32/float64 arrays of one kind and one dtype.
 
@@ -147,7 +157,8 @@ def float_arrays(op: str, optional: Sequence[str] = (), **arrays: Optional[objec
             first = next(iter(present))
             raise TypeError(f"{op}: {name} has dtype {a.dtype} but {first} has {dtype}; "
                             "pass one dtype")
-    return [None if a is None else xp.ascontiguousarray(a) for a in arrays.values()]
+    return [None if a is None else native_dtype(xp.ascontiguousarray(a))
+            for a in arrays.values()]
 
 
 def index_array(op: str, name: str, a: Any, like: Any) -> Any:
@@ -359,6 +370,7 @@ class PlanBase:
         self.dtype = np.dtype(dtype)
         if self.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{op}: dtype must be float32 or float64, got {self.dtype}")
+        self.dtype = FLOAT_DTYPES[FLOAT_DTYPES.index(self.dtype)]
         if device == "cuda":
             require_cuda(op)
             import cupy
@@ -374,7 +386,7 @@ class PlanBase:
         """`a` checked against `shape` and the plan's dtype and device (C-contiguous)."""
         if a is None:
             raise TypeError(f"{op or self.op}: {name} must be an array, got None")
-        if (type(a) is not self._array_type or a.dtype != self.dtype
+        if (type(a) is not self._array_type or a.dtype is not self.dtype
                 or not a.flags.c_contiguous):
             op = op or self.op
             (a,) = float_arrays(op, **{name: a})
@@ -403,6 +415,7 @@ def matmul(a: Any, b: Any) -> Any:
     pool would otherwise spin on the same cores as the convolution kernels between layers."""
     if (type(a) is np.ndarray and type(b) is np.ndarray and a.ndim == 2
             and b.ndim == 2 and a.dtype == b.dtype and a.dtype in FLOAT_DTYPES):
+        a, b = native_dtype(a), native_dtype(b)
         out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
         _cpu.matmul(a, b, out)
         return out

@@ -42,6 +42,9 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "detect": ("fastconv.examples.detect",
                "boxes a model saved by train-yolo finds in an image: JSON and a PNG "
                "(see --help)"),
+    "dask-demo": ("fastconv.examples.dask_demo",
+                  "convolve and pool a volume larger than memory with fastconv.dask, "
+                  "locally or on a dask.distributed cluster (see --help)"),
     "visualize": ("fastconv.examples.visualize",
                   "the nine image patches that activate units of a network most, per "
                   "layer, as a PNG grid (see --help)"),
