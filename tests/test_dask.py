@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import fastconv
+from fastconv.detection import YOLO
 
 da = pytest.importorskip("dask.array")
 fd = pytest.importorskip("fastconv.dask")
@@ -207,6 +208,26 @@ def test_map_model_equals_the_model_on_the_whole_batch() -> None:
                                atol=1e-6)
     with pytest.raises(TypeError, match="model must be a fastconv.nn.Module"):
         fd.map_model(lambda t: t, da.from_array(x))
+
+
+def test_detect_equals_yolo_detect_per_image() -> None:
+    fastconv.manual_seed(2)
+    anchors = np.array([[0.2, 0.2], [0.4, 0.25]])
+    model = YOLO(3, anchors, channels=(8, 16), unpooled=1, image_size=(32, 32)).eval()
+    images = np.random.default_rng(4).standard_normal((7, 3, 32, 32)).astype(np.float32)
+    # A low threshold so that the random network yields detections to compare.
+    expected = model.detect(images, score_threshold=0.05, iou_threshold=0.5)
+    bag = fd.detect(model, da.from_array(images, chunks=(3, 3, 16, 32)), score_threshold=0.05)
+    assert bag.npartitions == 3
+    got = bag.compute(scheduler="threads")
+    assert len(got) == 7 and sum(len(d["scores"]) for d in got) > 0
+    for g, e in zip(got, expected):
+        for key in ("boxes", "scores", "labels"):
+            np.testing.assert_array_equal(g[key], e[key])
+    with pytest.raises(TypeError, match="model must be a fastconv.detection.YOLO"):
+        fd.detect(fastconv.models.lenet5(), da.from_array(images))
+    with pytest.raises(ValueError, match=r"images must be \(N, C, H, W\)"):
+        fd.detect(model, da.from_array(images[:, :, 0]))
 
 
 def test_unpickled_arrays_and_models_run() -> None:
