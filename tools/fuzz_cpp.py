@@ -6,7 +6,10 @@ size and layout (non-contiguous, read-only, zero-size), geometry lists with edge
 Every call must return, or raise ValueError/TypeError/MemoryError/OverflowError; any other
 exception is reported as a finding (atheris stops with the input that caused it), a crash
 or a call slower than libFuzzer's -timeout is one too. The parameter lists are read from the
-bindings' signatures, so a new binding is fuzzed without an edit here.
+bindings' signatures, so a new binding is fuzzed without an edit here. Coverage guidance
+comes from the instrumented Python side (argument handling, NumPy); the C++ module is not
+built with -fsanitize=fuzzer, so its branches guide nothing (a sanitizer build, see
+tools/sanitize_check.sh, can be fuzzed by putting it on PYTHONPATH).
 
     tools/fuzz.sh 10            # ten minutes (corpus: tools/fuzz_corpus)
 """
