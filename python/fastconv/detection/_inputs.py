@@ -4,12 +4,12 @@ labels, anchors, grid sizes, loss reductions and Tensor operands."""
 from __future__ import annotations
 
 import numbers
-from typing import Any, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
 from .._backend import is_gpu
-from ..tensor import Tensor
+from ..tensor import Tensor, no_grad
 
 REDUCTIONS = ("none", "sum", "mean")
 
@@ -128,3 +128,22 @@ def tensor(op: str, name: str, value: Any) -> Tensor:
         raise TypeError(f"{op}: {name} must be a float tensor, got dtype {value.dtype} "
                         f"(shape {value.shape})")
     return value
+
+
+Detections = List[Dict[str, np.ndarray]]
+
+
+def detect_in_batches(model: Any, images: Any, batch_size: int,
+                      per_batch: Callable[[np.ndarray], Detections]) -> Detections:
+    """The detections per_batch(batch) gives for each batch of `batch_size` host images,
+    concatenated: `model` in eval mode without a graph, its training mode restored after."""
+    was_training = model.training
+    model.eval()
+    out: Detections = []
+    try:
+        with no_grad():
+            for start in range(0, len(images), batch_size):
+                out += per_batch(np.asarray(images[start:start + batch_size]))
+    finally:
+        model.train(was_training)
+    return out

@@ -26,8 +26,8 @@ import numpy as np
 from .. import nn
 from ..nn import functional as F
 from ..ops.boxes import batched_nms, box_iou
-from ..tensor import Tensor, no_grad
-from ._inputs import anchor_shapes, host_array, positive_int, tensor
+from ..tensor import Tensor
+from ._inputs import anchor_shapes, detect_in_batches, host_array, positive_int, tensor
 
 __all__ = ["FastRCNN", "anchor_boxes", "assign_proposals", "decode_deltas", "encode_deltas",
            "fast_rcnn_loss", "sample_proposals"]
@@ -275,28 +275,22 @@ class FastRCNN(nn.Module):
         boxes clipped to the image. One dict per image: "boxes", "scores", "labels"."""
         anchors = self.proposals()
         k = self.num_classes
-        was_training = self.training
-        self.eval()
-        out: List[Dict[str, np.ndarray]] = []
-        try:
-            with no_grad():
-                for start in range(0, len(images), batch_size):
-                    batch = np.asarray(images[start:start + batch_size])
-                    logits, deltas = self(Tensor(batch), [anchors] * len(batch))
-                    probs = F.softmax(logits, dim=1).numpy()[:, :k].reshape(len(batch), -1)
-                    deltas = deltas.numpy().reshape(len(batch), -1, 4)
-                    repeated = np.repeat(anchors, k, axis=0)
-                    labels = np.tile(np.arange(k), len(anchors))
-                    for p, d in zip(probs, deltas):
-                        keep = np.nonzero(p > score_threshold)[0]
-                        boxes = np.clip(decode_deltas(repeated[keep], d[keep]), 0, 1)
-                        order = batched_nms(boxes, p[keep].astype(np.float64), labels[keep],
-                                            iou_threshold, max_output=max_output)
-                        out.append({"boxes": boxes[order], "scores": p[keep][order],
-                                    "labels": labels[keep][order]})
-        finally:
-            self.train(was_training)
-        return out
+        repeated = np.repeat(anchors, k, axis=0)
+        labels = np.tile(np.arange(k), len(anchors))
+
+        def per_batch(batch: np.ndarray) -> List[Dict[str, np.ndarray]]:
+            logits, deltas = self(Tensor(batch), [anchors] * len(batch))
+            probs = F.softmax(logits, dim=1).numpy()[:, :k].reshape(len(batch), -1)
+            out = []
+            for p, d in zip(probs, deltas.numpy().reshape(len(batch), -1, 4)):
+                keep = np.nonzero(p > score_threshold)[0]
+                boxes = np.clip(decode_deltas(repeated[keep], d[keep]), 0, 1)
+                order = batched_nms(boxes, p[keep].astype(np.float64), labels[keep],
+                                    iou_threshold, max_output=max_output)
+                out.append({"boxes": boxes[order], "scores": p[keep][order],
+                            "labels": labels[keep][order]})
+            return out
+        return detect_in_batches(self, images, batch_size, per_batch)
 
 
 def _xywh(op: str, name: str, boxes: Any) -> np.ndarray:

@@ -21,9 +21,9 @@ from .. import nn
 from .._backend import array_module, float_arrays
 from ..nn import functional as F
 from ..ops.boxes import batched_nms
-from ..tensor import Tensor, no_grad
-from ._inputs import (anchor_shapes, check_reduction, class_labels, fraction_boxes, grid,
-                      host_array, positive_int, reduce_rows, tensor)
+from ..tensor import Tensor
+from ._inputs import (anchor_shapes, check_reduction, class_labels, detect_in_batches,
+                      fraction_boxes, grid, host_array, positive_int, reduce_rows, tensor)
 
 __all__ = ["YOLO", "kmeans_anchors", "shape_iou", "yolo_activate", "yolo_decode",
            "yolo_encode", "yolo_loss"]
@@ -341,23 +341,16 @@ class YOLO(nn.Module):
         """Detections of images (N, C, H, W) (float, as trained), one dict per image with
         "boxes" (D, 4) xyxy fractions clipped to the image, "scores" (D,), "labels" (D,):
         the network in eval mode without a graph, then yolo_activate and yolo_decode."""
-        was_training = self.training
-        self.eval()
-        out: List[Dict[str, np.ndarray]] = []
-        try:
-            with no_grad():
-                for start in range(0, len(images), batch_size):
-                    batch = Tensor(np.asarray(images[start:start + batch_size]))
-                    y = yolo_activate(self(batch), self.anchors).numpy()
-                    for one in y:
-                        boxes, scores, labels = yolo_decode(
-                            one, score_threshold=score_threshold,
-                            iou_threshold=iou_threshold, max_output=max_output)
-                        out.append({"boxes": np.clip(boxes, 0, 1), "scores": scores,
-                                    "labels": labels})
-        finally:
-            self.train(was_training)
-        return out
+        def per_batch(batch: np.ndarray) -> List[Dict[str, np.ndarray]]:
+            out = []
+            for one in yolo_activate(self(Tensor(batch)), self.anchors).numpy():
+                boxes, scores, labels = yolo_decode(one, score_threshold=score_threshold,
+                                                    iou_threshold=iou_threshold,
+                                                    max_output=max_output)
+                out.append({"boxes": np.clip(boxes, 0, 1), "scores": scores,
+                            "labels": labels})
+            return out
+        return detect_in_batches(self, images, batch_size, per_batch)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, anchors={self.num_anchors}, "

@@ -147,6 +147,23 @@ def report(name: str, result: Result, train_count: int, epochs: int,
          f"epochs, {result.seconds:.1f} s of training, final loss {result.losses[-1]:.3f}")
 
 
+def conclude(name: str, model: nn.Module, detections: List[Dict[str, np.ndarray]],
+             held_out: Split, losses: List[float], seconds: float, train_count: int,
+             args: argparse.Namespace, saved_hint: str = "") -> float:
+    """Evaluate and report a trained detector, draw its held-out grid (--plot) and save it
+    (--model); returns mAP@0.5."""
+    result = evaluate(detections, held_out, losses, seconds)
+    report(f"{name} shapes", result, train_count, args.epochs)
+    if args.plot:
+        save_grid(held_out, detections, args.plot,
+                  f"{name} on held-out shapes: mAP@0.5 {result.map_50:.3f}")
+        print(f"detections saved to {args.plot}")
+    if args.model:
+        nn.save(model, args.model)
+        print(f"model saved to {args.model}{saved_hint}")
+    return result.map_50
+
+
 def save_grid(split: Split, detections: Sequence[Dict[str, np.ndarray]], path: str,
               title: str, count: int = 16, score_threshold: float = SHOW_SCORE_THRESHOLD,
               ) -> None:

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 import fastconv
-from fastconv import Tensor, nn
+from fastconv import Tensor
 from fastconv.datasets import SHAPE_CLASSES
 from fastconv.detection import kmeans_anchors
 from fastconv.detection.region import FastRCNN, fast_rcnn_loss
@@ -67,16 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
                                        desc="Fast R-CNN")
     detections = model.detect(held_out.inputs,
                               score_threshold=_detection.EVAL_SCORE_THRESHOLD)
-    result = _detection.evaluate(detections, held_out, losses, seconds)
-    _detection.report("Fast R-CNN shapes", result, len(train.inputs), args.epochs)
-    if args.plot:
-        _detection.save_grid(held_out, detections, args.plot,
-                             f"Fast R-CNN on held-out shapes: mAP@0.5 {result.map_50:.3f}")
-        print(f"detections saved to {args.plot}")
-    if args.model:
-        nn.save(model, args.model)
-        print(f"model saved to {args.model}")
-    return result.map_50
+    return _detection.conclude("Fast R-CNN", model, detections, held_out, losses, seconds,
+                               len(train.inputs), args)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 import fastconv
-from fastconv import Tensor, nn
+from fastconv import Tensor
 from fastconv.datasets import SHAPE_CLASSES
 from fastconv.detection import YOLO, kmeans_anchors, yolo_encode, yolo_loss
 
@@ -85,19 +85,11 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     detections = model.detect(held_out.inputs,
                               score_threshold=_detection.EVAL_SCORE_THRESHOLD,
                               max_output=100)
-    result = _detection.evaluate(detections, held_out, losses, seconds)
-    _detection.report("YOLO shapes", result, len(kept), args.epochs)
     if len(kept) < len(train.boxes):
         print(f"({len(train.boxes) - len(kept)} training images left out: two boxes on one "
               "cell and anchor)")
-    if args.plot:
-        _detection.save_grid(held_out, detections, args.plot,
-                             f"YOLO on held-out shapes: mAP@0.5 {result.map_50:.3f}")
-        print(f"detections saved to {args.plot}")
-    if args.model:
-        nn.save(model, args.model)
-        print(f"model saved to {args.model} (python -m fastconv detect {args.model} IMAGE)")
-    return result.map_50
+    return _detection.conclude("YOLO", model, detections, held_out, losses, seconds, len(kept),
+                               args, f" (python -m fastconv detect {args.model} IMAGE)")
 
 
 if __name__ == "__main__":
