@@ -37,6 +37,11 @@ DTYPES = (np.float32, np.float64, np.float64, np.float32, np.int64, np.int32, np
 STRINGS = ("xyxy", "xywh", "cxcywh", "gaussian", "linear", "", "nonsense")
 
 
+# (text in a pybind annotation, argument kind), the first match wins.
+KIND_MARKERS = (("ndarray", "array"), ("Sequence", "ints"), ("SupportsFloat", "float"),
+                ("SupportsInt", "int"), ("bool", "bool"), ("str", "str"), ("dtype", "dtype"))
+
+
 def _kinds(fn: Callable[..., Any]) -> List[Tuple[str, bool]]:
     """(kind, may be None) per parameter, from the first line of the pybind docstring."""
     first = (fn.__doc__ or "").splitlines()[0]
@@ -45,22 +50,7 @@ def _kinds(fn: Callable[..., Any]) -> List[Tuple[str, bool]]:
     for part in re.split(r", (?=\w+:)", params):
         annotation = part.split(":", 1)[1]
         optional = "None" in annotation
-        if "ndarray" in annotation:
-            kind = "array"
-        elif "Sequence" in annotation:
-            kind = "ints"
-        elif "SupportsFloat" in annotation:
-            kind = "float"
-        elif "SupportsInt" in annotation:
-            kind = "int"
-        elif "bool" in annotation:
-            kind = "bool"
-        elif "str" in annotation:
-            kind = "str"
-        elif "dtype" in annotation:
-            kind = "dtype"
-        else:
-            kind = "object"
+        kind = next((k for marker, k in KIND_MARKERS if marker in annotation), "object")
         kinds.append((kind, optional))
     return kinds
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Hashable, Optional, Sequence, TypeVar
 import numpy as np
 
 from . import _cpu
-from ._geometry import MAX_EXTENT
+from ._geometry import check_extents
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -185,11 +185,7 @@ def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
         raise TypeError(f"{op}: {name} must be a tuple of ints, got {shape!r}") from None
     if len(shape) != ndim:
         raise ValueError(f"{op}: {name} {shape} must have {ndim} entries (N, C, *spatial)")
-    if any(s < 1 for s in shape):
-        raise ValueError(f"{op}: {name} {shape} must be positive in every dim")
-    if any(s > MAX_EXTENT for s in shape):
-        raise ValueError(f"{op}: {name} {shape} exceeds the largest supported extent, 2**60, "
-                         f"in some dim")
+    check_extents(op, name, shape)
     return shape
 
 

@@ -42,6 +42,16 @@ def as_real(op: str, name: str, value: object) -> float:
     return float(value)
 
 
+def check_extents(op: str, name: str, values: Tuple[int, ...]) -> None:
+    """Every entry of `values` (sizes, kernel, strides ...) in [1, 2**60], or a ValueError
+    naming `name` that says which bound was crossed."""
+    if any(v < 1 for v in values):
+        raise ValueError(f"{op}: {name} {values} must be positive in every dim")
+    if any(v > MAX_EXTENT for v in values):
+        raise ValueError(f"{op}: {name} {values} exceeds the largest supported extent, "
+                         f"2**60, in some dim")
+
+
 def as_tuple(value: IntOrTuple, dims: int, name: str) -> IntTuple:
     """An int repeated `dims` times, or a sequence of exactly `dims` ints."""
     if isinstance(value, (str, bytes)):
@@ -141,11 +151,7 @@ def make_window(op: str, in_size: Sequence[int], kernel_size: IntOrTuple,
     dil = as_tuple(dilation, dims, "dilation")
     for name, values in ((size_name, in_size), ("kernel_size", kernel),
                          ("stride", strides), ("dilation", dil)):
-        if any(v < 1 for v in values):
-            raise ValueError(f"{op}: {name} {values} must be positive in every dim")
-        if any(v > MAX_EXTENT for v in values):
-            raise ValueError(f"{op}: {name} {values} exceeds the largest supported extent, "
-                             f"2**60, in some dim")
+        check_extents(op, name, values)
     before, after = normalize_padding(padding, in_size, kernel, strides, dil)
     if any(p < 0 for p in before + after):
         raise ValueError(

@@ -27,7 +27,7 @@ import numpy as np
 
 from .._backend import (PlanBase, PlanCache, array_module, device_of, dtype_key, float_arrays,
                         full_shape, index_array, is_gpu)
-from .._geometry import MAX_EXTENT, as_int, as_real, as_tuple
+from .._geometry import as_int, as_real, as_tuple, check_extents
 
 KINDS = ("align", "pool")
 Size = Union[int, Sequence[int]]
@@ -50,11 +50,7 @@ def _sampling_ratio(op: str, value: object) -> int:
 
 def _output_size(op: str, value: Size, dims: int) -> Tuple[int, ...]:
     size = as_tuple(value, dims, f"{op}: output_size")
-    if any(s < 1 for s in size):
-        raise ValueError(f"{op}: output_size {size} must be positive in every dim")
-    if any(s > MAX_EXTENT for s in size):
-        raise ValueError(f"{op}: output_size {size} exceeds the largest supported extent, "
-                         f"2**60, in some dim")
+    check_extents(op, "output_size", size)
     return size
 
 
