@@ -14,7 +14,7 @@ import numpy as np
 import fastconv
 from fastconv import datasets, nn, optim
 from fastconv.data import DataLoader
-from fastconv.detection import mean_average_precision
+from fastconv.detection import kmeans_anchors, mean_average_precision
 
 from . import _common
 
@@ -62,6 +62,19 @@ def as_input(images: np.ndarray) -> np.ndarray:
 def load_split(n: int, seed: int) -> Split:
     data = datasets.shapes(n, seed=seed)
     return Split(as_input(data.images), data.images, data.boxes, data.labels)
+
+
+def prepare(args: argparse.Namespace, quick_epochs: int, anchor_count: int,
+            ) -> Tuple[Split, Split, np.ndarray]:
+    """Seed, cap the epochs of a --quick run, and load the data: (the training split, the
+    held-out split, `anchor_count` anchor shapes by k-means on the training boxes)."""
+    if args.quick:
+        args.epochs = min(args.epochs, quick_epochs)
+    fastconv.manual_seed(args.seed)
+    train = load_split(min(args.train_images, TRAIN_IMAGES), TRAIN_SEED)
+    held_out = load_split(HELD_OUT_IMAGES, HELD_OUT_SEED)
+    shapes = np.concatenate([b[:, 2:] - b[:, :2] for b in train.boxes])
+    return train, held_out, kmeans_anchors(shapes, anchor_count, seed=args.seed)
 
 
 def mirrored(boxes: np.ndarray) -> np.ndarray:

@@ -18,10 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import fastconv
 from fastconv import Tensor
 from fastconv.datasets import SHAPE_CLASSES
-from fastconv.detection import kmeans_anchors
 from fastconv.detection.region import FastRCNN, fast_rcnn_loss
 
 from . import _detection
@@ -40,15 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
                              "fastconv.datasets.shapes and report its held-out mAP.",
                              epochs=EPOCHS, plot="fast_rcnn_shapes.png",
                              model="fast_rcnn_shapes.safetensors").parse_args(argv)
-    if args.quick:
-        args.epochs = min(args.epochs, QUICK_EPOCHS)
-    fastconv.manual_seed(args.seed)
-    train = _detection.load_split(min(args.train_images, _detection.TRAIN_IMAGES),
-                                  _detection.TRAIN_SEED)
-    held_out = _detection.load_split(_detection.HELD_OUT_IMAGES, _detection.HELD_OUT_SEED)
-    shapes = np.concatenate([b[:, 2:] - b[:, :2] for b in train.boxes])
-    model = FastRCNN(len(SHAPE_CLASSES), kmeans_anchors(shapes, ANCHORS, seed=args.seed),
-                     channels=CHANNELS, image_size=train.images.shape[1:3])
+    train, held_out, anchors = _detection.prepare(args, QUICK_EPOCHS, ANCHORS)
+    model = FastRCNN(len(SHAPE_CLASSES), anchors, channels=CHANNELS,
+                     image_size=train.images.shape[1:3])
     mirror_boxes = [_detection.mirrored(b) for b in train.boxes]
     rng = np.random.default_rng(args.seed + 2)
 

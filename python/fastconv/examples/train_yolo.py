@@ -17,10 +17,9 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-import fastconv
 from fastconv import Tensor
 from fastconv.datasets import SHAPE_CLASSES
-from fastconv.detection import YOLO, kmeans_anchors, yolo_encode, yolo_loss
+from fastconv.detection import YOLO, yolo_encode, yolo_loss
 
 from . import _detection
 
@@ -59,14 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
                              "Train a small YOLO on fastconv.datasets.shapes and report its "
                              "held-out mAP.", epochs=EPOCHS, plot="yolo_shapes.png",
                              model="yolo_shapes.safetensors").parse_args(argv)
-    if args.quick:
-        args.epochs = min(args.epochs, QUICK_EPOCHS)
-    fastconv.manual_seed(args.seed)
-    train = _detection.load_split(min(args.train_images, _detection.TRAIN_IMAGES),
-                                  _detection.TRAIN_SEED)
-    held_out = _detection.load_split(_detection.HELD_OUT_IMAGES, _detection.HELD_OUT_SEED)
-    shapes = np.concatenate([b[:, 2:] - b[:, :2] for b in train.boxes])
-    anchors = kmeans_anchors(shapes, ANCHORS, seed=args.seed)
+    train, held_out, anchors = _detection.prepare(args, QUICK_EPOCHS, ANCHORS)
     model = YOLO(len(SHAPE_CLASSES), anchors, channels=CHANNELS, unpooled=UNPOOLED,
                  block=BLOCK, image_size=train.images.shape[1:3])
     grid = train.images.shape[1] // model.stride
