@@ -189,6 +189,22 @@ def full_shape(op: str, name: str, shape: Sequence[int], ndim: int) -> tuple:
     return shape
 
 
+SPATIAL = "(N, C, *spatial) with at least one spatial dim"
+ANY_SPATIAL_RANK = range(3, 65)  # NumPy's limit on dims
+
+
+def checked_shape(op: str, name: str, shape: Sequence[int], ranks: Sequence[int],
+                  layout: str = SPATIAL) -> tuple:
+    """`shape` as a tuple whose rank is one of `ranks` and with no zero-size dim, or a
+    ValueError naming `name` and saying the expected `layout`."""
+    shape = tuple(shape)
+    if len(shape) not in ranks:
+        raise ValueError(f"{op}: {name} must be {layout}, got shape {shape}")
+    if 0 in shape:
+        raise ValueError(f"{op}: {name} has a zero-size dim, shape {shape}")
+    return shape
+
+
 def check_dy(op: str, dy: Any, expected: tuple) -> None:
     """A gradient must have exactly the shape of the forward output."""
     if dy.shape != expected:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from .._backend import PlanBase, PlanCache, device_of, dtype_key, float_arrays
+from .._backend import (ANY_SPATIAL_RANK, PlanBase, PlanCache, checked_shape, device_of,
+                        dtype_key, float_arrays)
 from .._geometry import IntOrTuple, Padding, as_tuple, make_window
 
 
@@ -64,10 +65,7 @@ def im2col(x: Any, kernel_size: IntOrTuple, *, stride: IntOrTuple = 1,
     number of output positions, row-major over the output spatial dims (as torch unfold).
     """
     (x,) = float_arrays("im2col", x=x)
-    if x.ndim < 3:
-        raise ValueError(f"im2col: x must be (N, C, *spatial), got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError(f"im2col: x has a zero-size dim, shape {x.shape}")
+    checked_shape("im2col", "x", x.shape, ANY_SPATIAL_RANK)
     plan = unfold_plan(x.shape, x.dtype, device_of(x), kernel_size=kernel_size, stride=stride,
                        padding=padding, dilation=dilation)
     return plan.forward(x)
@@ -80,10 +78,7 @@ def col2im(cols: Any, output_size: IntOrTuple, kernel_size: IntOrTuple, *,
     `output_size` is the spatial size of the image; overlapping contributions are summed.
     """
     (cols,) = float_arrays("col2im", cols=cols)
-    if cols.ndim != 3:
-        raise ValueError(f"col2im: cols must be (N, C*prod(kernel), L), got shape {cols.shape}")
-    if cols.size == 0:
-        raise ValueError(f"col2im: cols has a zero-size dim, shape {cols.shape}")
+    checked_shape("col2im", "cols", cols.shape, (3,), "(N, C*prod(kernel), L)")
     dims = len(output_size) if isinstance(output_size, Sequence) else 1
     size = as_tuple(output_size, dims, "output_size")
     win = make_window("col2im", size, kernel_size, stride, padding, dilation,

@@ -11,8 +11,9 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .._backend import (PlanBase, PlanCache, array_module, check_dy, device_of, dtype_key,
-                        empty_like, float_arrays, full_shape, index_array, kernels)
+from .._backend import (ANY_SPATIAL_RANK, PlanBase, PlanCache, array_module, check_dy,
+                        checked_shape, device_of, dtype_key, empty_like, float_arrays,
+                        full_shape, index_array, kernels)
 from .._geometry import IntOrTuple, Padding, make_window
 
 KINDS = ("max", "avg")
@@ -31,12 +32,7 @@ class PoolPlan(PlanBase):
         super().__init__(op, dtype, device)
         if kind not in KINDS:
             raise ValueError(f"{op}: kind must be 'max' or 'avg', got {kind!r}")
-        shape = tuple(x_shape)
-        if len(shape) < 3:
-            raise ValueError(f"{op}: {x_name} must be (N, C, *spatial) with at least one "
-                             f"spatial dim, got shape {shape}")
-        if 0 in shape:
-            raise ValueError(f"{op}: {x_name} has a zero-size dim, shape {shape}")
+        shape = checked_shape(op, x_name, x_shape, ANY_SPATIAL_RANK)
         self.kind = kind
         self.x_shape = shape
         self.ceil_mode = bool(ceil_mode)
@@ -133,11 +129,7 @@ def max_pool_backward(dy: Any, indices: Any, input_shape: Sequence[int]) -> Any:
     op = "max_pool_backward"
     (dy,) = float_arrays(op, dy=dy)
     indices = index_array(op, "indices", indices, like=dy)
-    if dy.ndim < 3:
-        raise ValueError(f"{op}: dy must be (N, C, *spatial) with at least one spatial dim, "
-                         f"got shape {dy.shape}")
-    if dy.size == 0:
-        raise ValueError(f"{op}: dy has a zero-size dim, shape {dy.shape}")
+    checked_shape(op, "dy", dy.shape, ANY_SPATIAL_RANK)
     if indices.shape != dy.shape:
         raise ValueError(f"{op}: indices has shape {indices.shape} but dy has shape {dy.shape}")
     shape = full_shape(op, "input_shape", input_shape, dy.ndim)

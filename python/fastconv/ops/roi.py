@@ -25,8 +25,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .._backend import (PlanBase, PlanCache, array_module, device_of, dtype_key, float_arrays,
-                        full_shape, index_array, is_gpu)
+from .._backend import (PlanBase, PlanCache, array_module, checked_shape, device_of, dtype_key,
+                        float_arrays, full_shape, index_array, is_gpu)
 from .._geometry import as_int, as_real, as_tuple, check_extents
 
 KINDS = ("align", "pool")
@@ -66,12 +66,7 @@ class RoiPlan(PlanBase):
         super().__init__(op, dtype, device)
         if kind not in KINDS:
             raise ValueError(f"{op}: kind must be 'align' or 'pool', got {kind!r}")
-        shape = tuple(x_shape)
-        if len(shape) not in (4, 5):
-            raise ValueError(f"{op}: {x_name} must be (N, C, H, W) or (N, C, D, H, W), got "
-                             f"shape {shape}")
-        if 0 in shape:
-            raise ValueError(f"{op}: {x_name} has a zero-size dim, shape {shape}")
+        shape = checked_shape(op, x_name, x_shape, (4, 5), "(N, C, H, W) or (N, C, D, H, W)")
         self.kind = kind
         self.x_shape = shape
         self._x_name = x_name
