@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
+from fastconv import reference
 
 small = st.integers(-2, 6)
 spatial = st.lists(st.integers(0, 7), min_size=0, max_size=4)
@@ -96,3 +97,41 @@ def test_box_family(boxes, thr, score_thr, max_output, labels_len, fmt):
     answers_or_rejects(lambda: fastconv.batched_nms(boxes, scores, labels, thr,
                                                     score_threshold=score_thr,
                                                     max_output=max_output))
+
+
+@SETTINGS
+@given(n=st.integers(0, 2), c=st.integers(0, 3), x_sp=st.lists(st.integers(0, 9), min_size=1,
+                                                                max_size=4),
+       r=st.integers(0, 5), seed=st.integers(0, 1000),
+       corrupt=st.sampled_from(["none", "nan", "inverted", "batch", "huge"]),
+       out=st.one_of(small, st.lists(small, min_size=1, max_size=3).map(tuple)),
+       scale=st.sampled_from([1.0, 0.5, 0.0, -1.0, np.nan]), ratio=st.integers(-2, 3),
+       aligned=st.booleans(), dtype=dtypes)
+def test_roi_family(n, c, x_sp, r, seed, corrupt, out, scale, ratio, aligned, dtype):
+    """Random geometry and rois, some corrupted: each call answers or rejects; an answer on
+    valid float64 input equals the reference."""
+    rng = np.random.default_rng(seed)
+    dims = max(len(x_sp), 2)
+    x = array((n, c, *x_sp), dtype, seed)
+    low = rng.uniform(-2, 8, (r, dims))
+    rois = np.concatenate([rng.integers(0, max(n, 1), (r, 1)), low,
+                           low + rng.uniform(0, 6, (r, dims))], axis=1)
+    if r and corrupt == "nan":
+        rois[rng.integers(r), 1 + rng.integers(2 * dims)] = np.nan
+    elif r and corrupt == "inverted":
+        rois[0, 1:1 + dims], rois[0, 1 + dims:] = rois[0, 1 + dims:] + 1, rois[0, 1:1 + dims]
+    elif r and corrupt == "batch":
+        rois[0, 0] = n + 1.5
+    elif r and corrupt == "huge":
+        rois[0, 1:] *= 1e30
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN or 1e30 cast to an int dtype
+        rois = rois.astype(dtype)
+    kw = dict(spatial_scale=scale)
+    answers_or_rejects(lambda: fastconv.roi_pool(x, rois, out, **kw))
+    try:
+        got = fastconv.roi_align(x, rois, out, sampling_ratio=ratio, aligned=aligned, **kw)
+    except (ValueError, TypeError):
+        return
+    if dtype == np.float64 and corrupt != "huge":
+        want = reference.roi_align(x, rois, got.shape[2:], scale, ratio, aligned)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
