@@ -493,16 +493,21 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any = None,
     loss = Tensor._make(out, [x, t], backward, "binary_cross_entropy")
     if weight is not None:
         w = _tensor(op, "weight", weight)
-        try:
-            fits = np.broadcast_shapes(w.shape, x.shape) == x.shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"{op}: weight shape {w.shape} does not broadcast to input "
-                             f"shape {x.shape}")
+        _check_broadcasts(op, "weight", w, x)
         loss = loss * (w if w.dtype == x.dtype or w.requires_grad
                        else Tensor(w.data.astype(x.dtype)))
     return _reduce(op, loss, reduction)
+
+
+def _check_broadcasts(op: str, name: str, value: Tensor, x: Tensor) -> None:
+    """`value` (a per-element weight) must broadcast to x's shape without growing it."""
+    try:
+        fits = np.broadcast_shapes(value.shape, x.shape) == x.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{op}: {name} shape {value.shape} does not broadcast to input "
+                         f"shape {x.shape}")
 
 
 def _softplus_neg(x: Tensor) -> Tensor:
@@ -545,13 +550,7 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
 
     def broadcasting(name: str, value: Any) -> Tensor:
         v = like_input(name, _tensor(op, name, value))
-        try:
-            fits = np.broadcast_shapes(v.shape, x.shape) == x.shape
-        except ValueError:
-            fits = False
-        if not fits:
-            raise ValueError(f"{op}: {name} shape {v.shape} does not broadcast to input "
-                             f"shape {x.shape}")
+        _check_broadcasts(op, name, v, x)
         return v
 
     t = like_input("target", t)
