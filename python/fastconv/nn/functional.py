@@ -10,7 +10,7 @@ argument types raise TypeError.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -429,17 +429,25 @@ def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
     return _reduce(op, diff * diff, reduction)
 
 
+def _input_and_target(op: str, input: Any, target: Any,
+                      reduction: str) -> Tuple[Tensor, Tensor]:
+    """The operands of an elementwise loss: a float input and a target of its shape, both
+    Tensors, and a valid reduction; a ValueError/TypeError naming the argument otherwise."""
+    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
+    _float(op, "input", x)
+    _check_reduction(op, reduction)
+    if t.shape != x.shape:
+        raise ValueError(f"{op}: target shape {t.shape} must equal input shape {x.shape}")
+    return x, t
+
+
 def smooth_l1_loss(input: Any, target: Any, reduction: str = "mean",
                    beta: float = 1.0) -> Tensor:
     """Huber-like loss of torch.nn.functional.smooth_l1_loss: per element, with d = input -
     target, 0.5 d^2 / beta where |d| < beta and |d| - 0.5 beta elsewhere (beta = 0: |d|);
     then reduced. Gradients reach input and target (d/beta inside, sign(d) outside)."""
     op = "smooth_l1_loss"
-    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
-    _float(op, "input", x)
-    _check_reduction(op, reduction)
-    if x.shape != t.shape:
-        raise ValueError(f"{op}: input shape {x.shape} and target shape {t.shape} differ")
+    x, t = _input_and_target(op, input, target, reduction)
     if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not beta >= 0:
         raise ValueError(f"{op}: beta must be a number >= 0, got {beta!r}")
     xp = array_module(x.data)
@@ -467,11 +475,7 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any = None,
     max(x (1 - x), 1e-12); gradients also reach weight and target (the latter from the
     clamped logs, so finite at x = 0 or 1 where torch's is infinite)."""
     op = "binary_cross_entropy"
-    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
-    _float(op, "input", x)
-    _check_reduction(op, reduction)
-    if x.shape != t.shape:
-        raise ValueError(f"{op}: target shape {t.shape} must equal input shape {x.shape}")
+    x, t = _input_and_target(op, input, target, reduction)
     xp = array_module(x.data)
     data = x.data
     if data.size and not bool(((data >= 0) & (data <= 1)).all()):
@@ -533,11 +537,7 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
     it, pos_weight (the weight of positive examples, per class) broadcasts along the last
     dim. Gradients reach input, target, weight and pos_weight."""
     op = "binary_cross_entropy_with_logits"
-    x, t = _tensor(op, "input", input), _tensor(op, "target", target)
-    _float(op, "input", x)
-    _check_reduction(op, reduction)
-    if t.shape != x.shape:
-        raise ValueError(f"{op}: target shape {t.shape} must equal input shape {x.shape}")
+    x, t = _input_and_target(op, input, target, reduction)
 
     def like_input(name: str, value: Tensor) -> Tensor:
         # Constants (0/1 integer labels, Python lists) take the logits' dtype.
