@@ -524,6 +524,29 @@ void forward_folded(const ConvGeom& g, const T* x, const ForwardWeights<T>& weig
   }
 }
 
+// Whether the forward folds images into shared GEMMs (forward_folded): few output positions
+// per image and more images than threads. Both backward passes fold exactly where the
+// forward does, since the per-image alternatives are as narrow there as in the forward.
+bool folds_images(const ConvGeom& g) {
+  const int64_t threads = omp_get_max_threads();
+  const bool foldable = g.win.batch > 1 && g.positions <= kFoldedColumns &&
+                        g.win.batch * g.groups > threads;
+  return foldable && (g.positions < kFoldBeforeShifted || !shifted_applies(g));
+}
+
+// dy of images [n0, n1) and one group as a (Kg x (n1 - n0) * L) matrix, images side by side.
+template <typename T>
+void gather_folded_grad(const ConvGeom& g, const T* dy, int64_t grp, int64_t n0, int64_t n1,
+                        T* grad) {
+  const int64_t L = g.positions, Kg = g.group_out, width = (n1 - n0) * L;
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* src = dy + (n * g.out_channels + grp * Kg) * L;
+    for (int64_t k = 0; k < Kg; ++k) {
+      std::copy(src + k * L, src + (k + 1) * L, grad + k * width + (n - n0) * L);
+    }
+  }
+}
+
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   if (conv_direct_applies(g.win, g.out_channels, g.groups)) {
@@ -537,16 +560,15 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
   const ForwardWeights<T> weights = forward_weights(g, w, packed_storage);
   const int64_t image_size = g.win.channels * g.in_plane;
   // Images whose GEMMs would be narrow, with more images than threads, share their GEMMs.
-  const int64_t threads = omp_get_max_threads();
-  const bool foldable = N > 1 && L <= kFoldedColumns && N * G > threads;
-  if (!(foldable && L < kFoldBeforeShifted) && shifted_applies(g)) {
-    forward_shifted(g, x, weights, bias, y);
-    return;
-  }
-  if (foldable) {
+  if (folds_images(g)) {
     forward_folded(g, x, weights, bias, y);
     return;
   }
+  if (shifted_applies(g)) {
+    forward_shifted(g, x, weights, bias, y);
+    return;
+  }
+  const int64_t threads = omp_get_max_threads();
 
   const int64_t images = N * G;
   int64_t tile = tile_width(R, L, images, sizeof(T));
@@ -629,10 +651,57 @@ void backward_input_by_forward(const ConvGeom& g, const T* dy, const T* w, T* dx
   conv_forward_impl(t, dy, wt, static_cast<const T*>(nullptr), dx);
 }
 
+// The input gradient where the forward folds images: per group, the column gradient of
+// several images at once, W_g^T (R x Kg) * dy (Kg x images * L), scattered back through the
+// forward's (position, tap) offset table. Jobs own whole images of one group, so every
+// input cell is summed by one job in a fixed order.
+template <typename T>
+void backward_input_folded(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
+  const int64_t Cg = g.group_in, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
+  const Dims offsets = fold_offsets(g);
+  const int64_t threads = omp_get_max_threads();
+  // Wide enough for full register tiles, narrow enough that the column gradient stays in
+  // L2, and about two jobs per thread when the batch allows.
+  const int64_t fill = (nr + L - 1) / L;
+  const int64_t fit = std::max<int64_t>(1, kChunkBytes / (R * L * int64_t(sizeof(T))));
+  const int64_t share = (N * G + 2 * threads - 1) / (2 * threads);
+  const int64_t per_job = std::min(fit, std::max(fill, share));
+  const int64_t tiles = (N + per_job - 1) / per_job;
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < G * tiles; ++job) {
+    const int64_t grp = job / tiles, n0 = job % tiles * per_job;
+    const int64_t n1 = std::min(N, n0 + per_job), width = (n1 - n0) * L;
+    T* const grad = scratch<T, 1>(Kg * width);
+    T* const cols = scratch<T>(R * width);
+    gather_folded_grad(g, dy, grp, n0, n1, grad);
+    gemm(R, width, Kg, MatrixView<T>{w + grp * Kg * R, 1, R}, MatrixView<T>{grad, width, 1},
+         cols, width, false);
+    for (int64_t n = n0; n < n1; ++n) {
+      T* const image = dx + (n * g.win.channels + grp * Cg) * g.in_plane;
+      std::fill(image, image + Cg * g.in_plane, T(0));
+      for (int64_t c = 0; c < Cg; ++c) {
+        T* const channel = image + c * g.in_plane;
+        const T* const rows = cols + c * kvol * width + (n - n0) * L;
+        for (int64_t l = 0; l < L; ++l) {
+          const int64_t* const tap_offsets = offsets.data() + l * kvol;
+          for (int64_t t = 0; t < kvol; ++t) {
+            if (tap_offsets[t] >= 0) channel[tap_offsets[t]] += rows[t * width + l];
+          }
+        }
+      }
+    }
+  }
+}
+
 template <typename T>
 void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   if (conv_direct_backward_input_applies(g.win, g.out_channels, g.groups)) {
     return conv_direct_backward_input(g.win, g.out_channels, g.groups, dy, w, dx);
+  }
+  if (folds_images(g)) {
+    backward_input_folded(g, dy, w, dx);
+    return;
   }
   if (backward_input_as_forward(g)) {
     backward_input_by_forward(g, dy, w, dx);
@@ -747,10 +816,56 @@ void backward_weight_shifted(const ConvGeom& g, const T* x, const T* dy, T* dw) 
   }
 }
 
+// The weight gradient where the forward folds images: per group, dW_g (Kg x R) =
+// dy (Kg x N * L) * cols (N * L x R), the columns of several images gathered at a time
+// through the forward's offset table. Jobs own column blocks of dW and walk the images in
+// order, so the sums do not depend on scheduling.
+template <typename T>
+void backward_weight_folded(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
+  const int64_t Cg = g.group_in, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
+  const int64_t image_size = g.win.channels * g.in_plane;
+  const Dims offsets = fold_offsets(g);
+  const int64_t threads = omp_get_max_threads();
+  const int64_t r_blocks =
+      std::min((R + nr - 1) / nr, std::max<int64_t>(1, (threads + G - 1) / G));
+  const int64_t r_step = ((R + r_blocks - 1) / r_blocks + nr - 1) / nr * nr;
+  const int64_t per_pass =
+      std::clamp<int64_t>(kChunkBytes / (r_step * L * int64_t(sizeof(T))), 1, N);
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < G * r_blocks; ++job) {
+    const int64_t grp = job / r_blocks;
+    const int64_t r0 = std::min(R, job % r_blocks * r_step), r1 = std::min(R, r0 + r_step);
+    if (r0 >= r1) continue;
+    const int64_t rows = r1 - r0;
+    T* const grad = scratch<T, 1>(Kg * per_pass * L);
+    T* const cols = scratch<T>(per_pass * L * rows);
+    for (int64_t n0 = 0; n0 < N; n0 += per_pass) {
+      const int64_t n1 = std::min(N, n0 + per_pass), width = (n1 - n0) * L;
+      gather_folded_grad(g, dy, grp, n0, n1, grad);
+      for (int64_t j = 0; j < width; ++j) {
+        const T* const image = x + (n0 + j / L) * image_size + grp * Cg * g.in_plane;
+        const int64_t* const tap_offsets = offsets.data() + j % L * kvol;
+        T* const row = cols + j * rows - r0;
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t at = tap_offsets[r % kvol];
+          row[r] = at >= 0 ? image[r / kvol * g.in_plane + at] : T(0);
+        }
+      }
+      gemm(Kg, rows, width, MatrixView<T>{grad, width, 1}, MatrixView<T>{cols, rows, 1},
+           dw + grp * Kg * R + r0, R, n0 > 0);
+    }
+  }
+}
+
 template <typename T>
 void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   if (conv_direct_backward_weight_applies(g.win, g.out_channels, g.groups)) {
     return conv_direct_backward_weight(g.win, g.out_channels, g.groups, x, dy, dw);
+  }
+  if (folds_images(g)) {
+    backward_weight_folded(g, x, dy, dw);
+    return;
   }
   if (shifted_applies(g) && g.group_out >= gemm_kernels().panel_rows) {
     backward_weight_shifted(g, x, dy, dw);

@@ -309,6 +309,8 @@ FOLDED_CASES = [
     ConvCase(9, 2, 10, (4, 4, 4), (2, 2, 2), (2, 2, 2), 0, (1, 1, 1), 1, True),
     ConvCase(9, 3, 10, (20, 20), (2, 2), (3, 3), 0, (1, 1), 1, True),  # 49 positions
     ConvCase(9, 3, 9, (3, 3), (5, 5), (1, 1), 2, (1, 1), 1, False),  # windows mostly padding
+    # Deep columns: the gradients take their images a few at a time.
+    ConvCase(17, 300, 20, (5, 5), (3, 3), (1, 1), 1, (1, 1), 1, True),
 ]
 
 
@@ -325,6 +327,13 @@ def test_folded_small_layers(case: ConvCase, dtype) -> None:
     # GEMMs give exactly what each image gives alone.
     alone = np.concatenate([call_conv(case, x[i:i + 1], w, b) for i in range(case.batch)])
     np.testing.assert_array_equal(y, alone)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", FOLDED_CASES, ids=str)
+def test_folded_small_layers_backward(case: ConvCase, dtype) -> None:
+    # Both gradients fold images exactly where the forward does.
+    test_conv_backward(case, dtype)
 
 
 # ----------------------------------------------------------------------------------------
