@@ -652,41 +652,57 @@ void backward_input_by_forward(const ConvGeom& g, const T* dy, const T* w, T* dx
 }
 
 // The input gradient where the forward folds images: per group, the column gradient of
-// several images at once, W_g^T (R x Kg) * dy (Kg x images * L), scattered back through the
-// forward's (position, tap) offset table. Jobs own whole images of one group, so every
-// input cell is summed by one job in a fixed order.
+// all images at once, W_g^T (R x Kg) * dy (Kg x N * L), scattered back through the
+// forward's (position, tap) offset table. Jobs own input channels of one group: each reads
+// only its rows of W_g^T, and every input cell is summed by one job in a fixed order.
 template <typename T>
 void backward_input_folded(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
-  const int64_t Cg = g.group_in, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
+  const int64_t Cg = g.group_in, kvol = g.win.kernel_volume();
   const Dims offsets = fold_offsets(g);
-  const int64_t threads = omp_get_max_threads();
-  // Wide enough for full register tiles, narrow enough that the column gradient stays in
-  // L2, and about two jobs per thread when the batch allows.
-  const int64_t fill = (nr + L - 1) / L;
-  const int64_t fit = std::max<int64_t>(1, kChunkBytes / (R * L * int64_t(sizeof(T))));
-  const int64_t share = (N * G + 2 * threads - 1) / (2 * threads);
-  const int64_t per_job = std::min(fit, std::max(fill, share));
-  const int64_t tiles = (N + per_job - 1) / per_job;
+  // W_g^T with contiguous rows, so that each job packs its rows as a plain GEMM operand.
+  thread_local std::vector<T> wt_storage;
+  wt_storage.resize(g.out_channels * R);
+  T* const wt = wt_storage.data();
+  constexpr int64_t kBlock = 32;  // square blocks: both sides of the transpose stay cached
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < G * tiles; ++job) {
-    const int64_t grp = job / tiles, n0 = job % tiles * per_job;
-    const int64_t n1 = std::min(N, n0 + per_job), width = (n1 - n0) * L;
-    T* const grad = scratch<T, 1>(Kg * width);
-    T* const cols = scratch<T>(R * width);
-    gather_folded_grad(g, dy, grp, n0, n1, grad);
-    gemm(R, width, Kg, MatrixView<T>{w + grp * Kg * R, 1, R}, MatrixView<T>{grad, width, 1},
-         cols, width, false);
-    for (int64_t n = n0; n < n1; ++n) {
-      T* const image = dx + (n * g.win.channels + grp * Cg) * g.in_plane;
-      std::fill(image, image + Cg * g.in_plane, T(0));
-      for (int64_t c = 0; c < Cg; ++c) {
-        T* const channel = image + c * g.in_plane;
-        const T* const rows = cols + c * kvol * width + (n - n0) * L;
-        for (int64_t l = 0; l < L; ++l) {
-          const int64_t* const tap_offsets = offsets.data() + l * kvol;
-          for (int64_t t = 0; t < kvol; ++t) {
-            if (tap_offsets[t] >= 0) channel[tap_offsets[t]] += rows[t * width + l];
+  for (int64_t job = 0; job < G * ((R + kBlock - 1) / kBlock); ++job) {
+    const int64_t blocks = (R + kBlock - 1) / kBlock;
+    const int64_t grp = job / blocks, r0 = job % blocks * kBlock, r1 = std::min(R, r0 + kBlock);
+    const T* src = w + grp * Kg * R;
+    T* dst = wt + grp * R * Kg;
+    for (int64_t k0 = 0; k0 < Kg; k0 += kBlock) {
+      const int64_t k1 = std::min(Kg, k0 + kBlock);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t k = k0; k < k1; ++k) dst[r * Kg + k] = src[k * R + r];
+      }
+    }
+  }
+  const int64_t cblock = channel_block(Cg, G);
+  const int64_t cblocks = (Cg + cblock - 1) / cblock;
+  const int64_t per_pass =
+      std::clamp<int64_t>(kTileBytes / (cblock * kvol * L * int64_t(sizeof(T))), 1, N);
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < G * cblocks; ++job) {
+    const int64_t grp = job / cblocks, c0 = job % cblocks * cblock;
+    const int64_t c1 = std::min(Cg, c0 + cblock), rows = (c1 - c0) * kvol;
+    T* const grad = scratch<T, 1>(Kg * per_pass * L);
+    T* const cols = scratch<T>(rows * per_pass * L);
+    for (int64_t n0 = 0; n0 < N; n0 += per_pass) {
+      const int64_t n1 = std::min(N, n0 + per_pass), width = (n1 - n0) * L;
+      gather_folded_grad(g, dy, grp, n0, n1, grad);
+      gemm(rows, width, Kg, MatrixView<T>{wt + (grp * R + c0 * kvol) * Kg, Kg, 1},
+           MatrixView<T>{grad, width, 1}, cols, width, false);
+      for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t c = c0; c < c1; ++c) {
+          T* const channel = dx + (n * g.win.channels + grp * Cg + c) * g.in_plane;
+          std::fill(channel, channel + g.in_plane, T(0));
+          const T* const col_rows = cols + (c - c0) * kvol * width + (n - n0) * L;
+          for (int64_t l = 0; l < L; ++l) {
+            const int64_t* const tap_offsets = offsets.data() + l * kvol;
+            for (int64_t t = 0; t < kvol; ++t) {
+              if (tap_offsets[t] >= 0) channel[tap_offsets[t]] += col_rows[t * width + l];
+            }
           }
         }
       }
@@ -831,7 +847,7 @@ void backward_weight_folded(const ConvGeom& g, const T* x, const T* dy, T* dw) {
       std::min((R + nr - 1) / nr, std::max<int64_t>(1, (threads + G - 1) / G));
   const int64_t r_step = ((R + r_blocks - 1) / r_blocks + nr - 1) / nr * nr;
   const int64_t per_pass =
-      std::clamp<int64_t>(kChunkBytes / (r_step * L * int64_t(sizeof(T))), 1, N);
+      std::clamp<int64_t>(kTileBytes / (r_step * L * int64_t(sizeof(T))), 1, N);
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < G * r_blocks; ++job) {
     const int64_t grp = job / r_blocks;
