@@ -361,6 +361,89 @@ def test_batch_norm(shape, training, affine, rng) -> None:
               [x] + params)
 
 
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("shape", [(5, 4), (3, 4, 7), (2, 4, 5, 6), (2, 4, 3, 2, 3)], ids=str)
+def test_batch_norm_with_residual_and_relu(shape, relu, rng) -> None:
+    # fastconv's fused end of a residual block: batch_norm(x) + residual, then ReLU, as
+    # torch's three ops; gradients reach x, weight, bias and the residual.
+    c = shape[1]
+    x = rng.standard_normal(shape) * 3 - 2
+    residual = rng.standard_normal(shape)
+    params = [rng.standard_normal(c), rng.standard_normal(c)]
+    rm, rv = np.zeros(c), np.ones(c)
+    t_rm, t_rv = torch.zeros(c, dtype=torch.float64), torch.ones(c, dtype=torch.float64)
+
+    def theirs(u, r, w, b):
+        out = TF.batch_norm(u, t_rm, t_rv, w, b, training=True) + r
+        return TF.relu(out) if relu else out
+
+    compare(lambda u, r, w, b: F.batch_norm(u, rm, rv, w, b, training=True, residual=r,
+                                            relu=relu),
+            theirs, [x, residual] + params, rng)
+    assert_close_torch(rm, t_rm)
+    assert_close_torch(rv, t_rv)
+    gradcheck(lambda u, r, w, b: F.batch_norm(u, None, None, w, b, training=True,
+                                              residual=r, relu=relu),
+              [x, residual] + params)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_training_layer_sized(dtype, rng) -> None:
+    # ResNet-sized layers against torch in float64, a large mean (the variance must not
+    # cancel) and the array path that CuPy arrays take (an ndarray subclass takes it here).
+    # (torch in float32 is no reference here: on this data its x gradient is 5% off.)
+    x = (rng.standard_normal((8, 16, 14, 14)) * 0.5 + 300).astype(dtype)
+    w, b = rng.standard_normal(16).astype(dtype), rng.standard_normal(16).astype(dtype)
+    residual = rng.standard_normal(x.shape).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    # Relative to each array's largest value: gradients are sums with cancellation.
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    ts = [torch.tensor(a.astype(np.float64), requires_grad=True) for a in (x, w, b, residual)]
+    ref = TF.relu(TF.batch_norm(ts[0], None, None, ts[1], ts[2], training=True) + ts[3])
+    ref.backward(torch.tensor(g.astype(np.float64)))
+
+    class Other(np.ndarray):
+        pass
+
+    for wrap in (lambda a: a, lambda a: a.view(Other)):
+        ours = [Tensor(wrap(a.copy()), requires_grad=True) for a in (x, w, b, residual)]
+        out = F.batch_norm(ours[0], None, None, ours[1], ours[2], training=True,
+                           residual=ours[3], relu=True)
+        out.backward(wrap(g))
+        for a, r in [(out.data, ref.detach())] + [(t.grad, r.grad) for t, r in zip(ours, ts)]:
+            r = r.numpy()
+            assert np.abs(np.asarray(a) - r).max() <= tol * np.abs(r).max()
+
+
+def test_batch_norm_training_does_not_depend_on_the_thread_count() -> None:
+    # Each channel's sums run on one thread in one order, whatever the thread count.
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, sys\n"
+        "from fastconv import Tensor\n"
+        "from fastconv.nn import functional as F\n"
+        "rng = np.random.default_rng(3)\n"
+        "x = Tensor(rng.standard_normal((4, 6, 9, 9)).astype(np.float32), requires_grad=True)\n"
+        "w = Tensor(np.linspace(0.5, 2, 6, dtype=np.float32), requires_grad=True)\n"
+        "out = F.batch_norm(x, None, None, w, None, training=True, relu=True)\n"
+        "out.backward(rng.standard_normal(x.shape).astype(np.float32))\n"
+        "for a in (out.data, x.grad, w.grad): sys.stdout.buffer.write(a.tobytes())\n")
+    outputs = [subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                              env=dict(os.environ, OMP_NUM_THREADS=threads)).stdout
+               for threads in ("1", "2", "3")]
+    assert len(outputs[0]) == (2 * 4 * 6 * 81 + 6) * 4
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_batch_norm_residual_must_match(rng) -> None:
+    x = Tensor(rng.standard_normal((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"batch_norm: residual must match x \(shape \(2, 3, 4\)"):
+        F.batch_norm(x, None, None, training=True, residual=np.zeros((2, 3, 1)))
+
+
 def test_batch_norm_tensor_running_stats_and_errors(rng) -> None:
     x = rng.standard_normal((5, 2, 3))
     rm, rv = Tensor(np.zeros(2)), Tensor(np.ones(2))

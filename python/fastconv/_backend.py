@@ -25,7 +25,7 @@ import operator
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Hashable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -443,6 +443,83 @@ def tanh(a: Any) -> Any:
     else:
         array_module(a).tanh(a, out=out)
     return out
+
+
+def _contiguous(a: Optional[Any]) -> Optional[Any]:
+    return None if a is None else np.ascontiguousarray(a)
+
+
+def _channel_shape(data: Any) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """The axes every per-channel statistic of data (N, C, ...) reduces over, and the shape
+    that broadcasts a (C,) array against data."""
+    return (0,) + tuple(range(2, data.ndim)), (1, data.shape[1]) + (1,) * (data.ndim - 2)
+
+
+def batch_norm_train(data: Any, weight: Optional[Any], bias: Optional[Any], eps: float,
+                     residual: Optional[Any] = None, relu: bool = False) -> Tuple[Any, ...]:
+    """Training-mode batch norm of data (N, C, ...) with its batch statistics, then
+    + residual (data's shape) and a ReLU when asked: (out, mean, var, invstd), the last
+    three (C,) in data's dtype (var biased, invstd = 1 / sqrt(var + eps)). weight and bias
+    are (C,) arrays in data's dtype or None. Float NumPy arrays run in one multi-threaded
+    C++ pass per channel (sums in double), others with array operations."""
+    channels = data.shape[1]
+    if type(data) is np.ndarray and data.dtype in FLOAT_DTYPES:
+        out = empty("cpu", data.shape, data.dtype)
+        mean, var, invstd = (empty("cpu", (channels,), data.dtype) for _ in range(3))
+        _cpu.batch_norm_forward(np.ascontiguousarray(data), _contiguous(weight),
+                                _contiguous(bias), _contiguous(residual), relu, float(eps), out,
+                                mean, var, invstd)
+        return out, mean, var, invstd
+    xp = array_module(data)
+    axes, bshape = _channel_shape(data)
+    # Sums in float64, as the C++ pass: a float32 channel sum drifts with the batch size.
+    mean64 = data.mean(axis=axes, dtype=np.float64)
+    var = data.var(axis=axes, dtype=np.float64).astype(data.dtype)
+    mean = mean64.astype(data.dtype)
+    invstd = (1.0 / xp.sqrt(var + eps)).astype(data.dtype, copy=False)
+    scale = invstd if weight is None else invstd * weight
+    out = (data - mean.reshape(bshape)) * scale.reshape(bshape)
+    if bias is not None:
+        out += bias.reshape(bshape)
+    if residual is not None:
+        out += residual
+    if relu:
+        xp.maximum(out, 0, out=out)
+    return out, mean, var, invstd
+
+
+def batch_norm_train_backward(grad: Any, data: Any, mean: Any, invstd: Any,
+                              weight: Optional[Any], out: Optional[Any], need_x: bool,
+                              need_weight: bool, need_bias: bool,
+                              need_sum: bool) -> Tuple[Optional[Any], ...]:
+    """Gradients of batch_norm_train given grad, the gradient of its output: (grad_x,
+    grad_weight, grad_bias, grad_sum), each None unless asked for. `out` is the forward's
+    output when its ReLU was on (grad is masked where out <= 0), else None; grad_sum is
+    that masked gradient, which the residual receives."""
+    channels = data.shape[1]
+    if type(data) is np.ndarray and data.dtype in FLOAT_DTYPES:
+        grads = (empty("cpu", data.shape, data.dtype) if need_x else None,
+                 empty("cpu", (channels,), data.dtype) if need_weight else None,
+                 empty("cpu", (channels,), data.dtype) if need_bias else None,
+                 empty("cpu", data.shape, data.dtype) if need_sum else None)
+        _cpu.batch_norm_backward(np.ascontiguousarray(grad, dtype=data.dtype),
+                                 np.ascontiguousarray(data), mean, invstd, _contiguous(weight),
+                                 _contiguous(out), *grads)
+        return grads
+    xp = array_module(data)
+    axes, bshape = _channel_shape(data)
+    count = data.size // channels
+    g = grad if out is None else xp.where(out > 0, grad, 0).astype(data.dtype, copy=False)
+    xhat = (data - mean.reshape(bshape)) * invstd.reshape(bshape)
+    sum_g = g.sum(axis=axes, dtype=np.float64).astype(data.dtype)
+    sum_gxhat = (g * xhat).sum(axis=axes, dtype=np.float64).astype(data.dtype)
+    grad_x = None
+    if need_x:
+        scale = invstd if weight is None else invstd * weight
+        grad_x = (g - (sum_g / count).reshape(bshape)
+                  - xhat * (sum_gxhat / count).reshape(bshape)) * scale.reshape(bshape)
+    return (grad_x, sum_gxhat if need_weight else None, sum_g if need_bias else None,
+            g if need_sum else None)
 
 
 def channel_affine(data: Any, scale: Any, shift: Any, residual: Optional[Any] = None,

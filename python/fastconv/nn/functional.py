@@ -14,7 +14,8 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._backend import array_module, channel_affine, device_of, float_arrays, is_gpu
+from .._backend import (array_module, batch_norm_train, batch_norm_train_backward,
+                        channel_affine, device_of, float_arrays, is_gpu)
 from ..ops.conv import ConvPlan, conv_plan, flipped
 from ..ops.pool import PoolPlan, pool_plan
 from ..ops.roi import RoiPlan, roi_plan
@@ -625,7 +626,7 @@ def batch_norm_scale_shift(running_mean: Any, running_var: Any, weight: Optional
 
 def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
                bias: Any = None, training: bool = False, momentum: float = 0.1,
-               eps: float = 1e-5) -> Tensor:
+               eps: float = 1e-5, *, residual: Any = None, relu: bool = False) -> Tensor:
     """Batch normalization over every dim but 1 (torch semantics).
 
     training=True normalizes with the batch mean and biased variance and, when given,
@@ -633,6 +634,10 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
     (1 - momentum) * running + momentum * batch, with the unbiased batch variance;
     the backward pass goes through the batch statistics. training=False uses the running
     statistics.
+
+    fastconv's extension, for the end of a residual block: `residual` (x's shape) is added
+    to the result and `relu` applies max(., 0) after, as one op (one pass over x each way
+    in training on NumPy arrays, and no intermediate kept for backward).
     """
     op = "batch_norm"
     x = _tensor(op, "x", x)
@@ -651,34 +656,69 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
         if t is not None and t.shape != (channels,):
             raise ValueError(f"{op}: {name} must have shape ({channels},) for x shape "
                              f"{x.shape}, got {t.shape}")
-    xp = array_module(x.data)
-    axes = (0,) + tuple(range(2, x.ndim))
-    bshape = (1, channels) + (1,) * (x.ndim - 2)
-    n = x.data.size // channels
-    data = x.data
+    res = _tensor(op, "residual", residual, optional=True)
+    if res is not None and (res.shape != x.shape or res.dtype != x.dtype
+                            or device_of(res.data) != device_of(x.data)):
+        raise ValueError(f"{op}: residual must match x (shape {x.shape}, dtype {x.dtype}, "
+                         f"{device_of(x.data)}), got shape {res.shape}, dtype {res.dtype}, "
+                         f"{device_of(res.data)}")
     if training:
-        if n <= 1:
-            raise ValueError(f"{op}: expected more than 1 value per channel when training, "
-                             f"got x shape {x.shape}")
-        mean = data.mean(axis=axes)
-        var = data.var(axis=axes)
-        if rm is not None:
-            rm *= 1 - momentum
-            rm += momentum * mean.astype(rm.dtype, copy=False)
-        if rv is not None:
-            rv *= 1 - momentum
-            rv += momentum * (var * (n / (n - 1))).astype(rv.dtype, copy=False)
+        out = _batch_norm_training(x, rm, rv, w, b, momentum, eps, res, bool(relu))
     else:
-        if rm is None or rv is None:
-            raise ValueError(f"{op}: running_mean and running_var are needed when not "
-                             "training")
-        mean, var = rm.astype(data.dtype, copy=False), rv.astype(data.dtype, copy=False)
-    if not training and not (is_grad_enabled()
-                             and any(t is not None and t.requires_grad for t in (x, w, b))):
+        out = _batch_norm_running(x, rm, rv, w, b, eps)
+        if res is not None:
+            out = out + res
+        if relu:
+            out = out.relu()
+    return out
+
+
+def _batch_norm_training(x: Tensor, rm: Any, rv: Any, w: Optional[Tensor],
+                         b: Optional[Tensor], momentum: float, eps: float,
+                         residual: Optional[Tensor], relu: bool) -> Tensor:
+    """batch_norm with the batch statistics as one node: x, the per-channel mean and
+    1/std (and the output, for the ReLU's mask) are all the backward pass keeps."""
+    data = x.data
+    n = data.size // x.shape[1]
+    if n <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                         f"training, got x shape {x.shape}")
+    w_data = None if w is None else w.data.astype(data.dtype, copy=False)
+    b_data = None if b is None else b.data.astype(data.dtype, copy=False)
+    out, mean, var, invstd = batch_norm_train(
+        data, w_data, b_data, eps, None if residual is None else residual.data, relu)
+    if rm is not None:
+        rm *= 1 - momentum
+        rm += momentum * mean.astype(rm.dtype, copy=False)
+    if rv is not None:
+        rv *= 1 - momentum
+        rv += momentum * (var * (n / (n - 1))).astype(rv.dtype, copy=False)
+    inputs = [(t, t is not None and t.requires_grad) for t in (x, w, b, residual)]
+
+    def backward(g: Any) -> tuple:
+        grads = batch_norm_train_backward(g, data, mean, invstd, w_data, out if relu else None,
+                                          *(needed for _, needed in inputs))
+        return tuple(gr for gr, (t, _) in zip(grads, inputs) if t is not None)
+
+    return Tensor._make(out, [t for t, _ in inputs if t is not None], backward, "batch_norm")
+
+
+def _batch_norm_running(x: Tensor, rm: Any, rv: Any, w: Optional[Tensor],
+                        b: Optional[Tensor], eps: float) -> Tensor:
+    """batch_norm with the running statistics (evaluation)."""
+    if rm is None or rv is None:
+        raise ValueError("batch_norm: running_mean and running_var are needed when not "
+                         "training")
+    data = x.data
+    if not (is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b))):
         # Inference: one per-channel affine map, x * scale + shift, in two passes over x
         # instead of four full-size temporaries.
         scale, shift = batch_norm_scale_shift(rm, rv, w, b, eps, data.dtype)
         return Tensor(channel_affine(data, scale, shift))
+    xp = array_module(data)
+    bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    axes = (0,) + tuple(range(2, x.ndim))
+    mean, var = rm.astype(data.dtype, copy=False), rv.astype(data.dtype, copy=False)
     inv_std = (1.0 / xp.sqrt(var + eps)).astype(data.dtype, copy=False)
     xhat = (data - mean.reshape(bshape)) * inv_std.reshape(bshape)
     w_data = None if w is None else w.data.astype(data.dtype, copy=False)
@@ -694,12 +734,7 @@ def batch_norm(x: Any, running_mean: Any, running_var: Any, weight: Any = None,
         gx = None
         if x.requires_grad:
             gxhat = g * w_data.reshape(bshape) if w is not None else g
-            if training:
-                s1 = gxhat.sum(axis=axes).reshape(bshape)
-                s2 = (gxhat * xhat).sum(axis=axes).reshape(bshape)
-                gx = inv_std.reshape(bshape) / n * (n * gxhat - s1 - xhat * s2)
-            else:
-                gx = gxhat * inv_std.reshape(bshape)
+            gx = gxhat * inv_std.reshape(bshape)
         return tuple(gr for gr, t in ((gx, x), (gw, w), (gb, b)) if t is not None)
 
     parents = [t for t in (x, w, b) if t is not None]

@@ -53,6 +53,10 @@ class BatchNormNd(Module):
         if x.shape[1] != self.num_features:
             raise ValueError(f"expected {self.num_features} channels, got input shape "
                              f"{tuple(x.shape)}")
+        return self._normalize(x)
+
+    def _normalize(self, x: Tensor, residual: Optional[Tensor] = None,
+                   relu: bool = False) -> Tensor:
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
@@ -60,23 +64,33 @@ class BatchNormNd(Module):
                 momentum = 1.0 / float(self.num_batches_tracked)
         use_batch_stats = self.training or self.running_mean is None
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            use_batch_stats, momentum, self.eps)
+                            use_batch_stats, momentum, self.eps, residual=residual, relu=relu)
 
     def forward_then(self, x: Tensor, residual: Optional[Tensor] = None,
                      activation: Optional["Module"] = None) -> Tensor:
-        """activation(self(x) + residual), residual and activation optional: in inference
-        on NumPy float arrays (eval mode, running statistics, nothing recorded, no forward
-        hooks on self or activation, an nn.ReLU or nn.ReLU6 activation) one pass over x
-        (ReLU6 adds an in-place cap at 6), whose results are bitwise those of the separate
-        ops; otherwise the ops one after another."""
-        fusable = (runs_plain(x, self.weight, self.bias, residual) and not self.training
-                   and self.running_mean is not None and not self._forward_hooks
+        """activation(self(x) + residual), residual and activation optional, as one op where
+        the pieces allow (no forward hooks on self or activation, an nn.ReLU activation, a
+        residual of x's shape, dtype and device): in training (batch statistics) one node
+        of F.batch_norm with its `residual` and `relu`; in inference on NumPy float arrays
+        (eval mode, running statistics, nothing recorded; nn.ReLU6 allowed too, as an
+        in-place cap at 6) one pass over x whose results are bitwise those of the separate
+        ops. Otherwise the ops one after another."""
+        plain_parts = (not self._forward_hooks and isinstance(x, Tensor)
+                       and (activation is None or not activation._forward_hooks)
+                       and (residual is None or (type(residual.data) is type(x.data)
+                                                 and residual.shape == x.shape
+                                                 and residual.dtype == x.dtype)))
+        if (plain_parts and (self.training or self.running_mean is None)
+                and (activation is None or type(activation) is ReLU)):
+            check_rank(x, self.ranks, self.what)
+            if x.shape[1] != self.num_features:
+                raise ValueError(f"expected {self.num_features} channels, got input shape "
+                                 f"{tuple(x.shape)}")
+            return self._normalize(x, residual, activation is not None)
+        fusable = (plain_parts and runs_plain(x, self.weight, self.bias, residual)
+                   and not self.training and self.running_mean is not None
                    and x.ndim >= 2 and x.shape[1] == self.num_features
-                   and (activation is None or (type(activation) in (ReLU, ReLU6)
-                                               and not activation._forward_hooks))
-                   and (residual is None or (type(residual.data) is type(x.data)
-                                             and residual.shape == x.shape
-                                             and residual.dtype == x.dtype)))
+                   and (activation is None or type(activation) in (ReLU, ReLU6)))
         if not fusable:
             out = self(x)
             if residual is not None:
