@@ -88,7 +88,7 @@ void forward_impl(const ChannelLayout& s, const T* x, const T* weight, const T* 
 }
 
 // g_out: the incoming gradient; with `out` (the forward's output after its ReLU) it is first
-// masked where out <= 0. grad_sum (the residual's gradient, also the one every
+// zeroed where out <= 0 (a NaN output passes it on, as torch's ReLU). grad_sum (the residual's gradient, also the one every
 // input of the add receives) is that masked gradient, written only when asked.
 template <typename T, bool masked, bool with_sum>
 void backward_impl(const ChannelLayout& s, const T* g_out, const T* x, const T* mean,
@@ -107,7 +107,7 @@ void backward_impl(const ChannelLayout& s, const T* g_out, const T* x, const T* 
 #pragma omp simd reduction(+ : sum_g, sum_gx)
       for (int64_t i = 0; i < s.plane; ++i) {
         T gi = g[i];
-        if constexpr (masked) gi = y[i] > T(0) ? gi : T(0);
+        if constexpr (masked) gi = y[i] <= T(0) ? T(0) : gi;
         if constexpr (with_sum) sum_out[i] = gi;
         sum_g += double(gi);
         sum_gx += double(gi) * double(src[i] - m);
@@ -128,7 +128,7 @@ void backward_impl(const ChannelLayout& s, const T* g_out, const T* x, const T* 
 #pragma omp simd
       for (int64_t i = 0; i < s.plane; ++i) {
         T gi = g[i];
-        if constexpr (masked) gi = y[i] > T(0) ? gi : T(0);
+        if constexpr (masked) gi = y[i] <= T(0) ? T(0) : gi;
         const T xhat = (src[i] - m) * t_is;
         dst[i] = (gi - mean_g - xhat * mean_gxhat) * factor;
       }
@@ -250,7 +250,7 @@ void bind_batch_norm(py::module_& m) {
         py::arg("grad_x").none(true), py::arg("grad_weight").none(true),
         py::arg("grad_bias").none(true), py::arg("grad_sum").none(true),
         "Gradients of batch_norm_forward given the gradient of its output (masked where "
-        "`out`, the forward's output, is not > 0 when its ReLU was on): whichever of "
+        "`out`, the forward's output, is <= 0 when its ReLU was on): whichever of "
         "grad_x (N, C, ...), grad_weight and grad_bias (C,), and grad_sum (the masked "
         "gradient, the residual's) are given.");
 }

@@ -1,12 +1,14 @@
 // Elementwise maps for the network layer, on every thread where NumPy runs one: the
 // per-channel affine map of eval-mode batch norm, optionally followed by a residual add and
-// a ReLU (one pass where NumPy would make up to four; same arithmetic, no contraction), and
-// tanh (vectorized per instruction set in simd/activations.inl).
+// a ReLU (one pass where NumPy would make up to four; same arithmetic, no contraction),
+// tanh (vectorized per instruction set in simd/activations.inl) and the backward passes of
+// relu, tanh and sigmoid.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <string>
 #include <type_traits>
 
 #include "fastconv/activations.hpp"
@@ -75,7 +77,7 @@ void channel_affine_py(const py::array& x, const py::array& scale, const py::arr
 }
 
 // Values per parallel job: large enough that a job outweighs waking a thread.
-constexpr int64_t kTanhChunk = int64_t(1) << 15;
+constexpr int64_t kElementwiseChunk = int64_t(1) << 15;
 
 template <typename T>
 void tanh_run(const T* x, T* y, int64_t count) {
@@ -86,12 +88,61 @@ void tanh_run(const T* x, T* y, int64_t count) {
       return for_cpu_path(avx512::tanh_f64, avx2::tanh_f64, baseline::tanh_f64);
     }
   }();
-  const int64_t chunks = (count + kTanhChunk - 1) / kTanhChunk;
+  const int64_t chunks = (count + kElementwiseChunk - 1) / kElementwiseChunk;
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const int64_t start = chunk * kTanhChunk;
-    kernel(x + start, y + start, std::min(kTanhChunk, count - start));
+    const int64_t start = chunk * kElementwiseChunk;
+    kernel(x + start, y + start, std::min(kElementwiseChunk, count - start));
   }
+}
+
+// Activations whose derivative is a function of their output y, so that backward keeps
+// only y: relu (0 where y <= 0), tanh (1 - y^2), sigmoid (y (1 - y)).
+enum class Activation { relu, tanh, sigmoid };
+
+// dx = dy * f'(y), with the NumPy expressions' operations in their order (bitwise equal).
+template <typename T, Activation kind>
+void activation_backward_run(const T* dy, const T* y, T* dx, int64_t count) {
+  const int64_t chunks = (count + kElementwiseChunk - 1) / kElementwiseChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t start = chunk * kElementwiseChunk, stop = std::min(count, start + kElementwiseChunk);
+#pragma omp simd
+    for (int64_t i = start; i < stop; ++i) {
+      if constexpr (kind == Activation::relu) {
+        dx[i] = y[i] <= T(0) ? T(0) : dy[i];  // NaN passes dy on, as torch
+      } else if constexpr (kind == Activation::tanh) {
+        dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+      } else {
+        dx[i] = dy[i] * y[i] * (T(1) - y[i]);
+      }
+    }
+  }
+}
+
+void activation_backward_py(const std::string& kind, const py::array& dy, const py::array& y,
+                            py::array& out) {
+  const std::vector<int64_t> shape = shape_of(y);
+  check_shape(dy, shape, "dy");
+  check_shape(out, shape, "out");
+  FC_CHECK(kind == "relu" || kind == "tanh" || kind == "sigmoid",
+           "activation_backward: kind must be 'relu', 'tanh' or 'sigmoid', got '", kind, "'");
+  int64_t count = 1;
+  for (int64_t extent : shape) count *= extent;
+  dispatch_float(float_dtype(y, "y"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* dyp = input_ptr<T>(dy, "dy");
+    const T* yp = input_ptr<T>(y, "y");
+    T* op = output_ptr<T>(out, "out");
+    py::gil_scoped_release release;
+    if (kind == "relu") {
+      activation_backward_run<T, Activation::relu>(dyp, yp, op, count);
+    } else if (kind == "tanh") {
+      activation_backward_run<T, Activation::tanh>(dyp, yp, op, count);
+    } else {
+      activation_backward_run<T, Activation::sigmoid>(dyp, yp, op, count);
+    }
+  });
 }
 
 void tanh_py(const py::array& x, py::array& out) {
@@ -115,6 +166,10 @@ void bind_elementwise(py::module_& m) {
         py::arg("out"), py::arg("residual") = py::none(), py::arg("relu") = false,
         "out (N, C, ...) <- x * scale[c] + shift[c] (+ residual, same shape as x) (then "
         "max(., 0) with relu); out may be x or residual itself.");
+  m.def("activation_backward", &activation_backward_py, py::arg("kind"), py::arg("dy"),
+        py::arg("y"), py::arg("out"),
+        "out <- dy * f'(x) for f = kind ('relu', 'tanh', 'sigmoid') given the forward's "
+        "output y = f(x), any shape (C-contiguous); out may be dy itself.");
   m.def("tanh", &tanh_py, py::arg("x"), py::arg("out"),
         "out <- tanh(x) elementwise, any shape (C-contiguous); out may be x itself.");
 }

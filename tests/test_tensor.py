@@ -507,3 +507,35 @@ def test_cpu_matmul_every_path_and_layout(m: int, b_layout: str, dtype, rng) -> 
     again = np.empty_like(out)
     _cpu.matmul(a, b, again)
     np.testing.assert_array_equal(out, again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid"])
+def test_activation_gradients_match_torch_and_the_array_path(name, dtype) -> None:
+    # The backward passes run in C++ on NumPy arrays and as array expressions elsewhere
+    # (CuPy; an ndarray subclass takes that path here): both equal torch's gradient, and
+    # relu's is 0 where its output is not > 0, even for an infinite or NaN upstream value.
+    import torch
+
+    rng = np.random.default_rng(len(name))
+    x = rng.standard_normal((3, 70, 129)).astype(dtype) * 3
+    x[0, 0, :4] = [0.0, -0.0, np.nan, np.inf]
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[0, 1, :2] = [np.inf, np.nan]
+    xt = torch.tensor(x, requires_grad=True)
+    getattr(torch, name)(xt).backward(torch.tensor(g))
+    expected = xt.grad.numpy()
+
+    class Other(np.ndarray):
+        pass
+
+    results = []
+    for wrap in (lambda a: a, lambda a: a.view(Other)):
+        t = Tensor(wrap(x.copy()), requires_grad=True)
+        getattr(t, name)().backward(wrap(g[:, :, ::-1].copy()[:, :, ::-1]))
+        results.append(np.asarray(t.grad))
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for got in results:
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol, equal_nan=True)
+    np.testing.assert_array_equal(results[0], results[1])

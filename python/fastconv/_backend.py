@@ -509,7 +509,7 @@ def batch_norm_train_backward(grad: Any, data: Any, mean: Any, invstd: Any,
     xp = array_module(data)
     axes, bshape = _channel_shape(data)
     count = data.size // channels
-    g = grad if out is None else xp.where(out > 0, grad, 0).astype(data.dtype, copy=False)
+    g = grad if out is None else xp.where(out <= 0, 0, grad).astype(data.dtype, copy=False)
     xhat = (data - mean.reshape(bshape)) * invstd.reshape(bshape)
     sum_g = g.sum(axis=axes, dtype=np.float64).astype(data.dtype)
     sum_gxhat = (g * xhat).sum(axis=axes, dtype=np.float64).astype(data.dtype)
@@ -520,6 +520,22 @@ def batch_norm_train_backward(grad: Any, data: Any, mean: Any, invstd: Any,
                   - xhat * (sum_gxhat / count).reshape(bshape)) * scale.reshape(bshape)
     return (grad_x, sum_gxhat if need_weight else None, sum_g if need_bias else None,
             g if need_sum else None)
+
+
+def activation_backward(kind: str, grad: Any, out: Any) -> Any:
+    """grad * f'(x) for f = kind ("relu", "tanh" or "sigmoid") from the forward's output
+    out = f(x), into a new array: float NumPy arrays in one multi-threaded pass, others
+    with the same array expressions (bitwise equal)."""
+    if type(out) is np.ndarray and out.dtype in FLOAT_DTYPES:
+        result = empty("cpu", out.shape, out.dtype)
+        _cpu.activation_backward(kind, np.ascontiguousarray(grad, dtype=out.dtype),
+                                 np.ascontiguousarray(out), result)
+        return result
+    if kind == "relu":
+        return array_module(out).where(out <= 0, 0, grad).astype(out.dtype, copy=False)
+    if kind == "tanh":
+        return grad * (1 - out * out)
+    return grad * out * (1 - out)
 
 
 def channel_affine(data: Any, scale: Any, shift: Any, residual: Optional[Any] = None,

@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._backend import array_module, empty_like, is_gpu, matmul
+from ._backend import activation_backward, array_module, empty_like, is_gpu, matmul
 from ._backend import tanh as _tanh_array
 
 __all__ = ["Tensor", "Parameter", "no_grad", "enable_grad", "is_grad_enabled",
@@ -778,9 +778,9 @@ class Tensor:
                 xp.maximum(data, 0, out=data)
                 return self
             return Tensor(xp.maximum(data, 0, out=empty_like(data, data.shape, data.dtype)))
-        mask = data > 0
-        return Tensor._make(xp.maximum(data, 0, out=empty_like(data, data.shape, data.dtype)),
-                            [self], lambda g: (g * mask,), "relu")
+        out = xp.maximum(data, 0, out=empty_like(data, data.shape, data.dtype))
+        return Tensor._make(out, [self], lambda g: (activation_backward("relu", g, out),),
+                            "relu")
 
     def sigmoid(self) -> "Tensor":
         """1 / (1 + exp(-x)), computed without overflow."""
@@ -788,12 +788,14 @@ class Tensor:
         data = self.data
         e = xp.exp(-xp.abs(data))
         out = xp.where(data >= 0, 1 / (1 + e), e / (1 + e)).astype(data.dtype, copy=False)
-        return Tensor._make(out, [self], lambda g: (g * out * (1 - out),), "sigmoid")
+        return Tensor._make(out, [self], lambda g: (activation_backward("sigmoid", g, out),),
+                            "sigmoid")
 
     def tanh(self) -> "Tensor":
         self._float_op("tanh")
         out = _tanh_array(self.data)
-        return Tensor._make(out, [self], lambda g: (g * (1 - out * out),), "tanh")
+        return Tensor._make(out, [self], lambda g: (activation_backward("tanh", g, out),),
+                            "tanh")
 
     def softmax(self, dim: int = -1) -> "Tensor":
         """exp(x) / sum(exp(x)) along dim, shifted by the max for stability."""
