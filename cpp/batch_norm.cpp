@@ -88,8 +88,8 @@ void forward_impl(const ChannelLayout& s, const T* x, const T* weight, const T* 
 }
 
 // g_out: the incoming gradient; with `out` (the forward's output after its ReLU) it is first
-// zeroed where out <= 0 (a NaN output passes it on, as torch's ReLU). grad_sum (the residual's gradient, also the one every
-// input of the add receives) is that masked gradient, written only when asked.
+// zeroed where out <= 0 (a NaN output passes it on, as torch's ReLU). grad_sum, the
+// residual's gradient, is that masked gradient, written only when asked.
 template <typename T, bool masked, bool with_sum>
 void backward_impl(const ChannelLayout& s, const T* g_out, const T* x, const T* mean,
                    const T* invstd, const T* weight, const T* out, T* grad_x, T* grad_weight,
