@@ -244,34 +244,34 @@ void max_pool_backward_py(const py::array& dy, const py::array& indices, py::arr
   const int64_t planes = s.planes, in_plane = s.in_plane, out_plane = s.out_plane;
   const int64_t* ip = index_input(indices, "indices");
   const int64_t count = planes * out_plane;
-  // Every index is checked before anything is written: a bad one must not corrupt memory.
   int64_t bad = count;
-  {
-    py::gil_scoped_release release;
-#pragma omp parallel for schedule(static) reduction(min : bad)
-    for (int64_t j = 0; j < count; ++j) {
-      if ((ip[j] < 0 || ip[j] >= in_plane) && j < bad) bad = j;
-    }
-  }
-  FC_CHECK(bad == count, "max_pool_backward: indices must lie in [0, ", in_plane,
-           ") (the spatial size of one plane of dx shape ", tuple_str(dx_shape),
-           "), got ", ip[bad == count ? 0 : bad], " at flat position ", bad, " of indices shape ",
-           tuple_str(dy_shape));
   dispatch_float(float_dtype(dy, "dy"), [&](auto zero) {
     using T = decltype(zero);
     const T* dyp = input_ptr<T>(dy, "dy");
     T* dxp = output_ptr<T>(dx, "dx");
     py::gil_scoped_release release;
     // Scatters stay inside one plane, so planes are independent and each sums in order.
-#pragma omp parallel for schedule(static)
+    // Each index is checked as it is used (one pass over the indices, not two): a bad one
+    // is skipped, so memory outside its plane is never touched, and reported below.
+#pragma omp parallel for schedule(static) reduction(min : bad)
     for (int64_t plane = 0; plane < planes; ++plane) {
       T* dst = dxp + plane * in_plane;
       std::fill(dst, dst + in_plane, T(0));
       const T* src = dyp + plane * out_plane;
       const int64_t* at = ip + plane * out_plane;
-      for (int64_t j = 0; j < out_plane; ++j) dst[at[j]] += src[j];
+      for (int64_t j = 0; j < out_plane; ++j) {
+        if (static_cast<uint64_t>(at[j]) < static_cast<uint64_t>(in_plane)) {
+          dst[at[j]] += src[j];
+        } else if (plane * out_plane + j < bad) {
+          bad = plane * out_plane + j;
+        }
+      }
     }
   });
+  FC_CHECK(bad == count, "max_pool_backward: indices must lie in [0, ", in_plane,
+           ") (the spatial size of one plane of dx shape ", tuple_str(dx_shape),
+           "), got ", ip[bad == count ? 0 : bad], " at flat position ", bad, " of indices shape ",
+           tuple_str(dy_shape));
 }
 
 }  // namespace

@@ -524,14 +524,23 @@ def test_bad_max_pool_backward(call, error, match):
         call()
 
 
-def test_out_of_range_index_writes_nothing():
-    dy = np.ones((1, 2, 2, 2))
-    idx = np.zeros((1, 2, 2, 2), np.int64)
-    idx[0, 1, 1, 1] = 16  # plane has 16 cells
-    dx = np.full((1, 2, 4, 4), 7.0)
-    with pytest.raises(ValueError, match=r"indices must lie in \[0, 16\).*got 16"):
+@pytest.mark.parametrize("bad", [16, -1, 2**62])
+def test_out_of_range_index_is_reported_and_skipped(bad):
+    # Indices are checked as the scatter uses them: a bad one is never written (it would
+    # land outside its plane, or outside dx) and the call fails naming it.
+    dy = np.ones((1, 3, 2, 2))
+    idx = np.zeros((1, 3, 2, 2), np.int64)
+    idx[0, 1, 1, 1] = bad  # a plane has 16 cells
+    idx[0, 2, 0, 0] = 15
+    dx = np.full((1, 3, 4, 4), 7.0)
+    with pytest.raises(ValueError, match=rf"indices must lie in \[0, 16\).*got {bad} at "
+                                         r"flat position 7 "):
         _cpu.max_pool_backward(dy, idx, dx)
-    assert np.all(dx == 7.0)
+    expected = np.zeros((3, 16))
+    expected[0, 0] = 4
+    expected[1, 0] = 3
+    expected[2, 0], expected[2, 15] = 3, 1
+    np.testing.assert_array_equal(dx.reshape(3, 16), expected)
 
 
 # Direct calls into the extension: every precondition is re-checked there.
