@@ -52,6 +52,7 @@ PYBIND11_MODULE(_cpu, m) {
   fastconv::bind_matmul(m);
   fastconv::bind_elementwise(m);
   fastconv::bind_batch_norm(m);
+  fastconv::bind_optim(m);
   fastconv::bind_peak(m);
   fastconv::bind_host_cache(m);
   m.def("build_info", [] {

@@ -538,6 +538,34 @@ def activation_backward(kind: str, grad: Any, out: Any) -> Any:
     return grad * out * (1 - out)
 
 
+def steps_in_place(param: Any, grad: Any) -> bool:
+    """Whether the fused optimizer steps (sgd_step, adam_step) can update `param` with
+    `grad`: C-contiguous float NumPy arrays of one dtype and shape."""
+    return (type(param) is np.ndarray and param.dtype in FLOAT_DTYPES
+            and param.flags.c_contiguous and type(grad) is np.ndarray
+            and grad.dtype == param.dtype and grad.shape == param.shape
+            and grad.flags.c_contiguous)
+
+
+def sgd_step(params: Sequence[Any], grads: Sequence[Any], buffers: Sequence[Any],
+             fresh: Sequence[bool], lr: float, momentum: float, dampening: float,
+             weight_decay: float, nesterov: bool) -> None:
+    """One SGD step (torch.optim.SGD's arithmetic) over every parameter array in place, in
+    one multi-threaded C++ pass; all arrays pass steps_in_place and share one dtype. A
+    momentum buffer marked `fresh` is set to the first decayed gradient."""
+    _cpu.sgd_step(list(params), list(grads), list(buffers), list(fresh), lr, momentum,
+                  dampening, weight_decay, nesterov)
+
+
+def adam_step(params: Sequence[Any], grads: Sequence[Any], exp_avgs: Sequence[Any],
+              exp_avg_sqs: Sequence[Any], steps: Sequence[int], lr: float, beta1: float,
+              beta2: float, eps: float, weight_decay: float) -> None:
+    """One Adam step (torch.optim.Adam's arithmetic) over every parameter array in place,
+    in one multi-threaded C++ pass; `steps` are the step counts after this step."""
+    _cpu.adam_step(list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), list(steps),
+                   lr, beta1, beta2, eps, weight_decay)
+
+
 def channel_affine(data: Any, scale: Any, shift: Any, residual: Optional[Any] = None,
                    relu: bool = False) -> Any:
     """data * scale[c] + shift[c] (+ residual) (then ReLU) for data (N, C, ...): float NumPy

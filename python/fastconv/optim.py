@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import array_module
+from ._backend import adam_step, array_module, sgd_step, steps_in_place
 from .tensor import enable_grad
 
 __all__ = ["SGD", "Adam", "CosineAnnealingLR", "LBFGS", "Optimizer", "StepLR"]
@@ -184,6 +184,27 @@ class Optimizer:
         """Update every parameter that has a gradient."""
         raise NotImplementedError
 
+    def _split_fused(self, group: ParamGroup, state_keys: tuple[str, ...]
+                     ) -> tuple[list[list[tuple[Any, Any]]], list[tuple[Any, Any]]]:
+        """The (parameter, gradient) pairs of `group` that have a gradient: those the fused
+        C++ steps can update (with their state arrays under `state_keys`, where present,
+        of the parameter's layout too, as a loaded state dict may not be), one list per
+        dtype, and the rest."""
+        fused: dict[Any, list[tuple[Any, Any]]] = {}
+        rest = []
+        for p in group["params"]:
+            g = self._grad(p)
+            if g is None:
+                continue
+            state = self.state.get(p, {})
+            if steps_in_place(p.data, g) and all(
+                    state.get(key) is None or steps_in_place(p.data, state[key])
+                    for key in state_keys):
+                fused.setdefault(p.data.dtype, []).append((p, g))
+            else:
+                rest.append((p, g))
+        return list(fused.values()), rest
+
     @staticmethod
     def _grad(p: Any) -> np.ndarray | None:
         g = p.grad
@@ -245,17 +266,29 @@ class SGD(Optimizer):
             raise ValueError("nesterov momentum requires a momentum > 0 and zero dampening")
 
     def step(self) -> None:
-        """Take one SGD step for every parameter whose `.grad` is not None."""
+        """Take one SGD step for every parameter whose `.grad` is not None: contiguous
+        NumPy parameters in one fused C++ pass per dtype, the others with array ops (the
+        same arithmetic)."""
         for group in self.param_groups:
             lr = group["lr"]
             momentum = group["momentum"]
             dampening = group["dampening"]
             weight_decay = group["weight_decay"]
             nesterov = group["nesterov"]
-            for p in group["params"]:
-                g = self._grad(p)
-                if g is None:
-                    continue
+            fused, rest = self._split_fused(
+                group, ("momentum_buffer",) if momentum != 0 else ())
+            for pairs in fused:
+                buffers, fresh = [], []
+                if momentum != 0:
+                    for p, _ in pairs:
+                        state = self.state.setdefault(p, {})
+                        fresh.append(state.get("momentum_buffer") is None)
+                        if fresh[-1]:
+                            state["momentum_buffer"] = np.empty_like(p.data)
+                        buffers.append(state["momentum_buffer"])
+                sgd_step([p.data for p, _ in pairs], [g for _, g in pairs], buffers, fresh,
+                         lr, momentum, dampening, weight_decay, nesterov)
+            for p, g in rest:
                 if weight_decay != 0:
                     # A new array: the caller's .grad must not change.
                     g = g + weight_decay * p.data
@@ -310,22 +343,24 @@ class Adam(Optimizer):
                                  "must be in [0, 1)")
 
     def step(self) -> None:
-        """Take one Adam step for every parameter whose `.grad` is not None."""
+        """Take one Adam step for every parameter whose `.grad` is not None: contiguous
+        NumPy parameters in one fused C++ pass per dtype, the others with array ops (the
+        same arithmetic)."""
         for group in self.param_groups:
             lr = group["lr"]
             beta1, beta2 = group["betas"]
             eps = group["eps"]
             weight_decay = group["weight_decay"]
-            for p in group["params"]:
-                g = self._grad(p)
-                if g is None:
-                    continue
-                state = self.state.setdefault(p, {})
-                if not state:
-                    state["step"] = 0
-                    xp = array_module(p.data)
-                    state["exp_avg"] = xp.zeros_like(p.data)
-                    state["exp_avg_sq"] = xp.zeros_like(p.data)
+            fused, rest = self._split_fused(group, ("exp_avg", "exp_avg_sq"))
+            for pairs in fused:
+                states = [self._adam_state(p) for p, _ in pairs]
+                for state in states:
+                    state["step"] += 1
+                adam_step([p.data for p, _ in pairs], [g for _, g in pairs],
+                          [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                          [s["step"] for s in states], lr, beta1, beta2, eps, weight_decay)
+            for p, g in rest:
+                state = self._adam_state(p)
                 exp_avg: np.ndarray = state["exp_avg"]
                 exp_avg_sq: np.ndarray = state["exp_avg_sq"]
                 state["step"] += 1
@@ -347,6 +382,15 @@ class Adam(Optimizer):
                 denom /= bias_correction2_sqrt
                 denom += eps
                 p.data -= step_size * (exp_avg / denom)
+
+    def _adam_state(self, p: Any) -> dict:
+        state = self.state.setdefault(p, {})
+        if not state:
+            state["step"] = 0
+            xp = array_module(p.data)
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        return state
 
 
 def _lerp_(start: np.ndarray, end: np.ndarray, weight: float) -> None:

@@ -12,6 +12,7 @@ void bind_roi(pybind11::module_& m);
 void bind_matmul(pybind11::module_& m);
 void bind_elementwise(pybind11::module_& m);
 void bind_batch_norm(pybind11::module_& m);
+void bind_optim(pybind11::module_& m);
 void bind_peak(pybind11::module_& m);
 void bind_host_cache(pybind11::module_& m);
 }  // namespace fastconv
