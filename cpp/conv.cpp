@@ -64,8 +64,10 @@ constexpr int64_t kFoldBeforeShifted = 32;
 // register tile with lane sums. Measured on ResNet/VGG/Inception layers at batch 8 (one
 // thread): dot products win up to 128 output channels (64ch 56x56: 23.8 -> 18.3 ms, 5x5
 // 192->32: 31.7 -> 21.3 ms, 128ch 28x28 even), the GEMM from 256 (256ch 14x14: 21.4 vs
-// 24.2 ms, 512ch: 82.9 vs 94.3 ms).
-constexpr int64_t kDotMaxOutputs = 128;
+// 24.2 ms, 512ch: 82.9 vs 94.3 ms). At ResNet-18's training batch of 16 (112x112 input)
+// the GEMM wins from 128 channels (128ch 14x14: 13.7 -> 8.4 ms; 64 -> 128 stride 2:
+// 10.0 -> 5.4 ms) and dot products keep 64 (64ch 28x28: 8.9 vs 10.5 ms with the GEMM).
+constexpr int64_t kDotMaxOutputs = 64;
 // Output positions (summed over images) per register tile in the weight gradient.
 constexpr int64_t kDotDepth = 2048;
 

@@ -217,7 +217,7 @@ MEDIUM_CASES = [
     ConvCase(1, 8, 20, (21, 18), (3, 3), (2, 2), 2, (2, 2), 1, False),
     ConvCase(2, 5, 10, (11, 12, 9), (3, 2, 3), (2, 3, 1), 1, (2, 1, 1), 1, True),
     # Weight gradient: many small images per dot-product pass (a position tail in each),
-    # grouped dot products, and the packed GEMM above 128 output channels per group.
+    # grouped dot products, and the packed GEMM above 64 output channels per group.
     ConvCase(9, 12, 20, (5, 6), (3, 3), (1, 1), 1, (1, 1), 1, True),
     ConvCase(5, 16, 40, (7, 9), (3, 3), (1, 1), 1, (1, 1), 2, False),
     ConvCase(3, 10, 136, (9, 8), (3, 3), (1, 1), 1, (1, 1), 1, True),
