@@ -539,3 +539,26 @@ def test_activation_gradients_match_torch_and_the_array_path(name, dtype) -> Non
         assert got.dtype == dtype
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol, equal_nan=True)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_grads_never_share_memory() -> None:
+    # .grad arrays are taken without a copy where that is safe: never one shared by two
+    # tensors (add hands the same gradient to both inputs), a view, or the caller's grad.
+    rng = np.random.default_rng(0)
+    a, b = (Tensor(rng.standard_normal((3, 4)), requires_grad=True) for _ in range(2))
+    c = Tensor(rng.standard_normal(12), requires_grad=True)
+    g = rng.standard_normal((3, 4))
+    (a + b + c.reshape(3, 4)).backward(g)
+    grads = [a.grad, b.grad, c.grad, g]
+    for i, x in enumerate(grads):
+        for y in grads[i + 1:]:
+            assert not np.shares_memory(x, y)
+    for x in (a, b):
+        np.testing.assert_array_equal(x.grad, g)
+    np.testing.assert_array_equal(c.grad, g.reshape(12))
+    leaf = Tensor(rng.standard_normal(5), requires_grad=True)
+    upstream = rng.standard_normal(5)
+    leaf.backward(upstream)
+    assert not np.shares_memory(leaf.grad, upstream)
+    leaf.grad[...] = 0  # the caller's array is untouched
+    assert upstream.any()

@@ -415,16 +415,24 @@ class Tensor:
                     stack.append((p, False))
 
         grads = {id(self): grad}
+        # A fresh gradient array that owns its memory becomes .grad as it is (no copy of
+        # every weight gradient per step); one that is a view, the caller's `grad`, or
+        # already some tensor's .grad is copied, so no two .grad arrays share memory.
+        handed_out = {id(grad)}
         for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if node.is_leaf or node._retain:
                 g_store = g.astype(node.data.dtype, copy=False)
-                if node.grad is None:
-                    node.grad = xp.array(xp.broadcast_to(g_store, node.data.shape))
-                else:
+                if node.grad is not None:
                     node.grad = node.grad + g_store
+                elif (g_store.shape == node.data.shape and g_store.base is None
+                      and id(g_store) not in handed_out):
+                    node.grad = g_store
+                else:
+                    node.grad = xp.array(xp.broadcast_to(g_store, node.data.shape))
+                handed_out.add(id(node.grad))
             if node.is_leaf:
                 continue
             parent_grads = node._backward_fn(g)
