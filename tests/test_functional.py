@@ -165,6 +165,20 @@ def test_linear(x_shape, bias, rng) -> None:
     gradcheck(F.linear, arrays)
 
 
+def test_linear_weight_gradient_is_contiguous_float32(rng) -> None:
+    # The weight gradient comes out in the weight's own layout (the fused optimizer step
+    # updates it in place) and equals torch's.
+    x = rng.standard_normal((4, 2, 7)).astype(np.float32)
+    w = rng.standard_normal((9, 7)).astype(np.float32)
+    g = rng.standard_normal((4, 2, 9)).astype(np.float32)
+    weight = Tensor(w, requires_grad=True)
+    F.linear(Tensor(x), weight).backward(g)
+    wt = torch.tensor(w, requires_grad=True)
+    TF.linear(torch.tensor(x), wt).backward(torch.tensor(g))
+    assert weight.grad.flags.c_contiguous and weight.grad.dtype == np.float32
+    np.testing.assert_allclose(weight.grad, wt.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh"])
 def test_activations(name, rng) -> None:
     x = rng.standard_normal((3, 4, 5)) * 3

@@ -431,7 +431,8 @@ class Tensor:
                       and id(g_store) not in handed_out):
                     node.grad = g_store
                 else:
-                    node.grad = xp.array(xp.broadcast_to(g_store, node.data.shape))
+                    node.grad = xp.array(xp.broadcast_to(g_store, node.data.shape),
+                                         order="C")
                 handed_out.add(id(node.grad))
             if node.is_leaf:
                 continue

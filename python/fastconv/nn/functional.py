@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from .._backend import (array_module, batch_norm_train, batch_norm_train_backward,
-                        channel_affine, device_of, float_arrays, is_gpu)
+                        channel_affine, device_of, float_arrays, is_gpu, matmul)
 from ..ops.conv import ConvPlan, conv_plan, flipped
 from ..ops.pool import PoolPlan, pool_plan
 from ..ops.roi import RoiPlan, roi_plan
@@ -191,8 +191,24 @@ def linear(x: Any, weight: Any, bias: Any = None) -> Tensor:
     if b is not None and b.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias must have shape ({weight.shape[0]},) for weight shape "
                          f"{weight.shape}, got {b.shape}")
-    out = x @ weight.T
-    return out + b if b is not None else out
+    # One node: the weight gradient g^T x comes out contiguous in weight's layout (through
+    # a transposed-weight node it would be a transposed view that needs a copy).
+    x_data, w_data = x.data, weight.data
+    rows = x_data.reshape(-1, x_data.shape[-1])
+    out = matmul(rows, w_data.T)
+    if b is not None:
+        out = out + b.data
+    out = out.reshape(x_data.shape[:-1] + (w_data.shape[0],))
+
+    def backward(g: Any) -> tuple:
+        g_rows = g.reshape(-1, g.shape[-1])
+        grads = [matmul(g_rows, w_data).reshape(x_data.shape) if x.requires_grad else None,
+                 matmul(g_rows.T, rows) if weight.requires_grad else None]
+        if b is not None:
+            grads.append(g_rows.sum(axis=0) if b.requires_grad else None)
+        return tuple(grads)
+
+    return Tensor._make(out, [x, weight] + ([b] if b is not None else []), backward, "linear")
 
 
 # ----------------------------------------------------------------------------- activations
