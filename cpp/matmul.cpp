@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
@@ -38,46 +39,28 @@ MatrixView<T> view_of(const py::array& a, const char* name) {
           a.strides(1) / int64_t(sizeof(T))};
 }
 
-// Rows of A at most this many (a fully connected layer at batch 1 to 4) skip the packed
-// GEMM: the product is bound by reading B, which the dot/axpy loops below stream once, where
-// the GEMM would first copy all of B into its panel layout.
-constexpr int64_t kStreamedRows = 4;
+// A of at most kStreamedMaxRows rows (a fully connected layer at batch 1 to 4) skips the
+// packed GEMM: the product is bound by reading B, which the streamed kernel reads in place
+// once, where the GEMM would first copy all of B into its panel layout.
+template <typename T>
+bool streamable(int64_t m, MatrixView<T> b) {
+  return m >= 1 && m <= kStreamedMaxRows && (b.row_stride == 1 || b.col_stride == 1);
+}
 
+// Column blocks of C on the threads; each output is summed by one job in one order.
 template <typename T>
 void streamed_product(int64_t m, int64_t n, int64_t k, MatrixView<T> a, MatrixView<T> b,
                       T* c) {
-  if (b.row_stride == 1) {
-    // Column j of B is contiguous (B is a transposed row-major weight, x @ W.T): one dot
-    // product per output, each summed in one fixed order by one thread.
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < n; ++j) {
-      const T* bj = b.data + j * b.col_stride;
-      for (int64_t i = 0; i < m; ++i) {
-        const T* ai = a.data + i * a.row_stride;
-        T acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t p = 0; p < k; ++p) acc += ai[p * a.col_stride] * bj[p];
-        c[i * n + j] = acc;
-      }
-    }
-    return;
+  std::vector<T> rows(m * k);  // A is tiny: its rows are made contiguous once
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t p = 0; p < k; ++p) rows[i * k + p] = a.data[i * a.row_stride + p * a.col_stride];
   }
-  // Otherwise rows of B run along j: accumulate a[i, p] * B[p, j-block] over p.
-  constexpr int64_t kBlock = 256;
+  constexpr int64_t kColumns = 2048;
+  const int64_t blocks = (n + kColumns - 1) / kColumns;
 #pragma omp parallel for schedule(static)
-  for (int64_t j0 = 0; j0 < n; j0 += kBlock) {
-    const int64_t len = std::min(kBlock, n - j0);
-    T acc[kBlock];
-    for (int64_t i = 0; i < m; ++i) {
-      std::fill(acc, acc + len, T(0));
-      for (int64_t p = 0; p < k; ++p) {
-        const T ap = a.data[i * a.row_stride + p * a.col_stride];
-        const T* row = b.data + p * b.row_stride + j0 * b.col_stride;
-#pragma omp simd
-        for (int64_t jj = 0; jj < len; ++jj) acc[jj] += ap * row[jj * b.col_stride];
-      }
-      std::copy(acc, acc + len, c + i * n + j0);
-    }
+  for (int64_t block = 0; block < blocks; ++block) {
+    gemm_streamed(m, block * kColumns, std::min(n, (block + 1) * kColumns), k, rows.data(), b,
+                  c, n);
   }
 }
 
@@ -93,7 +76,7 @@ void matmul_py(const py::array& a, const py::array& b, py::array& out) {
     const MatrixView<T> av = view_of<T>(a, "a"), bv = view_of<T>(b, "b");
     T* c = output_ptr<T>(out, "out");
     py::gil_scoped_release release;
-    if (m <= kStreamedRows) {
+    if (streamable(m, bv)) {
       streamed_product(m, n, k, av, bv, c);
       return;
     }

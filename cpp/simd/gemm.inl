@@ -450,6 +450,76 @@ void gemm_dot_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, ShiftedRows
 
 
 
+// ---- C (m x [j0, j1)) = A * B for A of at most kStreamedMaxRows contiguous rows
+//
+// Bound by reading B (a fully connected layer's weights at batch 1 to 4), which is read in
+// place exactly once: every row of C is accumulated together.
+template <typename T, int M>
+void streamed_rows(int64_t j0, int64_t j1, int64_t k, const T* a, MatrixView<T> b, T* c,
+                   int64_t ldc) {
+  const T* a0 = a;
+  const T* a1 = a + (M > 1 ? k : 0);
+  const T* a2 = a + (M > 2 ? 2 * k : 0);
+  const T* a3 = a + (M > 3 ? 3 * k : 0);
+  if (b.row_stride == 1) {
+    // Columns of B contiguous (x @ W.T): M dot products per column.
+    for (int64_t j = j0; j < j1; ++j) {
+      const T* bj = b.data + j * b.col_stride;
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+      for (int64_t p = 0; p < k; ++p) {
+        const T v = bj[p];
+        s0 += a0[p] * v;
+        if constexpr (M > 1) s1 += a1[p] * v;
+        if constexpr (M > 2) s2 += a2[p] * v;
+        if constexpr (M > 3) s3 += a3[p] * v;
+      }
+      const T sums[4] = {s0, s1, s2, s3};
+      for (int i = 0; i < M; ++i) c[i * ldc + j] = sums[i];
+    }
+    return;
+  }
+  // Rows of B contiguous (g @ W): a[i, p] * B[p, block] accumulated over p for every i,
+  // in blocks whose sums stay in L1 while the rows of B stream by.
+  constexpr int64_t kBlock = 32768 / (M * int64_t(sizeof(T)));
+  for (int64_t jb = j0; jb < j1; jb += kBlock) {
+    const int64_t len = std::min(kBlock, j1 - jb);
+    T acc[M][kBlock];
+    for (int i = 0; i < M; ++i) std::fill(acc[i], acc[i] + len, T(0));
+    for (int64_t p = 0; p < k; ++p) {
+      const T* row = b.data + p * b.row_stride + jb;
+      for (int i = 0; i < M; ++i) {
+        const T ap = a[i * k + p];
+        T* sum = acc[i];
+#pragma omp simd
+        for (int64_t jj = 0; jj < len; ++jj) sum[jj] += ap * row[jj];
+      }
+    }
+    for (int i = 0; i < M; ++i) std::copy(acc[i], acc[i] + len, c + i * ldc + jb);
+  }
+}
+
+template <typename T>
+void streamed_impl(int64_t m, int64_t j0, int64_t j1, int64_t k, const T* a, MatrixView<T> b,
+                   T* c, int64_t ldc) {
+  static_assert(kStreamedMaxRows == 4, "one instantiation per row count below");
+  switch (m) {
+    case 1: return streamed_rows<T, 1>(j0, j1, k, a, b, c, ldc);
+    case 2: return streamed_rows<T, 2>(j0, j1, k, a, b, c, ldc);
+    case 3: return streamed_rows<T, 3>(j0, j1, k, a, b, c, ldc);
+    default: return streamed_rows<T, 4>(j0, j1, k, a, b, c, ldc);
+  }
+}
+
+void streamed_f32(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a,
+                  MatrixView<float> b, float* c, int64_t ldc) {
+  streamed_impl(m, j0, j1, k, a, b, c, ldc);
+}
+void streamed_f64(int64_t m, int64_t j0, int64_t j1, int64_t k, const double* a,
+                  MatrixView<double> b, double* c, int64_t ldc) {
+  streamed_impl(m, j0, j1, k, a, b, c, ldc);
+}
+
 void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
               float* c, int64_t ldc, bool accumulate) {
   gemm_impl<float>(m, n, k, a, nullptr, {b, nullptr, {}}, c, ldc, accumulate);
@@ -504,6 +574,7 @@ const GemmKernels& gemm_table() {
   static const GemmKernels table{gemm_f32,    gemm_f64,   pack_f32,    pack_f64,
                                  packed_f32,  packed_f64, panels_f32,  panels_f64,
                                  shifted_f32, shifted_f64, dot_f32,    dot_f64,
+                                 streamed_f32, streamed_f64,
                                  kMR,         kNR<float>, kNR<double>};
   return table;
 }

@@ -82,6 +82,13 @@ template <typename T>
 using GemmDotFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a, ShiftedRows<T> b,
                            T* c, int64_t ldc, bool accumulate, DotBatch batch);
 
+// C[m x [j0, j1)] = A * B with A's m <= kStreamedMaxRows rows contiguous (k values each):
+// for products bound by reading B, which is read in place once (B needs a unit stride).
+constexpr int64_t kStreamedMaxRows = 4;
+template <typename T>
+using GemmStreamedFn = void (*)(int64_t m, int64_t j0, int64_t j1, int64_t k, const T* a,
+                                MatrixView<T> b, T* c, int64_t ldc);
+
 struct GemmKernels {
   GemmFn<float> f32;
   GemmFn<double> f64;
@@ -95,6 +102,8 @@ struct GemmKernels {
   GemmShiftedFn<double> shifted_f64;
   GemmDotFn<float> dot_f32;
   GemmDotFn<double> dot_f64;
+  GemmStreamedFn<float> streamed_f32;
+  GemmStreamedFn<double> streamed_f64;
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
   int64_t panel_cols_f64;
@@ -164,6 +173,15 @@ inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
 }
 
 // C[m x n] (+)= sum over the batch of A * B^T, both read along the depth (see GemmDotFn).
+inline void gemm_streamed(int64_t m, int64_t j0, int64_t j1, int64_t k, const float* a,
+                          MatrixView<float> b, float* c, int64_t ldc) {
+  gemm_kernels().streamed_f32(m, j0, j1, k, a, b, c, ldc);
+}
+inline void gemm_streamed(int64_t m, int64_t j0, int64_t j1, int64_t k, const double* a,
+                          MatrixView<double> b, double* c, int64_t ldc) {
+  gemm_kernels().streamed_f64(m, j0, j1, k, a, b, c, ldc);
+}
+
 inline void gemm_dot(int64_t m, int64_t n, int64_t k, MatrixView<float> a, ShiftedRows<float> b,
                      float* c, int64_t ldc, bool accumulate, DotBatch batch) {
   gemm_kernels().dot_f32(m, n, k, a, b, c, ldc, accumulate, batch);
