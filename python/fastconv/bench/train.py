@@ -9,10 +9,12 @@ zero_grad + forward + loss + backward + optimizer step (fastconv.bench.step).
 - Agreement: CHECK_STEPS steps from the identical start in fastconv (float32), in the twin
   (float32) and in the twin cast to float64, the reference. Compared with the reference,
   per tensor max|ours - reference| / max|reference|, the largest over the tensors, for
-  fastconv and for torch: "grad err" on the gradients of the last check step (what the
-  backward computed, at weights that differ only by float32 rounding), "weight err" on the
-  parameters and buffers (BatchNorm running mean and variance, num_batches_tracked) after
-  the steps (what the optimizer did with them). Not the weights' changes: at lr 0.01 a
+  fastconv and for torch: "grad err" on the gradients of the first step (what forward and
+  backward computed from the identical start: later steps start from weights that differ by
+  rounding, and at lr 0.01 VGG-16's second-step gradients already differ by ~1e-2..5e-1 from
+  float64 in either framework), "weight err" on the parameters and buffers (BatchNorm running
+  mean and variance, num_batches_tracked) after the last step (what the optimizer, momentum
+  included, did with them). Not the weights' changes: at lr 0.01 a
   change is ~1e-4..1e-6 of its weight, so float32 storage alone rounds it by 1e-3..1e-1 in
   both frameworks alike. Not fastconv against torch directly: some float32 gradients are
   sums that nearly cancel (BatchNorm's weight gradient, sum(dy * x_hat)) and rounding alone
@@ -117,10 +119,18 @@ def _max_rel_err(ours: Dict[str, np.ndarray], reference: Dict[str, np.ndarray]) 
     return worst
 
 
-def _torch_arrays(model: Any) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-    """(gradients by parameter name, state dict) of a torch module, as NumPy copies."""
-    grads = {k: p.grad.detach().numpy().copy() for k, p in model.named_parameters()}
-    return grads, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+def _check_run(model: Any, step: Callable[[], float]
+               ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray], List[float]]:
+    """CHECK_STEPS steps of a fresh model of either framework: (gradients of the first
+    step by parameter name, state dict after the last step, losses), NumPy copies."""
+    def copy(v: Any) -> np.ndarray:
+        # torch tensors (their __array__ predates NumPy 2's copy keyword) or NumPy arrays
+        return v.detach().numpy().copy() if hasattr(v, "detach") else np.array(v)
+
+    losses = [step()]
+    grads = {k: copy(p.grad) for k, p in model.named_parameters()}
+    losses += [step() for _ in range(CHECK_STEPS - 1)]
+    return grads, {k: copy(v) for k, v in model.state_dict().items()}, losses
 
 
 def _alternating_ms(steps: Sequence[Callable[[], float]], reps: int) -> List[float]:
@@ -186,24 +196,24 @@ def bench_model(name: str, reps: int, threads: int, memory: bool = True,
     ref.double()
     ref_opt = torch.optim.SGD(ref.parameters(), lr=train_step.LR, momentum=train_step.MOMENTUM,
                               weight_decay=train_step.WEIGHT_DECAY)
-    ref_step = train_step.stepper("torch", ref, ref_opt, x.astype(np.float64), y)
-    losses = [ref_step() for _ in range(CHECK_STEPS)]
-    ref_grads, ref_state = _torch_arrays(ref)
-    del ref, ref_opt, ref_step
+    ref_grads, ref_state, losses = _check_run(
+        ref, train_step.stepper("torch", ref, ref_opt, x.astype(np.float64), y))
+    del ref, ref_opt
 
     ours, ours_opt = train_step.build("fastconv", name, start)
     theirs, theirs_opt = train_step.build("torch", name, start, TWINS)
     steps = [train_step.stepper("fastconv", ours, ours_opt, x, y),
              train_step.stepper("torch", theirs, theirs_opt, x, y)]
-    losses += [fn() for fn in steps for _ in range(CHECK_STEPS)]
-    grads = {k: p.grad for k, p in ours.named_parameters()}
-    errs = [_max_rel_err(grads, ref_grads), _max_rel_err(ours.state_dict(), ref_state)]
-    theirs_grads, theirs_state = _torch_arrays(theirs)
-    torch_errs = [_max_rel_err(theirs_grads, ref_grads), _max_rel_err(theirs_state, ref_state)]
+    errs = []
+    for model, fn in zip((ours, theirs), steps):
+        grads, state, more = _check_run(model, fn)
+        errs.append((_max_rel_err(grads, ref_grads), _max_rel_err(state, ref_state)))
+        losses += more
+    (grad_err, weight_err), (torch_grad_err, torch_weight_err) = errs
 
     fastconv_ms, torch_ms = _alternating_ms(steps, reps)
     losses += [fn() for fn in steps]
-    bad = (any(not e <= ERR_FACTOR * t + ERR_FLOOR for e, t in zip(errs, torch_errs))
+    bad = (any(not e <= ERR_FACTOR * t + ERR_FLOOR for e, t in zip(*errs))
            or not all(math.isfinite(v) for v in losses))
 
     mib: Dict[str, Dict[str, Any]] = {}
@@ -211,7 +221,7 @@ def bench_model(name: str, reps: int, threads: int, memory: bool = True,
         mib = measure_memory(name, start, x, y, threads)
     return TrainResult(
         name, case.shape, fastconv_ms, torch_ms, fastconv_ms / torch_ms, case.target,
-        errs[0], torch_errs[0], errs[1], torch_errs[1],
+        grad_err, torch_grad_err, weight_err, torch_weight_err,
         mib.get("fastconv", {}).get("step_mib"), mib.get("torch", {}).get("step_mib"),
         mib.get("fastconv", {}).get("peak_mib"), mib.get("torch", {}).get("peak_mib"),
         reps, bad)
@@ -223,7 +233,7 @@ def format_table(results: Sequence[TrainResult], threads: int) -> str:
         f"training step (zero_grad + forward + cross-entropy + backward + SGD lr {train_step.LR} "
         f"momentum {train_step.MOMENTUM} weight decay {train_step.WEIGHT_DECAY}), "
         f"dropout off; median ms, {threads} threads each; ratio = fastconv ms / torch ms",
-        f"err: vs torch in float64, gradients of step {CHECK_STEPS} and weights after it, "
+        f"err: vs torch in float64, gradients of step 1 and weights after step {CHECK_STEPS}, "
         f"max|diff| / max|reference| (BAD: fastconv err > {ERR_FACTOR:g} x torch's + "
         f"{ERR_FLOOR:g}); step MiB: peak RSS during {MEMORY_STEPS} steps above the RSS "
         "before them; peak MiB: the whole process (a fresh one per framework)"]
