@@ -1,4 +1,5 @@
-"""fastconv's benchmark: `python -m fastconv bench [--quick | --smoke] [--gpu] [--models]`.
+"""fastconv's benchmark:
+`python -m fastconv bench [--quick | --smoke] [--gpu] [--models | --train]`.
 
 - cases.py: one table of layer shapes per op family and the problems built from it, for the
   CPU and the GPU alike (a case carries its device).
@@ -6,6 +7,8 @@
   CUDA events on the GPU) and roofs.
 - runner.py: runs the cases of a device, checks every result; report.py: one table.
 - models.py: whole-network forward passes against plain-torch twins (`--models`).
+- train.py: whole-network training steps against the twins, with agreement of the updated
+  weights and peak memory per framework (`--train`); step.py: the step both share.
 The pytest-benchmark suite in benchmarks/ times the same cases.
 """
 
@@ -38,9 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the cases on CuPy arrays against PyTorch CUDA (cuDNN, TF32 "
                              "off) and torchvision.ops on the same device memory; needs a "
                              "CUDA GPU")
-    parser.add_argument("--models", action="store_true",
-                        help="instead: forward time of whole networks (lenet5, vgg16, resnet50, "
-                             "efficientnet_lite0 at batch 1 and 8) against their PyTorch twins")
+    whole = parser.add_mutually_exclusive_group()
+    whole.add_argument("--models", action="store_true",
+                       help="instead: forward time of whole networks (lenet5, vgg16, resnet50, "
+                            "efficientnet_lite0 at batch 1 and 8) against their PyTorch twins")
+    whole.add_argument("--train", action="store_true",
+                       help="instead: time of a training step (forward, backward, SGD) of "
+                            "lenet5, resnet18, vgg16, convnet1d and convnet3d against their "
+                            "PyTorch twins, the updated weights compared, and the peak memory "
+                            "of each in a fresh process (--quick: lenet5 only)")
 
 
 def main(args: Any) -> int:
@@ -48,6 +57,16 @@ def main(args: Any) -> int:
     reference, 1 if any is off or failed, 2 when the run cannot happen here."""
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     prog = "python -m fastconv bench" + (" --gpu" if args.gpu else "")
+    if args.train:
+        if args.gpu or args.no_torch:
+            print(f"{prog}: error: --train runs on the CPU against PyTorch: it does not "
+                  "combine with --gpu or --no-torch", file=sys.stderr)
+            return 2
+        from .train import run as run_train
+
+        rows = run_train(quick=args.quick or args.smoke, json_path=args.json,
+                         progress=not args.no_progress)
+        return 1 if any(r.bad for r in rows) else 0
     if args.models:
         if args.gpu:
             print(f"{prog}: error: --gpu and --models do not combine", file=sys.stderr)

@@ -347,6 +347,7 @@ TWINS: Dict[str, Callable[[], tnn.Module]] = {
     "resnet50": lambda: TorchResNet(TorchBottleneck, [3, 4, 6, 3]),
     "googlenet": TorchGoogLeNet,
     "nin": torch_nin,
+    "convnet1d": lambda: TorchConvNet1d(187),
     "convnet3d": TorchConvNet3d,
     "efficientnet_lite0": TorchEfficientNetLite0,
 }
