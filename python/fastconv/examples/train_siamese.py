@@ -334,8 +334,13 @@ CANDIDATES: Tuple[Recipe, ...] = (
     Recipe(2, channels=16), Recipe(4, channels=16, lr=1e-3),
     Recipe(4, channels=16, mining="all"), Recipe(4, channels=16, augment="none"),
     Recipe(4, channels=16, margin=0.1), Recipe(8, channels=16, lr=5e-4),
+    Recipe(4, channels=16, mining="all", lr=1e-3), Recipe(4, channels=32, mining="all"),
+    Recipe(6, channels=16, mining="all"), Recipe(4, channels=16, mining="all", margin=0.1),
+    Recipe(4, channels=16, mining="all", instances=32),
+    Recipe(4, channels=16, mining="all", margin=0.5), Recipe(3, channels=16, mining="all"),
+    Recipe(4, channels=24, mining="all"),
 )
-DIGITS = Recipe(4, channels=16, mining="all")
+DIGITS = Recipe(4, channels=16, mining="all", margin=0.1)
 
 
 # ----------------------------------------------------------------------------- evaluation
