@@ -165,8 +165,8 @@ class Run:
 Batches = Callable[[np.random.Generator], List[Tuple[np.ndarray, np.ndarray]]]
 
 
-def train(model: nn.Module, batches: Batches, *, epochs: int, steps: int, lr: float, margin: float, mining: str, seed: int,
-          progress: bool, desc: str) -> Run:
+def train(model: nn.Module, batches: Batches, *, epochs: int, steps: int, lr: float,
+          margin: float, mining: str, seed: int, progress: bool, desc: str) -> Run:
     """Adam with cosine decay on the batch triplet loss; `batches(rng)` draws the labelled
     batches [(images, labels), ...] of one step, `steps` per epoch. Each batch is its own
     loss term (the terms are summed): labels of different batches never meet in a
@@ -305,8 +305,8 @@ def select(candidates: Sequence[Recipe], *, seed: int, echo: Callable[[str], Non
     """Score every candidate on SEEN_FOLDS and echo one table row each: mean encoder AUC,
     mean raw-pixel AUC, the error ratio (1 - AUC) / (1 - raw AUC) averaged over the folds
     and its worst fold. Returns the candidate of the lowest mean ratio."""
-    echo(f"seen-class folds: train on 4 of classes {SEEN}, verify on the other 2 "
-         f"({len(SEEN_FOLDS)} folds, seed {seed}); classes {UNSEEN} are not loaded")
+    echo(f"seen-class folds: train on the rest of classes {SEEN}, verify on the held-out "
+         f"ones ({len(folds)} folds, seed {seed}); classes {UNSEEN} are not loaded")
     echo(f"{'recipe':70s} {'AUC':>6s} {'raw':>6s} {'ratio':>6s} {'worst':>6s} {'s':>5s}")
     best, best_ratio = candidates[0], np.inf
     for recipe in candidates:
@@ -322,7 +322,7 @@ def select(candidates: Sequence[Recipe], *, seed: int, echo: Callable[[str], Non
 
 
 # The grid `--select` scores, in the order it was explored; DIGITS is its row of the lowest
-# mean error ratio at seed 0 (README, "Faces", has the table).
+# mean error ratio at seed 0 (the README's faces section sums the table up).
 CANDIDATES: Tuple[Recipe, ...] = (
     Recipe(10), Recipe(1), Recipe(2), Recipe(4), Recipe(6),
     Recipe(4, augment="shift"), Recipe(4, augment="none"),
@@ -478,7 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> float:
     p = _common.parser("python -m fastconv train-siamese",
                        "Triplet-loss embeddings: one-shot verification and recognition of "
                        "unseen digit classes, and verification of lfw_subset face views. "
-                       f"The flags of the recipe set the digits encoder's; the lfw encoder "
+                       "The flags of the recipe set the digits encoder's; the lfw encoder "
                        f"trains {LFW_EPOCHS} epochs (semihard mining, margin 0.2).",
                        epochs=DIGITS.epochs, plot="siamese_roc.png")
     p.add_argument("--mining", choices=face.MINING, default=DIGITS.mining,
