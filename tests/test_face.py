@@ -635,8 +635,61 @@ def test_train_siamese_quick(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     out = capsys.readouterr().out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for needle in ("verification AUC", "TAR@FAR=1e-2", "one-shot 1:4 accuracy", "lfw_subset",
-                   "raw pixels", str(plot)):
+                   "raw pixels", "digits: recipe 4 ep", str(plot)):
         assert needle in out
+
+
+def test_train_siamese_selection_sees_only_the_seen_classes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # --select's folds train on 4 of the digits 0-5 and verify on the other 2: 6-9 are
+    # never loaded, every row of the table is printed and the lowest mean ratio wins.
+    pytest.importorskip("sklearn")
+    from fastconv.examples import train_siamese as ts
+
+    loaded: List[tuple] = []
+    real = ts.load_digits
+
+    def spy(classes: tuple) -> tuple:
+        loaded.append(tuple(classes))
+        return real(classes)
+
+    monkeypatch.setattr(ts, "load_digits", spy)
+    candidates = [ts.Recipe(1), ts.Recipe(1, channels=2, mining="all", augment="none")]
+    lines: List[str] = []
+    best = ts.select(candidates, seed=0, echo=lines.append, folds=ts.SEEN_FOLDS[:2])
+    assert loaded and all(set(c) <= set(ts.SEEN) for c in loaded)
+    rows = [line for line in lines if line.startswith(("1 ep",))]
+    assert len(rows) == 2
+    ratios = [float(row.split()[-3]) for row in rows]
+    assert best == candidates[int(np.argmin(ratios))]
+    assert len(ts.SEEN_FOLDS) == 15 and all(len(f) == 2 for f in ts.SEEN_FOLDS)
+    assert ts.DIGITS in ts.CANDIDATES
+
+
+def test_train_siamese_batches_and_shift() -> None:
+    from fastconv.examples import train_siamese as ts
+
+    rng = np.random.default_rng(3)
+    images = rng.random((12, 1, 5, 5)).astype(np.float32)
+    labels = np.repeat([4, 7, 9], 4)
+    # A shift moves each image by -1, 0 or +1 pixel per axis, zeros coming in.
+    shifted = ts.random_shift(images, np.random.default_rng(0))
+    for img, out in zip(images, shifted):
+        padded = np.pad(img[0], 1)
+        assert any(np.array_equal(out[0], padded[dy:dy + 5, dx:dx + 5])
+                   for dy in range(3) for dx in range(3))
+    # Class part: per_class of every class; instance part: VIEWS copies of each image,
+    # labelled by its index (no augmentation: the copies are equal).
+    parts = ts.digit_batches(images, labels, 2, 3, None)(np.random.default_rng(1))
+    (xc, yc), (xi, yi) = parts
+    assert sorted(yc.tolist()) == [4, 4, 7, 7, 9, 9]
+    assert all(any(np.array_equal(x, images[k]) for k in np.flatnonzero(labels == y))
+               for x, y in zip(xc, yc))
+    assert len(yi) == 3 * ts.VIEWS and len(set(yi.tolist())) == 3
+    for x, y in zip(xi, yi):
+        np.testing.assert_array_equal(x, images[y])
+    only = ts.digit_batches(images, labels, 0, 2, None)(np.random.default_rng(1))
+    assert len(only) == 1 and len(only[0][1]) == 2 * ts.VIEWS
 
 
 def test_all_three_minings_agree_on_an_easy_batch() -> None:
