@@ -593,3 +593,42 @@ def test_cuda_tensor_round_trip_and_gradient_on_gpu() -> None:
     x2 = fastconv.Tensor(x_host, requires_grad=True)
     (F.conv(x2, fastconv.Tensor(w_host), padding=1) ** 2).sum().backward()
     np.testing.assert_allclose(x.grad, x2.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sequential_runs_batch_norm_and_relu_as_one_op(training) -> None:
+    # nn.Sequential hands a ReLU to the batch norm before it (one node in training, one
+    # pass in inference): the same values and gradients as torch's separate layers; a hook
+    # on the ReLU, or a layer error, still sees the layers one by one.
+    import torch
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 5, 6)).astype(np.float32) * 2 + 1
+    ours = nn.Sequential(nn.Conv2d(4, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU(),
+                         nn.Conv2d(5, 2, 1))
+    ours.train(training)
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(4, 5, 3, padding=1), torch.nn.BatchNorm2d(5),
+                                 torch.nn.ReLU(), torch.nn.Conv2d(5, 2, 1))
+    theirs.train(training)
+    ours[1].weight.data[...] = rng.uniform(0.5, 2, 5)
+    ours[1].running_var[...] = rng.uniform(0.5, 2, 5)
+    theirs.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in ours.state_dict().items()})
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = theirs(xt)
+    g = rng.standard_normal(tuple(out_t.shape)).astype(np.float32)
+    out_t.backward(torch.tensor(g))
+    xf = fastconv.Tensor(x.copy(), requires_grad=True)
+    out = ours(xf)
+    out.backward(g)
+    np.testing.assert_allclose(out.data, out_t.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(xf.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        np.testing.assert_allclose(p.grad, q.grad.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+    np.testing.assert_allclose(ours[1].running_mean, theirs[1].running_mean.numpy(), rtol=1e-5,
+                               atol=1e-6)
+    seen = []
+    ours[2].register_forward_hook(lambda module, args, output: seen.append(output.shape))
+    ours(fastconv.Tensor(x))
+    assert seen == [(3, 5, 5, 6)]
+    with pytest.raises(ValueError, match=r"^1 \(BatchNorm2d\): expected 5 channels"):
+        nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(5), nn.ReLU())(fastconv.Tensor(x))

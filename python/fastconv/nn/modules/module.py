@@ -323,11 +323,16 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._invoke(self.forward, args, kwargs)
+
+    def _invoke(self, method: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        """`method` (forward, or a fused variant) as a call of this layer: errors name the
+        layer's path in the model, forward hooks see the output."""
         root = _call_root.get()
         token = _call_root.set(self) if root is None else None
         try:
             try:
-                out = self.forward(*args, **kwargs)
+                out = method(*args, **kwargs)
             except _LayerError:
                 raise
             except ValueError as exc:
@@ -386,8 +391,20 @@ class Sequential(Module):
         return self
 
     def forward(self, x: Any) -> Any:
-        for layer in self:
-            x = layer(x)
+        # A layer followed by an activation it can apply in the same pass (batch norm then
+        # ReLU) runs both as one op: its forward_then, with no hooks to see the in-between.
+        layers = list(self)
+        i = 0
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            takes = getattr(layer, "takes_activation", None)
+            if (after is not None and takes is not None and takes(after)
+                    and not layer._forward_hooks):
+                x = layer._invoke(layer.forward_then, (x,), {"activation": after})
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
         return x
 
 

@@ -66,6 +66,11 @@ class BatchNormNd(Module):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             use_batch_stats, momentum, self.eps, residual=residual, relu=relu)
 
+    def takes_activation(self, module: Module) -> bool:
+        """Whether forward_then can fuse `module` (an nn.ReLU or nn.ReLU6 without forward
+        hooks) into this layer's pass: nn.Sequential then runs the pair as one op."""
+        return type(module) in (ReLU, ReLU6) and not module._forward_hooks
+
     def forward_then(self, x: Tensor, residual: Optional[Tensor] = None,
                      activation: Optional["Module"] = None) -> Tensor:
         """activation(self(x) + residual), residual and activation optional, as one op where
