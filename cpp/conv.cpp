@@ -612,6 +612,16 @@ int64_t channel_block(int64_t channels, int64_t jobs) {
   return (channels + blocks - 1) / blocks;
 }
 
+// The input gradient's rearranged copy of the weights, held by the calling thread across
+// calls (one buffer for both ways of computing it, which never overlap in time; the jobs see
+// it through a plain pointer).
+template <typename T>
+T* transposed_weights(int64_t count) {
+  thread_local std::vector<T> storage;
+  if (static_cast<int64_t>(storage.size()) < count) storage.resize(count);
+  return storage.data();
+}
+
 // With unit strides the input gradient is itself a stride-1 convolution: of dy with the
 // weights transposed per group (K <-> C) and flipped, padded by dilation*(kernel-1) - pad
 // on each side. It then runs on the forward's shifted-window GEMM, with no col2im.
@@ -638,9 +648,7 @@ void backward_input_by_forward(const ConvGeom& g, const T* dy, const T* w, T* dx
   const ConvGeom t = make_conv_geom("conv_backward_input", dy_shape, wt_shape, unit, before,
                                     after, win.dilation, g.groups);
   // wt[grp][c][k][tap] = w[grp * Kg + k][c][kvol - 1 - tap]
-  thread_local std::vector<T> wt_storage;
-  wt_storage.resize(g.out_channels * R);
-  T* const wt = wt_storage.data();
+  T* const wt = transposed_weights<T>(g.out_channels * R);
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < win.channels; ++row) {
     const int64_t grp = row / Cg, c = row % Cg;
@@ -663,9 +671,7 @@ void backward_input_folded(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const int64_t Cg = g.group_in, kvol = g.win.kernel_volume();
   const Dims offsets = fold_offsets(g);
   // W_g^T with contiguous rows, so that each job packs its rows as a plain GEMM operand.
-  thread_local std::vector<T> wt_storage;
-  wt_storage.resize(g.out_channels * R);
-  T* const wt = wt_storage.data();
+  T* const wt = transposed_weights<T>(g.out_channels * R);
   constexpr int64_t kBlock = 32;  // square blocks: both sides of the transpose stay cached
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < G * ((R + kBlock - 1) / kBlock); ++job) {
