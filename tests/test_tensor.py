@@ -563,3 +563,20 @@ def test_grads_never_share_memory() -> None:
     assert not np.shares_memory(leaf.grad, upstream)
     leaf.grad[...] = 0  # the caller's array is untouched
     assert upstream.any()
+
+
+def test_conv_weight_gradient_is_taken_without_a_copy_and_never_shared() -> None:
+    # Large gradients come from fastconv's host cache (their base is a cache block, not an
+    # array): taken as they are; a second leaf getting the same array gets a copy.
+    rng = np.random.default_rng(1)
+    x = Tensor(rng.standard_normal((4, 8, 40, 40)).astype(np.float32))
+    w = Tensor(rng.standard_normal((64, 8, 3, 3)).astype(np.float32), requires_grad=True)
+    y = fastconv.nn.functional.conv(x, w, padding=1)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(g)
+    expected = fastconv.conv_backward_weight(x.data, g, 3, padding=1)
+    np.testing.assert_array_equal(w.grad, expected)
+    a, b = (Tensor(rng.standard_normal((600, 600)).astype(np.float32), requires_grad=True)
+            for _ in range(2))
+    (a * 2 + b).backward(np.ones((600, 600), np.float32))
+    assert not np.shares_memory(a.grad, b.grad)

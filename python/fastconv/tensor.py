@@ -415,9 +415,10 @@ class Tensor:
                     stack.append((p, False))
 
         grads = {id(self): grad}
-        # A fresh gradient array that owns its memory becomes .grad as it is (no copy of
-        # every weight gradient per step); one that is a view, the caller's `grad`, or
-        # already some tensor's .grad is copied, so no two .grad arrays share memory.
+        # A fresh gradient array becomes .grad as it is (no copy of every weight gradient
+        # per step); one that is a view of another array, the caller's `grad`, or already
+        # some tensor's .grad is copied, so no two .grad arrays share memory. (Fresh arrays
+        # own their memory or hold a non-array owner: a block of fastconv's host cache.)
         handed_out = {id(grad)}
         for node in reversed(order):
             g = grads.pop(id(node), None)
@@ -427,7 +428,8 @@ class Tensor:
                 g_store = g.astype(node.data.dtype, copy=False)
                 if node.grad is not None:
                     node.grad = node.grad + g_store
-                elif (g_store.shape == node.data.shape and g_store.base is None
+                elif (g_store.shape == node.data.shape
+                      and not isinstance(g_store.base, xp.ndarray)
                       and id(g_store) not in handed_out):
                     node.grad = g_store
                 else:
