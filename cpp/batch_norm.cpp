@@ -11,7 +11,6 @@
 
 #include <cmath>
 #include <optional>
-#include <type_traits>
 
 #include "fastconv/bindings.hpp"
 #include "fastconv/check.hpp"
@@ -174,19 +173,10 @@ void forward_py(const py::array& x, const std::optional<py::array>& weight,
     T* vp = output_ptr<T>(var, "var");
     T* ip = output_ptr<T>(invstd, "invstd");
     py::gil_scoped_release release;
-    const auto run = [&](auto with_residual, auto with_relu) {
+    dispatch_flags(rp != nullptr, relu, [&](auto with_residual, auto with_relu) {
       forward_impl<T, decltype(with_residual)::value, decltype(with_relu)::value>(
           s, xp, wp, bp, rp, eps, op, mp, vp, ip);
-    };
-    if (rp && relu) {
-      run(std::true_type{}, std::true_type{});
-    } else if (rp) {
-      run(std::true_type{}, std::false_type{});
-    } else if (relu) {
-      run(std::false_type{}, std::true_type{});
-    } else {
-      run(std::false_type{}, std::false_type{});
-    }
+    });
   });
 }
 
@@ -220,19 +210,10 @@ void backward_py(const py::array& grad, const py::array& x, const py::array& mea
     T* gbp = optional_output<T>(grad_bias, "grad_bias");
     T* gsp = optional_output<T>(grad_sum, "grad_sum");
     py::gil_scoped_release release;
-    const auto run = [&](auto masked, auto with_sum) {
+    dispatch_flags(op != nullptr, gsp != nullptr, [&](auto masked, auto with_sum) {
       backward_impl<T, decltype(masked)::value, decltype(with_sum)::value>(
           s, gp, xp, mp, ip, wp, op, gxp, gwp, gbp, gsp);
-    };
-    if (op && gsp) {
-      run(std::true_type{}, std::true_type{});
-    } else if (op) {
-      run(std::true_type{}, std::false_type{});
-    } else if (gsp) {
-      run(std::false_type{}, std::true_type{});
-    } else {
-      run(std::false_type{}, std::false_type{});
-    }
+    });
   });
 }
 

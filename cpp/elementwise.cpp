@@ -64,15 +64,10 @@ void channel_affine_py(const py::array& x, const py::array& scale, const py::arr
     T* op = output_ptr<T>(out, "out");
     const int64_t planes = shape[0] * channels;
     py::gil_scoped_release release;
-    if (rp != nullptr && relu) {
-      channel_affine_impl<T, true, true>(xp, sp, tp, rp, op, planes, channels, plane);
-    } else if (rp != nullptr) {
-      channel_affine_impl<T, true, false>(xp, sp, tp, rp, op, planes, channels, plane);
-    } else if (relu) {
-      channel_affine_impl<T, false, true>(xp, sp, tp, rp, op, planes, channels, plane);
-    } else {
-      channel_affine_impl<T, false, false>(xp, sp, tp, rp, op, planes, channels, plane);
-    }
+    dispatch_flags(rp != nullptr, relu, [&](auto with_residual, auto with_relu) {
+      channel_affine_impl<T, decltype(with_residual)::value, decltype(with_relu)::value>(
+          xp, sp, tp, rp, op, planes, channels, plane);
+    });
   });
 }
 

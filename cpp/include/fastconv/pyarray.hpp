@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fastconv/check.hpp"
@@ -91,6 +92,21 @@ template <typename F>
 decltype(auto) dispatch_float(DType dtype, F&& f) {
   if (dtype == DType::kFloat32) return f(float{});
   return f(double{});
+}
+
+// f(std::bool_constant<a>{}, std::bool_constant<b>{}): two run-time flags as template
+// arguments, so that kernels branch on them at compile time.
+template <typename F>
+void dispatch_flags(bool a, bool b, F&& f) {
+  if (a && b) {
+    f(std::true_type{}, std::true_type{});
+  } else if (a) {
+    f(std::true_type{}, std::false_type{});
+  } else if (b) {
+    f(std::false_type{}, std::true_type{});
+  } else {
+    f(std::false_type{}, std::false_type{});
+  }
 }
 
 }  // namespace fastconv

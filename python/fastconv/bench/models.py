@@ -19,6 +19,8 @@ import numpy as np
 import fastconv
 from fastconv import models
 
+from .report import aligned_rows
+
 # name -> (input shape, reps) of the full run; warm-up calls come on top. On a shared VM
 # single forwards stall now and then (resnet50: 60-65 ms, with lone calls of 90-100 ms), so
 # each median is taken over enough calls that a few stalls do not move it.
@@ -111,13 +113,7 @@ def format_table(results: Sequence[ModelResult], threads: int) -> str:
              "" if r.torch_ms is None else f"{r.torch_ms:.2f}",
              "" if r.speedup is None else f"{r.speedup:.2f}",
              "" if r.max_rel_err is None else f"{r.max_rel_err:.1e}"] for r in results]
-    widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    lines += [line(titles), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    lines += aligned_rows(titles, rows, left=2)
     return "\n".join(lines)
 
 

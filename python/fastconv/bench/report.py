@@ -173,6 +173,19 @@ def error_cell(err: Optional[float], mismatches: Optional[int], failed: bool = F
     return ", ".join(cells) or "n/a"
 
 
+def aligned_rows(titles: Sequence[str], rows: Sequence[Sequence[str]],
+                 left: int) -> List[str]:
+    """The title line, a rule and the rows, in columns as wide as their widest cell: the
+    first `left` columns left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in list(rows) + [titles]) for i in range(len(titles))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(titles), line(["-" * w for w in widths])] + [line(row) for row in rows]
+
+
 def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
     """The header lines, the aligned results table (columns no row fills are left out),
     the conv geomean, the notes and the verdict line."""
@@ -236,15 +249,7 @@ def format_table(head: Dict[str, Any], results: Sequence[Result]) -> str:
                                                         "% copy bw") else "n/a")
                                        for title, cells in shown]
             for i, r in enumerate(results)]
-    widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i >= 3 else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    lines.append(line(titles))
-    lines.append(line(["-" * w for w in widths]))
-    lines.extend(line(row) for row in rows)
+    lines.extend(aligned_rows(titles, rows, left=3))
     geomean = torch_geomean(results)
     if geomean is not None:
         count = sum(1 for r in results if r.op == "conv" and r.fastconv_ms and r.torch_ms)

@@ -55,6 +55,7 @@ import fastconv
 from fastconv import models
 
 from . import step as train_step
+from .report import aligned_rows
 
 
 @dataclass(frozen=True)
@@ -255,13 +256,7 @@ def format_table(results: Sequence[TrainResult], threads: int) -> str:
              pair(r.fastconv_weight_err, r.torch_weight_err, ".1e"),
              pair(r.fastconv_step_mib, r.torch_step_mib, ".0f"),
              pair(r.fastconv_peak_mib, r.torch_peak_mib, ".0f")] for r in results]
-    widths = [max(len(row[i]) for row in rows + [titles]) for i in range(len(titles))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    lines += [line(titles), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    lines += aligned_rows(titles, rows, left=2)
     return "\n".join(lines)
 
 
