@@ -539,7 +539,14 @@ def test_activation_gradients_match_torch_and_the_array_path(name, dtype) -> Non
     for got in results:
         assert got.dtype == dtype
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol, equal_nan=True)
-    np.testing.assert_array_equal(results[0], results[1])
+    # From the same forward output (the forward's tanh may differ by an ulp between the
+    # paths), the two backward paths agree bit for bit.
+    from fastconv._backend import activation_backward
+
+    y = getattr(Tensor(x), name)().data
+    np.testing.assert_array_equal(activation_backward(name, g, y),
+                                  np.asarray(activation_backward(name, g.view(Other),
+                                                                 y.view(Other))))
 
 
 def test_grads_never_share_memory() -> None:
