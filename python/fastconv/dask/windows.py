@@ -152,9 +152,9 @@ def _leaves(node: Any, path: Tuple[int, ...] = ()) -> Iterator[Tuple[Tuple[int, 
 def _gather(pieces: Any) -> Any:
     """The nested list of input pieces (one nesting level per dim) as one array, NumPy or
     CuPy alike; a single piece as it is, NumPy pieces that tile one C-contiguous region of
-    one array as a view of it (`_tiled_view`). Otherwise the array comes from the backend's allocator
-    (fastconv's cache of released host blocks, CuPy's pool), so that gathering block after
-    block does not page-fault fresh memory each time."""
+    one array as a view of it (`_tiled_view`). Otherwise the array comes from the
+    backend's allocator (fastconv's cache of released host blocks, CuPy's pool), so that
+    gathering block after block does not page-fault fresh memory each time."""
     items = list(_leaves(pieces))
     if len(items) == 1:
         return items[0][1]
@@ -178,9 +178,10 @@ def _tiled_view(items: List[Tuple[Tuple[int, ...], Any]], offsets: List[Any],
                 shape: Tuple[int, ...]) -> Optional[np.ndarray]:
     """The gathered block as one C-contiguous view, without a copy, when the NumPy pieces
     are views that tile a region of one array (the blocks of an in-memory array read as
-    views, e.g. chunked along its first spatial dim only): each piece starts at the address its offsets give and shares the strides of
-    its dims longer than 1; else None. Every cell of the view lies in some piece, so the
-    view reads only memory the pieces hold alive during the call."""
+    views, e.g. chunked along its first spatial dim only): each piece starts at the
+    address its offsets give and shares the strides of its dims longer than 1; else None.
+    Every cell of the view lies in some piece, so the view reads only memory the pieces
+    hold alive during the call."""
     if not all(type(piece) is np.ndarray for _, piece in items):
         return None
     first = items[0][1]
