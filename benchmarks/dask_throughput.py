@@ -59,6 +59,12 @@ class InPlace:
     def __getitem__(self, index: Any) -> Any:
         return self.array[index]
 
+    def __dask_tokenize__(self) -> tuple:
+        # Without it dask.array.from_array names the graph by hashing a pickle of the
+        # object, i.e. of the whole volume: 0.67 s per GiB here, 2.7 s of graph
+        # construction for 4 GiB counted in the Dask runs' time (not fastconv.dask's work).
+        return (type(self).__name__, id(self.array), self.shape, str(self.dtype))
+
 
 def child(args: argparse.Namespace) -> Dict[str, Any]:
     import dask.array as da
@@ -129,18 +135,33 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
 
 def interleaved(args: argparse.Namespace) -> None:
     """In-memory and dask-memory runs alternated in one process (the same load for both):
-    the median of the per-round time ratios."""
+    the median of the per-round time ratios.
+
+    For the conv pipeline each round runs, in this order: the in-memory op (its output
+    from fastconv's allocator: fresh pages, since the host cache keeps no block over its
+    limit), Dask writing each block straight into a fresh np.empty result (conv(out=)),
+    Dask through dask.array.store into a fresh np.empty result (block, then copy: the
+    path before conv(out=)), then the in-memory op and conv(out=) writing into one
+    preallocated result whose pages were touched once beforehand (no page faults on
+    either side). The host cache's counters are printed after the rounds."""
     import dask.array as da
     import numpy as np
 
     import fastconv
+    from fastconv import _backend
     from fastconv import dask as fd
+    from fastconv.ops.conv import conv_plan
 
     rng = np.random.default_rng(1)
     w = rng.standard_normal((1, 1, 3, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(1).astype(np.float32)
     volume = np.load(os.path.join(args.dir, "volume.npy"))
     chunks = (1, 1, args.slab, args.size, args.size)
+
+    def source() -> Any:
+        return da.from_array(InPlace(volume), chunks=chunks, asarray=False, meta=volume[:0])
+
+    dask_kwargs = dict(scheduler="threads", num_workers=args.workers[0])
     for pipeline in args.pipelines:
         pooled = pipeline == "conv+pool"
 
@@ -148,29 +169,66 @@ def interleaved(args: argparse.Namespace) -> None:
             y = fastconv.conv(volume, w, bias, padding="same")
             return fastconv.max_pool(y, 4) if pooled else y
 
-        def on_dask() -> Any:
-            y = fd.conv(da.from_array(InPlace(volume), chunks=chunks, asarray=False,
-                                      meta=volume[:0]), w, bias, padding="same")
+        def dask_store() -> Any:
+            y = fd.conv(source(), w, bias, padding="same")
             y = fd.max_pool(y, 4) if pooled else y
             out = np.empty(y.shape, y.dtype)
-            da.store(y, out, lock=False, scheduler="threads", num_workers=args.workers[0])
+            da.store(y, out, lock=False, **dask_kwargs)
             return out
 
-        memory(), on_dask()  # warm-up
-        rounds = []
+        runs: Dict[str, Any] = {"memory": memory}
+        if pooled:
+            runs["dask, store"] = dask_store
+        else:
+            # Allocated at its first (warm-up) use, so that at most three 4 GiB arrays
+            # are alive at once; filled to fault every page in before the rounds.
+            held: List[Any] = []
+
+            def touched() -> Any:
+                if not held:
+                    held.append(np.empty_like(volume))
+                    held[0].fill(0.0)
+                return held[0]
+
+            plan = conv_plan(volume.shape, w.shape, volume.dtype, padding="same")
+
+            def dask_into(out: Any) -> Any:
+                fd.conv(source(), w, bias, padding="same", out=out).persist(**dask_kwargs)
+                return out
+
+            runs["dask, into fresh"] = lambda: dask_into(np.empty_like(volume))
+            runs["dask, store"] = dask_store
+            runs["memory, into touched"] = lambda: plan.forward(volume, w, bias, out=touched())
+            runs["dask, into touched"] = lambda: dask_into(touched())
+        expected = memory()
+        for name, run in runs.items():  # warm-up, and every path checked bitwise
+            result = run()
+            if not np.array_equal(result, expected):
+                raise AssertionError(f"{pipeline} {name}: differs from the in-memory op")
+            del result
+        del expected
+        before = _backend.host_cache_stats()
+        rounds: List[Dict[str, float]] = []
         for _ in range(args.repeats):
-            times = []
-            for run in (memory, on_dask):
+            times = {}
+            for name, run in runs.items():
                 start = time.perf_counter()
                 result = run()
-                times.append(time.perf_counter() - start)
+                times[name] = time.perf_counter() - start
                 del result
             rounds.append(times)
-        ratio = statistics.median(d / m for m, d in rounds)
-        print(f"{pipeline:<10} interleaved, {args.workers[0]} dask thread(s): memory "
-              f"{statistics.median(m for m, _ in rounds):.2f} s, dask "
-              f"{statistics.median(d for _, d in rounds):.2f} s, median ratio {ratio:.2f}x "
-              f"(rounds: {', '.join(f'{d / m:.2f}' for m, d in rounds)})", flush=True)
+        after = _backend.host_cache_stats()
+        print(f"{pipeline}, {args.workers[0]} dask thread(s), {args.repeats} rounds "
+              "(all results equal the in-memory op bitwise):", flush=True)
+        for name in runs:
+            base = "memory, into touched" if name.endswith("touched") else "memory"
+            ratios = [r[name] / r[base] for r in rounds]
+            print(f"  {name:<22} {statistics.median(r[name] for r in rounds):6.2f} s  "
+                  f"ratio to {base!r} {statistics.median(ratios):.2f}x "
+                  f"(rounds: {', '.join(f'{q:.2f}' for q in ratios)})", flush=True)
+        print(f"  host cache: reuses during the rounds {after['reuses'] - before['reuses']}, "
+              f"idle after {after['idle_bytes'] / 2**20:.0f} MiB in {after['idle_blocks']} "
+              f"blocks (limit {after['limit_bytes'] / 2**20:.0f} MiB)", flush=True)
 
 
 def main() -> int:

@@ -76,6 +76,28 @@ def test_conv_equals_in_memory_bitwise(x_shape, w_shape, geometry, dtype) -> Non
         assert np.array_equal(got, expected), (chunks, np.abs(got - expected).max())
 
 
+@pytest.mark.parametrize("x_shape, w_shape, geometry", CONV_CASES)
+def test_conv_into_out_equals_in_memory_bitwise(x_shape, w_shape, geometry) -> None:
+    """Blocks computed straight into a preallocated result (C-contiguous regions) or copied
+    into it (the others), from chunks that are views of one array (read without a copy)
+    and from chunks of a strided view (gathered by a copy)."""
+    rng = np.random.default_rng(sum(x_shape) + 7)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal(w_shape).astype(np.float32)
+    bias = rng.standard_normal(w_shape[0]).astype(np.float32)
+    wide = np.repeat(x, 2, axis=-1)
+    for source in (x, wide[..., ::2]):
+        expected = fastconv.conv(source, w, bias, **geometry)
+        for _ in range(3):
+            chunks = random_chunks(rng, x_shape)
+            out = rng.standard_normal(expected.shape).astype(np.float32)
+            y = fd.conv(da.from_array(source, chunks=chunks), w, bias, out=out, **geometry)
+            assert y.chunks[2:] == fd.conv(da.from_array(source, chunks=chunks), w,
+                                           **geometry).chunks[2:]
+            y.persist(scheduler="threads", num_workers=2)
+            assert np.array_equal(out, expected), (chunks, np.abs(out - expected).max())
+
+
 @pytest.mark.parametrize("x_shape, w_shape, geometry", [
     case for case in CONV_CASES if not case[2].get("flip")])
 def test_conv_backward_input_equals_in_memory_bitwise(x_shape, w_shape, geometry) -> None:
@@ -170,6 +192,9 @@ def test_pipeline_of_ops_and_threaded_scheduler() -> None:
     (lambda x, w: fd.conv(x, da.from_array(w)), TypeError, "w must be a NumPy or CuPy"),
     (lambda x, w: fd.conv(x, w, np.zeros(3, np.float32)), ValueError, "bias must have shape"),
     (lambda x, w: fd.conv(x, w, groups=2), ValueError, "groups=2"),
+    (lambda x, w: fd.conv(x, w, out=np.zeros((2, 2, 5), np.float32)), ValueError,
+     "out must have the output's shape (2, 2, 6)"),
+    (lambda x, w: fd.conv(x, w, out=np.zeros((2, 2, 6))), TypeError, "out has dtype"),
     (lambda x, w: fd.conv(x, w, padding=5), ValueError, "padding"),
     (lambda x, w: fd.conv(x, w[..., None]), ValueError, "must have 4 dims"),
     (lambda x, w: fd.conv(x, np.zeros((2, 1, 9), np.float32)), ValueError, "kernel_size"),

@@ -57,18 +57,22 @@ def _small(a: Optional[Any]) -> Optional[da.Array]:
 
 
 def _conv_block(block: Any, blocks: tuple, w: Any, bias: Optional[Any] = None, *,
-                stride: tuple, dilation: tuple, groups: int) -> Any:
+                stride: tuple, dilation: tuple, groups: int, out: Optional[Any] = None) -> Any:
     # The weights follow the chunk to its device (NumPy weights with CuPy chunks).
     xp = array_module(block)
     w = xp.asarray(w)
     bias = None if bias is None else xp.asarray(bias)
-    return conv_in_memory(block, w, bias, stride=stride, padding=paddings(blocks),
-                          dilation=dilation, groups=groups)
+    if out is None:
+        return conv_in_memory(block, w, bias, stride=stride, padding=paddings(blocks),
+                              dilation=dilation, groups=groups)
+    plan = conv_plan(block.shape, w.shape, block.dtype, device_of(block), stride=stride,
+                     padding=paddings(blocks), dilation=dilation, groups=groups)
+    return plan.forward(block, w, bias, out=out)
 
 
 def conv(x: da.Array, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple = 1,
          padding: Padding = 0, dilation: IntOrTuple = 1, groups: int = 1,
-         flip: bool = False) -> da.Array:
+         flip: bool = False, out: Optional[Any] = None) -> da.Array:
     """`fastconv.conv` of a Dask array, block by block, equal to the in-memory op bitwise.
 
     x: Dask array (N, C, *spatial) of NumPy or CuPy chunks, chunked in any way along every
@@ -77,6 +81,15 @@ def conv(x: da.Array, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple 
     with one channel chunk (each block gathers every input channel, so channel chunks of
     x need no rechunk), and spatial chunks cut where x's are (divided by the stride).
     Arguments and semantics as `fastconv.conv`.
+
+    out: None, or a NumPy/CuPy array (N, K, *out) of x's dtype to hold the result (e.g.
+    preallocated once): each block's kernel then writes straight into its region of
+    `out` (C-contiguous regions, e.g. when only the batch or the first spatial dim is
+    chunked; other regions get a copy), with no block allocated and no copy by
+    dask.array.store. The blocks of the array returned are those regions: run it with
+    `.persist()` (or dask.compute of its blocks), not `.compute()`, which would
+    concatenate them into a copy. For schedulers that share this process's memory
+    (threads, synchronous), not a cluster of processes.
     """
     x = dask_input("conv", x)
     # The geometry and dtypes are checked here against the whole array; the kernels run
@@ -88,12 +101,18 @@ def conv(x: da.Array, w: Any, bias: Optional[Any] = None, *, stride: IntOrTuple 
     if bias is not None and tuple(bias.shape) != plan.w_shape[:1]:
         raise ValueError(f"conv: bias must have shape ({plan.w_shape[0]},) for w shape "
                          f"{plan.w_shape}, got {tuple(bias.shape)}")
+    if out is not None:
+        out = _operand("conv", "out", out, x.dtype)
+        if tuple(out.shape) != plan.out_shape:
+            raise ValueError(f"conv: out must have the output's shape {plan.out_shape} (x "
+                             f"shape {x.shape}, w shape {plan.w_shape}), got {out.shape}")
     window = plan.window
     block_op = functools.partial(_conv_block, stride=window.stride, dilation=window.dilation,
                                  groups=plan.groups)
     extra = [e for e in (_small(flipped(w) if flip else w), _small(bias)) if e is not None]
     return windowed(x, "fastconv-conv", spatial_plans(window, x.chunks[2:]), block_op,
-                    plan.w_shape[0], meta_from_array(x._meta, x.ndim, x.dtype), extra)
+                    plan.w_shape[0], meta_from_array(x._meta, x.ndim, x.dtype), extra,
+                    out=out)
 
 
 def _backward_input_block(dy: Any, blocks: tuple, w: Any, *, channels: int, stride: tuple,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import uuid
 from dataclasses import dataclass
 from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence,
                     Tuple)
@@ -150,9 +151,10 @@ def _leaves(node: Any, path: Tuple[int, ...] = ()) -> Iterator[Tuple[Tuple[int, 
 
 def _gather(pieces: Any) -> Any:
     """The nested list of input pieces (one nesting level per dim) as one array, NumPy or
-    CuPy alike; a single piece as it is. The array comes from the backend's allocator
-    (fastconv's cache of released host blocks, CuPy's pool), so that gathering block after
-    block does not page-fault fresh memory each time."""
+    CuPy alike; a single piece as it is, NumPy pieces that tile one C-contiguous region of
+    one array as a view of it (`_tiled_view`). Otherwise the array comes from the
+    backend's allocator (fastconv's cache of released host blocks, CuPy's pool), so that
+    gathering block after block does not page-fault fresh memory each time."""
     items = list(_leaves(pieces))
     if len(items) == 1:
         return items[0][1]
@@ -162,14 +164,66 @@ def _gather(pieces: Any) -> Any:
         for d, i in enumerate(path):
             sizes[d][i] = piece.shape[d]
     offsets = [np.cumsum([0] + [axis[i] for i in range(len(axis))]) for axis in sizes]
-    out = empty_like(first, tuple(int(o[-1]) for o in offsets), first.dtype)
+    shape = tuple(int(o[-1]) for o in offsets)
+    view = _tiled_view(items, offsets, shape)
+    if view is not None:
+        return view
+    out = empty_like(first, shape, first.dtype)
     for path, piece in items:
         out[tuple(slice(o[i], o[i + 1]) for o, i in zip(offsets, path))] = piece
     return out
 
 
+def _tiled_view(items: List[Tuple[Tuple[int, ...], Any]], offsets: List[Any],
+                shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """The gathered block as one C-contiguous view, without a copy, when the NumPy pieces
+    are views that tile a region of one array (the blocks of an in-memory array read as
+    views, e.g. chunked along its first spatial dim only): each piece starts at the
+    address its offsets give and shares the strides of its dims longer than 1; else None.
+    Every cell of the view lies in some piece, so the view reads only memory the pieces
+    hold alive during the call."""
+    if not all(type(piece) is np.ndarray for _, piece in items):
+        return None
+    first = items[0][1]
+    strides = []
+    for d in range(first.ndim):
+        long = [p.strides[d] for _, p in items if p.shape[d] > 1]
+        if long:
+            strides.append(long[0])
+            continue
+        # Every piece is one cell thick here: the step between the first two pieces.
+        nxt = [p for path, p in items
+               if path[d] == 1 and all(i == 0 for e, i in enumerate(path) if e != d)]
+        strides.append(_address(nxt[0]) - _address(first) if nxt else 0)
+    origin = _address(first)
+    for path, piece in items:
+        if piece.dtype != first.dtype:
+            return None
+        start = origin + sum(int(o[i]) * s for o, i, s in zip(offsets, path, strides))
+        if _address(piece) != start or any(
+                n > 1 and piece.strides[d] != strides[d] for d, n in enumerate(piece.shape)):
+            return None
+    view = np.lib.stride_tricks.as_strided(first, shape, tuple(strides), writeable=False)
+    # A strided view would be copied by the kernel's call into fresh memory: gathering
+    # into a cached block is cheaper then.
+    return view if view.flags.c_contiguous else None
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
 def _run(block_op: Callable[..., Any], pieces: Any, *args: Any) -> Any:
     return block_op(_gather(pieces), *args)
+
+
+def _run_into(block_op: Callable[..., Any], pieces: Any, region: Any, *args: Any) -> Any:
+    """The block computed into `region` (its part of the caller's result): straight by the
+    kernel where the region is C-contiguous, else computed and copied in."""
+    if region.flags.c_contiguous:
+        return block_op(_gather(pieces), *args, out=region)
+    region[...] = block_op(_gather(pieces), *args)
+    return region
 
 
 def paddings(blocks: Sequence[AxisBlock]) -> tuple:
@@ -179,7 +233,8 @@ def paddings(blocks: Sequence[AxisBlock]) -> tuple:
 
 def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callable[..., Any],
              out_channels: Optional[int], meta: Any, extra: Sequence[Any] = (),
-             aligned: Optional[da.Array] = None, partials: bool = False) -> da.Array:
+             aligned: Optional[da.Array] = None, partials: bool = False,
+             out: Optional[Any] = None) -> da.Array:
     """The Dask array of `block_op(block, axis_blocks, *extra)` over output blocks.
 
     x: (N, C, *spatial) Dask array; plans: one AxisPlan per spatial dim. With
@@ -190,8 +245,15 @@ def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callab
     block of `aligned` (a Dask array chunked as the output, one channel chunk) at the
     output block's index if given, then the extras. With `partials`, each block yields
     (1, out_channels, 1, ...) (one partial result per block, e.g. of a reduction).
+    With `out` (an in-memory array of the whole output's shape and dtype), each block is
+    computed into its region of `out` (`block_op(..., out=region)` where the region is
+    C-contiguous) and the blocks of the Dask array returned are those regions.
     """
-    token = tokenize(x, name, plans, block_op, out_channels, aligned, partials, *extra)
+    # A result written into `out` is a new computation each call (and tokenizing `out`
+    # would hash its whole content).
+    written = None if out is None else uuid.uuid4().hex
+    token = tokenize(x, name, plans, block_op, out_channels, aligned, partials, written,
+                     *extra)
     out_name = f"{name}-{token}"
     piece_name = f"{name}-halo-{token}"
     batch_chunks, channel_chunks = x.chunks[0], x.chunks[1]
@@ -227,8 +289,16 @@ def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callab
                     return [nest(level + 1, prefix + (p,)) for p in per_axis[level]]
 
                 pair = [] if aligned is None else [(aligned.name, n_block, 0) + spatial]
-                dsk[out_key] = (_run, block_op, nest(0, ()), tuple(blocks), *pair,
-                                *extra_keys)
+                if out is None:
+                    dsk[out_key] = (_run, block_op, nest(0, ()), tuple(blocks), *pair,
+                                    *extra_keys)
+                else:
+                    bounds = np.cumsum((0,) + batch_chunks)
+                    region = out[(slice(int(bounds[n_block]), int(bounds[n_block + 1])),
+                                  slice(None))
+                                 + tuple(slice(b.out_start, b.out_stop) for b in blocks)]
+                    dsk[out_key] = (_run_into, block_op, nest(0, ()), region, tuple(blocks),
+                                    *pair, *extra_keys)
     chunks = (batch_chunks, out_channel_chunks) + tuple(p.chunks for p in plans)
     if partials:
         chunks = tuple((1,) * len(c) if d != 1 else c for d, c in enumerate(chunks))

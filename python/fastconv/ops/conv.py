@@ -64,8 +64,11 @@ class ConvPlan(PlanBase):
         _, stride_, pad_before, pad_after, dilation_ = self.window.cpp_args()
         self._geometry = (stride_, pad_before, pad_after, dilation_, self.groups)
 
-    def forward(self, x: Any, w: Any, bias: Optional[Any] = None) -> Any:
-        """y = conv(x, w) + bias, bias (K,) or None."""
+    def forward(self, x: Any, w: Any, bias: Optional[Any] = None,
+                out: Optional[Any] = None) -> Any:
+        """y = conv(x, w) + bias, bias (K,) or None; written into `out` when given (a
+        C-contiguous array of the plan's output shape, dtype and device, e.g. a block's
+        region of a larger result) and returned."""
         x = self.operand("x", x, self.x_shape, "conv")
         w = self.operand("w", w, self.w_shape, "conv")
         if bias is not None:
@@ -73,7 +76,15 @@ class ConvPlan(PlanBase):
                 raise ValueError(f"conv: bias must have shape ({self.w_shape[0]},) for w shape "
                                  f"{self.w_shape}, got {bias.shape}")
             bias = self.operand("bias", bias, self.w_shape[:1], "conv")
-        y = self.empty(self.out_shape)
+        if out is None:
+            y = self.empty(self.out_shape)
+        else:
+            y = self.operand("out", out, self.out_shape, "conv")
+            if y is not out:
+                # operand() converted it: the result would not land in the caller's array.
+                raise ValueError(f"conv: out must be a C-contiguous {self.dtype} array on the "
+                                 f"device of x, got {type(out).__name__} {out.dtype} with "
+                                 f"strides {out.strides}")
         self.kernels.conv_forward(x, w, bias, y, *self._geometry)
         return y
 
