@@ -50,7 +50,7 @@ from ._backend import array_module, is_gpu, matmul
 from .models import efficientnet_lite0, resize
 from .models.efficientnet import MEAN_RGB, STDDEV_RGB
 from .models.vgg import CONFIGS, make_layers
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, float_tensor, no_grad
 from .visualize import save_image
 
 __all__ = ["FEATURES", "NORMALIZATIONS", "Costs", "FeatureSpec", "StyleTransferCost",
@@ -71,13 +71,7 @@ def _check_normalization(normalization: Any) -> str:
 
 def _activation(name: str, a: Any, min_ndim: int = 3) -> Tensor:
     """A float Tensor from a Tensor or an array, checked: (N, C, *spatial) by default."""
-    if not isinstance(a, Tensor):
-        if not (isinstance(a, np.ndarray) or is_gpu(a)):
-            raise TypeError(f"{name} must be a Tensor or a NumPy/CuPy array, got "
-                            f"{type(a).__name__}")
-        a = Tensor(a)
-    if a.dtype.kind != "f":
-        raise TypeError(f"{name} must hold floats, got dtype {a.dtype} (shape {a.shape})")
+    a = float_tensor(name, a)
     if a.ndim < min_ndim or min(a.shape, default=1) < 1:
         raise ValueError(f"{name} must be (N, C, *spatial) with at least one spatial dim "
                          f"and no empty dim, got shape {a.shape}")

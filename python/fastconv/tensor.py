@@ -31,7 +31,7 @@ import numpy as np
 from ._backend import activation_backward, array_module, empty_like, is_gpu, matmul
 from ._backend import tanh as _tanh_array
 
-__all__ = ["Tensor", "Parameter", "no_grad", "enable_grad", "is_grad_enabled",
+__all__ = ["Tensor", "Parameter", "float_tensor", "no_grad", "enable_grad", "is_grad_enabled",
            "normalize_dims"]
 
 
@@ -839,3 +839,17 @@ class Parameter(Tensor):
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()
+
+
+def float_tensor(what: str, value: Any) -> Tensor:
+    """`value` (a Tensor, or a NumPy/CuPy array made a constant Tensor in its own dtype) as a
+    float Tensor; TypeError naming `what` (e.g. "yolo_loss: y_hat") otherwise."""
+    if not isinstance(value, Tensor):
+        if not (isinstance(value, np.ndarray) or is_gpu(value)):
+            raise TypeError(f"{what} must be a Tensor or a NumPy/CuPy array, got "
+                            f"{type(value).__name__}")
+        value = Tensor(value)
+    if value.dtype.kind != "f":
+        raise TypeError(f"{what} must be a float tensor, got dtype {value.dtype} (shape "
+                        f"{value.shape})")
+    return value

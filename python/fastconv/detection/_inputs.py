@@ -1,5 +1,5 @@
 """Argument checks the detection modules share: boxes as fractions of the image, class
-labels, anchors, grid sizes, loss reductions and Tensor operands."""
+labels, anchors, grid sizes and loss reductions."""
 
 from __future__ import annotations
 
@@ -117,17 +117,6 @@ def reduce_rows(loss: Tensor, how: str) -> Tensor:
     return total if how == "sum" else total / max(loss.data.size, 1)
 
 
-def tensor(op: str, name: str, value: Any) -> Tensor:
-    """A float Tensor (arrays become constant Tensors in their own dtype)."""
-    if not isinstance(value, Tensor):
-        if not (isinstance(value, np.ndarray) or is_gpu(value)):
-            raise TypeError(f"{op}: {name} must be a Tensor or an array, got "
-                            f"{type(value).__name__}")
-        value = Tensor(value)
-    if value.dtype.kind != "f":
-        raise TypeError(f"{op}: {name} must be a float tensor, got dtype {value.dtype} "
-                        f"(shape {value.shape})")
-    return value
 
 
 Detections = List[Dict[str, np.ndarray]]

@@ -13,9 +13,9 @@ from typing import Any, Optional
 import numpy as np
 
 from ..nn import Linear, Module
-from ..tensor import Tensor
+from ..tensor import Tensor, float_tensor
 from ._inputs import (check_reduction, class_labels, fraction_boxes, positive_int,
-                      reduce_rows, tensor)
+                      reduce_rows)
 
 __all__ = ["LandmarkHead", "landmark_loss", "localization_loss", "localization_target"]
 
@@ -55,7 +55,7 @@ def localization_loss(y_hat: Any, y: Any, reduction: str = "mean") -> Tensor:
     """
     op = "localization_loss"
     how = check_reduction(op, reduction)
-    pred = tensor(op, "y_hat", y_hat)
+    pred = float_tensor(f"{op}: y_hat", y_hat)
     target = _target(op, y, pred)
     if pred.ndim < 1 or pred.shape[-1] < 6:
         raise ValueError(f"{op}: y_hat must be (..., 5 + K) with K >= 1 classes, got shape "
@@ -79,7 +79,7 @@ def landmark_loss(y_hat: Any, y: Any, visible: Optional[Any] = None,
     """
     op = "landmark_loss"
     how = check_reduction(op, reduction)
-    pred = tensor(op, "y_hat", y_hat)
+    pred = float_tensor(f"{op}: y_hat", y_hat)
     target = _target(op, y, pred)
     if pred.ndim < 2 or pred.shape[-1] != 2:
         raise ValueError(f"{op}: y_hat must be (..., K, 2) landmarks, got shape {pred.shape}")

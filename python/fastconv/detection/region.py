@@ -26,8 +26,8 @@ import numpy as np
 from .. import nn
 from ..nn import functional as F
 from ..ops.boxes import batched_nms, box_iou
-from ..tensor import Tensor
-from ._inputs import anchor_shapes, detect_in_batches, host_array, positive_int, tensor
+from ..tensor import Tensor, float_tensor
+from ._inputs import anchor_shapes, detect_in_batches, host_array, positive_int
 
 __all__ = ["FastRCNN", "anchor_boxes", "assign_proposals", "decode_deltas", "encode_deltas",
            "fast_rcnn_loss", "sample_proposals"]
@@ -148,8 +148,8 @@ def fast_rcnn_loss(class_logits: Any, box_deltas: Any, classes: Any, targets: An
     background regions dilute it as in the paper's lambda = 1 with balanced sampling.
     """
     op = "fast_rcnn_loss"
-    logits = tensor(op, "class_logits", class_logits)
-    deltas = tensor(op, "box_deltas", box_deltas)
+    logits = float_tensor(f"{op}: class_logits", class_logits)
+    deltas = float_tensor(f"{op}: box_deltas", box_deltas)
     r, k1 = logits.shape if logits.ndim == 2 else (None, None)
     if r is None or deltas.shape != (r, k1 - 1, 4):
         raise ValueError(f"{op}: class_logits must be (R, K + 1) and box_deltas (R, K, 4), "

@@ -21,9 +21,9 @@ from .. import nn
 from .._backend import array_module, float_arrays
 from ..nn import functional as F
 from ..ops.boxes import batched_nms
-from ..tensor import Tensor
+from ..tensor import Tensor, float_tensor
 from ._inputs import (anchor_shapes, check_reduction, class_labels, detect_in_batches,
-                      fraction_boxes, grid, host_array, positive_int, reduce_rows, tensor)
+                      fraction_boxes, grid, host_array, positive_int, reduce_rows)
 
 __all__ = ["YOLO", "kmeans_anchors", "shape_iou", "yolo_activate", "yolo_decode",
            "yolo_encode", "yolo_loss"]
@@ -132,7 +132,7 @@ def yolo_activate(raw: Any, anchors: Any) -> Tensor:
     height x S_h, anchor width x S_w) x exp(t_3, t_4) in cell units, and the class values
     softmax(t_5..). anchors (B, 2) (w, h) fractions of the image."""
     op = "yolo_activate"
-    t = tensor(op, "raw", raw)
+    t = float_tensor(f"{op}: raw", raw)
     a = anchor_shapes(op, anchors)
     _check_head(op, t, a)
     s_h, s_w = t.shape[-4:-2]
@@ -169,7 +169,7 @@ def yolo_loss(y_hat: Any, y: Any, anchors: Any, *, lambda_coord: float = 5.0,
     """
     op = "yolo_loss"
     how = check_reduction(op, reduction)
-    t = tensor(op, "y_hat", y_hat)
+    t = float_tensor(f"{op}: y_hat", y_hat)
     a = anchor_shapes(op, anchors)
     _check_head(op, t, a)
     target = host_array(op, "y", y)
