@@ -26,6 +26,9 @@ bool allowed(const char* feature) {
 }
 
 Isa detect() {
+#ifdef FASTCONV_BASELINE_ONLY
+  return Isa::kBaseline;
+#endif
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                     allowed("AVX2");

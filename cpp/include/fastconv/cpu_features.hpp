@@ -42,10 +42,21 @@ const auto& of_dtype(const Table& table) {
 
 // Declares `declaration` (one entry point of a SIMD family) in every instruction-set
 // namespace, e.g. FC_DECLARE_PER_ISA(double fma_peak_gflops(double seconds)).
+#ifdef FASTCONV_BASELINE_ONLY
+// Testing builds (CMake FASTCONV_BASELINE_ONLY): only the baseline kernels exist, and the
+// other namespaces name them, so every for_cpu_path call site links unchanged.
+namespace fastconv::baseline {}
+namespace fastconv {
+namespace avx2 = baseline;
+namespace avx512 = baseline;
+}  // namespace fastconv
+#define FC_DECLARE_PER_ISA(...) namespace fastconv::baseline { __VA_ARGS__; }
+#else
 #define FC_DECLARE_PER_ISA(...)                   \
   namespace fastconv::baseline { __VA_ARGS__; }   \
   namespace fastconv::avx2 { __VA_ARGS__; }       \
   namespace fastconv::avx512 { __VA_ARGS__; }
+#endif
 
 // Forces inlining in the vector kernels, where a call would spill the vector registers.
 #define FC_INLINE inline __attribute__((always_inline))
