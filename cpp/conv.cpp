@@ -19,6 +19,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <optional>
 #include <vector>
@@ -54,8 +55,9 @@ constexpr int64_t kMinTileColumns = 192;
 // Images with at most this many output positions are multiplied several at a time.
 constexpr int64_t kFoldedColumns = 128;
 // Below this many output positions per image (LeNet's C5: 1), folding images into one
-// GEMM beats the shifted-window path even though it copies columns; measured at 7x7
-// outputs (49 positions, ResNet's last stage) the shifted path is ~10% faster.
+// GEMM beats the shifted-window path even though it copies columns. At 7x7 outputs (49
+// positions, ResNet-18's 256ch stage at batch 16, 2 threads) the two forwards are even
+// (4.1 vs 4.2 ms) and the folded weight gradient is slower (6.4 vs 4.8 ms).
 constexpr int64_t kFoldBeforeShifted = 32;
 
 // The shifted-window weight gradient multiplies two operands that both run along the
@@ -458,69 +460,109 @@ Dims fold_offsets(const ConvGeom& g) {
   return offsets;
 }
 
-// Columns [j0, j1) of one group's folded column matrix (column j: image j / L, position
-// j % L) gathered straight into the GEMM's B panels, the last one zero-padded.
+// One B panel of one group's folded column matrix (column j: image j / L, position j % L):
+// columns [j0, j1), at most a panel's width, the rest of the panel zero. Rows are written
+// one after another while the reads stay within a few images' channel planes; filling the
+// panel a column at a time instead touched every one of its R cache-line rows per column.
 template <typename T>
-void gather_folded_panels(const ConvGeom& g, const int64_t* offsets, const T* x, int64_t grp,
-                          int64_t j0, int64_t j1, T* panels) {
-  const int64_t L = g.positions, R = g.rows, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
-  const int64_t image_size = g.win.channels * g.in_plane;
-  const int64_t width = j1 - j0, padded_width = (width + nr - 1) / nr * nr;
-  for (int64_t j = width; j < padded_width; ++j) {
-    T* dst = panels + j / nr * R * nr + j % nr;
-    for (int64_t r = 0; r < R; ++r) dst[r * nr] = T(0);
+void gather_folded_panel(const ConvGeom& g, const int64_t* offsets, const T* x, int64_t grp,
+                         int64_t j0, int64_t j1, T* panel) {
+  constexpr int64_t kMaxPanelCols = 64;
+  const int64_t L = g.positions, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
+  const int64_t width = j1 - j0, image_size = g.win.channels * g.in_plane;
+  std::array<const T*, kMaxPanelCols> channels;  // column jj's image, channel 0 of the group
+  std::array<const int64_t*, kMaxPanelCols> taps;  // column jj's row of the offset table
+  for (int64_t jj = 0; jj < width; ++jj) {
+    const int64_t j = j0 + jj;
+    channels[jj] = x + j / L * image_size + grp * g.group_in * g.in_plane;
+    taps[jj] = offsets + j % L * kvol;
   }
-  for (int64_t j = j0; j < j1; ++j) {
-    const int64_t col = j - j0;
-    T* const dst = panels + col / nr * R * nr + col % nr;
-    const T* const image = x + j / L * image_size + grp * g.group_in * g.in_plane;
-    const int64_t* const tap_offsets = offsets + j % L * kvol;
-    for (int64_t c = 0; c < g.group_in; ++c) {
-      const T* channel = image + c * g.in_plane;
-      T* row = dst + c * kvol * nr;
-      for (int64_t t = 0; t < kvol; ++t) {
-        const int64_t at = tap_offsets[t];
-        row[t * nr] = at >= 0 ? channel[at] : T(0);
+  for (int64_t c = 0; c < g.group_in; ++c) {
+    for (int64_t t = 0; t < kvol; ++t) {
+      T* const row = panel + (c * kvol + t) * nr;
+      for (int64_t jj = 0; jj < width; ++jj) {
+        const int64_t at = taps[jj][t];
+        row[jj] = at >= 0 ? channels[jj][c * g.in_plane + at] : T(0);
       }
+      std::fill(row + width, row + nr, T(0));
     }
   }
 }
 
+// Buffers held by the calling thread across calls, which the parallel jobs share through a
+// plain pointer (naming a thread_local inside the parallel region would give each worker
+// its own empty copy). Each `Slot` is a separate buffer.
+template <typename T, int Slot = 0>
+T* caller_buffer(int64_t count) {
+  thread_local std::vector<T> storage;
+  if (static_cast<int64_t>(storage.size()) < count) storage.resize(count);
+  return storage.data();
+}
+
+// Bytes of gathered B panels (all groups) per pass of the folded forward: the panels of a
+// pass are shared by every thread from L3, and memory stays bounded for any batch.
+constexpr int64_t kFoldedPassBytes = int64_t(1) << 23;
+// Weights of one group above this many bytes (more than L2 holds) are split by output
+// channels across threads in the folded forward, each thread reading its share once per
+// GEMM column block; smaller weights stay whole and the columns are split.
+constexpr int64_t kFoldedRowSplitBytes = int64_t(1) << 19;
+
 // Few output positions per image and a batch (LeNet's C5 has one position, late ResNet
 // stages a few): a GEMM per image would be a sliver a few columns wide, so the columns of
-// all images are placed side by side and cut into tiles, one GEMM each. Each value is
-// gathered once through a per-(position, tap) offset table; splitting runs per image and
-// row (im2col_block) cost more than the multiply here.
+// all images are placed side by side, one GEMM per job. Each value is gathered once
+// through a per-(position, tap) offset table into shared B panels (splitting runs per image
+// and row, as im2col_block does, cost more than the multiply here); then the jobs split the
+// output channels when the weights are large (ResNet's 512 x 4608 at 4x4: every column
+// tile re-reading 9.4 MB of weights was the layer's cost) and the columns otherwise.
 template <typename T>
 void forward_folded(const ConvGeom& g, const T* x, const ForwardWeights<T>& weights,
                     const T* bias, T* y) {
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
   const int64_t columns = g.win.batch * L, nr = panel_cols<T>();
+  const int64_t threads = omp_get_max_threads(), panel_rows = gemm_kernels().panel_rows;
   const Dims offsets = fold_offsets(g);
-  // Tiles whose panels stay in L2, and enough (group, tile) jobs for every thread, in a
-  // multiple of the thread count while that count is small.
-  const int64_t threads = omp_get_max_threads();
-  const int64_t tile_columns =
-      std::max<int64_t>(nr, kChunkBytes / (R * int64_t(sizeof(T))) / nr * nr);
-  int64_t tiles = std::max((columns + tile_columns - 1) / tile_columns, (threads + G - 1) / G);
-  if (G * tiles < 4 * threads) tiles = ((G * tiles + threads - 1) / threads * threads + G - 1) / G;
-  // Widths in whole vectors, so that each micro-tile runs on full registers.
-  const int64_t tile = std::min(columns, ((columns + tiles - 1) / tiles + 15) / 16 * 16);
-  tiles = (columns + tile - 1) / tile;
+  const int64_t pass = std::min(
+      (columns + nr - 1) / nr * nr,
+      std::max<int64_t>(nr, kFoldedPassBytes / (G * R * int64_t(sizeof(T))) / nr * nr));
+  T* const panels = caller_buffer<T, 1>(G * R * pass);
+  const bool split_rows = Kg * R * int64_t(sizeof(T)) > kFoldedRowSplitBytes &&
+                          Kg >= 2 * threads * panel_rows;
+  for (int64_t c0 = 0; c0 < columns; c0 += pass) {
+    const int64_t width = std::min(pass, columns - c0), panel_count = (width + nr - 1) / nr;
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < G * tiles; ++job) {
-    const int64_t grp = job / tiles, j0 = job % tiles * tile, j1 = std::min(columns, j0 + tile);
-    const int64_t width = j1 - j0;
-    T* const panels = scratch<T>(R * ((width + nr - 1) / nr * nr));
-    T* const result = scratch<T, 1>(Kg * width);
-    gather_folded_panels(g, offsets.data(), x, grp, j0, j1, panels);
-    gemm(Kg, width, R, weights.group(grp), panels, result, width, false);
-    const T* const group_bias = bias ? bias + grp * Kg : nullptr;
-    for (int64_t j = j0; j < j1; ++j) {
-      T* out = y + (j / L * g.out_channels + grp * Kg) * L + j % L;
-      const T* src = result + (j - j0);
-      for (int64_t k = 0; k < Kg; ++k) {
-        out[k * L] = group_bias ? src[k * width] + group_bias[k] : src[k * width];
+    for (int64_t job = 0; job < G * panel_count; ++job) {
+      const int64_t grp = job / panel_count, p = job % panel_count;
+      const int64_t j0 = c0 + p * nr, j1 = std::min(c0 + width, j0 + nr);
+      gather_folded_panel(g, offsets.data(), x, grp, j0, j1, panels + (grp * pass + p * nr) * R);
+    }
+    // Jobs: (group, output-channel block, column tile), tiles in whole panels.
+    int64_t row_blocks = 1, tiles = 1;
+    const int64_t wanted = std::max<int64_t>(1, (threads + G - 1) / G);
+    if (split_rows) {
+      row_blocks = wanted;
+    } else {
+      tiles = std::min(panel_count, std::max(wanted, (4 * threads + G - 1) / G));
+    }
+    const int64_t row_step = ((Kg + row_blocks - 1) / row_blocks + panel_rows - 1) /
+                             panel_rows * panel_rows;
+    const int64_t tile = (panel_count + tiles - 1) / tiles * nr;
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < G * row_blocks * tiles; ++job) {
+      const int64_t grp = job / (row_blocks * tiles), rb = job / tiles % row_blocks;
+      const int64_t t0 = job % tiles * tile, t1 = std::min(width, t0 + tile);
+      const int64_t k0 = std::min(Kg, rb * row_step), k1 = std::min(Kg, k0 + row_step);
+      if (k0 >= k1 || t0 >= t1) continue;
+      const int64_t n = t1 - t0;
+      T* const result = scratch<T, 1>((k1 - k0) * n);
+      gemm(k1 - k0, n, R, weights.group(grp, k0), panels + (grp * pass + t0) * R, result, n,
+           false);
+      const T* const group_bias = bias ? bias + grp * Kg : nullptr;
+      for (int64_t j = c0 + t0; j < c0 + t1; ++j) {
+        T* out = y + (j / L * g.out_channels + grp * Kg) * L + j % L;
+        const T* src = result + (j - c0 - t0);
+        for (int64_t k = k0; k < k1; ++k) {
+          out[k * L] = group_bias ? src[(k - k0) * n] + group_bias[k] : src[(k - k0) * n];
+        }
       }
     }
   }
@@ -612,14 +654,11 @@ int64_t channel_block(int64_t channels, int64_t jobs) {
   return (channels + blocks - 1) / blocks;
 }
 
-// The input gradient's rearranged copy of the weights, held by the calling thread across
-// calls (one buffer for both ways of computing it, which never overlap in time; the jobs see
-// it through a plain pointer).
+// The input gradient's rearranged copy of the weights (one buffer for both ways of computing
+// it, which never overlap in time).
 template <typename T>
 T* transposed_weights(int64_t count) {
-  thread_local std::vector<T> storage;
-  if (static_cast<int64_t>(storage.size()) < count) storage.resize(count);
-  return storage.data();
+  return caller_buffer<T, 0>(count);
 }
 
 // With unit strides the input gradient is itself a stride-1 convolution: of dy with the

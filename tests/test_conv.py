@@ -311,6 +311,11 @@ FOLDED_CASES = [
     ConvCase(9, 3, 9, (3, 3), (5, 5), (1, 1), 2, (1, 1), 1, False),  # windows mostly padding
     # Deep columns: the gradients take their images a few at a time.
     ConvCase(17, 300, 20, (5, 5), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    # Weights larger than L2: the output channels are split across threads (ResNet's 4x4).
+    ConvCase(9, 128, 128, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    ConvCase(9, 256, 256, (4, 4), (3, 3), (1, 1), 1, (1, 1), 2, False),
+    # More columns than one pass of shared panels holds.
+    ConvCase(130, 128, 40, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
 ]
 
 
