@@ -367,6 +367,13 @@ void forward_shifted_tile(const ConvGeom& g, const ShiftedGeom& s, const int64_t
   }
 }
 
+// Bytes of one group's weights above which (more than one core's L2 on the machines
+// measured) the forward splits them by output channels across threads, so that each
+// thread's share stays in its L2 rather than being re-read from L3 for every image or
+// column tile. Smaller weights are not worth it: ResNet-18's 128 -> 256 stride-2 layer
+// (1.2 MB) was 8-17% slower split, since every thread then splits every image into phases.
+constexpr int64_t kSharedWeightBytes = int64_t(2) << 20;
+
 // Output-channel blocks and padded-coordinate column tiles so that (images x tiles x
 // blocks) jobs keep every thread busy. Whichever split leaves the busiest thread fewer
 // register tiles wins, counting a partly used tile as whole; columns win near-ties, since
@@ -406,15 +413,30 @@ void forward_shifted(const ConvGeom& g, const T* x, const ForwardWeights<T>& wei
   const ShiftedGeom s = make_shifted_geom(g);
   const Dims offsets = shifted_offsets(g, s);
   const int64_t images = g.win.batch * g.groups, Kg = g.group_out, G = g.groups;
-  const JobGrid grid = job_grid(images, s.columns, Kg, panel_cols<T>());
+  JobGrid grid = job_grid(images, s.columns, Kg, panel_cols<T>());
+  // Weights larger than L2 with at least as many images as threads: each thread takes one
+  // block of output channels for every image, so its share of the weights stays in L2
+  // across the images instead of streaming from L3 once per image (ResNet-18's 256ch 7x7,
+  // 2.4 MB of weights, at batch 16). Every thread then pads every image, which is cheap
+  // next to the GEMM at these sizes.
+  const int64_t threads = omp_get_max_threads(), panel_rows = gemm_kernels().panel_rows;
+  const bool rows_outer = G == 1 && threads > 1 && images >= threads && grid.tiles == 1 &&
+                          grid.row_blocks == 1 && Kg >= 2 * threads * panel_rows &&
+                          Kg * g.rows * int64_t(sizeof(T)) > kSharedWeightBytes;
+  if (rows_outer) {
+    grid.row_blocks = threads;
+    grid.row_step = ((Kg + threads - 1) / threads + panel_rows - 1) / panel_rows * panel_rows;
+  }
   // The padded input of an (image, group) is built once per thread and call: a thread's
   // jobs are consecutive under the static schedule, so it keeps the last one it built.
   static std::atomic<int64_t> calls{0};
   const int64_t call = calls.fetch_add(1);
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < images * grid.tiles * grid.row_blocks; ++job) {
-    const int64_t image = job / (grid.tiles * grid.row_blocks);
-    const int64_t t = job / grid.row_blocks % grid.tiles, rb = job % grid.row_blocks;
+    const int64_t image =
+        rows_outer ? job % images : job / (grid.tiles * grid.row_blocks);
+    const int64_t t = rows_outer ? 0 : job / grid.row_blocks % grid.tiles;
+    const int64_t rb = rows_outer ? job / images : job % grid.row_blocks;
     const int64_t n = image / G, grp = image % G;
     const int64_t k0 = std::min(Kg, rb * grid.row_step), k1 = std::min(Kg, k0 + grid.row_step);
     const int64_t j0 = t * grid.tile, j1 = std::min(s.columns, j0 + grid.tile);
@@ -502,10 +524,6 @@ T* caller_buffer(int64_t count) {
 // Bytes of gathered B panels (all groups) per pass of the folded forward: the panels of a
 // pass are shared by every thread from L3, and memory stays bounded for any batch.
 constexpr int64_t kFoldedPassBytes = int64_t(1) << 23;
-// Weights of one group above this many bytes (more than L2 holds) are split by output
-// channels across threads in the folded forward, each thread reading its share once per
-// GEMM column block; smaller weights stay whole and the columns are split.
-constexpr int64_t kFoldedRowSplitBytes = int64_t(1) << 19;
 
 // Few output positions per image and a batch (LeNet's C5 has one position, late ResNet
 // stages a few): a GEMM per image would be a sliver a few columns wide, so the columns of
@@ -525,7 +543,7 @@ void forward_folded(const ConvGeom& g, const T* x, const ForwardWeights<T>& weig
       (columns + nr - 1) / nr * nr,
       std::max<int64_t>(nr, kFoldedPassBytes / (G * R * int64_t(sizeof(T))) / nr * nr));
   T* const panels = caller_buffer<T, 1>(G * R * pass);
-  const bool split_rows = Kg * R * int64_t(sizeof(T)) > kFoldedRowSplitBytes &&
+  const bool split_rows = Kg * R * int64_t(sizeof(T)) > kSharedWeightBytes &&
                           Kg >= 2 * threads * panel_rows;
   for (int64_t c0 = 0; c0 < columns; c0 += pass) {
     const int64_t width = std::min(pass, columns - c0), panel_count = (width + nr - 1) / nr;

@@ -229,6 +229,9 @@ MEDIUM_CASES = [
     ConvCase(1, 4100, 130, (5, 4), (1, 1), (1, 1), 0, (1, 1), 1, True),  # pointwise
     ConvCase(9, 600, 100, (3, 3), (3, 3), (1, 1), 0, (1, 1), 1, True),  # folded images
     ConvCase(1, 700, 203, (9, 9), (2, 2), (3, 3), 0, (1, 1), 1, False),  # im2col panels
+    # Weights over 2 MiB and more images than threads: each thread takes a block of output
+    # channels for every image (ResNet's 256ch 7x7), with a row tail.
+    ConvCase(4, 260, 250, (7, 8), (3, 3), (1, 1), 1, (1, 1), 1, True),
 ]
 
 
@@ -284,13 +287,17 @@ def test_forward_does_not_depend_on_the_thread_count() -> None:
         "rng = np.random.default_rng(14)\n"
         "x = rng.standard_normal((1, 64, 14, 14)).astype(np.float32)\n"
         "w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)\n"
+        "sys.stdout.buffer.write(fastconv.conv(x, w, padding=1).tobytes())\n"
+        # Output channels split across threads for every image (weights over 2 MiB).
+        "x = rng.standard_normal((4, 256, 7, 7)).astype(np.float32)\n"
+        "w = rng.standard_normal((256, 256, 3, 3)).astype(np.float32)\n"
         "sys.stdout.buffer.write(fastconv.conv(x, w, padding=1).tobytes())\n")
     outputs = []
     for threads in ("1", "2", "3"):
         env = dict(__import__("os").environ, OMP_NUM_THREADS=threads)
         outputs.append(subprocess.run([sys.executable, "-c", script], env=env, check=True,
                                       capture_output=True).stdout)
-    assert len(outputs[0]) == 64 * 14 * 14 * 4
+    assert len(outputs[0]) == (64 * 14 * 14 + 4 * 256 * 7 * 7) * 4
     assert outputs[0] == outputs[1] == outputs[2]
 
 
@@ -311,9 +318,9 @@ FOLDED_CASES = [
     ConvCase(9, 3, 9, (3, 3), (5, 5), (1, 1), 2, (1, 1), 1, False),  # windows mostly padding
     # Deep columns: the gradients take their images a few at a time.
     ConvCase(17, 300, 20, (5, 5), (3, 3), (1, 1), 1, (1, 1), 1, True),
-    # Weights larger than L2: the output channels are split across threads (ResNet's 4x4).
-    ConvCase(9, 128, 128, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
-    ConvCase(9, 256, 256, (4, 4), (3, 3), (1, 1), 1, (1, 1), 2, False),
+    # Weights over 2 MiB: the output channels are split across threads (ResNet's 4x4).
+    ConvCase(9, 256, 256, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    ConvCase(9, 512, 512, (4, 4), (3, 3), (1, 1), 1, (1, 1), 2, False),
     # More columns than one pass of shared panels holds.
     ConvCase(130, 128, 40, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
 ]
