@@ -12,7 +12,6 @@ from dask.array.utils import meta_from_array
 
 from .._backend import FLOAT_DTYPES, array_module, device_of, full_shape
 from .._geometry import IntOrTuple, Padding, as_int, as_tuple
-from ..ops.conv import conv as conv_in_memory
 from ..ops.conv import conv_backward_input as conv_backward_input_in_memory
 from ..ops.conv import conv_backward_weight as conv_backward_weight_in_memory
 from ..ops.conv import conv_plan, flipped
@@ -62,9 +61,6 @@ def _conv_block(block: Any, blocks: tuple, w: Any, bias: Optional[Any] = None, *
     xp = array_module(block)
     w = xp.asarray(w)
     bias = None if bias is None else xp.asarray(bias)
-    if out is None:
-        return conv_in_memory(block, w, bias, stride=stride, padding=paddings(blocks),
-                              dilation=dilation, groups=groups)
     plan = conv_plan(block.shape, w.shape, block.dtype, device_of(block), stride=stride,
                      padding=paddings(blocks), dilation=dilation, groups=groups)
     return plan.forward(block, w, bias, out=out)

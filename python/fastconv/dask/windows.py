@@ -268,6 +268,7 @@ def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callab
         # Small arrays, one block each (the caller rechunks them).
         extra_keys.append((e.name,) + (0,) * e.ndim)
     dsk: Dict[Any, Any] = {}
+    batch_bounds = np.cumsum((0,) + batch_chunks)
     for n_block in range(len(batch_chunks)):
         for c_out, channel_pieces in enumerate(channel_groups):
             for spatial in itertools.product(*(range(len(p.blocks)) for p in plans)):
@@ -293,9 +294,8 @@ def windowed(x: da.Array, name: str, plans: Sequence[AxisPlan], block_op: Callab
                     dsk[out_key] = (_run, block_op, nest(0, ()), tuple(blocks), *pair,
                                     *extra_keys)
                 else:
-                    bounds = np.cumsum((0,) + batch_chunks)
-                    region = out[(slice(int(bounds[n_block]), int(bounds[n_block + 1])),
-                                  slice(None))
+                    region = out[(slice(int(batch_bounds[n_block]),
+                                        int(batch_bounds[n_block + 1])), slice(None))
                                  + tuple(slice(b.out_start, b.out_stop) for b in blocks)]
                     dsk[out_key] = (_run_into, block_op, nest(0, ()), region, tuple(blocks),
                                     *pair, *extra_keys)

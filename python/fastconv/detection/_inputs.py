@@ -117,8 +117,6 @@ def reduce_rows(loss: Tensor, how: str) -> Tensor:
     return total if how == "sum" else total / max(loss.data.size, 1)
 
 
-
-
 Detections = List[Dict[str, np.ndarray]]
 
 
