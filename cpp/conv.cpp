@@ -22,6 +22,7 @@
 #include <array>
 #include <atomic>
 #include <optional>
+#include <stdexcept>
 #include <vector>
 
 #include "fastconv/bindings.hpp"
@@ -99,6 +100,18 @@ T* scratch(int64_t count) {
   return buffer.data();
 }
 
+// Buffers held by the calling thread across calls, which the parallel jobs share through a
+// plain pointer (naming a thread_local inside the parallel region would give each worker
+// its own empty copy). Each slot is a separate buffer.
+// kTransposedWeights: the input gradient's rearranged weights (either way of computing it).
+enum CallerSlot { kTransposedWeights, kFoldedPanels, kPackedWeights, kPartialSums };
+template <typename T, CallerSlot Slot>
+T* caller_buffer(int64_t count) {
+  thread_local std::vector<T> storage;
+  if (static_cast<int64_t>(storage.size()) < count) storage.resize(count);
+  return storage.data();
+}
+
 // Adds bias[k] to row k of a (rows x width) block with leading dimension ld.
 template <typename T>
 void add_bias(const T* bias, int64_t rows, int64_t width, T* out, int64_t ld) {
@@ -143,15 +156,15 @@ struct ForwardWeights {
 };
 
 template <typename T>
-ForwardWeights<T> forward_weights(const ConvGeom& g, const T* w, std::vector<T>& storage) {
+ForwardWeights<T> forward_weights(const ConvGeom& g, const T* w) {
   const int64_t R = g.rows, Kg = g.group_out;
   if (g.out_channels * R * int64_t(sizeof(T)) >= kInPlaceWeightBytes) {
     return ForwardWeights<T>{w, Kg * R, Kg, R};
   }
   const int64_t padded = round_up_rows(Kg);
-  storage.resize(g.groups * padded * R);
-  pack_weights(g, w, storage.data());
-  return ForwardWeights<T>{storage.data(), padded * R, padded, 0};
+  T* const packed = caller_buffer<T, kPackedWeights>(g.groups * padded * R);
+  pack_weights(g, w, packed);
+  return ForwardWeights<T>{packed, padded * R, padded, 0};
 }
 
 // Forward for output positions [l0, l1) and output channels [k0, k1) of one (image, group):
@@ -486,10 +499,11 @@ Dims fold_offsets(const ConvGeom& g) {
 // columns [j0, j1), at most a panel's width, the rest of the panel zero. Rows are written
 // one after another while the reads stay within a few images' channel planes; filling the
 // panel a column at a time instead touched every one of its R cache-line rows per column.
+constexpr int64_t kMaxPanelCols = 64;  // wider than any build's register tile (48 at most)
+
 template <typename T>
 void gather_folded_panel(const ConvGeom& g, const int64_t* offsets, const T* x, int64_t grp,
                          int64_t j0, int64_t j1, T* panel) {
-  constexpr int64_t kMaxPanelCols = 64;
   const int64_t L = g.positions, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
   const int64_t width = j1 - j0, image_size = g.win.channels * g.in_plane;
   std::array<const T*, kMaxPanelCols> channels;  // column jj's image, channel 0 of the group
@@ -511,16 +525,6 @@ void gather_folded_panel(const ConvGeom& g, const int64_t* offsets, const T* x, 
   }
 }
 
-// Buffers held by the calling thread across calls, which the parallel jobs share through a
-// plain pointer (naming a thread_local inside the parallel region would give each worker
-// its own empty copy). Each `Slot` is a separate buffer.
-template <typename T, int Slot = 0>
-T* caller_buffer(int64_t count) {
-  thread_local std::vector<T> storage;
-  if (static_cast<int64_t>(storage.size()) < count) storage.resize(count);
-  return storage.data();
-}
-
 // Bytes of gathered B panels (all groups) per pass of the folded forward: the panels of a
 // pass are shared by every thread from L3, and memory stays bounded for any batch.
 constexpr int64_t kFoldedPassBytes = int64_t(1) << 23;
@@ -538,11 +542,12 @@ void forward_folded(const ConvGeom& g, const T* x, const ForwardWeights<T>& weig
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups;
   const int64_t columns = g.win.batch * L, nr = panel_cols<T>();
   const int64_t threads = omp_get_max_threads(), panel_rows = gemm_kernels().panel_rows;
+  if (nr > kMaxPanelCols) throw std::logic_error("conv: GEMM panels wider than kMaxPanelCols");
   const Dims offsets = fold_offsets(g);
   const int64_t pass = std::min(
       (columns + nr - 1) / nr * nr,
       std::max<int64_t>(nr, kFoldedPassBytes / (G * R * int64_t(sizeof(T))) / nr * nr));
-  T* const panels = caller_buffer<T, 1>(G * R * pass);
+  T* const panels = caller_buffer<T, kFoldedPanels>(G * R * pass);
   const bool split_rows = Kg * R * int64_t(sizeof(T)) > kSharedWeightBytes &&
                           Kg >= 2 * threads * panel_rows;
   for (int64_t c0 = 0; c0 < columns; c0 += pass) {
@@ -615,11 +620,7 @@ void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias,
     return conv_direct_forward(g.win, g.out_channels, g.groups, x, w, bias, y);
   }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
-  // (Held by the calling thread and reused across calls; the jobs see it through a plain
-  // pointer, since naming a thread_local inside the parallel region would give each
-  // worker its own empty copy.)
-  thread_local std::vector<T> packed_storage;
-  const ForwardWeights<T> weights = forward_weights(g, w, packed_storage);
+  const ForwardWeights<T> weights = forward_weights(g, w);
   const int64_t image_size = g.win.channels * g.in_plane;
   // Images whose GEMMs would be narrow, with more images than threads, share their GEMMs.
   if (folds_images(g)) {
@@ -672,13 +673,6 @@ int64_t channel_block(int64_t channels, int64_t jobs) {
   return (channels + blocks - 1) / blocks;
 }
 
-// The input gradient's rearranged copy of the weights (one buffer for both ways of computing
-// it, which never overlap in time).
-template <typename T>
-T* transposed_weights(int64_t count) {
-  return caller_buffer<T, 0>(count);
-}
-
 // With unit strides the input gradient is itself a stride-1 convolution: of dy with the
 // weights transposed per group (K <-> C) and flipped, padded by dilation*(kernel-1) - pad
 // on each side. It then runs on the forward's shifted-window GEMM, with no col2im.
@@ -705,7 +699,7 @@ void backward_input_by_forward(const ConvGeom& g, const T* dy, const T* w, T* dx
   const ConvGeom t = make_conv_geom("conv_backward_input", dy_shape, wt_shape, unit, before,
                                     after, win.dilation, g.groups);
   // wt[grp][c][k][tap] = w[grp * Kg + k][c][kvol - 1 - tap]
-  T* const wt = transposed_weights<T>(g.out_channels * R);
+  T* const wt = caller_buffer<T, kTransposedWeights>(g.out_channels * R);
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < win.channels; ++row) {
     const int64_t grp = row / Cg, c = row % Cg;
@@ -728,7 +722,7 @@ void backward_input_folded(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const int64_t Cg = g.group_in, kvol = g.win.kernel_volume();
   const Dims offsets = fold_offsets(g);
   // W_g^T with contiguous rows, so that each job packs its rows as a plain GEMM operand.
-  T* const wt = transposed_weights<T>(g.out_channels * R);
+  T* const wt = caller_buffer<T, kTransposedWeights>(g.out_channels * R);
   constexpr int64_t kBlock = 32;  // square blocks: both sides of the transpose stay cached
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < G * ((R + kBlock - 1) / kBlock); ++job) {
@@ -879,9 +873,8 @@ void backward_weight_shifted(const ConvGeom& g, const T* x, const T* dy, T* dw) 
   const int64_t per_pass =
       dot_products ? std::clamp<int64_t>(kDotDepth / s.columns, 1, per_chunk) : 1;
   const int64_t dw_size = g.out_channels * R;
-  thread_local std::vector<T> partial_storage;
-  partial_storage.assign((chunks - 1) * dw_size, T(0));
-  T* const partial = partial_storage.data();
+  T* const partial = caller_buffer<T, kPartialSums>((chunks - 1) * dw_size);
+  std::fill(partial, partial + (chunks - 1) * dw_size, T(0));
   std::fill(dw, dw + dw_size, T(0));
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < G * r_blocks * chunks; ++job) {
@@ -986,16 +979,16 @@ void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw
   const int64_t per_chunk = (N + chunks - 1) / chunks;
   const int64_t tile = tile_width(cblock * kvol, L, G * cblocks * chunks, sizeof(T));
   const int64_t dw_size = g.out_channels * R;
-  std::vector<T> partial(chunks > 1 ? (chunks - 1) * dw_size : 0);
+  T* const partial = caller_buffer<T, kPartialSums>((chunks - 1) * dw_size);
   std::fill(dw, dw + dw_size, T(0));
-  std::fill(partial.begin(), partial.end(), T(0));
+  std::fill(partial, partial + (chunks - 1) * dw_size, T(0));
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < G * cblocks * chunks; ++job) {
     const int64_t chunk = job / (G * cblocks), grp = job / cblocks % G, cb = job % cblocks;
     const int64_t c0 = cb * cblock, c1 = std::min(Cg, c0 + cblock);
     const int64_t rows = (c1 - c0) * kvol;
     T* buf = scratch<T>(rows * tile);
-    T* target = chunk == 0 ? dw : partial.data() + (chunk - 1) * dw_size;
+    T* target = chunk == 0 ? dw : partial + (chunk - 1) * dw_size;
     T* out = target + grp * Kg * R + c0 * kvol;
     for (int64_t n = chunk * per_chunk; n < std::min(N, (chunk + 1) * per_chunk); ++n) {
       const T* image = x + n * g.win.channels * g.in_plane;
@@ -1024,7 +1017,7 @@ void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw
       }
     }
   }
-  add_partials(partial.data(), chunks - 1, dw_size, dw);
+  add_partials(partial, chunks - 1, dw_size, dw);
 }
 
 void conv_forward_py(const py::array& x, const py::array& w, const std::optional<py::array>& bias,
