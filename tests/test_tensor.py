@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import fastconv
 from fastconv import Tensor, no_grad
+from fastconv._backend import activation_backward
 from fastconv.tensor import Parameter
 from _cases import assert_close_torch, gradcheck
 
@@ -541,8 +542,6 @@ def test_activation_gradients_match_torch_and_the_array_path(name, dtype) -> Non
         np.testing.assert_allclose(got, expected, rtol=tol, atol=tol, equal_nan=True)
     # From the same forward output (the forward's tanh may differ by an ulp between the
     # paths), the two backward paths agree bit for bit.
-    from fastconv._backend import activation_backward
-
     y = getattr(Tensor(x), name)().data
     np.testing.assert_array_equal(activation_backward(name, g, y),
                                   np.asarray(activation_backward(name, g.view(Other),
