@@ -104,7 +104,17 @@ T* scratch(int64_t count) {
 // plain pointer (naming a thread_local inside the parallel region would give each worker
 // its own empty copy). Each slot is a separate buffer.
 // kTransposedWeights: the input gradient's rearranged weights (either way of computing it).
-enum CallerSlot { kTransposedWeights, kFoldedPanels, kPackedWeights, kPartialSums };
+// kGatheredInput / kGatheredPanels: the padded images and the B panels of the gathered
+// passes; kGatheredSums: their product before it is transposed into place.
+enum CallerSlot {
+  kTransposedWeights,
+  kFoldedPanels,
+  kPackedWeights,
+  kPartialSums,
+  kGatheredInput,
+  kGatheredPanels,
+  kGatheredSums
+};
 template <typename T, CallerSlot Slot>
 T* caller_buffer(int64_t count) {
   thread_local std::vector<T> storage;
@@ -614,12 +624,170 @@ void gather_folded_grad(const ConvGeom& g, const T* dy, int64_t grp, int64_t n0,
   }
 }
 
+// ---- Gathered windows: the shifted-window layout read through offset tables
+//
+// In the padded stride phases of an (image, group) (pad_group), the value under tap row r
+// (shifted_offsets) at output position l is at taps[r] + positions[l], positions[l] =
+// sum_d o_d * S_d. With the padded images of a pass `footprint` apart, every window of the
+// pass is one GatheredRows operand: the GEMM broadcasts its values straight from the padded
+// images, so its register tiles run across images and are full however small the maps
+// (49 positions of a 7x7 map fill 64 lanes of the per-image shifted GEMM).
+
+// Bytes of padded images and B panels one gathered pass holds, so memory stays bounded
+// for any batch.
+constexpr int64_t kGatheredPassBytes = int64_t(1) << 24;
+
+// Each gathered pass transposes one operand into B panels (the forward: the weights; the
+// weight gradient: dy), a cost per value of the product's other side, and reads the output
+// channels a vector of lanes at a time; so it needs enough positions, rows and channels.
+// Measured on ResNet-18's layers at batch 16 (2 threads, the AVX-512 build): the forward
+// gains at 7x7 and 14x14 maps (256ch 7x7: 4.22 -> 3.44 ms, its input gradient 4.39 ->
+// 3.55; 128 -> 256 stride 2: 2.56 -> 2.05) and loses at 4x4 (256 positions in the batch:
+// 512 -> 512 even, 256 -> 512 stride 2 2.50 -> 2.84, the weights' transpose) and at 28x28
+// (784 positions per image already fill the per-image tiles: 3.23 -> 3.66). The weight
+// gradient gains on every 3x3 layer (256ch 7x7: 4.80 -> 3.35 ms, 512ch 4x4: 6.28 -> 4.83,
+// 128ch 14x14: 4.28 -> 3.32) but not on the 3-channel 7x7 stem (147 rows: 6.10 -> 6.43).
+constexpr int64_t kGatheredMinPositions = 512;    // output positions of the batch (forward)
+constexpr int64_t kGatheredMaxMapPositions = 256;  // per image (forward)
+constexpr int64_t kGatheredMinRows = 256;          // (channel, tap) rows (weight gradient)
+constexpr int64_t kGatheredMinOutputs = 32;        // output channels per group
+
+bool forward_gathers(const ConvGeom& g) {
+  return shifted_applies(g) && g.group_out >= kGatheredMinOutputs &&
+         g.positions <= kGatheredMaxMapPositions &&
+         g.win.batch * g.positions >= kGatheredMinPositions;
+}
+
+bool weight_gradient_gathers(const ConvGeom& g) {
+  return shifted_applies(g) && g.group_out >= kGatheredMinOutputs && g.rows >= kGatheredMinRows;
+}
+
+Dims position_offsets(const ConvGeom& g, const ShiftedGeom& s) {
+  const WindowGeom& w = g.win;
+  Dims offsets(g.positions);
+  for (int64_t l = 0; l < g.positions; ++l) {
+    int64_t at = 0;
+    for (int64_t d = w.dims() - 1, rest = l; d >= 0; --d) {
+      at += rest % w.out[d] * s.step[d];
+      rest /= w.out[d];
+    }
+    offsets[l] = at;
+  }
+  return offsets;
+}
+
+// Writes the (rows x cols) row-major block `src` (leading dimension lds) transposed into
+// dst (leading dimension ldd), adding bias[j] to row j of dst when given, in square blocks
+// so both sides stay cached.
+template <typename T>
+void transpose_block(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst, int64_t ldd,
+                     const T* bias = nullptr) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t i0 = 0; i0 < rows; i0 += kBlock) {
+    const int64_t i1 = std::min(rows, i0 + kBlock);
+    for (int64_t j0 = 0; j0 < cols; j0 += kBlock) {
+      const int64_t j1 = std::min(cols, j0 + kBlock);
+      for (int64_t j = j0; j < j1; ++j) {
+        const T b = bias ? bias[j] : T(0);
+        for (int64_t i = i0; i < i1; ++i) dst[j * ldd + i] = src[i * lds + j] + b;
+      }
+    }
+  }
+}
+
+// dy of one (image, group), Kg x L, as rows [first, first + L) of B panels (GemmPanelsFn
+// layout, `depth` rows per panel): row l holds the Kg channels at position l, zero-padded to
+// whole panels.
+template <typename T>
+void grad_panel_rows(const ConvGeom& g, const T* dy, int64_t first, int64_t depth, T* panels) {
+  const int64_t L = g.positions, Kg = g.group_out, nr = panel_cols<T>();
+  for (int64_t k0 = 0; k0 < Kg; k0 += nr) {
+    const int64_t cols = std::min(nr, Kg - k0);
+    T* const panel = panels + (k0 / nr) * depth * nr + first * nr;
+    transpose_block(dy + k0 * L, L, cols, L, panel, nr);
+    if (cols < nr) {
+      for (int64_t l = 0; l < L; ++l) std::fill(panel + l * nr + cols, panel + (l + 1) * nr, T(0));
+    }
+  }
+}
+
+// Forward over gathered windows: per group, y^T (N * L x Kg) = windows (N * L x R) * W_g^T
+// (R x Kg), the windows read in place from the padded images of a pass and W_g transposed
+// into B panels once per call. Jobs own blocks of output positions (across images), so
+// each output is one micro-kernel's sum in a fixed order; each block is transposed into y
+// while it is still cached.
+template <typename T>
+void forward_gathered(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+  const ShiftedGeom s = make_shifted_geom(g);
+  const Dims taps = shifted_offsets(g, s), positions = position_offsets(g, s);
+  const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch, L = g.positions;
+  const int64_t nr = panel_cols<T>(), panel_width = (Kg + nr - 1) / nr * nr;
+  T* const weights = caller_buffer<T, kGatheredPanels>(G * R * panel_width);
+  constexpr int64_t kRowBlock = 64;
+  const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock, col_panels = panel_width / nr;
+#pragma omp parallel for schedule(static)
+  for (int64_t job = 0; job < G * col_panels * row_blocks; ++job) {
+    const int64_t grp = job / (col_panels * row_blocks), k0 = job / row_blocks % col_panels * nr;
+    const int64_t r0 = job % row_blocks * kRowBlock, r1 = std::min(R, r0 + kRowBlock);
+    const int64_t cols = std::min(nr, Kg - k0);
+    T* const panel = weights + grp * R * panel_width + k0 * R;
+    transpose_block(w + (grp * Kg + k0) * R + r0, R, cols, r1 - r0, panel + r0 * nr, nr);
+    if (cols < nr) {
+      for (int64_t r = r0; r < r1; ++r) std::fill(panel + r * nr + cols, panel + (r + 1) * nr, T(0));
+    }
+  }
+  const int64_t image_values = s.footprint + L * Kg;
+  const int64_t per_pass = std::clamp<int64_t>(
+      kGatheredPassBytes / (G * image_values * int64_t(sizeof(T))), 1, N);
+  T* const padded = caller_buffer<T, kGatheredInput>(G * per_pass * s.footprint);
+  T* const sums = caller_buffer<T, kGatheredSums>(G * per_pass * L * Kg);
+  Dims row_offsets(per_pass * L);
+  for (int64_t i = 0; i < per_pass; ++i) {
+    for (int64_t l = 0; l < L; ++l) row_offsets[i * L + l] = i * s.footprint + positions[l];
+  }
+  const int64_t threads = omp_get_max_threads(), panel_rows = gemm_kernels().panel_rows;
+  for (int64_t n0 = 0; n0 < N; n0 += per_pass) {
+    const int64_t count = std::min(per_pass, N - n0), rows = count * L;
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < G * count; ++job) {
+      const int64_t grp = job / count, i = job % count;
+      pad_group(g, s, x + (n0 + i) * g.win.channels * g.in_plane, grp * g.group_in,
+                padded + (grp * per_pass + i) * s.footprint);
+    }
+    const int64_t blocks = std::min((rows + panel_rows - 1) / panel_rows,
+                                    std::max<int64_t>(1, (threads + G - 1) / G));
+    const int64_t step = ((rows + blocks - 1) / blocks + panel_rows - 1) / panel_rows * panel_rows;
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < G * blocks; ++job) {
+      const int64_t grp = job / blocks;
+      const int64_t p0 = std::min(rows, job % blocks * step), p1 = std::min(rows, p0 + step);
+      if (p0 >= p1) continue;
+      T* const block = sums + (grp * per_pass * L + p0) * Kg;
+      gemm(p1 - p0, Kg, R,
+           GatheredRows<T>{padded + grp * per_pass * s.footprint, row_offsets.data() + p0,
+                           taps.data()},
+           weights + grp * R * panel_width, block, Kg, false);
+      for (int64_t p = p0; p < p1;) {
+        const int64_t i = p / L, l = p % L, len = std::min(p1 - p, L - l);
+        transpose_block(block + (p - p0) * Kg, Kg, len, Kg,
+                        y + ((n0 + i) * g.out_channels + grp * Kg) * L + l, L,
+                        bias ? bias + grp * Kg : nullptr);
+        p += len;
+      }
+    }
+  }
+}
+
 template <typename T>
 void conv_forward_impl(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
   if (conv_direct_applies(g.win, g.out_channels, g.groups)) {
     return conv_direct_forward(g.win, g.out_channels, g.groups, x, w, bias, y);
   }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch;
+  if (forward_gathers(g)) {
+    forward_gathered(g, x, w, bias, y);
+    return;
+  }
   const ForwardWeights<T> weights = forward_weights(g, w);
   const int64_t image_size = g.win.channels * g.in_plane;
   // Images whose GEMMs would be narrow, with more images than threads, share their GEMMs.
@@ -953,10 +1121,70 @@ void backward_weight_folded(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   }
 }
 
+// Depth blocks of the gathered weight gradient: dW^T (2.4 MB for 256ch 3x3) outgrows L2, and
+// with the usual 256-deep blocks went back to L3 after each (one thread, 2304 x 256 x 784:
+// 156 GFLOP/s at 256, 163 at 392 and 784, 163 at 1152). A sum over images is not
+// bitwise invariant to batching anyway (fastconv.dask adds its blocks' gradients).
+constexpr int64_t kWeightGradientDepth = 768;
+
+// Weight gradient over gathered windows: per group, dW_g^T (R x Kg) = windows (R x N * L) *
+// dy^T (N * L x Kg), the windows read in place from the padded images and dy transposed
+// into B panels, a pass of images at a time. Jobs own rows of dW_g^T and add the passes in
+// order, so every sum runs over the images in one fixed order whatever the thread count.
+template <typename T>
+void backward_weight_gathered(const ConvGeom& g, const T* x, const T* dy, T* dw) {
+  const ShiftedGeom s = make_shifted_geom(g);
+  const Dims taps = shifted_offsets(g, s), positions = position_offsets(g, s);
+  const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch, L = g.positions;
+  const int64_t nr = panel_cols<T>(), panel_width = (Kg + nr - 1) / nr * nr;
+  const int64_t image_values = s.footprint + L * panel_width;
+  const int64_t per_pass = std::clamp<int64_t>(
+      kGatheredPassBytes / (G * image_values * int64_t(sizeof(T))), 1, N);
+  T* const padded = caller_buffer<T, kGatheredInput>(G * per_pass * s.footprint);
+  T* const panels = caller_buffer<T, kGatheredPanels>(G * per_pass * L * panel_width);
+  T* const sums = caller_buffer<T, kGatheredSums>(G * R * Kg);
+  Dims depth_offsets(per_pass * L);
+  for (int64_t i = 0; i < per_pass; ++i) {
+    for (int64_t l = 0; l < L; ++l) depth_offsets[i * L + l] = i * s.footprint + positions[l];
+  }
+  const int64_t threads = omp_get_max_threads(), panel_rows = gemm_kernels().panel_rows;
+  const int64_t r_blocks = std::min((R + panel_rows - 1) / panel_rows,
+                                    std::max<int64_t>(1, (threads + G - 1) / G));
+  const int64_t r_step = ((R + r_blocks - 1) / r_blocks + panel_rows - 1) / panel_rows * panel_rows;
+  for (int64_t n0 = 0; n0 < N; n0 += per_pass) {
+    const int64_t count = std::min(per_pass, N - n0), depth = count * L;
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < G * count; ++job) {
+      const int64_t grp = job / count, i = job % count, n = n0 + i;
+      pad_group(g, s, x + n * g.win.channels * g.in_plane, grp * g.group_in,
+                padded + (grp * per_pass + i) * s.footprint);
+      grad_panel_rows(g, dy + (n * g.out_channels + grp * Kg) * L, i * L, depth,
+                      panels + grp * per_pass * L * panel_width);
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < G * r_blocks; ++job) {
+      const int64_t grp = job / r_blocks;
+      const int64_t r0 = std::min(R, job % r_blocks * r_step), r1 = std::min(R, r0 + r_step);
+      if (r0 >= r1) continue;
+      T* const block = sums + (grp * R + r0) * Kg;
+      gemm(r1 - r0, Kg, depth,
+           GatheredRows<T>{padded + grp * per_pass * s.footprint, taps.data() + r0,
+                           depth_offsets.data(), kWeightGradientDepth},
+           panels + grp * per_pass * L * panel_width, block, Kg, n0 > 0);
+      // The last pass transposes its block into dW while the block is still cached.
+      if (n0 + count == N) transpose_block(block, Kg, r1 - r0, Kg, dw + grp * Kg * R + r0, R);
+    }
+  }
+}
+
 template <typename T>
 void conv_backward_weight_impl(const ConvGeom& g, const T* x, const T* dy, T* dw) {
   if (conv_direct_backward_weight_applies(g.win, g.out_channels, g.groups)) {
     return conv_direct_backward_weight(g.win, g.out_channels, g.groups, x, dy, dw);
+  }
+  if (weight_gradient_gathers(g)) {
+    backward_weight_gathered(g, x, dy, dw);
+    return;
   }
   if (folds_images(g)) {
     backward_weight_folded(g, x, dy, dw);

@@ -349,6 +349,64 @@ def test_folded_small_layers_backward(case: ConvCase, dtype) -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# Gathered windows: the GEMM broadcasts window values straight from the padded images, its
+# register tiles running across the images of the batch (the forward at small maps with
+# enough positions in the batch, the weight gradient from 256 (channel, tap) rows). Output
+# channel counts leave lane tails (33, 40, 50, 72), strides, dilation, asymmetric padding,
+# groups, 1-D and 3-D, and a batch larger than one pass of padded images.
+# ----------------------------------------------------------------------------------------
+
+GATHERED_CASES = [
+    ConvCase(16, 64, 72, (7, 7), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    ConvCase(12, 40, 50, (14, 13), (3, 3), (2, 2), 1, (1, 1), 1, False),
+    ConvCase(10, 64, 96, (8, 8), (3, 3), (1, 1), 1, (1, 1), 2, True),
+    ConvCase(9, 30, 33, (11, 9), (3, 3), (1, 1), ((2, 1), (0, 2)), (2, 1), 1, True),
+    ConvCase(20, 64, 40, (30,), (5,), (1,), 2, (1,), 1, True),
+    ConvCase(6, 16, 36, (6, 6, 6), (3, 3, 3), (1, 1, 1), 1, (1, 1, 1), 1, True),
+    ConvCase(34, 512, 32, (14, 14), (3, 3), (1, 1), 1, (1, 1), 1, True),  # two passes
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", GATHERED_CASES, ids=str)
+def test_gathered_windows(case: ConvCase, dtype) -> None:
+    x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
+    y = call_conv(case, x, w, b)
+    exact, magnitude = reference_conv(case, x, w, b)
+    assert_within_rounding(y, exact, magnitude, reduction_terms(case), np.dtype(dtype))
+    np.testing.assert_allclose(y, torch_conv(case, x, w, b), rtol=1e-4 if dtype == np.float32
+                               else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+    # Every forward path sums the depth in the same blocks and order, so an image gives the
+    # same bits in the gathered batch, alone (another path) and in a smaller batch.
+    alone = np.concatenate([call_conv(case, x[i:i + 1], w, b) for i in range(2)])
+    np.testing.assert_array_equal(y[:2], alone)
+    half = case.batch // 2
+    np.testing.assert_array_equal(y[half:], call_conv(case, x[half:], w, b))
+    test_conv_backward(case, dtype)
+
+
+def test_gathered_weight_gradient_does_not_depend_on_the_thread_count() -> None:
+    """Each element of dW is summed by one job over the images in order, whatever the split."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, fastconv, sys\n"
+        "rng = np.random.default_rng(15)\n"
+        "x = rng.standard_normal((8, 64, 9, 9)).astype(np.float32)\n"
+        "dy = rng.standard_normal((8, 72, 9, 9)).astype(np.float32)\n"
+        "sys.stdout.buffer.write(fastconv.conv_backward_weight(x, dy, (3, 3), padding=1)"
+        ".tobytes())\n")
+    outputs = []
+    for threads in ("1", "2", "3"):
+        env = dict(__import__("os").environ, OMP_NUM_THREADS=threads)
+        outputs.append(subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                                      capture_output=True).stdout)
+    assert len(outputs[0]) == 72 * 64 * 9 * 4
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+# ----------------------------------------------------------------------------------------
 # The CUDA kernels
 # ----------------------------------------------------------------------------------------
 

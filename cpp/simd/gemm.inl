@@ -159,22 +159,36 @@ void pack_b_shifted_columns(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc
   }
 }
 
+// How the micro-kernel reads its kMR x kc A panel.
+//   kPacked:   packed by pack_a, at data + p * kMR + i;
+//   kRows:     in place, row i at data + i * lda;
+//   kGathered: in place, element (i, p) at data + row_offsets[i] + depth_offsets[p].
+// Rows past `rows` repeat the last one in place, and their results are dropped.
+enum class ASide { kPacked, kRows, kGathered };
+
+template <typename T>
+struct APanel {
+  const T* data;
+  int64_t lda = 0;
+  const int64_t* row_offsets = nullptr;
+  const int64_t* depth_offsets = nullptr;
+};
+
 // C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x kNR), with only the first
 // `nv` vectors of the B panel doing work (a narrow tail panel costs what it uses).
 // B row p is at b + p * kNR (a packed panel) or, with `offsets`, at b + offsets[p] (shifted
 // windows read in place: lanes past `cols` read neighbouring values and are dropped).
-// With `a_rows`, A is read in place: row i of the panel at a + i * lda (rows past `rows`
-// repeat the last one, and their results are dropped).
-template <typename T, int nv, bool in_place, bool a_rows>
-inline void micro_kernel(int64_t kc, const T* a, int64_t lda, const T* b,
-                         const int64_t* offsets, T* c, int64_t ldc, int64_t rows, int64_t cols,
-                         bool accumulate) {
+template <typename T, int nv, bool in_place, ASide side>
+inline void micro_kernel(int64_t kc, const APanel<T>& a, const T* b, const int64_t* offsets,
+                         T* c, int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
   using V = typename Vec<T>::type;
   constexpr int64_t width = kWidth<T>;
   constexpr int64_t nr = kNR<T>;
   const T* a_row[kMR];
-  if constexpr (a_rows) {
-    for (int64_t i = 0; i < kMR; ++i) a_row[i] = a + std::min(i, rows - 1) * lda;
+  if constexpr (side == ASide::kRows) {
+    for (int64_t i = 0; i < kMR; ++i) a_row[i] = a.data + std::min(i, rows - 1) * a.lda;
+  } else if constexpr (side == ASide::kGathered) {
+    for (int64_t i = 0; i < kMR; ++i) a_row[i] = a.data + a.row_offsets[std::min(i, rows - 1)];
   }
   V acc[kMR][nv];
 #pragma GCC unroll 8
@@ -188,9 +202,10 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t lda, const T* b,
     const T* const b_row = in_place ? b + offsets[p] : b + p * nr;
 #pragma GCC unroll 3
     for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b_row + v * width, sizeof(V));
+    const int64_t depth_at = side == ASide::kGathered ? a.depth_offsets[p] : p;
 #pragma GCC unroll 8
     for (int64_t i = 0; i < kMR; ++i) {
-      const T ai = a_rows ? a_row[i][p] : a[p * kMR + i];
+      const T ai = side == ASide::kPacked ? a.data[p * kMR + i] : a_row[i][depth_at];
 #pragma GCC unroll 3
       for (int v = 0; v < nv; ++v) acc[i][v] += bv[v] * ai;
     }
@@ -220,17 +235,16 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t lda, const T* b,
 }
 
 // Picks the micro-kernel by how many vectors of the B panel hold real columns.
-template <typename T, bool in_place, bool a_rows>
-inline void micro_tile(int64_t kc, const T* a, int64_t lda, const T* b, const int64_t* offsets,
-                       T* c, int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
+template <typename T, bool in_place, ASide side>
+inline void micro_tile(int64_t kc, const APanel<T>& a, const T* b, const int64_t* offsets, T* c,
+                       int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
   constexpr int64_t width = kWidth<T>;
   if (cols > 2 * width) {
-    micro_kernel<T, kNV, in_place, a_rows>(kc, a, lda, b, offsets, c, ldc, rows, cols,
-                                           accumulate);
+    micro_kernel<T, kNV, in_place, side>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
   } else if (cols > width) {
-    micro_kernel<T, 2, in_place, a_rows>(kc, a, lda, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 2, in_place, side>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
   } else {
-    micro_kernel<T, 1, in_place, a_rows>(kc, a, lda, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 1, in_place, side>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
   }
 }
 
@@ -253,10 +267,22 @@ struct BSource {
   ShiftedRows<T> shifted;
 };
 
-// C (+)= A * B. With `packed` set, A was packed once by pack_all and `a` is unused.
+// Where A comes from: a strided view packed here, packed once by pack_all (`packed`), or
+// windows read in place through offset tables (`gathered`).
 template <typename T>
-void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T>* packed,
-               const BSource<T>& src, T* c, int64_t ldc, bool accumulate) {
+struct ASource {
+  MatrixView<T> view;
+  const PackedA<T>* packed = nullptr;
+  const GatheredRows<T>* gathered = nullptr;
+};
+
+// C (+)= A * B.
+template <typename T>
+void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const BSource<T>& src,
+               T* c, int64_t ldc, bool accumulate) {
+  const PackedA<T>* const packed = a_src.packed;
+  const GatheredRows<T>* const gathered = a_src.gathered;
+  const MatrixView<T>& a = a_src.view;
   const T* const b_panels = src.panels;
   const MatrixView<T>& b = src.view;
   if (m <= 0 || n <= 0) return;
@@ -268,12 +294,19 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
   constexpr int64_t nr = kNR<T>;
   // Packing buffers live as long as the thread, so repeated calls do not pay page faults.
   thread_local std::vector<T> a_storage, b_storage;
-  T* const a_pack = packed ? nullptr : cache_aligned(a_storage, kMC * kKC);
+  T* const a_pack = packed || gathered ? nullptr : cache_aligned(a_storage, kMC * kKC);
   T* const b_pack = b_panels ? nullptr : cache_aligned(b_storage, kNC<T> * kKC);
+  // Gathered A has no packing unit, so it may ask for deeper blocks, cut into equal parts
+  // so that no thin last block is left.
+  int64_t block_depth = kKC;
+  if (gathered && gathered->block_depth > 0) {
+    const int64_t blocks = (k + gathered->block_depth - 1) / gathered->block_depth;
+    block_depth = (k + blocks - 1) / blocks;
+  }
   for (int64_t jc = 0; jc < n; jc += kNC<T>) {
     const int64_t nc = std::min(kNC<T>, n - jc);
-    for (int64_t pc = 0; pc < k; pc += kKC) {
-      const int64_t kc = std::min(kKC, k - pc);
+    for (int64_t pc = 0; pc < k; pc += block_depth) {
+      const int64_t kc = std::min(block_depth, k - pc);
       // Shifted rows are read in place: each is a contiguous run of the padded input.
       const bool in_place = src.shifted.base && !src.shifted.by_columns;
       if (src.shifted.base && src.shifted.by_columns) {
@@ -290,42 +323,57 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, MatrixView<T> a, const PackedA<T
       const bool acc = accumulate || pc > 0;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
-        const T* a_block;
-        // Distance between consecutive A panels of the block, and between the rows of one
-        // panel when A is read in place (lda 0: packed panels).
-        int64_t a_panel_step = kMR * kc, lda = 0;
-        if (packed && packed->row_stride) {
-          lda = packed->row_stride;
-          a_panel_step = kMR * lda;
-          a_block = packed->data + (packed->first_row + ic) * lda + pc;
+        // The A panels of this block: panel ir / kMR at a_block.data + ir / kMR * a_step.
+        APanel<T> a_block{nullptr};
+        int64_t a_step = kMR * kc;
+        if (gathered) {
+          a_block = APanel<T>{gathered->base, 0, gathered->row_offsets + ic,
+                              gathered->depth_offsets + pc};
+        } else if (packed && packed->row_stride) {
+          a_block = APanel<T>{packed->data + (packed->first_row + ic) * packed->row_stride + pc,
+                              packed->row_stride};
+          a_step = kMR * packed->row_stride;
         } else if (packed) {
-          a_block = packed->data + pc * packed->padded_rows + (packed->first_row + ic) * kc;
+          a_block.data = packed->data + pc * packed->padded_rows + (packed->first_row + ic) * kc;
         } else {
           pack_a(mc, kc, a.data + ic * a.row_stride + pc * a.col_stride, a.row_stride,
                  a.col_stride, a_pack);
-          a_block = a_pack;
+          a_block.data = a_pack;
         }
-        // The broadcast side (an A panel, kMR x kc) stays in L1 while the vector side (the
-        // whole packed B block) streams from L2.
-        for (int64_t ir = 0; ir < mc; ir += kMR) {
-          for (int64_t jr = 0; jr < nc; jr += nr) {
-            T* const c_tile = c + (ic + ir) * ldc + jc + jr;
-            const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
-            const T* const a_panel = a_block + ir / kMR * a_panel_step;
-            if (in_place && lda) {
-              micro_tile<T, true, true>(kc, a_panel, lda, b_block + jr, offsets, c_tile, ldc,
-                                        rows, cols, acc);
-            } else if (in_place) {
-              micro_tile<T, true, false>(kc, a_panel, 0, b_block + jr, offsets, c_tile, ldc,
-                                         rows, cols, acc);
-            } else if (lda) {
-              micro_tile<T, false, true>(kc, a_panel, lda, b_block + jr * panel_step, nullptr,
-                                         c_tile, ldc, rows, cols, acc);
+        const auto tiles = [&](auto in_place_tag, auto side_tag) {
+          constexpr bool kInPlace = decltype(in_place_tag)::value;
+          constexpr ASide kSide = decltype(side_tag)::value;
+          // The broadcast side (an A panel, kMR x kc) stays in L1 while the vector side
+          // (the whole packed B block) streams from L2.
+          for (int64_t ir = 0; ir < mc; ir += kMR) {
+            APanel<T> a_panel = a_block;
+            if constexpr (kSide == ASide::kGathered) {
+              a_panel.row_offsets += ir;
             } else {
-              micro_tile<T, false, false>(kc, a_panel, 0, b_block + jr * panel_step, nullptr,
-                                          c_tile, ldc, rows, cols, acc);
+              a_panel.data += ir / kMR * a_step;
+            }
+            for (int64_t jr = 0; jr < nc; jr += nr) {
+              T* const c_tile = c + (ic + ir) * ldc + jc + jr;
+              const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
+              const T* const b_panel = kInPlace ? b_block + jr : b_block + jr * panel_step;
+              micro_tile<T, kInPlace, kSide>(kc, a_panel, b_panel, offsets, c_tile, ldc, rows,
+                                              cols, acc);
             }
           }
+        };
+        using Rows = std::integral_constant<ASide, ASide::kRows>;
+        using Packed = std::integral_constant<ASide, ASide::kPacked>;
+        using Gathered = std::integral_constant<ASide, ASide::kGathered>;
+        if (in_place && a_block.lda) {
+          tiles(std::true_type{}, Rows{});
+        } else if (in_place) {
+          tiles(std::true_type{}, Packed{});
+        } else if (gathered) {
+          tiles(std::false_type{}, Gathered{});
+        } else if (a_block.lda) {
+          tiles(std::false_type{}, Rows{});
+        } else {
+          tiles(std::false_type{}, Packed{});
         }
       }
     }
@@ -522,41 +570,50 @@ void streamed_f64(int64_t m, int64_t j0, int64_t j1, int64_t k, const double* a,
 
 void gemm_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
               float* c, int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, a, nullptr, {b, nullptr, {}}, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, {a}, {b, nullptr, {}}, c, ldc, accumulate);
 }
 void gemm_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a, MatrixView<double> b,
               double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, a, nullptr, {b, nullptr, {}}, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, {a}, {b, nullptr, {}}, c, ldc, accumulate);
 }
 void pack_f32(int64_t m, int64_t k, MatrixView<float> a, float* dst) { pack_all(m, k, a, dst); }
 void pack_f64(int64_t m, int64_t k, MatrixView<double> a, double* dst) { pack_all(m, k, a, dst); }
 void packed_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, MatrixView<float> b, float* c,
                 int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {}, &a, {b, nullptr, {}}, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, {{}, &a}, {b, nullptr, {}}, c, ldc, accumulate);
 }
 void packed_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, MatrixView<double> b,
                 double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {}, &a, {b, nullptr, {}}, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, {{}, &a}, {b, nullptr, {}}, c, ldc, accumulate);
 }
 
 void panels_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, const float* b_panels,
                 float* c, int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {}, &a, {{}, b_panels, {}}, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, {{}, &a}, {{}, b_panels, {}}, c, ldc, accumulate);
 }
 void panels_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, const double* b_panels,
                 double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {}, &a, {{}, b_panels, {}}, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, {{}, &a}, {{}, b_panels, {}}, c, ldc, accumulate);
 }
 
 void shifted_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a,
                  const PackedA<float>* packed_a, ShiftedRows<float> b, float* c, int64_t ldc,
                  bool accumulate) {
-  gemm_impl<float>(m, n, k, a, packed_a, {{}, nullptr, b}, c, ldc, accumulate);
+  gemm_impl<float>(m, n, k, {a, packed_a}, {{}, nullptr, b}, c, ldc, accumulate);
 }
 void shifted_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
                  const PackedA<double>* packed_a, ShiftedRows<double> b, double* c, int64_t ldc,
                  bool accumulate) {
-  gemm_impl<double>(m, n, k, a, packed_a, {{}, nullptr, b}, c, ldc, accumulate);
+  gemm_impl<double>(m, n, k, {a, packed_a}, {{}, nullptr, b}, c, ldc, accumulate);
+}
+
+void gathered_f32(int64_t m, int64_t n, int64_t k, GatheredRows<float> a, const float* b_panels,
+                  float* c, int64_t ldc, bool accumulate) {
+  gemm_impl<float>(m, n, k, {{}, nullptr, &a}, {{}, b_panels, {}}, c, ldc, accumulate);
+}
+void gathered_f64(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
+                  const double* b_panels, double* c, int64_t ldc, bool accumulate) {
+  gemm_impl<double>(m, n, k, {{}, nullptr, &a}, {{}, b_panels, {}}, c, ldc, accumulate);
 }
 
 void dot_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, ShiftedRows<float> b,
@@ -574,7 +631,7 @@ const GemmKernels& gemm_table() {
   static const GemmKernels table{gemm_f32,    gemm_f64,   pack_f32,    pack_f64,
                                  packed_f32,  packed_f64, panels_f32,  panels_f64,
                                  shifted_f32, shifted_f64, dot_f32,    dot_f64,
-                                 streamed_f32, streamed_f64,
+                                 streamed_f32, streamed_f64, gathered_f32, gathered_f64,
                                  kMR,         kNR<float>, kNR<double>};
   return table;
 }

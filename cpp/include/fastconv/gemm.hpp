@@ -31,6 +31,23 @@ struct ShiftedRows {
   bool by_columns;
 };
 
+// A left operand read in place through two offset tables: A[i][p] = base[row_offsets[i] +
+// depth_offsets[p]]. A convolution's windows over a zero-padded input are such a matrix
+// either way round: rows the output positions and depth the (channel, tap) pairs (the
+// forward), or rows the (channel, tap) pairs and depth the positions (the weight gradient),
+// so no column matrix is written and positions of several images share register tiles.
+// The depth is summed in blocks of kGemmDepth, as in every other product here, so that
+// each element of C is rounded exactly as on the other paths (a convolution's output does
+// not depend on which path, batch or chunk computed it), unless `block_depth` asks for
+// deeper blocks, which write C back less often.
+template <typename T>
+struct GatheredRows {
+  const T* base;
+  const int64_t* row_offsets;
+  const int64_t* depth_offsets;
+  int64_t block_depth = 0;  // 0: kGemmDepth
+};
+
 // A left operand packed once and reused by many products (convolution weights).
 // Layout: for each depth block of kGemmDepth, rows [0, round_up_rows(m)) in panels of
 // GemmKernels::panel_rows rows, each panel depth-major. Only the GEMM build that packed it
@@ -65,6 +82,9 @@ template <typename T>
 using GemmShiftedFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a,
                                const PackedA<T>* packed_a, ShiftedRows<T> b, T* c, int64_t ldc,
                                bool accumulate);
+template <typename T>
+using GemmGatheredFn = void (*)(int64_t m, int64_t n, int64_t k, GatheredRows<T> a,
+                                const T* b_panels, T* c, int64_t ldc, bool accumulate);
 template <typename T>
 using GemmPackedFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, MatrixView<T> b,
                               T* c, int64_t ldc, bool accumulate);
@@ -104,6 +124,8 @@ struct GemmKernels {
   GemmDotFn<double> dot_f64;
   GemmStreamedFn<float> streamed_f32;
   GemmStreamedFn<double> streamed_f64;
+  GemmGatheredFn<float> gathered_f32;
+  GemmGatheredFn<double> gathered_f64;
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
   int64_t panel_cols_f64;
@@ -158,6 +180,16 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<float> a, const float*
 inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, const double* b_panels,
                  double* c, int64_t ldc, bool accumulate) {
   gemm_kernels().panels_f64(m, n, k, a, b_panels, c, ldc, accumulate);
+}
+
+// C[m x n] (+)= A read through offset tables times B given as panels (see GemmPanelsFn).
+inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<float> a, const float* b_panels,
+                 float* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().gathered_f32(m, n, k, a, b_panels, c, ldc, accumulate);
+}
+inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
+                 const double* b_panels, double* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().gathered_f64(m, n, k, a, b_panels, c, ldc, accumulate);
 }
 
 // C[m x n] (+)= A times shifted-window B (see ShiftedRows).
