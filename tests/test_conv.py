@@ -277,11 +277,19 @@ def test_workspace_reuse_across_shapes_and_threads() -> None:
             np.testing.assert_array_equal(y, alone[index % len(problems)])
 
 
-def test_forward_does_not_depend_on_the_thread_count() -> None:
-    """Each output element is summed by one job in one order, whatever the job split."""
+def outputs_at_thread_counts(script: str, counts: tuple) -> list:
+    """What `script` writes to stdout, run in a fresh interpreter at each OMP_NUM_THREADS."""
+    import os
     import subprocess
     import sys
 
+    return [subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                           env=dict(os.environ, OMP_NUM_THREADS=threads)).stdout
+            for threads in counts]
+
+
+def test_forward_does_not_depend_on_the_thread_count() -> None:
+    """Each output element is summed by one job in one order, whatever the job split."""
     script = (
         "import numpy as np, fastconv, sys\n"
         "rng = np.random.default_rng(14)\n"
@@ -292,11 +300,7 @@ def test_forward_does_not_depend_on_the_thread_count() -> None:
         "x = rng.standard_normal((4, 256, 7, 7)).astype(np.float32)\n"
         "w = rng.standard_normal((256, 256, 3, 3)).astype(np.float32)\n"
         "sys.stdout.buffer.write(fastconv.conv(x, w, padding=1).tobytes())\n")
-    outputs = []
-    for threads in ("1", "2", "3"):
-        env = dict(__import__("os").environ, OMP_NUM_THREADS=threads)
-        outputs.append(subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                                      capture_output=True).stdout)
+    outputs = outputs_at_thread_counts(script, ("1", "2", "3"))
     assert len(outputs[0]) == (64 * 14 * 14 + 4 * 256 * 7 * 7) * 4
     assert outputs[0] == outputs[1] == outputs[2]
 
@@ -326,15 +330,21 @@ FOLDED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", FOLDED_CASES, ids=str)
-def test_folded_small_layers(case: ConvCase, dtype) -> None:
+def batched_forward(case: ConvCase, dtype) -> tuple:
+    """(x, w, b, y) for the case, y checked against the float64 reference and torch."""
     x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
     y = call_conv(case, x, w, b)
     exact, magnitude = reference_conv(case, x, w, b)
     assert_within_rounding(y, exact, magnitude, reduction_terms(case), np.dtype(dtype))
     np.testing.assert_allclose(y, torch_conv(case, x, w, b), rtol=1e-4 if dtype == np.float32
                                else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+    return x, w, b, y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", FOLDED_CASES, ids=str)
+def test_folded_small_layers(case: ConvCase, dtype) -> None:
+    x, w, b, y = batched_forward(case, dtype)
     # The same micro-kernel sums each output in the same order either way, so the shared
     # GEMMs give exactly what each image gives alone.
     alone = np.concatenate([call_conv(case, x[i:i + 1], w, b) for i in range(case.batch)])
@@ -370,12 +380,7 @@ GATHERED_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GATHERED_CASES, ids=str)
 def test_gathered_windows(case: ConvCase, dtype) -> None:
-    x, w, b = make_inputs(case, dtype, seed=zlib.crc32(str(case).encode()))
-    y = call_conv(case, x, w, b)
-    exact, magnitude = reference_conv(case, x, w, b)
-    assert_within_rounding(y, exact, magnitude, reduction_terms(case), np.dtype(dtype))
-    np.testing.assert_allclose(y, torch_conv(case, x, w, b), rtol=1e-4 if dtype == np.float32
-                               else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+    x, w, b, y = batched_forward(case, dtype)
     # Every forward path sums the depth in the same blocks and order, so an image gives the
     # same bits in the gathered batch, alone (another path) and in a smaller batch.
     alone = np.concatenate([call_conv(case, x[i:i + 1], w, b) for i in range(2)])
@@ -387,9 +392,6 @@ def test_gathered_windows(case: ConvCase, dtype) -> None:
 
 def test_gathered_weight_gradient_does_not_depend_on_the_thread_count() -> None:
     """Each element of dW is summed by one job over the images in order, whatever the split."""
-    import subprocess
-    import sys
-
     script = (
         "import numpy as np, fastconv, sys\n"
         "rng = np.random.default_rng(15)\n"
@@ -397,11 +399,7 @@ def test_gathered_weight_gradient_does_not_depend_on_the_thread_count() -> None:
         "dy = rng.standard_normal((8, 72, 9, 9)).astype(np.float32)\n"
         "sys.stdout.buffer.write(fastconv.conv_backward_weight(x, dy, (3, 3), padding=1)"
         ".tobytes())\n")
-    outputs = []
-    for threads in ("1", "2", "3"):
-        env = dict(__import__("os").environ, OMP_NUM_THREADS=threads)
-        outputs.append(subprocess.run([sys.executable, "-c", script], env=env, check=True,
-                                      capture_output=True).stdout)
+    outputs = outputs_at_thread_counts(script, ("1", "2", "3"))
     assert len(outputs[0]) == 72 * 64 * 9 * 4
     assert outputs[0] == outputs[1] == outputs[2]
 
