@@ -359,8 +359,8 @@ def test_folded_small_layers_backward(case: ConvCase, dtype) -> None:
 
 
 # ----------------------------------------------------------------------------------------
-# Gathered windows: the GEMM broadcasts window values straight from the padded images, its
-# register tiles running across the images of the batch (the forward at small maps with
+# Paths whose register tiles run across the images of the batch. Gathered windows: the
+# GEMM broadcasts window values straight from the padded images (the forward at small maps with
 # enough positions in the batch, the weight gradient from 256 (channel, tap) rows). Output
 # channel counts leave lane tails (33, 40, 50, 72), strides, dilation, asymmetric padding,
 # groups, 1-D and 3-D, and a batch larger than one pass of padded images.
@@ -376,10 +376,23 @@ GATHERED_CASES = [
     ConvCase(34, 512, 32, (14, 14), (3, 3), (1, 1), 1, (1, 1), 1, True),  # two passes
 ]
 
+# Batch lanes: the forward (and the stride-1 input gradient, a forward) with the images in
+# the vector lanes, under 32 positions per image and a batch of whole vectors (16 float32
+# or 8 float64 lanes with AVX-512; 130 images fill 144 lanes).
+LANE_CASES = [
+    ConvCase(32, 64, 40, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    ConvCase(16, 64, 64, (4, 4), (3, 3), (1, 1), 1, (1, 1), 2, True),
+    ConvCase(16, 32, 48, (8,), (5,), (1,), 2, (1,), 1, True),
+    ConvCase(16, 8, 40, (3, 3, 3), (3, 3, 3), (1, 1, 1), 1, (1, 1, 1), 1, False),
+    ConvCase(32, 32, 33, (5, 5), (3, 3), (1, 1), 2, (2, 2), 1, True),
+    ConvCase(130, 128, 40, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    ConvCase(96, 1024, 32, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),  # several passes
+]
+
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", GATHERED_CASES, ids=str)
-def test_gathered_windows(case: ConvCase, dtype) -> None:
+@pytest.mark.parametrize("case", GATHERED_CASES + LANE_CASES, ids=str)
+def test_paths_across_the_batch(case: ConvCase, dtype) -> None:
     x, w, b, y = batched_forward(case, dtype)
     # Every forward path sums the depth in the same blocks and order, so an image gives the
     # same bits in the gathered batch, alone (another path) and in a smaller batch.

@@ -174,13 +174,25 @@ struct APanel {
   const int64_t* depth_offsets = nullptr;
 };
 
+// How the micro-kernel reads its kc x kNR B panel (vector v of row p).
+//   kPanel:   packed, at data + p * kNR + v * W;
+//   kShifted: in place, at data + offsets[p] + v * W (shifted windows: lanes past `cols`
+//             read neighbouring values and are dropped);
+//   kLanes:   in place, at data + offsets[p] + lanes[v] (each vector its own run of W).
+enum class BSide { kPanel, kShifted, kLanes };
+
+template <typename T>
+struct BPanel {
+  const T* data;
+  const int64_t* offsets = nullptr;
+  const int64_t* lanes = nullptr;
+};
+
 // C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x kNR), with only the first
 // `nv` vectors of the B panel doing work (a narrow tail panel costs what it uses).
-// B row p is at b + p * kNR (a packed panel) or, with `offsets`, at b + offsets[p] (shifted
-// windows read in place: lanes past `cols` read neighbouring values and are dropped).
-template <typename T, int nv, bool in_place, ASide side>
-inline void micro_kernel(int64_t kc, const APanel<T>& a, const T* b, const int64_t* offsets,
-                         T* c, int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
+template <typename T, int nv, BSide b_side, ASide side>
+inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* c, int64_t ldc,
+                         int64_t rows, int64_t cols, bool accumulate) {
   using V = typename Vec<T>::type;
   constexpr int64_t width = kWidth<T>;
   constexpr int64_t nr = kNR<T>;
@@ -189,6 +201,11 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const T* b, const int64
     for (int64_t i = 0; i < kMR; ++i) a_row[i] = a.data + std::min(i, rows - 1) * a.lda;
   } else if constexpr (side == ASide::kGathered) {
     for (int64_t i = 0; i < kMR; ++i) a_row[i] = a.data + a.row_offsets[std::min(i, rows - 1)];
+  }
+  const T* b_vector[nv];
+#pragma GCC unroll 3
+  for (int v = 0; v < nv; ++v) {
+    b_vector[v] = b_side == BSide::kLanes ? b.data + b.lanes[v] : b.data + v * width;
   }
   V acc[kMR][nv];
 #pragma GCC unroll 8
@@ -199,9 +216,9 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const T* b, const int64
   for (int64_t i = 0; i < rows; ++i) __builtin_prefetch(c + i * ldc, 1);
   for (int64_t p = 0; p < kc; ++p) {
     V bv[nv];
-    const T* const b_row = in_place ? b + offsets[p] : b + p * nr;
+    const int64_t b_at = b_side == BSide::kPanel ? p * nr : b.offsets[p];
 #pragma GCC unroll 3
-    for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b_row + v * width, sizeof(V));
+    for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b_vector[v] + b_at, sizeof(V));
     const int64_t depth_at = side == ASide::kGathered ? a.depth_offsets[p] : p;
 #pragma GCC unroll 8
     for (int64_t i = 0; i < kMR; ++i) {
@@ -235,16 +252,16 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const T* b, const int64
 }
 
 // Picks the micro-kernel by how many vectors of the B panel hold real columns.
-template <typename T, bool in_place, ASide side>
-inline void micro_tile(int64_t kc, const APanel<T>& a, const T* b, const int64_t* offsets, T* c,
-                       int64_t ldc, int64_t rows, int64_t cols, bool accumulate) {
+template <typename T, BSide b_side, ASide side>
+inline void micro_tile(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* c, int64_t ldc,
+                       int64_t rows, int64_t cols, bool accumulate) {
   constexpr int64_t width = kWidth<T>;
   if (cols > 2 * width) {
-    micro_kernel<T, kNV, in_place, side>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, kNV, b_side, side>(kc, a, b, c, ldc, rows, cols, accumulate);
   } else if (cols > width) {
-    micro_kernel<T, 2, in_place, side>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 2, b_side, side>(kc, a, b, c, ldc, rows, cols, accumulate);
   } else {
-    micro_kernel<T, 1, in_place, side>(kc, a, b, offsets, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 1, b_side, side>(kc, a, b, c, ldc, rows, cols, accumulate);
   }
 }
 
@@ -259,12 +276,13 @@ T* cache_aligned(std::vector<T>& storage, int64_t count) {
 }
 
 // Where B comes from: a strided view, panels packed by the caller (GemmPanelsFn layout),
-// or shifted windows; the first of panels / shifted.base that is set wins.
+// shifted windows or lane runs; the first of panels / shifted.base / lanes that is set wins.
 template <typename T>
 struct BSource {
   MatrixView<T> view;
   const T* panels;
   ShiftedRows<T> shifted;
+  const LaneRuns<T>* lanes = nullptr;
 };
 
 // Where A comes from: a strided view packed here, packed once by pack_all (`packed`), or
@@ -307,19 +325,23 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
     const int64_t nc = std::min(kNC<T>, n - jc);
     for (int64_t pc = 0; pc < k; pc += block_depth) {
       const int64_t kc = std::min(block_depth, k - pc);
-      // Shifted rows are read in place: each is a contiguous run of the padded input.
-      const bool in_place = src.shifted.base && !src.shifted.by_columns;
+      // Shifted rows and lane runs are read in place: contiguous runs of the padded input.
+      const bool shifted = src.shifted.base && !src.shifted.by_columns && !b_panels;
+      const LaneRuns<T>* const lanes = b_panels || src.shifted.base ? nullptr : src.lanes;
       if (src.shifted.base && src.shifted.by_columns) {
         pack_b_shifted_columns(kc, nc, src.shifted, pc, jc, b_pack);
-      } else if (!b_panels && !in_place) {
+      } else if (!b_panels && !shifted && !lanes) {
         pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride,
                b.col_stride, b_pack);
       }
       // Panel jr of this block: kc x nr values, consecutive panels `panel_step` apart.
-      const T* const b_block =
-          in_place ? src.shifted.base + jc : b_panels ? b_panels + jc * k + pc * nr : b_pack;
+      const T* const b_block = lanes     ? lanes->base
+                               : shifted ? src.shifted.base + jc
+                               : b_panels ? b_panels + jc * k + pc * nr
+                                          : b_pack;
       const int64_t panel_step = b_panels ? k : kc;
-      const int64_t* const offsets = in_place ? src.shifted.offsets + pc : nullptr;
+      const int64_t* const offsets =
+          lanes ? lanes->row_offsets + pc : shifted ? src.shifted.offsets + pc : nullptr;
       const bool acc = accumulate || pc > 0;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
@@ -340,8 +362,8 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
                  a.col_stride, a_pack);
           a_block.data = a_pack;
         }
-        const auto tiles = [&](auto in_place_tag, auto side_tag) {
-          constexpr bool kInPlace = decltype(in_place_tag)::value;
+        const auto tiles = [&](auto b_side_tag, auto side_tag) {
+          constexpr BSide kBSide = decltype(b_side_tag)::value;
           constexpr ASide kSide = decltype(side_tag)::value;
           // The broadcast side (an A panel, kMR x kc) stays in L1 while the vector side
           // (the whole packed B block) streams from L2.
@@ -355,25 +377,36 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
             for (int64_t jr = 0; jr < nc; jr += nr) {
               T* const c_tile = c + (ic + ir) * ldc + jc + jr;
               const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
-              const T* const b_panel = kInPlace ? b_block + jr : b_block + jr * panel_step;
-              micro_tile<T, kInPlace, kSide>(kc, a_panel, b_panel, offsets, c_tile, ldc, rows,
-                                              cols, acc);
+              BPanel<T> b_panel{b_block + jr * panel_step, offsets};
+              if constexpr (kBSide == BSide::kShifted) b_panel.data = b_block + jr;
+              if constexpr (kBSide == BSide::kLanes) {
+                b_panel.data = b_block;
+                b_panel.lanes = lanes->vector_offsets + (jc + jr) / kWidth<T>;
+              }
+              micro_tile<T, kBSide, kSide>(kc, a_panel, b_panel, c_tile, ldc, rows, cols, acc);
             }
           }
         };
         using Rows = std::integral_constant<ASide, ASide::kRows>;
         using Packed = std::integral_constant<ASide, ASide::kPacked>;
         using Gathered = std::integral_constant<ASide, ASide::kGathered>;
-        if (in_place && a_block.lda) {
-          tiles(std::true_type{}, Rows{});
-        } else if (in_place) {
-          tiles(std::true_type{}, Packed{});
+        using Panel = std::integral_constant<BSide, BSide::kPanel>;
+        using Shifted = std::integral_constant<BSide, BSide::kShifted>;
+        using Lanes = std::integral_constant<BSide, BSide::kLanes>;
+        if (shifted && a_block.lda) {
+          tiles(Shifted{}, Rows{});
+        } else if (shifted) {
+          tiles(Shifted{}, Packed{});
+        } else if (lanes && a_block.lda) {
+          tiles(Lanes{}, Rows{});
+        } else if (lanes) {
+          tiles(Lanes{}, Packed{});
         } else if (gathered) {
-          tiles(std::false_type{}, Gathered{});
+          tiles(Panel{}, Gathered{});
         } else if (a_block.lda) {
-          tiles(std::false_type{}, Rows{});
+          tiles(Panel{}, Rows{});
         } else {
-          tiles(std::false_type{}, Packed{});
+          tiles(Panel{}, Packed{});
         }
       }
     }
@@ -616,6 +649,15 @@ void gathered_f64(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
   gemm_impl<double>(m, n, k, {{}, nullptr, &a}, {{}, b_panels, {}}, c, ldc, accumulate);
 }
 
+void lanes_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, LaneRuns<float> b, float* c,
+               int64_t ldc, bool accumulate) {
+  gemm_impl<float>(m, n, k, {{}, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+}
+void lanes_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, LaneRuns<double> b,
+               double* c, int64_t ldc, bool accumulate) {
+  gemm_impl<double>(m, n, k, {{}, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+}
+
 void dot_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, ShiftedRows<float> b,
              float* c, int64_t ldc, bool accumulate, DotBatch batch) {
   gemm_dot_impl<float>(m, n, k, a, b, c, ldc, accumulate, batch);
@@ -632,7 +674,9 @@ const GemmKernels& gemm_table() {
                                  packed_f32,  packed_f64, panels_f32,  panels_f64,
                                  shifted_f32, shifted_f64, dot_f32,    dot_f64,
                                  streamed_f32, streamed_f64, gathered_f32, gathered_f64,
-                                 kMR,         kNR<float>, kNR<double>};
+                                 lanes_f32, lanes_f64,
+                                 kMR,         kNR<float>, kNR<double>,
+                                 kWidth<float>, kWidth<double>};
   return table;
 }
 

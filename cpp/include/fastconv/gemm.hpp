@@ -48,6 +48,18 @@ struct GatheredRows {
   int64_t block_depth = 0;  // 0: kGemmDepth
 };
 
+// A right operand whose vectors are runs of one array: B[p][j] = base[row_offsets[p] +
+// vector_offsets[j / W] + j % W], W the lanes of one vector (GemmKernels::lanes_*), n a
+// multiple of W. A convolution over an input with the images of the batch innermost (their
+// W values of one cell side by side) is such a matrix with rows the (channel, tap) pairs and
+// each vector one output position of W images: every lane works however small the maps.
+template <typename T>
+struct LaneRuns {
+  const T* base;
+  const int64_t* row_offsets;
+  const int64_t* vector_offsets;
+};
+
 // A left operand packed once and reused by many products (convolution weights).
 // Layout: for each depth block of kGemmDepth, rows [0, round_up_rows(m)) in panels of
 // GemmKernels::panel_rows rows, each panel depth-major. Only the GEMM build that packed it
@@ -85,6 +97,9 @@ using GemmShiftedFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a,
 template <typename T>
 using GemmGatheredFn = void (*)(int64_t m, int64_t n, int64_t k, GatheredRows<T> a,
                                 const T* b_panels, T* c, int64_t ldc, bool accumulate);
+template <typename T>
+using GemmLanesFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, LaneRuns<T> b, T* c,
+                             int64_t ldc, bool accumulate);
 template <typename T>
 using GemmPackedFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, MatrixView<T> b,
                               T* c, int64_t ldc, bool accumulate);
@@ -126,9 +141,13 @@ struct GemmKernels {
   GemmStreamedFn<double> streamed_f64;
   GemmGatheredFn<float> gathered_f32;
   GemmGatheredFn<double> gathered_f64;
+  GemmLanesFn<float> lanes_f32;
+  GemmLanesFn<double> lanes_f64;
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
   int64_t panel_cols_f64;
+  int64_t lanes_f32_count;  // values per vector register (LaneRuns' W)
+  int64_t lanes_f64_count;
 };
 
 // The kernels of the instruction set cpu_isa() chose (simd/gemm.inl), picked once.
@@ -190,6 +209,22 @@ inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<float> a, const f
 inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
                  const double* b_panels, double* c, int64_t ldc, bool accumulate) {
   gemm_kernels().gathered_f64(m, n, k, a, b_panels, c, ldc, accumulate);
+}
+
+// C[m x n] (+)= packed A times B read as lane runs (see LaneRuns).
+inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<float> a, LaneRuns<float> b, float* c,
+                 int64_t ldc, bool accumulate) {
+  gemm_kernels().lanes_f32(m, n, k, a, b, c, ldc, accumulate);
+}
+inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, LaneRuns<double> b,
+                 double* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().lanes_f64(m, n, k, a, b, c, ldc, accumulate);
+}
+
+template <typename T>
+int64_t vector_lanes() {
+  return sizeof(T) == sizeof(float) ? gemm_kernels().lanes_f32_count
+                                    : gemm_kernels().lanes_f64_count;
 }
 
 // C[m x n] (+)= A times shifted-window B (see ShiftedRows).
