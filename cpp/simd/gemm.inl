@@ -397,6 +397,8 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
           tiles(Shifted{}, Rows{});
         } else if (shifted) {
           tiles(Shifted{}, Packed{});
+        } else if (lanes && gathered) {
+          tiles(Lanes{}, Gathered{});
         } else if (lanes && a_block.lda) {
           tiles(Lanes{}, Rows{});
         } else if (lanes) {
@@ -658,6 +660,15 @@ void lanes_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, LaneRuns<doub
   gemm_impl<double>(m, n, k, {{}, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
 }
 
+void gathered_lanes_f32(int64_t m, int64_t n, int64_t k, GatheredRows<float> a,
+                        LaneRuns<float> b, float* c, int64_t ldc, bool accumulate) {
+  gemm_impl<float>(m, n, k, {{}, nullptr, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+}
+void gathered_lanes_f64(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
+                        LaneRuns<double> b, double* c, int64_t ldc, bool accumulate) {
+  gemm_impl<double>(m, n, k, {{}, nullptr, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+}
+
 void dot_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, ShiftedRows<float> b,
              float* c, int64_t ldc, bool accumulate, DotBatch batch) {
   gemm_dot_impl<float>(m, n, k, a, b, c, ldc, accumulate, batch);
@@ -674,7 +685,7 @@ const GemmKernels& gemm_table() {
                                  packed_f32,  packed_f64, panels_f32,  panels_f64,
                                  shifted_f32, shifted_f64, dot_f32,    dot_f64,
                                  streamed_f32, streamed_f64, gathered_f32, gathered_f64,
-                                 lanes_f32, lanes_f64,
+                                 lanes_f32, lanes_f64, gathered_lanes_f32, gathered_lanes_f64,
                                  kMR,         kNR<float>, kNR<double>,
                                  kWidth<float>, kWidth<double>};
   return table;

@@ -101,6 +101,9 @@ template <typename T>
 using GemmLanesFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, LaneRuns<T> b, T* c,
                              int64_t ldc, bool accumulate);
 template <typename T>
+using GemmGatheredLanesFn = void (*)(int64_t m, int64_t n, int64_t k, GatheredRows<T> a,
+                                     LaneRuns<T> b, T* c, int64_t ldc, bool accumulate);
+template <typename T>
 using GemmPackedFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, MatrixView<T> b,
                               T* c, int64_t ldc, bool accumulate);
 
@@ -143,6 +146,8 @@ struct GemmKernels {
   GemmGatheredFn<double> gathered_f64;
   GemmLanesFn<float> lanes_f32;
   GemmLanesFn<double> lanes_f64;
+  GemmGatheredLanesFn<float> gathered_lanes_f32;
+  GemmGatheredLanesFn<double> gathered_lanes_f64;
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
   int64_t panel_cols_f64;
@@ -219,6 +224,16 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<float> a, LaneRuns<flo
 inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, LaneRuns<double> b,
                  double* c, int64_t ldc, bool accumulate) {
   gemm_kernels().lanes_f64(m, n, k, a, b, c, ldc, accumulate);
+}
+
+// C[m x n] (+)= A read through offset tables times B read as lane runs.
+inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<float> a, LaneRuns<float> b,
+                 float* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().gathered_lanes_f32(m, n, k, a, b, c, ldc, accumulate);
+}
+inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<double> a, LaneRuns<double> b,
+                 double* c, int64_t ldc, bool accumulate) {
+  gemm_kernels().gathered_lanes_f64(m, n, k, a, b, c, ldc, accumulate);
 }
 
 template <typename T>
