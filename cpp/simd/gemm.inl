@@ -684,8 +684,10 @@ const GemmKernels& gemm_table() {
   static const GemmKernels table{gemm_f32,    gemm_f64,   pack_f32,    pack_f64,
                                  packed_f32,  packed_f64, panels_f32,  panels_f64,
                                  shifted_f32, shifted_f64, dot_f32,    dot_f64,
-                                 streamed_f32, streamed_f64, gathered_f32, gathered_f64,
-                                 lanes_f32, lanes_f64, gathered_lanes_f32, gathered_lanes_f64,
+                                 streamed_f32, streamed_f64,
+                                 {gathered_f32, gathered_f64},
+                                 {lanes_f32, lanes_f64},
+                                 {gathered_lanes_f32, gathered_lanes_f64},
                                  kMR,         kNR<float>, kNR<double>,
                                  kWidth<float>, kWidth<double>};
   return table;

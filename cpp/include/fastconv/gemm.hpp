@@ -127,6 +127,13 @@ template <typename T>
 using GemmStreamedFn = void (*)(int64_t m, int64_t j0, int64_t j1, int64_t k, const T* a,
                                 MatrixView<T> b, T* c, int64_t ldc);
 
+// One entry point's float32 and float64 builds (picked by of_dtype<T>).
+template <template <typename> class Fn>
+struct PerDtype {
+  Fn<float> f32;
+  Fn<double> f64;
+};
+
 struct GemmKernels {
   GemmFn<float> f32;
   GemmFn<double> f64;
@@ -142,12 +149,9 @@ struct GemmKernels {
   GemmDotFn<double> dot_f64;
   GemmStreamedFn<float> streamed_f32;
   GemmStreamedFn<double> streamed_f64;
-  GemmGatheredFn<float> gathered_f32;
-  GemmGatheredFn<double> gathered_f64;
-  GemmLanesFn<float> lanes_f32;
-  GemmLanesFn<double> lanes_f64;
-  GemmGatheredLanesFn<float> gathered_lanes_f32;
-  GemmGatheredLanesFn<double> gathered_lanes_f64;
+  PerDtype<GemmGatheredFn> gathered;
+  PerDtype<GemmLanesFn> lanes;
+  PerDtype<GemmGatheredLanesFn> gathered_lanes;
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
   int64_t panel_cols_f64;
@@ -207,33 +211,24 @@ inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, const doubl
 }
 
 // C[m x n] (+)= A read through offset tables times B given as panels (see GemmPanelsFn).
-inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<float> a, const float* b_panels,
-                 float* c, int64_t ldc, bool accumulate) {
-  gemm_kernels().gathered_f32(m, n, k, a, b_panels, c, ldc, accumulate);
-}
-inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
-                 const double* b_panels, double* c, int64_t ldc, bool accumulate) {
-  gemm_kernels().gathered_f64(m, n, k, a, b_panels, c, ldc, accumulate);
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<T> a, const T* b_panels, T* c,
+          int64_t ldc, bool accumulate) {
+  of_dtype<T>(gemm_kernels().gathered)(m, n, k, a, b_panels, c, ldc, accumulate);
 }
 
 // C[m x n] (+)= packed A times B read as lane runs (see LaneRuns).
-inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<float> a, LaneRuns<float> b, float* c,
-                 int64_t ldc, bool accumulate) {
-  gemm_kernels().lanes_f32(m, n, k, a, b, c, ldc, accumulate);
-}
-inline void gemm(int64_t m, int64_t n, int64_t k, PackedA<double> a, LaneRuns<double> b,
-                 double* c, int64_t ldc, bool accumulate) {
-  gemm_kernels().lanes_f64(m, n, k, a, b, c, ldc, accumulate);
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, PackedA<T> a, LaneRuns<T> b, T* c, int64_t ldc,
+          bool accumulate) {
+  of_dtype<T>(gemm_kernels().lanes)(m, n, k, a, b, c, ldc, accumulate);
 }
 
 // C[m x n] (+)= A read through offset tables times B read as lane runs.
-inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<float> a, LaneRuns<float> b,
-                 float* c, int64_t ldc, bool accumulate) {
-  gemm_kernels().gathered_lanes_f32(m, n, k, a, b, c, ldc, accumulate);
-}
-inline void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<double> a, LaneRuns<double> b,
-                 double* c, int64_t ldc, bool accumulate) {
-  gemm_kernels().gathered_lanes_f64(m, n, k, a, b, c, ldc, accumulate);
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<T> a, LaneRuns<T> b, T* c,
+          int64_t ldc, bool accumulate) {
+  of_dtype<T>(gemm_kernels().gathered_lanes)(m, n, k, a, b, c, ldc, accumulate);
 }
 
 template <typename T>
