@@ -697,18 +697,22 @@ void transpose_block(const T* src, int64_t lds, int64_t rows, int64_t cols, T* d
   }
 }
 
-// dy of one (image, group), Kg x L, as rows [first, first + L) of B panels (GemmPanelsFn
-// layout, `depth` rows per panel): row l holds the Kg channels at position l, zero-padded to
-// whole panels.
+// A (rows x cols) row-major matrix (leading dimension lds) as rows [first, first + cols) of
+// B panels whose columns are its rows (GemmPanelsFn layout, `depth` rows per panel),
+// zero-padded to whole panels: dy (Kg x L) for the weight gradient, W_g (Kg x R) for the
+// forward.
 template <typename T>
-void grad_panel_rows(const ConvGeom& g, const T* dy, int64_t first, int64_t depth, T* panels) {
-  const int64_t L = g.positions, Kg = g.group_out, nr = panel_cols<T>();
-  for (int64_t k0 = 0; k0 < Kg; k0 += nr) {
-    const int64_t cols = std::min(nr, Kg - k0);
+void rows_as_panel_columns(const T* src, int64_t lds, int64_t rows, int64_t cols,
+                           int64_t first, int64_t depth, T* panels) {
+  const int64_t nr = panel_cols<T>();
+  for (int64_t k0 = 0; k0 < rows; k0 += nr) {
+    const int64_t width = std::min(nr, rows - k0);
     T* const panel = panels + (k0 / nr) * depth * nr + first * nr;
-    transpose_block(dy + k0 * L, L, cols, L, panel, nr);
-    if (cols < nr) {
-      for (int64_t l = 0; l < L; ++l) std::fill(panel + l * nr + cols, panel + (l + 1) * nr, T(0));
+    transpose_block(src + k0 * lds, lds, width, cols, panel, nr);
+    if (width < nr) {
+      for (int64_t l = 0; l < cols; ++l) {
+        std::fill(panel + l * nr + width, panel + (l + 1) * nr, T(0));
+      }
     }
   }
 }
@@ -726,19 +730,12 @@ void forward_gathered(const ConvGeom& g, const T* x, const T* w, const T* bias, 
   const int64_t nr = panel_cols<T>(), panel_width = (Kg + nr - 1) / nr * nr;
   T* const weights = caller_buffer<T, kGatheredPanels>(G * R * panel_width);
   constexpr int64_t kRowBlock = 64;
-  const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock, col_panels = panel_width / nr;
+  const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < G * col_panels * row_blocks; ++job) {
-    const int64_t grp = job / (col_panels * row_blocks), k0 = job / row_blocks % col_panels * nr;
-    const int64_t r0 = job % row_blocks * kRowBlock, r1 = std::min(R, r0 + kRowBlock);
-    const int64_t cols = std::min(nr, Kg - k0);
-    T* const panel = weights + grp * R * panel_width + k0 * R;
-    transpose_block(w + (grp * Kg + k0) * R + r0, R, cols, r1 - r0, panel + r0 * nr, nr);
-    if (cols < nr) {
-      for (int64_t r = r0; r < r1; ++r) {
-        std::fill(panel + r * nr + cols, panel + (r + 1) * nr, T(0));
-      }
-    }
+  for (int64_t job = 0; job < G * row_blocks; ++job) {
+    const int64_t grp = job / row_blocks, r0 = job % row_blocks * kRowBlock;
+    rows_as_panel_columns(w + grp * Kg * R + r0, R, Kg, std::min(R, r0 + kRowBlock) - r0, r0,
+                          R, weights + grp * R * panel_width);
   }
   const int64_t image_values = s.footprint + L * Kg;
   const int64_t per_pass = std::clamp<int64_t>(
@@ -998,12 +995,13 @@ ConvGeom input_gradient_geom(const ConvGeom& g) {
                         win.dilation, g.groups);
 }
 
+// g's input gradient as the forward of t = input_gradient_geom(g).
 template <typename T>
-void backward_input_by_forward(const ConvGeom& g, const T* dy, const T* w, T* dx) {
+void backward_input_by_forward(const ConvGeom& g, const ConvGeom& t, const T* dy, const T* w,
+                               T* dx) {
   const WindowGeom& win = g.win;
   const int64_t kvol = win.kernel_volume();
   const int64_t Kg = g.group_out, Cg = g.group_in, R = g.rows;
-  const ConvGeom t = input_gradient_geom(g);
   if (forward_in_lanes<T>(t)) {
     // The flipped, transposed weights read in place: row c, depth (k, tap) of group grp at
     // w + (grp * Kg + k) * Cg * kvol + c * kvol + kvol - 1 - tap (ResNet-18's 512ch 4x4:
@@ -1049,19 +1047,13 @@ void backward_input_folded(const ConvGeom& g, const T* dy, const T* w, T* dx) {
   const Dims offsets = fold_offsets(g);
   // W_g^T with contiguous rows, so that each job packs its rows as a plain GEMM operand.
   T* const wt = caller_buffer<T, kTransposedWeights>(g.out_channels * R);
-  constexpr int64_t kBlock = 32;  // square blocks: both sides of the transpose stay cached
+  constexpr int64_t kRowBlock = 32;
+  const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < G * ((R + kBlock - 1) / kBlock); ++job) {
-    const int64_t blocks = (R + kBlock - 1) / kBlock;
-    const int64_t grp = job / blocks, r0 = job % blocks * kBlock, r1 = std::min(R, r0 + kBlock);
-    const T* src = w + grp * Kg * R;
-    T* dst = wt + grp * R * Kg;
-    for (int64_t k0 = 0; k0 < Kg; k0 += kBlock) {
-      const int64_t k1 = std::min(Kg, k0 + kBlock);
-      for (int64_t r = r0; r < r1; ++r) {
-        for (int64_t k = k0; k < k1; ++k) dst[r * Kg + k] = src[k * R + r];
-      }
-    }
+  for (int64_t job = 0; job < G * row_blocks; ++job) {
+    const int64_t grp = job / row_blocks, r0 = job % row_blocks * kRowBlock;
+    transpose_block(w + grp * Kg * R + r0, R, Kg, std::min(R, r0 + kRowBlock) - r0,
+                    wt + (grp * R + r0) * Kg, Kg);
   }
   const int64_t cblock = channel_block(Cg, G);
   const int64_t cblocks = (Cg + cblock - 1) / cblock;
@@ -1100,14 +1092,16 @@ void conv_backward_input_impl(const ConvGeom& g, const T* dy, const T* w, T* dx)
   if (conv_direct_backward_input_applies(g.win, g.out_channels, g.groups)) {
     return conv_direct_backward_input(g.win, g.out_channels, g.groups, dy, w, dx);
   }
-  // Folded images scatter their column gradients; a forward in batch lanes reads in place.
-  if (folds_images(g) &&
-      !(backward_input_as_forward(g) && forward_in_lanes<T>(input_gradient_geom(g)))) {
-    backward_input_folded(g, dy, w, dx);
-    return;
-  }
   if (backward_input_as_forward(g)) {
-    backward_input_by_forward(g, dy, w, dx);
+    // Folded images scatter their column gradients; a forward in batch lanes reads in place.
+    const ConvGeom t = input_gradient_geom(g);
+    if (!folds_images(g) || forward_in_lanes<T>(t)) {
+      backward_input_by_forward(g, t, dy, w, dx);
+      return;
+    }
+  }
+  if (folds_images(g)) {
+    backward_input_folded(g, dy, w, dx);
     return;
   }
   const int64_t L = g.positions, R = g.rows, Kg = g.group_out, G = g.groups, Cg = g.group_in;
@@ -1318,8 +1312,8 @@ void backward_weight_gathered(const ConvGeom& g, const T* x, const T* dy, T* dw)
       const int64_t grp = job / count, i = job % count, n = n0 + i;
       pad_group(g, s, x + n * g.win.channels * g.in_plane, grp * g.group_in,
                 padded + (grp * per_pass + i) * s.footprint);
-      grad_panel_rows(g, dy + (n * g.out_channels + grp * Kg) * L, i * L, depth,
-                      panels + grp * per_pass * L * panel_width);
+      rows_as_panel_columns(dy + (n * g.out_channels + grp * Kg) * L, L, Kg, L, i * L, depth,
+                            panels + grp * per_pass * L * panel_width);
     }
 #pragma omp parallel for schedule(static)
     for (int64_t job = 0; job < G * r_blocks; ++job) {
