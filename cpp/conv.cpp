@@ -196,9 +196,10 @@ void forward_tile(const ConvGeom& g, const T* image, int64_t grp, const PackedA<
     for (int64_t p0 = j0; p0 < j1; p0 += nr) {
       const int64_t p1 = std::min(j1, p0 + nr);
       T* const panel = panels + (p0 - j0) * R;
+      const int64_t width = panel_width<T>(p1 - p0);
       // Lanes past the last column are never stored, but keep them finite and defined.
-      if (p1 - p0 < nr) std::fill(panel, panel + R * nr, T(0));
-      im2col_block(g.win, image, c0, c1, p0, p1, panel, nr);
+      if (p1 - p0 < width) std::fill(panel, panel + R * width, T(0));
+      im2col_block(g.win, image, c0, c1, p0, p1, panel, width);
     }
     gemm(k1 - k0, j1 - j0, R, a, panels, out + k0 * L + j0, L, false);
   }
@@ -516,8 +517,9 @@ constexpr int64_t kMaxPanelCols = 64;  // wider than any build's register tile (
 template <typename T>
 void gather_folded_panel(const ConvGeom& g, const int64_t* offsets, const T* x, int64_t grp,
                          int64_t j0, int64_t j1, T* panel) {
-  const int64_t L = g.positions, kvol = g.win.kernel_volume(), nr = panel_cols<T>();
+  const int64_t L = g.positions, kvol = g.win.kernel_volume();
   const int64_t width = j1 - j0, image_size = g.win.channels * g.in_plane;
+  const int64_t row_width = panel_width<T>(width);
   std::array<const T*, kMaxPanelCols> channels;  // column jj's image, channel 0 of the group
   std::array<const int64_t*, kMaxPanelCols> taps;  // column jj's row of the offset table
   for (int64_t jj = 0; jj < width; ++jj) {
@@ -527,12 +529,12 @@ void gather_folded_panel(const ConvGeom& g, const int64_t* offsets, const T* x, 
   }
   for (int64_t c = 0; c < g.group_in; ++c) {
     for (int64_t t = 0; t < kvol; ++t) {
-      T* const row = panel + (c * kvol + t) * nr;
+      T* const row = panel + (c * kvol + t) * row_width;
       for (int64_t jj = 0; jj < width; ++jj) {
         const int64_t at = taps[jj][t];
         row[jj] = at >= 0 ? channels[jj][c * g.in_plane + at] : T(0);
       }
-      std::fill(row + width, row + nr, T(0));
+      std::fill(row + width, row + row_width, T(0));
     }
   }
 }
@@ -698,20 +700,20 @@ void transpose_block(const T* src, int64_t lds, int64_t rows, int64_t cols, T* d
 }
 
 // A (rows x cols) row-major matrix (leading dimension lds) as rows [first, first + cols) of
-// B panels whose columns are its rows (GemmPanelsFn layout, `depth` rows per panel),
-// zero-padded to whole panels: dy (Kg x L) for the weight gradient, W_g (Kg x R) for the
+// B panels whose columns are its rows (GemmPanelsFn layout, `depth` rows per panel, the last
+// zero-padded to whole vectors): dy (Kg x L) for the weight gradient, W_g (Kg x R) for the
 // forward.
 template <typename T>
 void rows_as_panel_columns(const T* src, int64_t lds, int64_t rows, int64_t cols,
                            int64_t first, int64_t depth, T* panels) {
   const int64_t nr = panel_cols<T>();
   for (int64_t k0 = 0; k0 < rows; k0 += nr) {
-    const int64_t width = std::min(nr, rows - k0);
-    T* const panel = panels + (k0 / nr) * depth * nr + first * nr;
-    transpose_block(src + k0 * lds, lds, width, cols, panel, nr);
-    if (width < nr) {
+    const int64_t width = std::min(nr, rows - k0), ld = panel_width<T>(width);
+    T* const panel = panels + (k0 / nr) * depth * nr + first * ld;
+    transpose_block(src + k0 * lds, lds, width, cols, panel, ld);
+    if (width < ld) {
       for (int64_t l = 0; l < cols; ++l) {
-        std::fill(panel + l * nr + width, panel + (l + 1) * nr, T(0));
+        std::fill(panel + l * ld + width, panel + (l + 1) * ld, T(0));
       }
     }
   }

@@ -49,6 +49,13 @@ constexpr int64_t kMC = 12 * kMR;         // rows of one packed A block (kMC x k
 template <typename T>
 constexpr int64_t kNC = 6 * kNR<T>;  // columns of one packed B block
 
+// Columns a B panel holds: kNR, or for a last panel of fewer columns those rounded up to
+// whole vectors, so that the micro-kernel reads a narrow panel as densely as a full one.
+template <typename T>
+constexpr int64_t panel_width(int64_t cols) {
+  return std::min(kNR<T>, (cols + kWidth<T> - 1) / kWidth<T> * kWidth<T>);
+}
+
 template <typename T>
 struct LaneIndex {  // the shuffle-mask vector matching Vec<T>
   typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> type
@@ -115,28 +122,28 @@ void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) 
     // Column-major B (a transposed operand): read each column along its contiguous
     // depth instead of gathering nr far-apart values per depth step.
     for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-      const int64_t cols = std::min(nr, nc - j0);
+      const int64_t cols = std::min(nr, nc - j0), width = panel_width<T>(cols);
       T* panel = dst + j0 * kc;
       for (int64_t j = 0; j < cols; ++j) {
         const T* src = b + (j0 + j) * cs;
-        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p];
+        for (int64_t p = 0; p < kc; ++p) panel[p * width + j] = src[p];
       }
-      for (int64_t j = cols; j < nr; ++j)
-        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = T(0);
+      for (int64_t j = cols; j < width; ++j)
+        for (int64_t p = 0; p < kc; ++p) panel[p * width + j] = T(0);
     }
     return;
   }
   for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-    const int64_t cols = std::min(nr, nc - j0);
+    const int64_t cols = std::min(nr, nc - j0), width = panel_width<T>(cols);
     for (int64_t p = 0; p < kc; ++p) {
       const T* src = b + p * rs + j0 * cs;
       if (cs == 1 && cols == nr) {
         std::memcpy(dst, src, sizeof(T) * nr);
       } else {
         for (int64_t j = 0; j < cols; ++j) dst[j] = src[j * cs];
-        for (int64_t j = cols; j < nr; ++j) dst[j] = T(0);
+        for (int64_t j = cols; j < width; ++j) dst[j] = T(0);
       }
-      dst += nr;
+      dst += width;
     }
   }
 }
@@ -148,14 +155,14 @@ void pack_b_shifted_columns(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc
                             T* dst) {
   constexpr int64_t nr = kNR<T>;
   for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-    const int64_t cols = std::min(nr, nc - j0);
+    const int64_t cols = std::min(nr, nc - j0), width = panel_width<T>(cols);
     T* panel = dst + j0 * kc;
     for (int64_t j = 0; j < cols; ++j) {
       const T* src = b.base + b.offsets[jc + j0 + j] + pc;
-      for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p];
+      for (int64_t p = 0; p < kc; ++p) panel[p * width + j] = src[p];
     }
-    for (int64_t j = cols; j < nr; ++j)
-      for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = T(0);
+    for (int64_t j = cols; j < width; ++j)
+      for (int64_t p = 0; p < kc; ++p) panel[p * width + j] = T(0);
   }
 }
 
@@ -175,7 +182,7 @@ struct APanel {
 };
 
 // How the micro-kernel reads its kc x kNR B panel (vector v of row p).
-//   kPanel:   packed, at data + p * kNR + v * W;
+//   kPanel:   packed, at data + p * nv * W + v * W (a panel of nv vectors, see panel_width);
 //   kShifted: in place, at data + offsets[p] + v * W (shifted windows: lanes past `cols`
 //             read neighbouring values and are dropped);
 //   kLanes:   in place, at data + offsets[p] + lanes[v] (each vector its own run of W).
@@ -188,14 +195,16 @@ struct BPanel {
   const int64_t* lanes = nullptr;
 };
 
-// C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x kNR), with only the first
-// `nv` vectors of the B panel doing work (a narrow tail panel costs what it uses).
+// Depth steps ahead that a narrow B panel is prefetched.
+constexpr int64_t kPanelPrefetchRows = 4;
+
+// C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x nv vectors): a narrow last panel
+// costs what it uses.
 template <typename T, int nv, BSide b_side, ASide side>
 inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* c, int64_t ldc,
                          int64_t rows, int64_t cols, bool accumulate) {
   using V = typename Vec<T>::type;
   constexpr int64_t width = kWidth<T>;
-  constexpr int64_t nr = kNR<T>;
   const T* a_row[kMR];
   if constexpr (side == ASide::kRows) {
     for (int64_t i = 0; i < kMR; ++i) a_row[i] = a.data + std::min(i, rows - 1) * a.lda;
@@ -216,7 +225,13 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* 
   for (int64_t i = 0; i < rows; ++i) __builtin_prefetch(c + i * ldc, 1);
   for (int64_t p = 0; p < kc; ++p) {
     V bv[nv];
-    const int64_t b_at = b_side == BSide::kPanel ? p * nr : b.offsets[p];
+    const int64_t b_at = b_side == BSide::kPanel ? p * (nv * width) : b.offsets[p];
+    if constexpr (b_side == BSide::kPanel && nv < kNV) {
+      // A narrow panel feeds too few loads per depth step for the hardware prefetchers to
+      // stream it from L2 in time (half speed at one vector); full panels keep up alone.
+#pragma GCC unroll 3
+      for (int v = 0; v < nv; ++v) __builtin_prefetch(b_vector[v] + b_at + kPanelPrefetchRows * nv * width);
+    }
 #pragma GCC unroll 3
     for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b_vector[v] + b_at, sizeof(V));
     const int64_t depth_at = side == ASide::kGathered ? a.depth_offsets[p] : p;
@@ -334,10 +349,11 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
         pack_b(kc, nc, b.data + pc * b.row_stride + jc * b.col_stride, b.row_stride,
                b.col_stride, b_pack);
       }
-      // Panel jr of this block: kc x nr values, consecutive panels `panel_step` apart.
+      // Panel jr of this block: kc x panel_width values from b_block + jr * panel_step on
+      // (the panels before it are full, so a narrow last panel starts where a full one would).
       const T* const b_block = lanes     ? lanes->base
                                : shifted ? src.shifted.base + jc
-                               : b_panels ? b_panels + jc * k + pc * nr
+                               : b_panels ? b_panels + jc * k
                                           : b_pack;
       const int64_t panel_step = b_panels ? k : kc;
       const int64_t* const offsets =
@@ -378,6 +394,7 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
               T* const c_tile = c + (ic + ir) * ldc + jc + jr;
               const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
               BPanel<T> b_panel{b_block + jr * panel_step, offsets};
+              if (b_panels) b_panel.data += pc * panel_width<T>(cols);
               if constexpr (kBSide == BSide::kShifted) b_panel.data = b_block + jr;
               if constexpr (kBSide == BSide::kLanes) {
                 b_panel.data = b_block;

@@ -5,6 +5,7 @@
 // parallelize over independent output blocks, which keeps results deterministic.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 #include "fastconv/cpu_features.hpp"
@@ -83,9 +84,10 @@ using GemmFn = void (*)(int64_t m, int64_t n, int64_t k, MatrixView<T> a, Matrix
                         int64_t ldc, bool accumulate);
 template <typename T>
 using PackFn = void (*)(int64_t m, int64_t k, MatrixView<T> a, T* dst);
-// B given as panels: for each group of panel_cols<T>() columns (the last zero-padded),
-// a depth-major (k x panel_cols) block, the groups one after another. Producers that can
-// write this layout directly (im2col) spare the GEMM its own packing pass.
+// B given as panels: for each group of panel_cols<T>() columns, a depth-major
+// (k x panel_width) block, the groups one after another; panel_width is panel_cols but for
+// a narrower last group (see panel_width<T>(), zero-padded to whole vectors). Producers that
+// can write this layout directly (im2col) spare the GEMM its own packing pass.
 template <typename T>
 using GemmPanelsFn = void (*)(int64_t m, int64_t n, int64_t k, PackedA<T> a, const T* b_panels,
                               T* c, int64_t ldc, bool accumulate);
@@ -173,6 +175,19 @@ int64_t panel_cols() {
                                     : gemm_kernels().panel_cols_f64;
 }
 
+template <typename T>
+int64_t vector_lanes() {
+  return sizeof(T) == sizeof(float) ? gemm_kernels().lanes_f32_count
+                                    : gemm_kernels().lanes_f64_count;
+}
+
+// Columns one B panel holds for `cols` <= panel_cols<T>() columns (GemmPanelsFn layout).
+template <typename T>
+int64_t panel_width(int64_t cols) {
+  const int64_t lanes = vector_lanes<T>();
+  return std::min(panel_cols<T>(), (cols + lanes - 1) / lanes * lanes);
+}
+
 inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
                  float* c, int64_t ldc, bool accumulate) {
   gemm_kernels().f32(m, n, k, a, b, c, ldc, accumulate);
@@ -229,12 +244,6 @@ template <typename T>
 void gemm(int64_t m, int64_t n, int64_t k, GatheredRows<T> a, LaneRuns<T> b, T* c,
           int64_t ldc, bool accumulate) {
   of_dtype<T>(gemm_kernels().gathered_lanes)(m, n, k, a, b, c, ldc, accumulate);
-}
-
-template <typename T>
-int64_t vector_lanes() {
-  return sizeof(T) == sizeof(float) ? gemm_kernels().lanes_f32_count
-                                    : gemm_kernels().lanes_f64_count;
 }
 
 // C[m x n] (+)= A times shifted-window B (see ShiftedRows).
