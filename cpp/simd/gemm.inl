@@ -195,7 +195,7 @@ struct BPanel {
   const int64_t* lanes = nullptr;
 };
 
-// Depth steps ahead that a narrow B panel is prefetched.
+// Depth steps ahead that B panels are prefetched.
 constexpr int64_t kPanelPrefetchRows = 4;
 
 // C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x nv vectors): a narrow last panel
@@ -226,9 +226,10 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* 
   for (int64_t p = 0; p < kc; ++p) {
     V bv[nv];
     const int64_t b_at = b_side == BSide::kPanel ? p * (nv * width) : b.offsets[p];
-    if constexpr (b_side == BSide::kPanel && nv < kNV) {
-      // A narrow panel feeds too few loads per depth step for the hardware prefetchers to
-      // stream it from L2 in time (half speed at one vector); full panels keep up alone.
+    if constexpr (b_side == BSide::kPanel) {
+      // B panels stream from L2 (the A panel is the one that stays in L1). At one vector per
+      // depth step the hardware prefetchers fall behind (half speed); at three they nearly
+      // keep up, and this gains 1-2% more.
 #pragma GCC unroll 3
       for (int v = 0; v < nv; ++v) __builtin_prefetch(b_vector[v] + b_at + kPanelPrefetchRows * nv * width);
     }
