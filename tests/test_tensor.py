@@ -571,6 +571,58 @@ def test_grads_never_share_memory() -> None:
     assert upstream.any()
 
 
+def test_gradient_sums_in_place_leave_every_other_array_intact(rng) -> None:
+    # Where two gradients of one tensor meet (a residual connection), the sum goes into the
+    # first one's memory if nothing else can see it. Here x meets every kind of first
+    # gradient: a fresh array (the conv's input gradient, from the host cache), one handed
+    # to two parents at once (add), a view (reshape), the caller's grad, an array a backward
+    # keeps (the product's saved factor) and a view of another tensor's gradient. Each sum
+    # must equal torch's (or the exact one) and no other array may change.
+    a = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+    wa = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    conv = fastconv.nn.functional.conv
+    x, w = Tensor(a, requires_grad=True), Tensor(wa, requires_grad=True)
+    h = conv(x, w, padding=1)
+    s = x + x
+    v = x.reshape(2, 324).reshape(2, 4, 9, 9)
+    y = (h + x) * s + conv(v, w, padding=1) + v + x * h.detach() + s
+    upstream = rng.standard_normal(y.shape).astype(np.float32)
+    kept = upstream.copy()
+    y.backward(upstream)
+    np.testing.assert_array_equal(upstream, kept)
+    ta, tw = (torch.tensor(t, requires_grad=True) for t in (a, wa))
+    th = torch.nn.functional.conv2d(ta, tw, padding=1)
+    ts = ta + ta
+    tv = ta.reshape(2, 324).reshape(2, 4, 9, 9)
+    ty = ((th + ta) * ts + torch.nn.functional.conv2d(tv, tw, padding=1) + tv
+          + ta * th.detach() + ts)
+    ty.backward(torch.from_numpy(upstream))
+    assert_close_torch(x.grad, ta.grad, rtol=1e-4, atol=1e-4)
+    assert_close_torch(w.grad, tw.grad, rtol=1e-4, atol=1e-4)
+    # x's first gradient a view of z's (add hands one array to z and to the reshape).
+    b = rng.standard_normal((6, 4))
+    x, z = Tensor(b, requires_grad=True), Tensor(b.reshape(24), requires_grad=True)
+    ((z + x.reshape(24)) * 3.0 + x.reshape(24) * 2.0).sum().backward()
+    np.testing.assert_array_equal(z.grad, np.full(24, 3.0))
+    np.testing.assert_array_equal(x.grad, np.full((6, 4), 5.0))
+    # The residual sums of a ResNet block, checked the same way through a training model.
+    from fastconv.models.torch_twins import TWINS
+
+    net = fastconv.models.resnet18().train().double()
+    batch = rng.standard_normal((4, 3, 64, 64))
+    out = net(Tensor(batch))
+    grad = rng.standard_normal(out.shape)
+    out.backward(grad)
+    twin = TWINS["resnet18"]().train().double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                          for k, v in net.state_dict().items()})
+    twin(torch.from_numpy(batch)).backward(torch.from_numpy(grad))
+    theirs = dict(twin.named_parameters())
+    for name, p in net.named_parameters():
+        ref = theirs[name].grad
+        assert_close_torch(p.grad, ref, rtol=1e-7, atol=1e-9 * float(ref.abs().max()))
+
+
 def test_conv_weight_gradient_is_taken_without_a_copy_and_never_shared() -> None:
     # Large gradients come from fastconv's host cache (their base is a cache block, not an
     # array): taken as they are; a second leaf getting the same array gets a copy.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import sys
 import threading
 from typing import Any, Callable, Optional, Sequence, Tuple
 
@@ -447,10 +448,20 @@ class Tensor:
                 if pg.dtype != p.data.dtype:
                     pg = pg.astype(p.data.dtype)
                 key = id(p)
-                if key in grads:
-                    grads[key] = grads[key] + pg
-                else:
+                if key not in grads:
                     grads[key] = pg
+                    continue
+                total = grads[key]
+                # A sum of gradients (a residual connection's two paths) goes into the first
+                # one's memory when nothing else can see it: no other reference and no base
+                # array (references held: `grads`, `total`, getrefcount's argument).
+                if (type(total) is np.ndarray and sys.getrefcount(total) == 3
+                        and not isinstance(total.base, np.ndarray) and total.flags.writeable
+                        and type(pg) is np.ndarray and total.shape == pg.shape
+                        and total.dtype == pg.dtype):
+                    np.add(total, pg, out=total)
+                else:
+                    grads[key] = total + pg
 
     # -- arithmetic ---------------------------------------------------------------------
 
