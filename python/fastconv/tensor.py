@@ -92,6 +92,21 @@ class enable_grad(_GradMode):
 # ----------------------------------------------------------------------------- helpers
 
 
+def _references(a: Any) -> int:
+    return sys.getrefcount(a)
+
+
+def _count_private_references() -> int:
+    """What _references reports for an array held by one dict and one local name, as the
+    backward pass holds a gradient nothing else sees (interpreters count differently)."""
+    table = {0: np.empty(1)}
+    total = table[0]
+    return _references(total)
+
+
+_PRIVATE_REFERENCES = _count_private_references()
+
+
 def _unbroadcast(g: Any, shape: Tuple[int, ...]) -> Any:
     """Sum a gradient over the dims that broadcasting added or stretched, back to `shape`."""
     if g.shape == tuple(shape):
@@ -453,9 +468,8 @@ class Tensor:
                     continue
                 total = grads[key]
                 # A sum of gradients (a residual connection's two paths) goes into the first
-                # one's memory when nothing else can see it: no other reference and no base
-                # array (references held: `grads`, `total`, getrefcount's argument).
-                if (type(total) is np.ndarray and sys.getrefcount(total) == 3
+                # one's memory when nothing else can see it: held by `grads` alone, not a view.
+                if (type(total) is np.ndarray and _references(total) == _PRIVATE_REFERENCES
                         and not isinstance(total.base, np.ndarray) and total.flags.writeable
                         and type(pg) is np.ndarray and total.shape == pg.shape
                         and total.dtype == pg.dtype):
