@@ -1,12 +1,13 @@
 // Elementwise maps for the network layer, on every thread where NumPy runs one: the
 // per-channel affine map of eval-mode batch norm, optionally followed by a residual add and
 // a ReLU (one pass where NumPy would make up to four; same arithmetic, no contraction),
-// tanh (vectorized per instruction set in simd/activations.inl) and the backward passes of
-// relu, tanh and sigmoid.
+// tanh (vectorized per instruction set in simd/activations.inl), the backward passes of
+// relu, tanh and sigmoid, and the in-place sum of two gradients.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -140,6 +141,26 @@ void activation_backward_py(const std::string& kind, const py::array& dy, const 
   });
 }
 
+void add_into_py(py::array& total, const py::array& x) {
+  const std::vector<int64_t> shape = shape_of(total);
+  check_shape(x, shape, "x");
+  int64_t count = 1;
+  for (int64_t extent : shape) count *= extent;
+  dispatch_float(float_dtype(total, "total"), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xp = input_ptr<T>(x, "x");
+    T* tp = output_ptr<T>(total, "total");
+    py::gil_scoped_release release;
+    constexpr int64_t kChunk = int64_t(1) << 14;
+#pragma omp parallel for schedule(static)
+    for (int64_t i0 = 0; i0 < count; i0 += kChunk) {
+      const int64_t i1 = std::min(count, i0 + kChunk);
+#pragma omp simd
+      for (int64_t i = i0; i < i1; ++i) tp[i] += xp[i];
+    }
+  });
+}
+
 void tanh_py(const py::array& x, py::array& out) {
   const std::vector<int64_t> shape = shape_of(x);
   check_shape(out, shape, "out");
@@ -165,6 +186,9 @@ void bind_elementwise(py::module_& m) {
         py::arg("y"), py::arg("out"),
         "out <- dy * f'(x) for f = kind ('relu', 'tanh', 'sigmoid') given the forward's "
         "output y = f(x), any shape (C-contiguous); out may be dy itself.");
+  m.def("add_into", &add_into_py, py::arg("total"), py::arg("x"),
+        "total <- total + x elementwise, same shape and dtype (C-contiguous), on every "
+        "thread.");
   m.def("tanh", &tanh_py, py::arg("x"), py::arg("out"),
         "out <- tanh(x) elementwise, any shape (C-contiguous); out may be x itself.");
 }

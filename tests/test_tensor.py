@@ -571,6 +571,24 @@ def test_grads_never_share_memory() -> None:
     assert upstream.any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_into_matches_numpy(dtype, rng) -> None:
+    from fastconv._backend import add_into
+
+    for shape in [(7,), (3, 50001), (2, 3, 33, 17)]:
+        total, x = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+        expected = total + x
+        add_into(total, x)
+        np.testing.assert_array_equal(total, expected)
+    total = rng.standard_normal((40, 60)).astype(dtype)[:, ::2]  # a strided view: NumPy's add
+    x = rng.standard_normal((40, 30)).astype(dtype)
+    expected = total + x
+    add_into(total, x)
+    np.testing.assert_array_equal(total, expected)
+    with pytest.raises(ValueError, match="x"):
+        fastconv._cpu.add_into(np.zeros((3, 4), dtype), np.zeros((4, 3), dtype))
+
+
 def test_gradient_sums_in_place_leave_every_other_array_intact(rng) -> None:
     # Where two gradients of one tensor meet (a residual connection), the sum goes into the
     # first one's memory if nothing else can see it. Here x meets every kind of first

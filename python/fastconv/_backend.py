@@ -434,6 +434,17 @@ def matmul(a: Any, b: Any) -> Any:
     return a @ b
 
 
+def add_into(total: Any, x: Any) -> None:
+    """total += x for two arrays of one shape and dtype: float NumPy arrays on every OpenMP
+    thread (NumPy uses one), others through their array module."""
+    if (type(total) is np.ndarray and type(x) is np.ndarray and total.dtype == x.dtype
+            and total.dtype in FLOAT_DTYPES and total.flags.c_contiguous
+            and x.flags.c_contiguous):
+        _cpu.add_into(total, x)
+    else:
+        array_module(total).add(total, x, out=total)
+
+
 def tanh(a: Any) -> Any:
     """tanh elementwise into a new array; float NumPy arrays on every OpenMP thread (NumPy
     uses one)."""

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._backend import activation_backward, array_module, empty_like, is_gpu, matmul
+from ._backend import activation_backward, add_into, array_module, empty_like, is_gpu, matmul
 from ._backend import tanh as _tanh_array
 
 __all__ = ["Tensor", "Parameter", "float_tensor", "no_grad", "enable_grad", "is_grad_enabled",
@@ -473,7 +473,7 @@ class Tensor:
                         and not isinstance(total.base, np.ndarray) and total.flags.writeable
                         and type(pg) is np.ndarray and total.shape == pg.shape
                         and total.dtype == pg.dtype):
-                    np.add(total, pg, out=total)
+                    add_into(total, pg)
                 else:
                     grads[key] = total + pg
 
