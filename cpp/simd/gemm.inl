@@ -49,13 +49,6 @@ constexpr int64_t kMC = 12 * kMR;         // rows of one packed A block (kMC x k
 template <typename T>
 constexpr int64_t kNC = 6 * kNR<T>;  // columns of one packed B block
 
-// Columns a B panel holds: kNR, or for a last panel of fewer columns those rounded up to
-// whole vectors, so that the micro-kernel reads a narrow panel as densely as a full one.
-template <typename T>
-constexpr int64_t panel_width(int64_t cols) {
-  return std::min(kNR<T>, (cols + kWidth<T> - 1) / kWidth<T> * kWidth<T>);
-}
-
 template <typename T>
 struct LaneIndex {  // the shuffle-mask vector matching Vec<T>
   typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> type
@@ -122,7 +115,8 @@ void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) 
     // Column-major B (a transposed operand): read each column along its contiguous
     // depth instead of gathering nr far-apart values per depth step.
     for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-      const int64_t cols = std::min(nr, nc - j0), width = panel_width<T>(cols);
+      const int64_t cols = std::min(nr, nc - j0);
+      const int64_t width = fastconv::panel_width(cols, nr, kWidth<T>);
       T* panel = dst + j0 * kc;
       for (int64_t j = 0; j < cols; ++j) {
         const T* src = b + (j0 + j) * cs;
@@ -134,7 +128,8 @@ void pack_b(int64_t kc, int64_t nc, const T* b, int64_t rs, int64_t cs, T* dst) 
     return;
   }
   for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-    const int64_t cols = std::min(nr, nc - j0), width = panel_width<T>(cols);
+    const int64_t cols = std::min(nr, nc - j0);
+    const int64_t width = fastconv::panel_width(cols, nr, kWidth<T>);
     for (int64_t p = 0; p < kc; ++p) {
       const T* src = b + p * rs + j0 * cs;
       if (cs == 1 && cols == nr) {
@@ -155,7 +150,8 @@ void pack_b_shifted_columns(int64_t kc, int64_t nc, ShiftedRows<T> b, int64_t pc
                             T* dst) {
   constexpr int64_t nr = kNR<T>;
   for (int64_t j0 = 0; j0 < nc; j0 += nr) {
-    const int64_t cols = std::min(nr, nc - j0), width = panel_width<T>(cols);
+    const int64_t cols = std::min(nr, nc - j0);
+    const int64_t width = fastconv::panel_width(cols, nr, kWidth<T>);
     T* panel = dst + j0 * kc;
     for (int64_t j = 0; j < cols; ++j) {
       const T* src = b.base + b.offsets[jc + j0 + j] + pc;
@@ -182,7 +178,7 @@ struct APanel {
 };
 
 // How the micro-kernel reads its kc x kNR B panel (vector v of row p).
-//   kPanel:   packed, at data + p * nv * W + v * W (a panel of nv vectors, see panel_width);
+//   kPanel:   packed, at data + p * nv * W + v * W (a panel of nv vectors, gemm.hpp's panel_width);
 //   kShifted: in place, at data + offsets[p] + v * W (shifted windows: lanes past `cols`
 //             read neighbouring values and are dropped);
 //   kLanes:   in place, at data + offsets[p] + lanes[v] (each vector its own run of W).
@@ -396,7 +392,7 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
               T* const c_tile = c + (ic + ir) * ldc + jc + jr;
               const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
               BPanel<T> b_panel{b_block + jr * panel_step, offsets};
-              if (b_panels) b_panel.data += pc * panel_width<T>(cols);
+              if (b_panels) b_panel.data += pc * fastconv::panel_width(cols, nr, kWidth<T>);
               if constexpr (kBSide == BSide::kShifted) b_panel.data = b_block + jr;
               if constexpr (kBSide == BSide::kLanes) {
                 b_panel.data = b_block;

@@ -181,11 +181,15 @@ int64_t vector_lanes() {
                                     : gemm_kernels().lanes_f64_count;
 }
 
-// Columns one B panel holds for `cols` <= panel_cols<T>() columns (GemmPanelsFn layout).
+// Columns one B panel holds for `cols` <= nr columns (GemmPanelsFn layout): nr, or for a
+// narrower last panel its columns rounded up to whole vectors of `lanes`, so that the
+// micro-kernel reads it as densely as a full one.
+constexpr int64_t panel_width(int64_t cols, int64_t nr, int64_t lanes) {
+  return std::min(nr, (cols + lanes - 1) / lanes * lanes);
+}
 template <typename T>
 int64_t panel_width(int64_t cols) {
-  const int64_t lanes = vector_lanes<T>();
-  return std::min(panel_cols<T>(), (cols + lanes - 1) / lanes * lanes);
+  return panel_width(cols, panel_cols<T>(), vector_lanes<T>());
 }
 
 inline void gemm(int64_t m, int64_t n, int64_t k, MatrixView<float> a, MatrixView<float> b,
