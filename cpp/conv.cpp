@@ -729,15 +729,16 @@ void forward_gathered(const ConvGeom& g, const T* x, const T* w, const T* bias, 
   const ShiftedGeom s = make_shifted_geom(g);
   const Dims taps = shifted_offsets(g, s), positions = position_offsets(g, s);
   const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch, L = g.positions;
-  const int64_t nr = panel_cols<T>(), panel_width = (Kg + nr - 1) / nr * nr;
-  T* const weights = caller_buffer<T, kGatheredPanels>(G * R * panel_width);
+  // Each group's panels are spaced as whole panels of Kg columns (the last may use fewer).
+  const int64_t nr = panel_cols<T>(), group_cols = (Kg + nr - 1) / nr * nr;
+  T* const weights = caller_buffer<T, kGatheredPanels>(G * R * group_cols);
   constexpr int64_t kRowBlock = 64;
   const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock;
 #pragma omp parallel for schedule(static)
   for (int64_t job = 0; job < G * row_blocks; ++job) {
     const int64_t grp = job / row_blocks, r0 = job % row_blocks * kRowBlock;
     rows_as_panel_columns(w + grp * Kg * R + r0, R, Kg, std::min(R, r0 + kRowBlock) - r0, r0,
-                          R, weights + grp * R * panel_width);
+                          R, weights + grp * R * group_cols);
   }
   const int64_t image_values = s.footprint + L * Kg;
   const int64_t per_pass = std::clamp<int64_t>(
@@ -769,7 +770,7 @@ void forward_gathered(const ConvGeom& g, const T* x, const T* w, const T* bias, 
       gemm(p1 - p0, Kg, R,
            GatheredRows<T>{padded + grp * per_pass * s.footprint, row_offsets.data() + p0,
                            taps.data()},
-           weights + grp * R * panel_width, block, Kg, false);
+           weights + grp * R * group_cols, block, Kg, false);
       for (int64_t p = p0; p < p1;) {
         const int64_t i = p / L, l = p % L, len = std::min(p1 - p, L - l);
         transpose_block(block + (p - p0) * Kg, Kg, len, Kg,
@@ -1292,12 +1293,13 @@ void backward_weight_gathered(const ConvGeom& g, const T* x, const T* dy, T* dw)
   const ShiftedGeom s = make_shifted_geom(g);
   const Dims taps = shifted_offsets(g, s), positions = position_offsets(g, s);
   const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch, L = g.positions;
-  const int64_t nr = panel_cols<T>(), panel_width = (Kg + nr - 1) / nr * nr;
-  const int64_t image_values = s.footprint + L * panel_width;
+  // Each group's panels are spaced as whole panels of Kg columns (the last may use fewer).
+  const int64_t nr = panel_cols<T>(), group_cols = (Kg + nr - 1) / nr * nr;
+  const int64_t image_values = s.footprint + L * group_cols;
   const int64_t per_pass = std::clamp<int64_t>(
       kGatheredPassBytes / (G * image_values * int64_t(sizeof(T))), 1, N);
   T* const padded = caller_buffer<T, kGatheredInput>(G * per_pass * s.footprint);
-  T* const panels = caller_buffer<T, kGatheredPanels>(G * per_pass * L * panel_width);
+  T* const panels = caller_buffer<T, kGatheredPanels>(G * per_pass * L * group_cols);
   T* const sums = caller_buffer<T, kGatheredSums>(G * R * Kg);
   Dims depth_offsets(per_pass * L);
   for (int64_t i = 0; i < per_pass; ++i) {
@@ -1315,7 +1317,7 @@ void backward_weight_gathered(const ConvGeom& g, const T* x, const T* dy, T* dw)
       pad_group(g, s, x + n * g.win.channels * g.in_plane, grp * g.group_in,
                 padded + (grp * per_pass + i) * s.footprint);
       rows_as_panel_columns(dy + (n * g.out_channels + grp * Kg) * L, L, Kg, L, i * L, depth,
-                            panels + grp * per_pass * L * panel_width);
+                            panels + grp * per_pass * L * group_cols);
     }
 #pragma omp parallel for schedule(static)
     for (int64_t job = 0; job < G * r_blocks; ++job) {
@@ -1326,7 +1328,7 @@ void backward_weight_gathered(const ConvGeom& g, const T* x, const T* dy, T* dw)
       gemm(r1 - r0, Kg, depth,
            GatheredRows<T>{padded + grp * per_pass * s.footprint, taps.data() + r0,
                            depth_offsets.data(), kWeightGradientDepth},
-           panels + grp * per_pass * L * panel_width, block, Kg, n0 > 0);
+           panels + grp * per_pass * L * group_cols, block, Kg, n0 > 0);
       // The last pass transposes its block into dW while the block is still cached.
       if (n0 + count == N) transpose_block(block, Kg, r1 - r0, Kg, dw + grp * Kg * R + r0, R);
     }
