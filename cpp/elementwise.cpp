@@ -123,8 +123,7 @@ void activation_backward_py(const std::string& kind, const py::array& dy, const 
   check_shape(out, shape, "out");
   FC_CHECK(kind == "relu" || kind == "tanh" || kind == "sigmoid",
            "activation_backward: kind must be 'relu', 'tanh' or 'sigmoid', got '", kind, "'");
-  int64_t count = 1;
-  for (int64_t extent : shape) count *= extent;
+  const int64_t count = y.size();
   dispatch_float(float_dtype(y, "y"), [&](auto zero) {
     using T = decltype(zero);
     const T* dyp = input_ptr<T>(dy, "dy");
@@ -144,8 +143,7 @@ void activation_backward_py(const std::string& kind, const py::array& dy, const 
 void add_into_py(py::array& total, const py::array& x) {
   const std::vector<int64_t> shape = shape_of(total);
   check_shape(x, shape, "x");
-  int64_t count = 1;
-  for (int64_t extent : shape) count *= extent;
+  const int64_t count = total.size();
   dispatch_float(float_dtype(total, "total"), [&](auto zero) {
     using T = decltype(zero);
     const T* xp = input_ptr<T>(x, "x");
@@ -164,8 +162,7 @@ void add_into_py(py::array& total, const py::array& x) {
 void tanh_py(const py::array& x, py::array& out) {
   const std::vector<int64_t> shape = shape_of(x);
   check_shape(out, shape, "out");
-  int64_t count = 1;
-  for (int64_t extent : shape) count *= extent;
+  const int64_t count = x.size();
   dispatch_float(float_dtype(x, "x"), [&](auto zero) {
     using T = decltype(zero);
     const T* xp = input_ptr<T>(x, "x");
