@@ -469,10 +469,10 @@ class Tensor:
                 total = grads[key]
                 # A sum of gradients (a residual connection's two paths) goes into the first
                 # one's memory when nothing else can see it: held by `grads` alone, not a view.
-                if (type(total) is np.ndarray and _references(total) == _PRIVATE_REFERENCES
-                        and not isinstance(total.base, np.ndarray) and total.flags.writeable
-                        and type(pg) is np.ndarray and total.shape == pg.shape
-                        and total.dtype == pg.dtype):
+                # (Both already have p's shape and dtype.)
+                if (type(total) is np.ndarray and type(pg) is np.ndarray
+                        and _references(total) == _PRIVATE_REFERENCES
+                        and not isinstance(total.base, np.ndarray) and total.flags.writeable):
                     add_into(total, pg)
                 else:
                     grads[key] = total + pg
