@@ -650,10 +650,15 @@ constexpr int64_t kGatheredPassBytes = int64_t(1) << 24;
 // 512 -> 512 even, 256 -> 512 stride 2 2.50 -> 2.84, the weights' transpose) and at 28x28
 // (784 positions per image already fill the per-image tiles: 3.23 -> 3.66). The weight
 // gradient gains on every 3x3 layer (256ch 7x7: 4.80 -> 3.35 ms, 512ch 4x4: 6.28 -> 4.83,
-// 128ch 14x14: 4.28 -> 3.32) but not on the 3-channel 7x7 stem (147 rows: 6.10 -> 6.43).
+// 128ch 14x14: 4.28 -> 3.32). With fewer rows it gains only where strides make the shifted
+// path compute and drop phase columns: the 3-channel 7x7 stride-2 stem (147 rows) at batch
+// 16, 112x112, 5.84-6.44 -> 4.83-5.67 ms (batch 1 and 8 at 224x224: 0.82x, 0.96x; it lost,
+// 6.10 -> 6.43, before the GEMM's narrow panels), 1x1 stride-2 layers even (64 and 128
+// rows: 0.97x, 1.01x); unit strides lose below 256 rows (144 rows 1.07x, 27 rows 2.1x).
 constexpr int64_t kGatheredMinPositions = 512;    // output positions of the batch (forward)
 constexpr int64_t kGatheredMaxMapPositions = 256;  // per image (forward)
 constexpr int64_t kGatheredMinRows = 256;          // (channel, tap) rows (weight gradient)
+constexpr int64_t kGatheredMinStridedRows = 128;   // the same with a stride above 1
 constexpr int64_t kGatheredMinOutputs = 32;        // output channels per group
 
 bool forward_gathers(const ConvGeom& g) {
@@ -663,7 +668,10 @@ bool forward_gathers(const ConvGeom& g) {
 }
 
 bool weight_gradient_gathers(const ConvGeom& g) {
-  return shifted_applies(g) && g.group_out >= kGatheredMinOutputs && g.rows >= kGatheredMinRows;
+  const bool strided = std::any_of(g.win.stride.begin(), g.win.stride.end(),
+                                   [](int64_t s) { return s > 1; });
+  const int64_t min_rows = strided ? kGatheredMinStridedRows : kGatheredMinRows;
+  return shifted_applies(g) && g.group_out >= kGatheredMinOutputs && g.rows >= min_rows;
 }
 
 Dims position_offsets(const ConvGeom& g, const ShiftedGeom& s) {

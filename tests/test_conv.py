@@ -360,10 +360,10 @@ def test_folded_small_layers_backward(case: ConvCase, dtype) -> None:
 
 # ----------------------------------------------------------------------------------------
 # Paths whose register tiles run across the images of the batch. Gathered windows: the
-# GEMM broadcasts window values straight from the padded images (the forward at small maps with
-# enough positions in the batch, the weight gradient from 256 (channel, tap) rows). Output
-# channel counts leave lane tails (33, 40, 50, 72), strides, dilation, asymmetric padding,
-# groups, 1-D and 3-D, and a batch larger than one pass of padded images.
+# GEMM broadcasts window values straight from the padded images (the forward at small maps
+# with enough positions in the batch, the weight gradient from 256 (channel, tap) rows, 128
+# when strided). Output channel counts leave lane tails (33, 40, 50, 72), strides, dilation,
+# asymmetric padding, groups, 1-D and 3-D, and a batch larger than one pass of padded images.
 # ----------------------------------------------------------------------------------------
 
 GATHERED_CASES = [
@@ -374,6 +374,8 @@ GATHERED_CASES = [
     ConvCase(20, 64, 40, (30,), (5,), (1,), 2, (1,), 1, True),
     ConvCase(6, 16, 36, (6, 6, 6), (3, 3, 3), (1, 1, 1), 1, (1, 1, 1), 1, True),
     ConvCase(34, 512, 32, (14, 14), (3, 3), (1, 1), 1, (1, 1), 1, True),  # two passes
+    # A ResNet stem: 147 (channel, tap) rows, stride 2 (the weight gradient gathers).
+    ConvCase(4, 3, 40, (30, 29), (7, 7), (2, 2), 3, (1, 1), 1, True),
 ]
 
 # Batch lanes: the forward (and the stride-1 input gradient, a forward) with the images in
