@@ -327,6 +327,10 @@ FOLDED_CASES = [
     ConvCase(9, 512, 512, (4, 4), (3, 3), (1, 1), 1, (1, 1), 2, False),
     # More columns than one pass of shared panels holds.
     ConvCase(130, 128, 40, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
+    # Strided, 7x7 and 7x6 outputs: the forward keeps shifted windows, the input gradient
+    # folds.
+    ConvCase(9, 24, 40, (14, 14), (3, 3), (2, 2), 1, (1, 1), 1, True),
+    ConvCase(5, 12, 20, (14, 12), (3, 3), (2, 2), ((1, 0), (1, 1)), (1, 1), 2, False),
 ]
 
 
