@@ -671,9 +671,7 @@ bool forward_gathers(const ConvGeom& g) {
 }
 
 bool weight_gradient_gathers(const ConvGeom& g) {
-  const bool strided = std::any_of(g.win.stride.begin(), g.win.stride.end(),
-                                   [](int64_t s) { return s > 1; });
-  const int64_t min_rows = strided ? kGatheredMinStridedRows : kGatheredMinRows;
+  const int64_t min_rows = g.win.unit_strides() ? kGatheredMinRows : kGatheredMinStridedRows;
   return shifted_applies(g) && g.group_out >= kGatheredMinOutputs && g.rows >= min_rows;
 }
 
@@ -986,12 +984,7 @@ int64_t channel_block(int64_t channels, int64_t jobs) {
 // With unit strides the input gradient is itself a stride-1 convolution: of dy with the
 // weights transposed per group (K <-> C) and flipped, padded by dilation*(kernel-1) - pad
 // on each side. It then runs on the forward's shifted-window GEMM, with no col2im.
-bool backward_input_as_forward(const ConvGeom& g) {
-  for (int64_t d = 0; d < g.win.dims(); ++d) {
-    if (g.win.stride[d] != 1) return false;
-  }
-  return true;
-}
+bool backward_input_as_forward(const ConvGeom& g) { return g.win.unit_strides(); }
 
 // The stride-1 convolution whose forward is g's input gradient (see above).
 ConvGeom input_gradient_geom(const ConvGeom& g) {

@@ -177,9 +177,7 @@ void conv_direct_forward(const WindowGeom& win, int64_t out_channels, int64_t gr
 
 bool conv_direct_backward_input_applies(const WindowGeom& win, int64_t out_channels,
                                          int64_t groups) {
-  for (int64_t s : win.stride) {
-    if (s != 1) return false;
-  }
+  if (!win.unit_strides()) return false;
   // The gradient is a forward convolution with the roles of the channels swapped.
   WindowGeom swapped = win;
   swapped.channels = out_channels;

@@ -1,5 +1,7 @@
 #include "fastconv/geometry.hpp"
 
+#include <algorithm>
+
 #include "fastconv/check.hpp"
 
 namespace fastconv {
@@ -32,6 +34,9 @@ int64_t product(const std::vector<int64_t>& v, const char* what) {
 int64_t WindowGeom::in_plane() const { return product(in, "input size"); }
 int64_t WindowGeom::out_plane() const { return product(out, "output size"); }
 int64_t WindowGeom::kernel_volume() const { return product(kernel, "kernel size"); }
+bool WindowGeom::unit_strides() const {
+  return std::all_of(stride.begin(), stride.end(), [](int64_t s) { return s == 1; });
+}
 
 WindowGeom make_window_geom(const char* op, int64_t batch, int64_t channels,
                             const std::vector<int64_t>& in, const std::vector<int64_t>& kernel,

@@ -46,6 +46,7 @@ struct WindowGeom {
   int64_t in_plane() const;       // prod(in)
   int64_t out_plane() const;      // prod(out), the L of im2col
   int64_t kernel_volume() const;  // prod(kernel)
+  bool unit_strides() const;      // every stride 1
 };
 
 // Validates every parameter (lengths, ranges, padding limit, fit, overflow of the
