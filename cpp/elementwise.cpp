@@ -75,6 +75,17 @@ void channel_affine_py(const py::array& x, const py::array& scale, const py::arr
 // Values per parallel job: large enough that a job outweighs waking a thread.
 constexpr int64_t kElementwiseChunk = int64_t(1) << 15;
 
+// body(start, stop) over [0, count) in chunks of kElementwiseChunk, one job each.
+template <typename Body>
+void for_each_chunk(int64_t count, const Body& body) {
+  const int64_t chunks = (count + kElementwiseChunk - 1) / kElementwiseChunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const int64_t start = chunk * kElementwiseChunk;
+    body(start, std::min(count, start + kElementwiseChunk));
+  }
+}
+
 template <typename T>
 void tanh_run(const T* x, T* y, int64_t count) {
   static const auto kernel = [] {
@@ -84,12 +95,9 @@ void tanh_run(const T* x, T* y, int64_t count) {
       return for_cpu_path(avx512::tanh_f64, avx2::tanh_f64, baseline::tanh_f64);
     }
   }();
-  const int64_t chunks = (count + kElementwiseChunk - 1) / kElementwiseChunk;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const int64_t start = chunk * kElementwiseChunk;
-    kernel(x + start, y + start, std::min(kElementwiseChunk, count - start));
-  }
+  for_each_chunk(count, [&](int64_t start, int64_t stop) {
+    kernel(x + start, y + start, stop - start);
+  });
 }
 
 // Activations whose derivative is a function of their output y, so that backward keeps
@@ -99,10 +107,7 @@ enum class Activation { relu, tanh, sigmoid };
 // dx = dy * f'(y), with the NumPy expressions' operations in their order (bitwise equal).
 template <typename T, Activation kind>
 void activation_backward_run(const T* dy, const T* y, T* dx, int64_t count) {
-  const int64_t chunks = (count + kElementwiseChunk - 1) / kElementwiseChunk;
-#pragma omp parallel for schedule(static) if (chunks > 1)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const int64_t start = chunk * kElementwiseChunk, stop = std::min(count, start + kElementwiseChunk);
+  for_each_chunk(count, [&](int64_t start, int64_t stop) {
 #pragma omp simd
     for (int64_t i = start; i < stop; ++i) {
       if constexpr (kind == Activation::relu) {
@@ -113,7 +118,7 @@ void activation_backward_run(const T* dy, const T* y, T* dx, int64_t count) {
         dx[i] = dy[i] * y[i] * (T(1) - y[i]);
       }
     }
-  }
+  });
 }
 
 void activation_backward_py(const std::string& kind, const py::array& dy, const py::array& y,
@@ -149,13 +154,10 @@ void add_into_py(py::array& total, const py::array& x) {
     const T* xp = input_ptr<T>(x, "x");
     T* tp = output_ptr<T>(total, "total");
     py::gil_scoped_release release;
-    constexpr int64_t kChunk = int64_t(1) << 14;
-#pragma omp parallel for schedule(static)
-    for (int64_t i0 = 0; i0 < count; i0 += kChunk) {
-      const int64_t i1 = std::min(count, i0 + kChunk);
+    for_each_chunk(count, [&](int64_t start, int64_t stop) {
 #pragma omp simd
-      for (int64_t i = i0; i < i1; ++i) tp[i] += xp[i];
-    }
+      for (int64_t i = start; i < stop; ++i) tp[i] += xp[i];
+    });
   });
 }
 
