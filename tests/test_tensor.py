@@ -488,8 +488,9 @@ def test_array_protocol(rng) -> None:
 @pytest.mark.parametrize("b_layout", ["transposed", "row_major", "strided"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cpu_matmul_every_path_and_layout(m: int, b_layout: str, dtype, rng) -> None:
-    """_cpu.matmul: the streamed few-row loops (m <= 4, both orientations of B) and the
-    packed GEMM, on every view layout, against float64 NumPy."""
+    """_cpu.matmul: the streamed few-row loops (m <= 4, both orientations of B), the packed
+    GEMM and its transposed form (B^T A^T for a transposed B), on every view layout, against
+    float64 NumPy."""
     from fastconv import _cpu
 
     # n spans several of the streamed loops' column blocks (2048) and a partial one.
@@ -509,6 +510,11 @@ def test_cpu_matmul_every_path_and_layout(m: int, b_layout: str, dtype, rng) -> 
     again = np.empty_like(out)
     _cpu.matmul(a, b, again)
     np.testing.assert_array_equal(out, again)
+    if m > 4:
+        # The packed GEMM sums every element in one order whatever B's layout, a transposed
+        # B (whose product is taken as B^T A^T) included.
+        _cpu.matmul(a, np.ascontiguousarray(b), again)
+        np.testing.assert_array_equal(out, again)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
