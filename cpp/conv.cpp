@@ -709,15 +709,16 @@ void transpose_block(const T* src, int64_t lds, int64_t rows, int64_t cols, T* d
 }
 
 // A (rows x cols) row-major matrix (leading dimension lds) as rows [first, first + cols) of
-// B panels whose columns are its rows (GemmPanelsFn layout, `depth` rows per panel, the last
-// zero-padded to whole vectors): dy (Kg x L) for the weight gradient, W_g (Kg x R) for the
-// forward.
+// the B panels of a gathered product, whose columns are its rows (GemmPanelsFn layout with
+// gathered_panel_cols, `depth` rows per panel, the last zero-padded to whole vectors): dy
+// (Kg x L) for the weight gradient, W_g (Kg x R) for the forward.
 template <typename T>
 void rows_as_panel_columns(const T* src, int64_t lds, int64_t rows, int64_t cols,
                            int64_t first, int64_t depth, T* panels) {
-  const int64_t nr = panel_cols<T>();
+  const int64_t nr = gathered_panel_cols<T>();
   for (int64_t k0 = 0; k0 < rows; k0 += nr) {
-    const int64_t width = std::min(nr, rows - k0), ld = panel_width<T>(width);
+    const int64_t width = std::min(nr, rows - k0);
+    const int64_t ld = panel_width(width, nr, vector_lanes<T>());
     T* const panel = panels + (k0 / nr) * depth * nr + first * ld;
     transpose_block(src + k0 * lds, lds, width, cols, panel, ld);
     if (width < ld) {
@@ -739,7 +740,7 @@ void forward_gathered(const ConvGeom& g, const T* x, const T* w, const T* bias, 
   const Dims taps = shifted_offsets(g, s), positions = position_offsets(g, s);
   const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch, L = g.positions;
   // Each group's panels are spaced as whole panels of Kg columns (the last may use fewer).
-  const int64_t nr = panel_cols<T>(), group_cols = (Kg + nr - 1) / nr * nr;
+  const int64_t nr = gathered_panel_cols<T>(), group_cols = (Kg + nr - 1) / nr * nr;
   T* const weights = caller_buffer<T, kGatheredPanels>(G * R * group_cols);
   constexpr int64_t kRowBlock = 64;
   const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock;
@@ -1303,7 +1304,7 @@ void backward_weight_gathered(const ConvGeom& g, const T* x, const T* dy, T* dw)
   const Dims taps = shifted_offsets(g, s), positions = position_offsets(g, s);
   const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch, L = g.positions;
   // Each group's panels are spaced as whole panels of Kg columns (the last may use fewer).
-  const int64_t nr = panel_cols<T>(), group_cols = (Kg + nr - 1) / nr * nr;
+  const int64_t nr = gathered_panel_cols<T>(), group_cols = (Kg + nr - 1) / nr * nr;
   const int64_t image_values = s.footprint + L * group_cols;
   const int64_t per_pass = std::clamp<int64_t>(
       kGatheredPassBytes / (G * image_values * int64_t(sizeof(T))), 1, N);

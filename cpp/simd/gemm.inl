@@ -40,6 +40,22 @@ constexpr int kNV = 3;
 constexpr int64_t kMR = 6;
 constexpr int kNV = 2;
 #endif
+// Products whose A is read in place (gathered windows, weights too large to pack) need no
+// packing unit of kMR rows, and their B is as wide as a layer's output channels (64, 128,
+// 256, 512): 6 x 4 vectors keeps 24 accumulators, 4 B vectors and an A broadcast live with
+// 10 loads per 24 FMAs, and its 64 columns divide those widths, where 48-column tiles end
+// in a one-vector tile (8 FMAs per 9 loads, 40% slower per FMA). Measured at batch 16 (2
+// threads): the gathered weight gradient of 64ch 28x28 3.30 -> 3.08 ms, the stem's 4.69 ->
+// 4.54, 512ch 4x4's forward and input gradient in batch lanes 4.07 -> 3.93 and 4.23 -> 3.98,
+// 256ch 7x7's gathered forward 3.11 -> 3.06; the shifted forward of 64 channels lost
+// (2.91 -> 3.02: 64 rows are 10 tiles of 6 and a partial one), so it keeps 8 x 3.
+#if FC_VEC_BYTES == 64
+constexpr int64_t kWideMR = 6;
+constexpr int kWideNV = 4;
+#else
+constexpr int64_t kWideMR = kMR;
+constexpr int kWideNV = kNV;
+#endif
 template <typename T>
 constexpr int64_t kWidth = FC_VEC_BYTES / int64_t(sizeof(T));  // lanes per vector
 template <typename T>
@@ -196,26 +212,27 @@ constexpr int64_t kPanelPrefetchRows = 4;
 
 // C[rows x cols] (+)= A panel (kMR x kc) * B panel (kc x nv vectors): a narrow last panel
 // costs what it uses.
-template <typename T, int nv, BSide b_side, ASide side>
+template <typename T, int nv, BSide b_side, ASide side, int64_t mr>
 inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* c, int64_t ldc,
                          int64_t rows, int64_t cols, bool accumulate) {
+  static_assert(side != ASide::kPacked || mr == kMR, "pack_a writes panels of kMR rows");
   using V = typename Vec<T>::type;
   constexpr int64_t width = kWidth<T>;
-  const T* a_row[kMR];
+  const T* a_row[mr];
   if constexpr (side == ASide::kRows) {
-    for (int64_t i = 0; i < kMR; ++i) a_row[i] = a.data + std::min(i, rows - 1) * a.lda;
+    for (int64_t i = 0; i < mr; ++i) a_row[i] = a.data + std::min(i, rows - 1) * a.lda;
   } else if constexpr (side == ASide::kGathered) {
-    for (int64_t i = 0; i < kMR; ++i) a_row[i] = a.data + a.row_offsets[std::min(i, rows - 1)];
+    for (int64_t i = 0; i < mr; ++i) a_row[i] = a.data + a.row_offsets[std::min(i, rows - 1)];
   }
   const T* b_vector[nv];
-#pragma GCC unroll 3
+#pragma GCC unroll 4
   for (int v = 0; v < nv; ++v) {
     b_vector[v] = b_side == BSide::kLanes ? b.data + b.lanes[v] : b.data + v * width;
   }
-  V acc[kMR][nv];
+  V acc[mr][nv];
 #pragma GCC unroll 8
-  for (int64_t i = 0; i < kMR; ++i) {
-#pragma GCC unroll 3
+  for (int64_t i = 0; i < mr; ++i) {
+#pragma GCC unroll 4
     for (int v = 0; v < nv; ++v) acc[i][v] = V{};
   }
   for (int64_t i = 0; i < rows; ++i) __builtin_prefetch(c + i * ldc, 1);
@@ -227,24 +244,24 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* 
       // depth step the hardware prefetchers fall behind (half speed); at three they nearly
       // keep up, and this gains 1-2% more.
       const int64_t ahead = b_at + kPanelPrefetchRows * nv * width;
-#pragma GCC unroll 3
+#pragma GCC unroll 4
       for (int v = 0; v < nv; ++v) __builtin_prefetch(b_vector[v] + ahead);
     }
-#pragma GCC unroll 3
+#pragma GCC unroll 4
     for (int v = 0; v < nv; ++v) std::memcpy(&bv[v], b_vector[v] + b_at, sizeof(V));
     const int64_t depth_at = side == ASide::kGathered ? a.depth_offsets[p] : p;
 #pragma GCC unroll 8
-    for (int64_t i = 0; i < kMR; ++i) {
+    for (int64_t i = 0; i < mr; ++i) {
       const T ai = side == ASide::kPacked ? a.data[p * kMR + i] : a_row[i][depth_at];
-#pragma GCC unroll 3
+#pragma GCC unroll 4
       for (int v = 0; v < nv; ++v) acc[i][v] += bv[v] * ai;
     }
   }
-  if (rows == kMR && cols == nv * width) {
+  if (rows == mr && cols == nv * width) {
 #pragma GCC unroll 8
-    for (int64_t i = 0; i < kMR; ++i) {
+    for (int64_t i = 0; i < mr; ++i) {
       T* row = c + i * ldc;
-#pragma GCC unroll 3
+#pragma GCC unroll 4
       for (int v = 0; v < nv; ++v) {
         if (accumulate) {
           V old;
@@ -256,7 +273,7 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* 
     }
     return;
   }
-  T tile[kMR][nv * width];
+  T tile[mr][nv * width];
   std::memcpy(tile, acc, sizeof(tile));
   for (int64_t i = 0; i < rows; ++i) {
     T* row = c + i * ldc;
@@ -265,16 +282,21 @@ inline void micro_kernel(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* 
 }
 
 // Picks the micro-kernel by how many vectors of the B panel hold real columns.
-template <typename T, BSide b_side, ASide side>
+template <typename T, BSide b_side, ASide side, int64_t mr, int max_nv>
 inline void micro_tile(int64_t kc, const APanel<T>& a, const BPanel<T>& b, T* c, int64_t ldc,
                        int64_t rows, int64_t cols, bool accumulate) {
   constexpr int64_t width = kWidth<T>;
+  if constexpr (max_nv == 4) {
+    if (cols > 3 * width) {
+      return micro_kernel<T, 4, b_side, side, mr>(kc, a, b, c, ldc, rows, cols, accumulate);
+    }
+  }
   if (cols > 2 * width) {
-    micro_kernel<T, kNV, b_side, side>(kc, a, b, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 3, b_side, side, mr>(kc, a, b, c, ldc, rows, cols, accumulate);
   } else if (cols > width) {
-    micro_kernel<T, 2, b_side, side>(kc, a, b, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 2, b_side, side, mr>(kc, a, b, c, ldc, rows, cols, accumulate);
   } else {
-    micro_kernel<T, 1, b_side, side>(kc, a, b, c, ldc, rows, cols, accumulate);
+    micro_kernel<T, 1, b_side, side, mr>(kc, a, b, c, ldc, rows, cols, accumulate);
   }
 }
 
@@ -307,8 +329,9 @@ struct ASource {
   const GatheredRows<T>* gathered = nullptr;
 };
 
-// C (+)= A * B.
-template <typename T>
+// C (+)= A * B in register tiles of mr rows x max_nv vectors (kMR x kNV, or kWideMR x
+// kWideNV where A is read in place).
+template <typename T, int64_t mr = kMR, int max_nv = kNV>
 void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const BSource<T>& src,
                T* c, int64_t ldc, bool accumulate) {
   const PackedA<T>* const packed = a_src.packed;
@@ -322,11 +345,11 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
       for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
     return;
   }
-  constexpr int64_t nr = kNR<T>;
+  constexpr int64_t nr = max_nv * kWidth<T>, nc_block = 6 * nr;
   // Packing buffers live as long as the thread, so repeated calls do not pay page faults.
   thread_local std::vector<T> a_storage, b_storage;
   T* const a_pack = packed || gathered ? nullptr : cache_aligned(a_storage, kMC * kKC);
-  T* const b_pack = b_panels ? nullptr : cache_aligned(b_storage, kNC<T> * kKC);
+  T* const b_pack = b_panels ? nullptr : cache_aligned(b_storage, nc_block * kKC);
   // Gathered A has no packing unit, so it may ask for deeper blocks, cut into equal parts
   // so that no thin last block is left.
   int64_t block_depth = kKC;
@@ -334,8 +357,8 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
     const int64_t blocks = (k + gathered->block_depth - 1) / gathered->block_depth;
     block_depth = (k + blocks - 1) / blocks;
   }
-  for (int64_t jc = 0; jc < n; jc += kNC<T>) {
-    const int64_t nc = std::min(kNC<T>, n - jc);
+  for (int64_t jc = 0; jc < n; jc += nc_block) {
+    const int64_t nc = std::min(nc_block, n - jc);
     for (int64_t pc = 0; pc < k; pc += block_depth) {
       const int64_t kc = std::min(block_depth, k - pc);
       // Shifted rows and lane runs are read in place: contiguous runs of the padded input.
@@ -359,16 +382,16 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
       const bool acc = accumulate || pc > 0;
       for (int64_t ic = 0; ic < m; ic += kMC) {
         const int64_t mc = std::min(kMC, m - ic);
-        // The A panels of this block: panel ir / kMR at a_block.data + ir / kMR * a_step.
+        // The A panels of this block: panel ir / mr at a_block.data + ir / mr * a_step.
         APanel<T> a_block{nullptr};
-        int64_t a_step = kMR * kc;
+        int64_t a_step = mr * kc;
         if (gathered) {
           a_block = APanel<T>{gathered->base, 0, gathered->row_offsets + ic,
                               gathered->depth_offsets + pc};
         } else if (packed && packed->row_stride) {
           a_block = APanel<T>{packed->data + (packed->first_row + ic) * packed->row_stride + pc,
                               packed->row_stride};
-          a_step = kMR * packed->row_stride;
+          a_step = mr * packed->row_stride;
         } else if (packed) {
           a_block.data = packed->data + pc * packed->padded_rows + (packed->first_row + ic) * kc;
         } else {
@@ -379,18 +402,18 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
         const auto tiles = [&](auto b_side_tag, auto side_tag) {
           constexpr BSide kBSide = decltype(b_side_tag)::value;
           constexpr ASide kSide = decltype(side_tag)::value;
-          // The broadcast side (an A panel, kMR x kc) stays in L1 while the vector side
+          // The broadcast side (an A panel, mr x kc) stays in L1 while the vector side
           // (the whole packed B block) streams from L2.
-          for (int64_t ir = 0; ir < mc; ir += kMR) {
+          for (int64_t ir = 0; ir < mc; ir += mr) {
             APanel<T> a_panel = a_block;
             if constexpr (kSide == ASide::kGathered) {
               a_panel.row_offsets += ir;
             } else {
-              a_panel.data += ir / kMR * a_step;
+              a_panel.data += ir / mr * a_step;
             }
             for (int64_t jr = 0; jr < nc; jr += nr) {
               T* const c_tile = c + (ic + ir) * ldc + jc + jr;
-              const int64_t rows = std::min(kMR, mc - ir), cols = std::min(nr, nc - jr);
+              const int64_t rows = std::min(mr, mc - ir), cols = std::min(nr, nc - jr);
               BPanel<T> b_panel{b_block + jr * panel_step, offsets};
               if (b_panels) b_panel.data += pc * fastconv::panel_width(cols, nr, kWidth<T>);
               if constexpr (kBSide == BSide::kShifted) b_panel.data = b_block + jr;
@@ -398,7 +421,8 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
                 b_panel.data = b_block;
                 b_panel.lanes = lanes->vector_offsets + (jc + jr) / kWidth<T>;
               }
-              micro_tile<T, kBSide, kSide>(kc, a_panel, b_panel, c_tile, ldc, rows, cols, acc);
+              micro_tile<T, kBSide, kSide, mr, max_nv>(kc, a_panel, b_panel, c_tile, ldc, rows,
+                                                       cols, acc);
             }
           }
         };
@@ -408,7 +432,16 @@ void gemm_impl(int64_t m, int64_t n, int64_t k, const ASource<T>& a_src, const B
         using Panel = std::integral_constant<BSide, BSide::kPanel>;
         using Shifted = std::integral_constant<BSide, BSide::kShifted>;
         using Lanes = std::integral_constant<BSide, BSide::kLanes>;
-        if (shifted && a_block.lda) {
+        if constexpr (mr != kMR || max_nv != kNV) {
+          // Wide tiles (kWideMR): A gathered or rows read in place, B panels or lane runs.
+          if (lanes && gathered) {
+            tiles(Lanes{}, Gathered{});
+          } else if (lanes) {
+            tiles(Lanes{}, Rows{});
+          } else {
+            tiles(Panel{}, Gathered{});
+          }
+        } else if (shifted && a_block.lda) {
           tiles(Shifted{}, Rows{});
         } else if (shifted) {
           tiles(Shifted{}, Packed{});
@@ -659,29 +692,43 @@ void shifted_f64(int64_t m, int64_t n, int64_t k, MatrixView<double> a,
 
 void gathered_f32(int64_t m, int64_t n, int64_t k, GatheredRows<float> a, const float* b_panels,
                   float* c, int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {{}, nullptr, &a}, {{}, b_panels, {}}, c, ldc, accumulate);
+  gemm_impl<float, kWideMR, kWideNV>(m, n, k, {{}, nullptr, &a}, {{}, b_panels, {}}, c, ldc,
+                                     accumulate);
 }
 void gathered_f64(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
                   const double* b_panels, double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {{}, nullptr, &a}, {{}, b_panels, {}}, c, ldc, accumulate);
+  gemm_impl<double, kWideMR, kWideNV>(m, n, k, {{}, nullptr, &a}, {{}, b_panels, {}}, c, ldc,
+                                      accumulate);
 }
 
+// Weights read in place take wide tiles; packed ones come in panels of kMR rows.
+template <typename T>
+void lanes_impl(int64_t m, int64_t n, int64_t k, PackedA<T> a, LaneRuns<T> b, T* c, int64_t ldc,
+                bool accumulate) {
+  if (a.row_stride) {
+    gemm_impl<T, kWideMR, kWideNV>(m, n, k, {{}, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+  } else {
+    gemm_impl<T>(m, n, k, {{}, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+  }
+}
 void lanes_f32(int64_t m, int64_t n, int64_t k, PackedA<float> a, LaneRuns<float> b, float* c,
                int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {{}, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+  lanes_impl(m, n, k, a, b, c, ldc, accumulate);
 }
 void lanes_f64(int64_t m, int64_t n, int64_t k, PackedA<double> a, LaneRuns<double> b,
                double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {{}, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+  lanes_impl(m, n, k, a, b, c, ldc, accumulate);
 }
 
 void gathered_lanes_f32(int64_t m, int64_t n, int64_t k, GatheredRows<float> a,
                         LaneRuns<float> b, float* c, int64_t ldc, bool accumulate) {
-  gemm_impl<float>(m, n, k, {{}, nullptr, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+  gemm_impl<float, kWideMR, kWideNV>(m, n, k, {{}, nullptr, &a}, {{}, nullptr, {}, &b}, c, ldc,
+                                     accumulate);
 }
 void gathered_lanes_f64(int64_t m, int64_t n, int64_t k, GatheredRows<double> a,
                         LaneRuns<double> b, double* c, int64_t ldc, bool accumulate) {
-  gemm_impl<double>(m, n, k, {{}, nullptr, &a}, {{}, nullptr, {}, &b}, c, ldc, accumulate);
+  gemm_impl<double, kWideMR, kWideNV>(m, n, k, {{}, nullptr, &a}, {{}, nullptr, {}, &b}, c,
+                                      ldc, accumulate);
 }
 
 void dot_f32(int64_t m, int64_t n, int64_t k, MatrixView<float> a, ShiftedRows<float> b,
@@ -704,6 +751,7 @@ const GemmKernels& gemm_table() {
                                  {lanes_f32, lanes_f64},
                                  {gathered_lanes_f32, gathered_lanes_f64},
                                  kMR,         kNR<float>, kNR<double>,
+                                 kWideNV * kWidth<float>, kWideNV * kWidth<double>,
                                  kWidth<float>, kWidth<double>};
   return table;
 }

@@ -157,6 +157,9 @@ struct GemmKernels {
   int64_t panel_rows;      // rows of C per register tile, the unit of PackedA's panels
   int64_t panel_cols_f32;  // columns of C per register tile, the unit of B panels
   int64_t panel_cols_f64;
+  // The same for products of GatheredRows and B panels, whose register tiles are wider.
+  int64_t gathered_panel_cols_f32;
+  int64_t gathered_panel_cols_f64;
   int64_t lanes_f32_count;  // values per vector register (LaneRuns' W)
   int64_t lanes_f64_count;
 };
@@ -173,6 +176,12 @@ template <typename T>
 int64_t panel_cols() {
   return sizeof(T) == sizeof(float) ? gemm_kernels().panel_cols_f32
                                     : gemm_kernels().panel_cols_f64;
+}
+
+template <typename T>
+int64_t gathered_panel_cols() {
+  return sizeof(T) == sizeof(float) ? gemm_kernels().gathered_panel_cols_f32
+                                    : gemm_kernels().gathered_panel_cols_f64;
 }
 
 template <typename T>
