@@ -384,7 +384,9 @@ GATHERED_CASES = [
 
 # Batch lanes: the forward (and the stride-1 input gradient, a forward) with the images in
 # the vector lanes, under 32 positions per image and a batch of whole vectors (16 float32
-# or 8 float64 lanes with AVX-512; 130 images fill 144 lanes).
+# or 8 float64 lanes with AVX-512; 130 images fill 144 lanes). Register tiles within one
+# row of outputs skip the taps that row reads only as padding (4x4 and 3x3x3 maps); 5x5 maps
+# put tiles across rows, which sum every tap. Either way the bits equal the other paths'.
 LANE_CASES = [
     ConvCase(32, 64, 40, (4, 4), (3, 3), (1, 1), 1, (1, 1), 1, True),
     ConvCase(16, 64, 64, (4, 4), (3, 3), (1, 1), 1, (1, 1), 2, True),

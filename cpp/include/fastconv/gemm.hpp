@@ -49,16 +49,34 @@ struct GatheredRows {
   int64_t block_depth = 0;  // 0: kGemmDepth
 };
 
+// Sets of depth steps: set s is the ascending depth indices entries[starts[s] ..
+// starts[s + 1]), and vector u of a LaneRuns operand names set vector_set[u] (-1: the whole
+// depth; indexed like vector_offsets). A register tile whose vectors all name one set sums
+// over that set only, in the order it would sum the whole depth; other tiles sum it all.
+// Leaving out products that are zeros leaves each sum bitwise as it was (save the sign of a
+// zero sum, and an inf or NaN times a skipped zero), so results do not depend on which
+// tiles skipped.
+struct DepthSets {
+  const int64_t* vector_set;
+  const int64_t* starts;
+  const int64_t* entries;
+  int64_t count;
+};
+
 // A right operand whose vectors are runs of one array: B[p][j] = base[row_offsets[p] +
 // vector_offsets[j / W] + j % W], W the lanes of one vector (GemmKernels::lanes_*), n a
 // multiple of W. A convolution over an input with the images of the batch innermost (their
 // W values of one cell side by side) is such a matrix with rows the (channel, tap) pairs and
 // each vector one output position of W images: every lane works however small the maps.
+//
+// Vectors may name depth steps to skip (`skips`, sets over the rows p): where a convolution's
+// windows overhang the input, the products over the taps that read padding are known zeros.
 template <typename T>
 struct LaneRuns {
   const T* base;
   const int64_t* row_offsets;
   const int64_t* vector_offsets;
+  const DepthSets* skips = nullptr;
 };
 
 // A left operand packed once and reused by many products (convolution weights).
