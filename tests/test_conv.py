@@ -380,6 +380,10 @@ GATHERED_CASES = [
     ConvCase(34, 512, 32, (14, 14), (3, 3), (1, 1), 1, (1, 1), 1, True),  # two passes
     # A ResNet stem: 147 (channel, tap) rows, stride 2 (the weight gradient gathers).
     ConvCase(4, 3, 40, (30, 29), (7, 7), (2, 2), 3, (1, 1), 1, True),
+    # From 512 output positions the weight gradient gathers an image at a time and adds the
+    # images' partial sums in order: a stem-like layer (992 positions) and a 3x3 one (552).
+    ConvCase(6, 3, 40, (64, 62), (7, 7), (2, 2), 3, (1, 1), 1, True),
+    ConvCase(5, 32, 40, (24, 23), (3, 3), (1, 1), 1, (1, 1), 1, False),
 ]
 
 # Batch lanes: the forward (and the stride-1 input gradient, a forward) with the images in
@@ -419,9 +423,14 @@ def test_gathered_weight_gradient_does_not_depend_on_the_thread_count() -> None:
         "x = rng.standard_normal((8, 64, 9, 9)).astype(np.float32)\n"
         "dy = rng.standard_normal((8, 72, 9, 9)).astype(np.float32)\n"
         "sys.stdout.buffer.write(fastconv.conv_backward_weight(x, dy, (3, 3), padding=1)"
+        ".tobytes())\n"
+        # 576 positions per image: one image at a time, the partials added in image order.
+        "x = rng.standard_normal((8, 32, 24, 24)).astype(np.float32)\n"
+        "dy = rng.standard_normal((8, 40, 24, 24)).astype(np.float32)\n"
+        "sys.stdout.buffer.write(fastconv.conv_backward_weight(x, dy, (3, 3), padding=1)"
         ".tobytes())\n")
     outputs = outputs_at_thread_counts(script, ("1", "2", "3"))
-    assert len(outputs[0]) == 72 * 64 * 9 * 4
+    assert len(outputs[0]) == (72 * 64 + 40 * 32) * 9 * 4
     assert outputs[0] == outputs[1] == outputs[2]
 
 
