@@ -735,21 +735,47 @@ void rows_as_panel_columns(const T* src, int64_t lds, int64_t rows, int64_t cols
 // into B panels once per call. Jobs own blocks of output positions (across images), so
 // each output is one micro-kernel's sum in a fixed order; each block is transposed into y
 // while it is still cached.
+//
+// With `flipped`, g is a layer's input gradient (input_gradient_geom) and w that layer's
+// weights, whose per-group transpose, flipped, is g's weights (backward_input_by_forward):
+// the panels are built from w in one pass instead of a copy and then a transpose (ResNet's
+// 256ch 7x7 input gradient at batch 16: 3.23 -> 3.06 ms, 128ch 14x14 3.13 -> 3.08).
 template <typename T>
-void forward_gathered(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y) {
+void forward_gathered(const ConvGeom& g, const T* x, const T* w, const T* bias, T* y,
+                      bool flipped = false) {
   const ShiftedGeom s = make_shifted_geom(g);
   const Dims taps = shifted_offsets(g, s), positions = position_offsets(g, s);
   const int64_t R = g.rows, Kg = g.group_out, G = g.groups, N = g.win.batch, L = g.positions;
   // Each group's panels are spaced as whole panels of Kg columns (the last may use fewer).
   const int64_t nr = gathered_panel_cols<T>(), group_cols = (Kg + nr - 1) / nr * nr;
   T* const weights = caller_buffer<T, kGatheredPanels>(G * R * group_cols);
-  constexpr int64_t kRowBlock = 64;
-  const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock;
+  if (flipped) {
+    // Depth row k * kvol + tap, column c of group grp: w[grp * Kf + k][c][kvol - 1 - tap],
+    // Kf = g.group_in the layer's output channels per group.
+    const int64_t kvol = g.win.kernel_volume(), Kf = g.group_in, W = vector_lanes<T>();
 #pragma omp parallel for schedule(static)
-  for (int64_t job = 0; job < G * row_blocks; ++job) {
-    const int64_t grp = job / row_blocks, r0 = job % row_blocks * kRowBlock;
-    rows_as_panel_columns(w + grp * Kg * R + r0, R, Kg, std::min(R, r0 + kRowBlock) - r0, r0,
-                          R, weights + grp * R * group_cols);
+    for (int64_t job = 0; job < G * Kf; ++job) {
+      const int64_t grp = job / Kf, k = job % Kf;
+      const T* const src = w + (grp * Kf + k) * Kg * kvol;
+      for (int64_t c0 = 0; c0 < Kg; c0 += nr) {
+        const int64_t width = std::min(nr, Kg - c0), ld = panel_width(width, nr, W);
+        T* const panel = weights + grp * R * group_cols + (c0 / nr) * R * nr;
+        for (int64_t tap = 0; tap < kvol; ++tap) {
+          T* const row = panel + (k * kvol + kvol - 1 - tap) * ld;
+          for (int64_t c = 0; c < width; ++c) row[c] = src[(c0 + c) * kvol + tap];
+          std::fill(row + width, row + ld, T(0));
+        }
+      }
+    }
+  } else {
+    constexpr int64_t kRowBlock = 64;
+    const int64_t row_blocks = (R + kRowBlock - 1) / kRowBlock;
+#pragma omp parallel for schedule(static)
+    for (int64_t job = 0; job < G * row_blocks; ++job) {
+      const int64_t grp = job / row_blocks, r0 = job % row_blocks * kRowBlock;
+      rows_as_panel_columns(w + grp * Kg * R + r0, R, Kg, std::min(R, r0 + kRowBlock) - r0,
+                            r0, R, weights + grp * R * group_cols);
+    }
   }
   const int64_t image_values = s.footprint + L * Kg;
   const int64_t per_pass = std::clamp<int64_t>(
@@ -1095,6 +1121,10 @@ void backward_input_by_forward(const ConvGeom& g, const ConvGeom& t, const T* dy
     };
     forward_lanes(t, dy, multiply, gathered_panel_cols<T>(), static_cast<const T*>(nullptr),
                   dx);
+    return;
+  }
+  if (!conv_direct_applies(t.win, t.out_channels, t.groups) && forward_gathers(t)) {
+    forward_gathered(t, dy, w, static_cast<const T*>(nullptr), dx, true);
     return;
   }
   // wt[grp][c][k][tap] = w[grp * Kg + k][c][kvol - 1 - tap]
