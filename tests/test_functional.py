@@ -208,8 +208,11 @@ def test_relu6(rng) -> None:
 @pytest.mark.parametrize("cpu_path", ["", "AVX512F", "AVX512F,AVX2"])
 def test_tanh_kernel_within_4_ulp_on_every_cpu_path(cpu_path: str) -> None:
     """_cpu.tanh (libmvec vector variants, several threads) against float64 NumPy and
-    torch: uniform over the saturating range, tiny and subnormal-adjacent values, specials,
-    a length spanning several parallel chunks plus a ragged end, and in place."""
+    float64 torch: uniform over the saturating range, tiny and subnormal-adjacent values,
+    specials, a length spanning several parallel chunks plus a ragged end, and in place.
+    (torch's own float32 tanh once differed from both by up to 9e-5 on the second half of
+    the array in a CI run, its second thread's chunk, while ours was within 4 ulp; it is no
+    reference to hold ours to within 8 eps.)"""
     import os
     import subprocess
     import sys
@@ -231,8 +234,9 @@ for dt in (np.float32, np.float64):
     assert err.max() <= 4, (dt, err.max())
     assert np.isnan(out[-5]) and out[-4] == 1 and out[-3] == -1
     assert out[-2] == 0 and not np.signbit(out[-2]) and np.signbit(out[-1])
-    np.testing.assert_allclose(out, torch.tanh(torch.from_numpy(x)).numpy(),
-                               rtol=8 * np.finfo(dt).eps, atol=0)
+    by_torch = torch.tanh(torch.from_numpy(x.astype(np.float64))).numpy()
+    err = np.abs(out[finite].astype(np.float64) - by_torch[finite]) / ulp
+    assert err.max() <= 4, (dt, "torch", err.max())
     inplace = x.copy()
     _cpu.tanh(inplace, inplace)
     np.testing.assert_array_equal(inplace, out)
