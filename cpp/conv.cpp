@@ -866,46 +866,40 @@ bool forward_in_lanes(const ConvGeom& g) {
 // the A operand's loads over more cache lines than the products saved (256ch 7x7 forward
 // even to 3% slower, the weight gradient with tap-major rows 10-20% slower).
 
-// For each output position, the taps that read the input somewhere along its row of the
-// last dim.
-std::vector<std::vector<bool>> taps_inside_rows(const ConvGeom& g) {
-  const int64_t kvol = g.win.kernel_volume(), row = g.win.out.back();
-  const Dims offsets = fold_offsets(g);
-  std::vector<std::vector<bool>> inside(g.positions, std::vector<bool>(kvol, false));
-  for (int64_t l = 0; l < g.positions; ++l) {
-    for (int64_t t = 0; t < kvol; ++t) {
-      for (int64_t m = l - l % row; m < l - l % row + row; ++m) {
-        if (offsets[m * kvol + t] >= 0) inside[l][t] = true;
-      }
-    }
-  }
-  return inside;
-}
-
-// Depth sets over a product's (channel, tap) rows c * kvol + t that skip the taps reading
-// padding (taps_inside_rows), and each output position's set (-1: every tap is read).
+// Depth sets over a product's (channel, tap) rows c * kvol + t that leave out the taps a
+// row of outputs (along the last dim) reads only as padding, and each output position's set
+// (-1: its row reads every tap).
 struct PaddingSets {
   Dims of_position, starts{0}, entries;
 };
 
 PaddingSets padding_sets(const ConvGeom& g) {
-  const int64_t kvol = g.win.kernel_volume();
+  const int64_t kvol = g.win.kernel_volume(), row = g.win.out.back();
+  const Dims offsets = fold_offsets(g);
   PaddingSets sets;
   std::map<std::vector<bool>, int64_t> index;
-  for (const std::vector<bool>& inside : taps_inside_rows(g)) {
-    if (std::all_of(inside.begin(), inside.end(), [](bool in) { return in; })) {
-      sets.of_position.push_back(-1);
-      continue;
-    }
-    const auto found = index.emplace(inside, int64_t(sets.starts.size()) - 1);
-    sets.of_position.push_back(found.first->second);
-    if (!found.second) continue;
-    for (int64_t c = 0; c < g.group_in; ++c) {
-      for (int64_t t = 0; t < kvol; ++t) {
-        if (inside[t]) sets.entries.push_back(c * kvol + t);
+  std::vector<bool> inside(kvol);
+  for (int64_t l0 = 0; l0 < g.positions; l0 += row) {
+    for (int64_t t = 0; t < kvol; ++t) {
+      inside[t] = false;
+      for (int64_t l = l0; l < l0 + row && !inside[t]; ++l) {
+        inside[t] = offsets[l * kvol + t] >= 0;
       }
     }
-    sets.starts.push_back(int64_t(sets.entries.size()));
+    int64_t set = -1;
+    if (!std::all_of(inside.begin(), inside.end(), [](bool in) { return in; })) {
+      const auto found = index.emplace(inside, int64_t(sets.starts.size()) - 1);
+      set = found.first->second;
+      if (found.second) {
+        for (int64_t c = 0; c < g.group_in; ++c) {
+          for (int64_t t = 0; t < kvol; ++t) {
+            if (inside[t]) sets.entries.push_back(c * kvol + t);
+          }
+        }
+        sets.starts.push_back(int64_t(sets.entries.size()));
+      }
+    }
+    sets.of_position.insert(sets.of_position.end(), row, set);
   }
   return sets;
 }
@@ -1484,7 +1478,8 @@ void backward_weight_by_image(const ConvGeom& g, const T* x, const T* dy, T* dw)
       pad_group(g, s, x + n * g.win.channels * g.in_plane, grp * g.group_in, padded);
       rows_as_panel_columns(dy + (n * g.out_channels + grp * Kg) * L, L, Kg, L, 0, L, panels);
       gemm(R, Kg, L,
-           GatheredRows<T>{padded, taps.data(), positions.data(), kWeightGradientDepth}, panels, partial + job * group_size, Kg, false);
+           GatheredRows<T>{padded, taps.data(), positions.data(), kWeightGradientDepth},
+           panels, partial + job * group_size, Kg, false);
     }
     // The round's partials added to dW_g^T in image order, a block of rows per job; the
     // last round transposes its block into dW.

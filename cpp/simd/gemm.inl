@@ -45,10 +45,10 @@ constexpr int kNV = 2;
 // 256, 512): 6 x 4 vectors keeps 24 accumulators, 4 B vectors and an A broadcast live with
 // 10 loads per 24 FMAs, and its 64 columns divide those widths, where 48-column tiles end
 // in a one-vector tile (8 FMAs per 9 loads, 40% slower per FMA). Measured at batch 16 (2
-// threads): the gathered weight gradient of 64ch 28x28 3.30 -> 3.08 ms, the stem's 4.69 ->
-// 4.54, 512ch 4x4's forward and input gradient in batch lanes 4.07 -> 3.93 and 4.23 -> 3.98,
-// 256ch 7x7's gathered forward 3.11 -> 3.06; the shifted forward of 64 channels lost
-// (2.91 -> 3.02: 64 rows are 10 tiles of 6 and a partial one), so it keeps 8 x 3.
+// threads): the gathered weight gradient of 64ch 28x28 3.33 -> 3.10 ms, 512ch 4x4's forward
+// and input gradient in batch lanes 4.48 -> 4.27 and 4.56 -> 4.36, 256ch 7x7's gathered
+// forward 3.08 -> 2.99; with 6 x 4 everywhere the shifted forward of 64 channels lost
+// (2.91 -> 3.02: 64 rows are 10 tiles of 6 and a partial one), so packed A keeps 8 x 3.
 #if FC_VEC_BYTES == 64
 constexpr int64_t kWideMR = 6;
 constexpr int kWideNV = 4;
@@ -62,8 +62,6 @@ template <typename T>
 constexpr int64_t kNR = kNV * kWidth<T>;  // columns of C per micro-tile
 constexpr int64_t kKC = kGemmDepth;       // depth of one packed block
 constexpr int64_t kMC = 12 * kMR;         // rows of one packed A block (kMC x kKC in L2)
-template <typename T>
-constexpr int64_t kNC = 6 * kNR<T>;  // columns of one packed B block
 
 template <typename T>
 struct LaneIndex {  // the shuffle-mask vector matching Vec<T>
